@@ -1,0 +1,47 @@
+//! `shellac`: a Varnish-compatible HTTP cache whose VCL runs as WebAssembly.
+//!
+//! One binary with varnishd-style subcommands. Each subcommand lives in its
+//! own module under `cmd/`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "shellac",
+    version,
+    about = "Varnish-compatible HTTP cache; VCL runs as WebAssembly"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a VCL file and compile it to a WebAssembly module (like `varnishd -C`).
+    Compile(cmd::compile::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHELLAC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compile(args) => cmd::compile::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shellac: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! ACL declarations (Varnish's `vcc_acl`).
+//!
+//! IP literals are checked here; host names are kept for the host to
+//! resolve at load time (compiling never needs DNS).
+
+use crate::ast;
+use crate::tir::{AclDef, AclEntry};
+use crate::vcc_compile::{err, CResult, Checker, SymKind};
+use std::net::IpAddr;
+
+impl Checker {
+    pub(crate) fn declare_acl(&mut self, a: &ast::Acl) -> CResult<()> {
+        let id = self.meta.acls.len() as u32;
+        self.define(&a.name, SymKind::Acl(id), false)?;
+        let mut def = AclDef {
+            name: a.name.name.clone(),
+            ..AclDef::default()
+        };
+        let mut pedantic = false;
+        for (on, flag) in &a.flags {
+            match flag.name.as_str() {
+                "log" => def.log = *on,
+                "table" => def.table = *on,
+                "pedantic" => pedantic = *on,
+                "fold" => {}
+                other => return Err(err(format!("Unknown ACL flag: {}", other), &flag.span)),
+            }
+        }
+        for e in &a.entries {
+            let (line, col) = e.addr_span.line_col();
+            let ip: Option<IpAddr> = e.addr.parse().ok();
+            let width = match ip {
+                Some(IpAddr::V4(_)) => 32,
+                Some(IpAddr::V6(_)) => 128,
+                None => 128,
+            };
+            if let Some((bits, span)) = &e.mask {
+                if *bits > width {
+                    return Err(err(
+                        format!(
+                            "Too wide mask ({}) for IPv{}",
+                            bits,
+                            if width == 32 { 4 } else { 6 }
+                        ),
+                        span,
+                    ));
+                }
+                if pedantic {
+                    if let Some(ip) = ip {
+                        if !network_bits_only(ip, *bits) {
+                            return Err(err("Address/Netmask mismatch, need be", &e.addr_span));
+                        }
+                    }
+                }
+            }
+            if ip.is_none() && !looks_like_hostname(&e.addr) {
+                return Err(err(
+                    format!("DNS lookup({}): Name or service not known", e.addr),
+                    &e.addr_span,
+                ));
+            }
+            def.entries.push(AclEntry {
+                negated: e.negated,
+                addr: e.addr.clone(),
+                mask: e.mask.as_ref().map(|(b, _)| *b as u8),
+                optional: e.optional,
+                location: format!("{}:{}:{}", e.addr_span.source.name, line, col),
+            });
+        }
+        self.meta.acls.push(def);
+        Ok(())
+    }
+}
+
+fn network_bits_only(ip: IpAddr, bits: u32) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let n = u32::from(v4);
+            bits >= 32 || n & (u32::MAX >> bits) == 0
+        }
+        IpAddr::V6(v6) => {
+            let n = u128::from(v6);
+            bits >= 128 || n & (u128::MAX >> bits) == 0
+        }
+    }
+}
+
+fn looks_like_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
+}

@@ -1,0 +1,453 @@
+//! The VCL lexer (Varnish's `vcc_token`) and `include` resolution.
+//!
+//! As in Varnish, `include "file";` is resolved on the token stream, so an
+//! include may appear anywhere, even inside a subroutine body.
+
+use crate::error::{Diagnostic, Source, Span};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What a token is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokKind {
+    /// An identifier; may contain `.`, `-` and `_` (`req.http.X-Foo`).
+    Id,
+    /// An integer literal.
+    Int,
+    /// A literal with a decimal point.
+    Real,
+    /// A string in any of the three quoting styles; `value` is its content.
+    Str,
+    /// Punctuation or an operator; `value` is the operator text.
+    Op,
+    /// End of input.
+    Eof,
+}
+
+/// One token.
+#[derive(Clone, Debug)]
+pub struct Token {
+    pub kind: TokKind,
+    /// Identifier text, operator text, number text, or string content.
+    pub value: String,
+    pub span: Span,
+}
+
+impl Token {
+    pub fn is_op(&self, op: &str) -> bool {
+        self.kind == TokKind::Op && self.value == op
+    }
+
+    pub fn is_id(&self, id: &str) -> bool {
+        self.kind == TokKind::Id && self.value == id
+    }
+
+    /// The token as varnishd quotes it in "Found: …" messages.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            TokKind::Eof => "EOF".to_string(),
+            TokKind::Str => format!("\"{}\"", self.value),
+            _ => self.value.clone(),
+        }
+    }
+}
+
+fn is_ident1(c: u8) -> bool {
+    c.is_ascii_alphabetic()
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+
+fn is_symbol(c: u8) -> bool {
+    is_ident(c) || c == b'.'
+}
+
+const OPS3: &[&str] = &[];
+const OPS2: &[&str] = &[
+    "==", "!=", "<=", ">=", "&&", "||", "!~", "+=", "-=", "*=", "/=", "++", "--", "<<", ">>",
+];
+const OPS1: &[u8] = b"!%&+*,-./;<=>?[]^{|}~()";
+
+/// Splits one source into tokens (without resolving includes).
+pub fn tokenize(source: &Arc<Source>, allow_inline_c: bool) -> Result<Vec<Token>, Diagnostic> {
+    let text = source.text.as_bytes();
+    let mut toks = Vec::new();
+    let mut i = 0;
+    let span = |start: usize, end: usize| Span {
+        source: source.clone(),
+        start,
+        end,
+    };
+    while i < text.len() {
+        let c = text[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        // Comments.
+        if c == b'#' || (c == b'/' && text.get(i + 1) == Some(&b'/')) {
+            while i < text.len() && text[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && text.get(i + 1) == Some(&b'*') {
+            let start = i;
+            i += 2;
+            loop {
+                if i + 1 >= text.len() {
+                    return Err(Diagnostic::new(
+                        "Unterminated /* ... */ comment, starting at",
+                        Some(span(start, start + 2)),
+                    ));
+                }
+                if text[i] == b'*' && text[i + 1] == b'/' {
+                    i += 2;
+                    break;
+                }
+                i += 1;
+            }
+            continue;
+        }
+        // Inline C.
+        if c == b'C' && text.get(i + 1) == Some(&b'{') {
+            let start = i;
+            let end = find(text, i + 2, b"}C");
+            let Some(end) = end else {
+                return Err(Diagnostic::new(
+                    "Unterminated inline C source, starting at",
+                    Some(span(start, start + 2)),
+                ));
+            };
+            let msg = if allow_inline_c {
+                "Inline-C is not supported by Shellac: VCL runs as WebAssembly"
+            } else {
+                "Inline-C not allowed"
+            };
+            let _ = end;
+            return Err(Diagnostic::new(msg, Some(span(start, start + 2))));
+        }
+        // Long strings.
+        if c == b'{' && text.get(i + 1) == Some(&b'"') {
+            let start = i;
+            let Some(end) = find(text, i + 2, b"\"}") else {
+                return Err(Diagnostic::new(
+                    "Unterminated long-string, starting at",
+                    Some(span(start, start + 2)),
+                ));
+            };
+            toks.push(Token {
+                kind: TokKind::Str,
+                value: source.text[i + 2..end].to_string(),
+                span: span(start, end + 2),
+            });
+            i = end + 2;
+            continue;
+        }
+        if c == b'"' && text.get(i + 1) == Some(&b'"') && text.get(i + 2) == Some(&b'"') {
+            let start = i;
+            let Some(end) = find(text, i + 3, b"\"\"\"") else {
+                return Err(Diagnostic::new(
+                    "Unterminated long-string, starting at",
+                    Some(span(start, start + 3)),
+                ));
+            };
+            toks.push(Token {
+                kind: TokKind::Str,
+                value: source.text[i + 3..end].to_string(),
+                span: span(start, end + 3),
+            });
+            i = end + 3;
+            continue;
+        }
+        if c == b'"' {
+            let start = i;
+            let mut j = i + 1;
+            while j < text.len() && text[j] != b'"' && text[j] != b'\n' {
+                j += 1;
+            }
+            if j >= text.len() || text[j] != b'"' {
+                return Err(Diagnostic::new(
+                    "Unterminated string at",
+                    Some(span(start, start + 1)),
+                ));
+            }
+            toks.push(Token {
+                kind: TokKind::Str,
+                value: source.text[i + 1..j].to_string(),
+                span: span(start, j + 1),
+            });
+            i = j + 1;
+            continue;
+        }
+        if is_ident1(c) {
+            let start = i;
+            while i < text.len() && is_symbol(text[i]) {
+                i += 1;
+            }
+            // A trailing '.' is not part of a symbol.
+            while i > start + 1 && text[i - 1] == b'.' {
+                i -= 1;
+            }
+            toks.push(Token {
+                kind: TokKind::Id,
+                value: source.text[start..i].to_string(),
+                span: span(start, i),
+            });
+            continue;
+        }
+        if c.is_ascii_digit() {
+            let start = i;
+            while i < text.len() && text[i].is_ascii_digit() {
+                i += 1;
+            }
+            let mut kind = TokKind::Int;
+            if i + 1 < text.len() && text[i] == b'.' && text[i + 1].is_ascii_digit() {
+                kind = TokKind::Real;
+                i += 1;
+                while i < text.len() && text[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            toks.push(Token {
+                kind,
+                value: source.text[start..i].to_string(),
+                span: span(start, i),
+            });
+            continue;
+        }
+        let rest = &source.text[i..];
+        if let Some(op) = OPS3
+            .iter()
+            .chain(OPS2.iter())
+            .find(|op| rest.starts_with(**op))
+        {
+            toks.push(Token {
+                kind: TokKind::Op,
+                value: op.to_string(),
+                span: span(i, i + op.len()),
+            });
+            i += op.len();
+            continue;
+        }
+        if OPS1.contains(&c) {
+            toks.push(Token {
+                kind: TokKind::Op,
+                value: (c as char).to_string(),
+                span: span(i, i + 1),
+            });
+            i += 1;
+            continue;
+        }
+        let ch_len = source.text[i..].chars().next().map_or(1, |c| c.len_utf8());
+        return Err(Diagnostic::new(
+            format!(
+                "Syntax error at\n  '{}'",
+                &source.text[i..i + ch_len].escape_debug()
+            ),
+            Some(span(i, i + ch_len)),
+        ));
+    }
+    toks.push(Token {
+        kind: TokKind::Eof,
+        value: String::new(),
+        span: span(text.len(), text.len()),
+    });
+    Ok(toks)
+}
+
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    if from > hay.len() {
+        return None;
+    }
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// Loads VCL files: reads them and resolves `include` on the token stream.
+pub struct Loader<'a> {
+    pub include_path: &'a [PathBuf],
+    pub allow_inline_c: bool,
+    /// Every source read, in order, for `vcl.show` and diagnostics.
+    pub sources: Vec<Arc<Source>>,
+}
+
+/// How deep includes may nest before we call it a cycle.
+const MAX_INCLUDE_DEPTH: usize = 32;
+
+impl<'a> Loader<'a> {
+    pub fn new(include_path: &'a [PathBuf], allow_inline_c: bool) -> Self {
+        Loader {
+            include_path,
+            allow_inline_c,
+            sources: Vec::new(),
+        }
+    }
+
+    /// Tokenizes `source` and splices in the tokens of every included file.
+    /// `dir` is where relative includes are looked up first.
+    pub fn load(
+        &mut self,
+        source: Arc<Source>,
+        dir: Option<&Path>,
+    ) -> Result<Vec<Token>, Diagnostic> {
+        let mut stack = Vec::new();
+        self.load_inner(source, dir, &mut stack)
+    }
+
+    fn load_inner(
+        &mut self,
+        source: Arc<Source>,
+        dir: Option<&Path>,
+        stack: &mut Vec<PathBuf>,
+    ) -> Result<Vec<Token>, Diagnostic> {
+        self.sources.push(source.clone());
+        let toks = tokenize(&source, self.allow_inline_c)?;
+        let mut out = Vec::with_capacity(toks.len());
+        let mut i = 0;
+        while i < toks.len() {
+            if toks[i].is_id("include") {
+                let inc = &toks[i];
+                let Some(name) = toks.get(i + 1).filter(|t| t.kind == TokKind::Str) else {
+                    let at = toks.get(i + 1).unwrap_or(inc);
+                    return Err(Diagnostic::new(
+                        "Expected 'include \"filename\";'",
+                        Some(at.span.clone()),
+                    ));
+                };
+                let Some(semi) = toks.get(i + 2).filter(|t| t.is_op(";")) else {
+                    let at = toks.get(i + 2).unwrap_or(name);
+                    return Err(Diagnostic::new(
+                        "include not followed by semicolon.",
+                        Some(at.span.clone()),
+                    ));
+                };
+                let _ = semi;
+                let path = self.resolve(&name.value, dir);
+                let Some(path) = path else {
+                    return Err(Diagnostic::new(
+                        format!(
+                            "Cannot read file '{}' (No such file or directory)",
+                            name.value
+                        ),
+                        Some(name.span.clone()),
+                    ));
+                };
+                let canon = path.canonicalize().unwrap_or_else(|_| path.clone());
+                if stack.contains(&canon) || stack.len() >= MAX_INCLUDE_DEPTH {
+                    return Err(Diagnostic::new(
+                        "Recursive include of file",
+                        Some(name.span.clone()),
+                    ));
+                }
+                let text = match std::fs::read(&path) {
+                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Err(e) => {
+                        return Err(Diagnostic::new(
+                            format!("Cannot read file '{}' ({})", name.value, e),
+                            Some(name.span.clone()),
+                        ))
+                    }
+                };
+                let inc_source = Arc::new(Source {
+                    name: path.display().to_string(),
+                    text,
+                });
+                stack.push(canon);
+                let sub_dir = path.parent().map(Path::to_path_buf);
+                let mut sub = self.load_inner(inc_source, sub_dir.as_deref(), stack)?;
+                stack.pop();
+                sub.pop(); // its Eof
+                out.extend(sub);
+                i += 3;
+                continue;
+            }
+            out.push(toks[i].clone());
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    fn resolve(&self, name: &str, dir: Option<&Path>) -> Option<PathBuf> {
+        let p = Path::new(name);
+        if p.is_absolute() {
+            return p.is_file().then(|| p.to_path_buf());
+        }
+        dir.into_iter()
+            .map(Path::to_path_buf)
+            .chain(self.include_path.iter().cloned())
+            .map(|d| d.join(p))
+            .find(|c| c.is_file())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<(TokKind, String)> {
+        let src = Arc::new(Source {
+            name: "t.vcl".into(),
+            text: s.into(),
+        });
+        tokenize(&src, false)
+            .map(|v| v.into_iter().map(|t| (t.kind, t.value)).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn identifiers_keep_dots_and_dashes() {
+        let t = toks("set req.http.X-Foo = a-b;");
+        assert_eq!(t[1], (TokKind::Id, "req.http.X-Foo".into()));
+        assert_eq!(t[3], (TokKind::Id, "a-b".into()));
+    }
+
+    #[test]
+    fn strings_of_all_kinds() {
+        let t = toks(
+            r#""a" {"b
+c"} """d"e""""#,
+        );
+        assert_eq!(t[0].1, "a");
+        assert_eq!(t[1].1, "b\nc");
+        assert_eq!(t[2].1, "d\"e");
+    }
+
+    #[test]
+    fn numbers_and_units() {
+        let t = toks("1.5s 10 KB");
+        assert_eq!(t[0], (TokKind::Real, "1.5".into()));
+        assert_eq!(t[1], (TokKind::Id, "s".into()));
+        assert_eq!(t[2], (TokKind::Int, "10".into()));
+    }
+
+    #[test]
+    fn comments_are_skipped() {
+        let t = toks("a # x\n b // y\n /* z \n */ c");
+        let ids: Vec<_> = t.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", ""]);
+    }
+
+    #[test]
+    fn unterminated_things_are_errors() {
+        let src = Arc::new(Source {
+            name: "t.vcl".into(),
+            text: "\"abc\n".into(),
+        });
+        assert!(tokenize(&src, false).is_err());
+        let src = Arc::new(Source {
+            name: "t.vcl".into(),
+            text: "/* abc".into(),
+        });
+        assert!(tokenize(&src, false).is_err());
+        let src = Arc::new(Source {
+            name: "t.vcl".into(),
+            text: "C{ x }C".into(),
+        });
+        assert!(tokenize(&src, false).is_err());
+    }
+}

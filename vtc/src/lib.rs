@@ -1,0 +1,1 @@
+//! VTC language (placeholder).
