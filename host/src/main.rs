@@ -4,6 +4,7 @@
 //! own module under `cmd/`.
 
 mod cmd;
+mod sandbox;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

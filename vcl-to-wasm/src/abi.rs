@@ -462,8 +462,11 @@ pub const HEADER_UNSET: &str = "header_unset";
 /// `var_get_string(var: i32) -> str`: read a STRING (or BLOB) variable by
 /// `VarId`; NULL if unset.
 pub const VAR_GET_STRING: &str = "var_get_string";
-/// `var_set_string(var, value: str)`: assign a STRING variable (NULL
-/// parts of a concatenation were already turned into "").
+/// `var_set_string(var, value: str)`: assign a STRING variable. A
+/// concatenation never arrives as NULL (its NULL parts count as ""), but a
+/// plain NULL value (`set req.url = req.http.absent;`) does; Varnish's
+/// setters join their STRANDS, so the host treats it as "" unless the
+/// variable gives NULL a meaning.
 pub const VAR_SET_STRING: &str = "var_set_string";
 /// `var_get_int(var) -> i64`: INT and BYTES variables.
 pub const VAR_GET_INT: &str = "var_get_int";

@@ -197,7 +197,7 @@ pub fn generate(program: &tir::Program) -> Result<(Vec<u8>, Metadata)> {
     for h in runtime::Helper::ALL {
         let (params, results) = h.signature();
         functions.function(types.get(params, results));
-        let f = runtime::build(h, &mut cx)?;
+        let f = runtime::build(h);
         code.function(&f);
         names.append(h.func_index(), h.name());
     }

@@ -743,8 +743,8 @@ impl Checker {
                         ))
                     }
                 };
-                if !p.enum_values.is_empty() && !p.enum_values.iter().any(|x| *x == v) {
-                    let mut d = err(format!("Wrong enum value.  Expected one of:"), &e.span);
+                if !p.enum_values.is_empty() && !p.enum_values.contains(&v) {
+                    let mut d = err("Wrong enum value.  Expected one of:", &e.span);
                     for x in &p.enum_values {
                         d.notes.push(format!("\t{}", x));
                     }

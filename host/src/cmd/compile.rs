@@ -23,6 +23,10 @@ pub struct Args {
     /// A compiler parameter, as varnishd's: vcc_err_unref, vcc_allow_inline_c.
     #[arg(short = 'p', value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+    /// Also compile the module to native code with wasmtime, as loading it
+    /// in `shellac serve` does (checks it and measures the full cost).
+    #[arg(long)]
+    pub native: bool,
 }
 
 /// Parses varnishd's boolean parameter spellings.
@@ -54,6 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(compiled) => {
             for w in &compiled.warnings {
                 eprint!("{w}");
+            }
+            if args.native {
+                let engine = crate::sandbox::engine()?;
+                wasmtime::Module::new(&engine, &compiled.wasm)
+                    .context("compiling the module to native code")?;
             }
             if let Some(out) = &args.output {
                 std::fs::write(out, &compiled.wasm)

@@ -150,11 +150,11 @@ impl Gen<'_> {
                 Ok(Some(Repr::Str))
             }
             ExprKind::ToString(inner) => {
-                self.to_string(inner)?;
+                self.convert_to_string(inner)?;
                 Ok(Some(Repr::Str))
             }
             ExprKind::ToBool(inner) => {
-                self.to_bool(inner)?;
+                self.convert_to_bool(inner)?;
                 Ok(Some(Repr::Bool))
             }
             ExprKind::IntToReal(inner) => {
@@ -280,11 +280,11 @@ impl Gen<'_> {
         if abi::repr(e.ty) == Some(Repr::Str) && e.ty != Type::Blob {
             return self.value(e, Repr::Str);
         }
-        self.to_string(e)
+        self.convert_to_string(e)
     }
 
     /// `ToString`: Varnish's `VRT_*_string` conversions.
-    fn to_string(&mut self, e: &Expr) -> Result<()> {
+    fn convert_to_string(&mut self, e: &Expr) -> Result<()> {
         if let Some(s) = const_to_string(e) {
             let v = self.cx.pool.str(&s)?;
             self.f.emit(I::I64Const(v));
@@ -327,7 +327,7 @@ impl Gen<'_> {
 
     /// `ToBool`: a string is true when not NULL, numbers when not zero,
     /// handles when not "none".
-    fn to_bool(&mut self, e: &Expr) -> Result<()> {
+    fn convert_to_bool(&mut self, e: &Expr) -> Result<()> {
         match value_repr(e.ty)? {
             r @ (Repr::Str | Repr::Int) => {
                 self.value(e, r)?;

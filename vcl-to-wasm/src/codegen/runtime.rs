@@ -4,7 +4,7 @@
 //! equality, ordering (`VRT_strcmp`) and copying.
 
 use super::func::{mem, mem8, FuncBuilder};
-use super::{Ctx, Result, G_WS_END, G_WS_PTR};
+use super::{G_WS_END, G_WS_PTR};
 use crate::abi::{Import, ValType};
 use wasm_encoder::{BlockType, Function, Instruction as I};
 
@@ -64,7 +64,7 @@ impl Helper {
 /// Instructions that turn a packed string on the stack into its pointer.
 pub(crate) const PTR: [I<'static>; 3] = [I::I64Const(32), I::I64ShrU, I::I32WrapI64];
 
-pub(crate) fn build(h: Helper, _cx: &mut Ctx) -> Result<Function> {
+pub(crate) fn build(h: Helper) -> Function {
     let nparams = h.signature().0.len() as u32;
     let mut f = FuncBuilder::new(nparams);
     match h {
@@ -74,7 +74,7 @@ pub(crate) fn build(h: Helper, _cx: &mut Ctx) -> Result<Function> {
         Helper::StrCmp => str_cmp(&mut f),
         Helper::StrCopy => str_copy(&mut f),
     }
-    Ok(f.finish())
+    f.finish()
 }
 
 fn ws_alloc(f: &mut FuncBuilder) {
