@@ -34,6 +34,8 @@ pub enum Item {
 #[derive(Clone, Debug)]
 pub struct Import {
     pub name: Ident,
+    /// `import name as alias;`: the name VCL uses for it.
+    pub alias: Option<Ident>,
     pub from: Option<(String, Span)>,
     /// The `import` keyword, which varnishd points at for a missing VMOD.
     pub span: Span,
@@ -75,6 +77,8 @@ pub enum FieldValue {
     Name(Ident),
     /// An inline probe: `.probe = { … }`.
     Block(Vec<Field>, Span),
+    /// A BLOB literal `:base64:` (`.preamble`).
+    Blob(String, Span),
 }
 
 impl FieldValue {
@@ -84,6 +88,7 @@ impl FieldValue {
             FieldValue::Number { span, .. } => span,
             FieldValue::Name(i) => &i.span,
             FieldValue::Block(_, s) => s,
+            FieldValue::Blob(_, s) => s,
         }
     }
 }

@@ -45,6 +45,11 @@ pub struct CompileOptions {
     /// VCL labels that exist where this VCL is loaded, for
     /// `return (vcl(label))`. As with varnishd, naming any other is an error.
     pub labels: Vec<String>,
+    /// Storage backends that exist (`-s`), for `storage.NAME`: varnishd's
+    /// defaults are `s0` and `Transient`.
+    pub storages: Vec<String>,
+    /// `import … from "path"` with a path is allowed (`vcc_unsafe_path`).
+    pub unsafe_path: bool,
 }
 
 impl CompileOptions {
@@ -55,6 +60,8 @@ impl CompileOptions {
             err_unref: true,
             allow_inline_c: false,
             labels: Vec::new(),
+            storages: vec!["s0".to_string(), "Transient".to_string()],
+            unsafe_path: true,
         }
     }
 }

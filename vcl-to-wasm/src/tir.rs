@@ -99,6 +99,8 @@ pub enum Stmt {
     Call(SubId),
     /// `return (action[(args)]);`
     Return(Return),
+    /// A bare `return;` in a user sub: leave it; the caller goes on.
+    Leave,
     /// `if (cond) {…} else {…}`; `elsif` chains are nested in `els`.
     If {
         cond: Expr,
@@ -171,6 +173,8 @@ pub enum ArithOp {
     Sub,
     Mul,
     Div,
+    /// INT remainder (`%`); by zero fails the task like division.
+    Mod,
 }
 
 /// A host-native function (from the `std` or `directors` VMOD, or a method
@@ -338,6 +342,8 @@ pub struct BackendDef {
     pub between_bytes_timeout: Option<f64>,
     pub max_connections: Option<u32>,
     pub proxy_header: Option<u32>,
+    /// `.preamble`: bytes (base64) sent on each new connection.
+    pub preamble: Option<String>,
     pub probe: Option<ProbeId>,
     /// Where it was declared, `file:line:col`, for messages at load time.
     pub location: String,

@@ -53,7 +53,16 @@ impl Checker {
                     }
                 }
             }
-            if ip.is_none() && !looks_like_hostname(&e.addr) {
+            if let Some(prev) = def
+                .entries
+                .iter()
+                .find(|p| p.addr == e.addr && p.mask == e.mask.as_ref().map(|(b, _)| *b as u8))
+            {
+                if prev.negated != e.negated {
+                    return Err(err("Conflicting ACL entries:", &e.addr_span));
+                }
+            }
+            if ip.is_none() && !crate::vcc_backend::valid_hostname(&e.addr) {
                 return Err(err(
                     format!("DNS lookup({}): Name or service not known", e.addr),
                     &e.addr_span,
@@ -83,11 +92,4 @@ fn network_bits_only(ip: IpAddr, bits: u32) -> bool {
             bits >= 128 || n & (u128::MAX >> bits) == 0
         }
     }
-}
-
-fn looks_like_hostname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
 }

@@ -70,7 +70,12 @@ impl Checker {
             }
             ast::Stmt::Return { action, args, span } => {
                 let Some(action) = action else {
-                    return Err(err("Expected '(' got ';'", span));
+                    // A bare `return;` leaves a user sub (not a method).
+                    if self.subs[self.cur as usize].method.is_some() {
+                        return Err(err("Expected '(' got ';'", span));
+                    }
+                    out.push(Stmt::Leave);
+                    return Ok(());
                 };
                 out.push(self.ret(action, args.as_deref())?);
             }

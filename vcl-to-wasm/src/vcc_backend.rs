@@ -34,6 +34,84 @@ pub(crate) fn duration_value(
     Ok(v * f)
 }
 
+/// Whether `s` can name an address: an IP literal, `host:port`,
+/// `[v6]:port`, or a syntactically valid host name. Names are resolved
+/// when the VCL is loaded (compiling needs no DNS), so only their shape is
+/// checked here.
+pub(crate) fn plausible_address(s: &str) -> bool {
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((v6, port)) => {
+                v6.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (port.is_empty() || port.strip_prefix(':').is_some_and(valid_port))
+            }
+            None => false,
+        };
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        // `:80` is the local host's port 80.
+        Some(("", p)) => return valid_port(p),
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        Some(_) => return false,
+        None => (s, None),
+    };
+    if let Some(p) = port {
+        if !valid_port(p) {
+            return false;
+        }
+    }
+    valid_hostname(host)
+}
+
+fn valid_port(p: &str) -> bool {
+    !p.is_empty()
+        && (p.parse::<u16>().is_ok() || p.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
+}
+
+/// RFC 1123 host name shape: dot-separated non-empty labels of letters,
+/// digits, `-` and `_`.
+pub(crate) fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        })
+}
+
+/// Checks a backend's `.host` the way varnishd does before resolving it.
+fn check_host(host: &str, span: &crate::error::Span) -> CResult<()> {
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((_, after)) = rest.split_once(']') else {
+            return Err(err("IPv6 address lacks ']'", span));
+        };
+        if !after.is_empty() && !after.starts_with(':') && !after.starts_with(' ') {
+            return Err(err("IPv6 address has wrong port separator", span));
+        }
+    }
+    if host.is_empty() {
+        // varnishtest declares not-yet-started servers with empty hosts.
+        return Ok(());
+    }
+    let bare = host.split_once(' ').map(|(h, _)| h).unwrap_or(host);
+    if !plausible_address(bare) {
+        return Err(err(
+            format!(
+                "Backend host '\"{}\"' could not be resolved to an IP address:",
+                host
+            ),
+            span,
+        ));
+    }
+    Ok(())
+}
+
 /// Seconds per duration unit.
 pub(crate) fn duration_unit(unit: &str) -> Option<f64> {
     Some(match unit {
@@ -121,14 +199,33 @@ impl Checker {
                     }
                     seen.push(name);
                     match name {
-                        "host" => def.host = Some(string_field(f)?),
+                        "host" => {
+                            let h = string_field(f)?;
+                            check_host(&h, f.value.span())?;
+                            def.host = Some(h)
+                        }
                         "port" => {
                             def.port = Some(match &f.value {
                                 FieldValue::Number { text, .. } => text.clone(),
                                 _ => string_field(f)?,
                             })
                         }
-                        "path" => def.path = Some(string_field(f)?),
+                        "path" => {
+                            let p = string_field(f)?;
+                            if self.version < 41 {
+                                return Err(err(
+                                    "Unix socket backends only supported in VCL4.1 and higher.",
+                                    &f.name.span,
+                                ));
+                            }
+                            if !p.starts_with('/') {
+                                return Err(err(
+                                    format!("Must be an absolute path:\n'{}'", p),
+                                    f.value.span(),
+                                ));
+                            }
+                            def.path = Some(p)
+                        }
                         "host_header" => def.host_header = Some(string_field(f)?),
                         "connect_timeout" => def.connect_timeout = Some(duration_field(f)?),
                         "first_byte_timeout" => def.first_byte_timeout = Some(duration_field(f)?),
@@ -136,6 +233,10 @@ impl Checker {
                             def.between_bytes_timeout = Some(duration_field(f)?)
                         }
                         "max_connections" => def.max_connections = Some(uint_field(f)?),
+                        "preamble" => match &f.value {
+                            FieldValue::Blob(b, _) => def.preamble = Some(b.clone()),
+                            other => return Err(err("Expected a BLOB", other.span())),
+                        },
                         "proxy_header" => {
                             let v = uint_field(f)?;
                             if v != 1 && v != 2 {
@@ -198,8 +299,21 @@ impl Checker {
                 }
             }
         }
-        if self.meta.default_backend.is_none() {
-            // The first backend is the default, and so counts as used.
+        // The default backend is the one named `default`, else the first;
+        // either way it counts as used.
+        if self.meta.default_backend.is_none() || b.name.name == "default" {
+            if let Some(prev) = self.meta.default_backend {
+                if let Some(name) = self
+                    .meta
+                    .backends
+                    .get(prev as usize)
+                    .map(|d| d.name.clone())
+                {
+                    if let Some(sym) = self.symbols.get_mut(&name) {
+                        sym.refs = sym.refs.saturating_sub(1);
+                    }
+                }
+            }
             self.meta.default_backend = Some(id);
             self.reference(&b.name.name);
         }
@@ -234,13 +348,22 @@ impl Checker {
                     }
                     other => return Err(err("Expected a string", other.span())),
                 },
-                "expected_response" => def.expected_response = Some(uint_field(f)?),
+                "expected_response" => {
+                    let v = uint_field(f)?;
+                    if !(100..=999).contains(&v) {
+                        return Err(err(
+                            "Must specify .expected_response with exactly three digits (100 <= x <= 999)",
+                            f.value.span(),
+                        ));
+                    }
+                    def.expected_response = Some(v)
+                }
                 "timeout" => def.timeout = Some(duration_field(f)?),
                 "interval" => def.interval = Some(duration_field(f)?),
                 "window" => {
                     let w = uint_field(f)?;
                     if w > 64 {
-                        return Err(err("Must be 64 or less", f.value.span()));
+                        return Err(err("Window must be 64 or less", f.value.span()));
                     }
                     window_span = Some(f.value.span().clone());
                     def.window = Some(w)
@@ -248,7 +371,7 @@ impl Checker {
                 "threshold" => {
                     let t = uint_field(f)?;
                     if t > 64 {
-                        return Err(err("Must be 64 or less", f.value.span()));
+                        return Err(err("Threshold must be 64 or less", f.value.span()));
                     }
                     def.threshold = Some(t)
                 }
@@ -268,6 +391,11 @@ impl Checker {
                     "Must specify either .url or .request, not both.",
                     &f.name.span,
                 ));
+            }
+        }
+        if def.window.is_some() && def.threshold.is_none() {
+            if let Some(span) = &window_span {
+                return Err(err("Must specify .threshold with .window", span));
             }
         }
         let window = def.window.unwrap_or(8);

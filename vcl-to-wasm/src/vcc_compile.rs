@@ -125,6 +125,13 @@ fn check_here(
     ck.declare(&builtin.items, true)?;
     ck.check_all()?;
     ck.xref()?;
+    if ck.meta.backends.is_empty() && ck.meta.objects.is_empty() {
+        return Err(Diagnostic::new(
+            "No backends or directors found in VCL program, at least one is necessary.",
+            None,
+        )
+        .into());
+    }
     let warnings = std::mem::take(&mut ck.warnings);
     Ok((ck.finish(), warnings))
 }
@@ -272,6 +279,23 @@ impl Checker {
             ));
             return Err(d);
         }
+        if name.name.contains('.') {
+            let what = match kind {
+                SymKind::Sub(_) => "subroutine",
+                SymKind::Acl(_) => "ACL",
+                SymKind::Backend(_) => "backend",
+                SymKind::Probe(_) => "probe",
+                SymKind::Object(_) => "object",
+                SymKind::Vmod => "VMOD",
+            };
+            return Err(err(
+                format!(
+                    "Name of {}, '{}', contains illegal character '.'",
+                    what, name.name
+                ),
+                &name.span,
+            ));
+        }
         if self.is_reserved(&name.name) {
             return Err(err(
                 format!(
@@ -325,9 +349,34 @@ impl Checker {
 
     fn declare_import(&mut self, imp: &ast::Import) -> CResult<()> {
         let name = &imp.name.name;
-        if self.vmods.contains_key(name) {
-            // Importing twice is harmless in Varnish.
-            return Ok(());
+        let local = imp.alias.as_ref().unwrap_or(&imp.name);
+        if let Some((path, span)) = &imp.from {
+            if !self.opts.unsafe_path && path.contains('/') {
+                return Err(err("'import ... from path ...' is unsafe.", span));
+            }
+        }
+        match self.symbols.get(&local.name).map(|s| s.kind) {
+            Some(SymKind::Vmod) => {
+                if self.vmods.get(&local.name).map(|v| v.vmod.name.as_str()) == Some(name) {
+                    // Importing the same VMOD twice is harmless.
+                    return Ok(());
+                }
+                return Err(err(
+                    format!("Another module already imported as {}", local.name),
+                    &local.span,
+                ));
+            }
+            Some(other) => {
+                return Err(err(
+                    format!(
+                        "Symbol '{}' has wrong type ({}), expected vmod:",
+                        local.name,
+                        other.describe()
+                    ),
+                    &local.span,
+                ));
+            }
+            None => {}
         }
         let Some(vmod) = vmods::builtin_vmod(name) else {
             let what = match &imp.from {
@@ -336,8 +385,8 @@ impl Checker {
             };
             return Err(err(what, &imp.name.span));
         };
-        self.define(&imp.name, SymKind::Vmod, false)?;
-        self.vmods.insert(name.clone(), VmodImport { vmod });
+        self.define(local, SymKind::Vmod, false)?;
+        self.vmods.insert(local.name.clone(), VmodImport { vmod });
         self.meta.imports.push(tir::ImportDef {
             name: name.clone(),
             path: imp.from.as_ref().map(|(p, _)| p.clone()),

@@ -74,8 +74,14 @@ impl Checker {
             // VCL loads (varnishd resolves it at compile time).
             Type::Ip => {
                 if let K::Str(lit) = &te.kind {
-                    if lit.parse::<std::net::IpAddr>().is_err() && lit.is_empty() {
-                        return Err(err(format!("'{}' is not an IP address", lit), span));
+                    if !crate::vcc_backend::plausible_address(lit) {
+                        return Err(err(
+                            format!(
+                                "IP constant '{}' could not be resolved to an IP address",
+                                lit
+                            ),
+                            span,
+                        ));
                     }
                     return Ok(Expr::new(
                         Type::Ip,
@@ -199,6 +205,12 @@ impl Checker {
             };
             return Ok(Expr::new(Type::Duration, K::Duration(v * f)));
         }
+        if real {
+            let (int_part, frac) = text.split_once('.').unwrap_or((text, ""));
+            if int_part.len() > 13 || frac.len() > 3 {
+                return Err(err("Too many digits for real.", &e.span));
+            }
+        }
         if real || fmt == Type::Real {
             return Ok(Expr::new(Type::Real, K::Real(v)));
         }
@@ -213,10 +225,12 @@ impl Checker {
 
     /// A bare name in an expression.
     fn symbol(&mut self, name: &str, span: &Span, fmt: Type) -> CResult<Expr> {
-        match name {
-            "true" => return Ok(Expr::new(Type::Bool, K::Bool(true))),
-            "false" => return Ok(Expr::new(Type::Bool, K::Bool(false))),
-            _ => {}
+        // varnishd takes `true`/`false` in any case (`True` is seen in tests).
+        if name.eq_ignore_ascii_case("true") {
+            return Ok(Expr::new(Type::Bool, K::Bool(true)));
+        }
+        if name.eq_ignore_ascii_case("false") {
+            return Ok(Expr::new(Type::Bool, K::Bool(false)));
         }
         if fmt == Type::Http {
             if let Some(w) = http_where(name) {
@@ -291,6 +305,9 @@ impl Checker {
         } else if def.family {
             // `storage.NAME`: the host looks the storage backend up by name.
             let member = &head[def.name.len()..];
+            if !self.opts.storages.iter().any(|s| s == member) {
+                return Err(err(format!("Symbol not found: '{}'", head), &hspan));
+            }
             Expr::new(
                 def.ty,
                 K::Call {
@@ -397,8 +414,17 @@ impl Checker {
         let ordered = !matches!(cop, CmpOp::Eq | CmpOp::Ne);
         let (l, r) = match l.ty {
             Type::String | Type::Strands | Type::Body => {
-                let r = self.expr(rhs, Type::String)?;
-                (Expr::new(Type::String, l.kind), r)
+                let r = self.expr0(rhs, Type::String)?;
+                if !is_stringish(r.ty) {
+                    return Err(err(
+                        format!("Comparison of different types: STRING '{}' {}", op, r.ty),
+                        op_span,
+                    ));
+                }
+                (
+                    Expr::new(Type::String, l.kind),
+                    Expr::new(Type::String, r.kind),
+                )
             }
             Type::Int | Type::Real | Type::Duration | Type::Time | Type::Bytes => {
                 let r = self.expr0(rhs, l.ty)?;
@@ -440,11 +466,26 @@ impl Checker {
         Ok(Expr::new(Type::Bool, K::Cmp(cop, Box::new(l), Box::new(r))))
     }
 
-    /// The right side of `~`: a string literal, compiled now.
+    /// The right side of `~`: a constant string (a literal, or literals
+    /// joined with `+`), compiled now.
     pub(crate) fn regex_literal(&mut self, e: &ast::Expr) -> CResult<u32> {
         match &e.kind {
             A::Str(s) => self.regex(s, &e.span),
             A::Paren(inner) => self.regex_literal(inner),
+            A::Chain { first, rest }
+                if rest
+                    .iter()
+                    .all(|(op, _, x)| op == "+" && matches!(x.kind, A::Str(_)))
+                    && matches!(first.kind, A::Str(_)) =>
+            {
+                let mut pattern = String::new();
+                for part in std::iter::once(&**first).chain(rest.iter().map(|(_, _, x)| x)) {
+                    if let A::Str(s) = &part.kind {
+                        pattern.push_str(s);
+                    }
+                }
+                self.regex(&pattern, &e.span)
+            }
             _ => {
                 let te = self.expr0(e, Type::Regex)?;
                 Err(err(
@@ -539,6 +580,7 @@ impl Checker {
         let aop = match op {
             "*" => ArithOp::Mul,
             "/" => ArithOp::Div,
+            "%" if l.ty == Type::Int && r.ty == Type::Int => ArithOp::Mod,
             _ => {
                 return Err(err(
                     format!("{} {} {} not possible.", l.ty, op, r.ty),

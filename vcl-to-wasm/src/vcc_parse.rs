@@ -128,7 +128,24 @@ impl Parser {
                         continue;
                     }
                     "vcl" => {
-                        return Err(self.err_at("VCL version declaration at wrong place", &t));
+                        // Later `vcl` lines (varnishtest prepends one; included
+                        // files carry their own) may not raise the version.
+                        let (v, span) = self.version()?;
+                        if v > version {
+                            let mut span = span;
+                            span.end = self.toks[self.pos.saturating_sub(1)].span.end;
+                            return Err(Diagnostic::new(
+                                format!(
+                                    "VCL version {}.{} higher than the top level version {}.{}",
+                                    v / 10,
+                                    v % 10,
+                                    version / 10,
+                                    version % 10
+                                ),
+                                Some(span),
+                            ));
+                        }
+                        continue;
                     }
                     _ => {}
                 }
@@ -190,6 +207,11 @@ impl Parser {
 
     fn import(&mut self, span: Span) -> PResult<Import> {
         let name = self.expect_id()?;
+        let mut alias = None;
+        if self.peek().is_id("as") {
+            self.next();
+            alias = Some(self.expect_id()?);
+        }
         let mut from = None;
         if self.peek().is_id("from") {
             self.next();
@@ -200,12 +222,17 @@ impl Parser {
             from = Some((t.value, t.span));
         }
         self.expect_op(";")?;
-        Ok(Import { name, from, span })
+        Ok(Import {
+            name,
+            alias,
+            from,
+            span,
+        })
     }
 
     fn backend(&mut self) -> PResult<Backend> {
         let name = self.expect_id()?;
-        if self.peek().is_id("none") {
+        if self.peek().kind == TokKind::Id && self.peek().value.eq_ignore_ascii_case("none") {
             self.next();
             self.expect_op(";")?;
             return Ok(Backend { name, fields: None });
@@ -258,6 +285,10 @@ impl Parser {
                         }
                     }
                     TokKind::Id => FieldValue::Name(self.expect_id()?),
+                    TokKind::Blob => {
+                        self.next();
+                        FieldValue::Blob(v.value, v.span)
+                    }
                     _ => {
                         return Err(self.err_at(format!("Unexpected token '{}'", v.describe()), &v))
                     }

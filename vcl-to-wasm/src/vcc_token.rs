@@ -20,6 +20,8 @@ pub enum TokKind {
     Str,
     /// Punctuation or an operator; `value` is the operator text.
     Op,
+    /// A BLOB literal `:base64:`; `value` is the base64 text.
+    Blob,
     /// End of input.
     Eof,
 }
@@ -107,6 +109,12 @@ pub fn tokenize(source: &Arc<Source>, allow_inline_c: bool) -> Result<Vec<Token>
                     i += 2;
                     break;
                 }
+                if text[i] == b'/' && text[i + 1] == b'*' {
+                    return Err(Diagnostic::new(
+                        "/* ... */ comment contains /*",
+                        Some(span(i, i + 2)),
+                    ));
+                }
                 i += 1;
             }
             continue;
@@ -182,6 +190,24 @@ pub fn tokenize(source: &Arc<Source>, allow_inline_c: bool) -> Result<Vec<Token>
             i = j + 1;
             continue;
         }
+        if c == b':' {
+            let start = i;
+            let mut j = i + 1;
+            while j < text.len()
+                && (text[j].is_ascii_alphanumeric() || matches!(text[j], b'+' | b'/' | b'='))
+            {
+                j += 1;
+            }
+            if j < text.len() && text[j] == b':' {
+                toks.push(Token {
+                    kind: TokKind::Blob,
+                    value: source.text[i + 1..j].to_string(),
+                    span: span(start, j + 1),
+                });
+                i = j + 1;
+                continue;
+            }
+        }
         if is_ident1(c) {
             let start = i;
             while i < text.len() && is_symbol(text[i]) {
@@ -204,7 +230,12 @@ pub fn tokenize(source: &Arc<Source>, allow_inline_c: bool) -> Result<Vec<Token>
                 i += 1;
             }
             let mut kind = TokKind::Int;
-            if i + 1 < text.len() && text[i] == b'.' && text[i + 1].is_ascii_digit() {
+            // `1.5` and `123.` are reals; `1.x` is not (a dotted name can't
+            // start with a digit anyway).
+            if i < text.len()
+                && text[i] == b'.'
+                && !text.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic())
+            {
                 kind = TokKind::Real;
                 i += 1;
                 while i < text.len() && text[i].is_ascii_digit() {

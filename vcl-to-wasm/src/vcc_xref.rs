@@ -20,7 +20,26 @@ impl Checker {
             return Err(self.undefined.remove(0));
         }
         self.check_recursion()?;
-        self.check_methods()?;
+        let reached = self.check_methods()?;
+        self.check_impossible(&reached)?;
+        Ok(())
+    }
+
+    /// A sub no method calls (possible with `vcc_err_unref` off) whose own
+    /// uses allow no method at all could never run.
+    fn check_impossible(&self, reached: &[bool]) -> CResult<()> {
+        for (i, sub) in self.subs.iter().enumerate() {
+            if sub.method.is_some() || sub.builtin || reached[i] {
+                continue;
+            }
+            let mut mask = crate::types::MethodSet::ALL;
+            for u in &sub.uses {
+                mask = mask.intersect(u.allowed);
+            }
+            if mask.is_empty() {
+                return Err(err("Impossible Subroutine", &sub.decl_spans[0]));
+            }
+        }
         Ok(())
     }
 
@@ -72,7 +91,8 @@ impl Checker {
 
     /// For each method, walk the subs it can reach and check every use
     /// against the method.
-    fn check_methods(&self) -> CResult<()> {
+    fn check_methods(&self) -> CResult<Vec<bool>> {
+        let mut reached = vec![false; self.subs.len()];
         for (mid, msub) in self.subs.iter().enumerate() {
             let Some(method) = msub.method else { continue };
             // (sub, chain of (caller name, call span)) pairs, depth first.
@@ -83,6 +103,7 @@ impl Checker {
                     continue;
                 }
                 seen[sid as usize] = true;
+                reached[sid as usize] = true;
                 let sub = &self.subs[sid as usize];
                 for u in &sub.uses {
                     if u.allowed.contains(method) {
@@ -97,7 +118,7 @@ impl Checker {
                 }
             }
         }
-        Ok(())
+        Ok(reached)
     }
 
     fn use_error(

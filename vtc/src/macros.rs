@@ -374,7 +374,10 @@ mod tests {
     #[test]
     fn plain() {
         let m = m();
-        assert_eq!(ex(&m, "${s1_addr}:${s1_port}/x").unwrap(), "127.0.0.1:4711/x");
+        assert_eq!(
+            ex(&m, "${s1_addr}:${s1_port}/x").unwrap(),
+            "127.0.0.1:4711/x"
+        );
         assert_eq!(ex(&m, "no macro $ {x}").unwrap(), "no macro $ {x}");
         assert_eq!(ex(&m, "open ${s1_addr").unwrap(), "open ${s1_addr");
         // First `}` ends the macro; expansion is not rescanned.
@@ -422,10 +425,7 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(
-            ex(&m, "${}"),
-            Err(VtcError::MacroParse { .. })
-        ));
+        assert!(matches!(ex(&m, "${}"), Err(VtcError::MacroParse { .. })));
     }
 
     #[test]
@@ -453,8 +453,17 @@ mod tests {
             })
         };
         assert_eq!(
-            s(r#"vcl.inline v2 "vcl 4.0; backend b { .host = \"h\";}" cold"#, false).unwrap(),
-            vec!["vcl.inline", "v2", r#"vcl 4.0; backend b { .host = "h";}"#, "cold"]
+            s(
+                r#"vcl.inline v2 "vcl 4.0; backend b { .host = \"h\";}" cold"#,
+                false
+            )
+            .unwrap(),
+            vec![
+                "vcl.inline",
+                "v2",
+                r#"vcl 4.0; backend b { .host = "h";}"#,
+                "cold"
+            ]
         );
         assert_eq!(s("a,b , c,", true).unwrap(), vec!["a", "b", "c", ""]);
         assert_eq!(s("a,,b", true).unwrap(), vec!["a", "", "b"]);

@@ -104,8 +104,8 @@ impl TopKind {
             (TopKind::Client, b"-connect" | b"-proxy1" | b"-proxy2") => Some(1),
             (
                 TopKind::Varnish,
-                b"-arg" | b"-cli" | b"-clijson" | b"-cliok" | b"-expectexit" | b"-jail"
-                | b"-proto" | b"-syntax" | b"-vcl" | b"-vcl+backend" | b"-vsc",
+                b"-arg" | b"-cli" | b"-clijson" | b"-cliok" | b"-expectexit" | b"-jail" | b"-proto"
+                | b"-syntax" | b"-vcl" | b"-vcl+backend" | b"-vsc",
             ) => Some(1),
             (TopKind::Varnish, b"-clierr" | b"-cliexpect" | b"-errvcl") => Some(2),
             (TopKind::Varnish, b"-expect") => {
@@ -222,14 +222,14 @@ impl TopCommand {
             let tok = &rest[i];
             match kind.arity(tok, rest.get(i + 1)) {
                 Some(n) => {
-                    let values = rest.get(i + 1..i + 1 + n).ok_or_else(|| {
-                        VtcError::MissingValue {
-                            line: tok.line,
-                            command: cmd_name(),
-                            option: tok.text().into_owned(),
-                            needed: n,
-                        }
-                    })?;
+                    let values =
+                        rest.get(i + 1..i + 1 + n)
+                            .ok_or_else(|| VtcError::MissingValue {
+                                line: tok.line,
+                                command: cmd_name(),
+                                option: tok.text().into_owned(),
+                                needed: n,
+                            })?;
                     args.push(Arg::Option {
                         name: tok.clone(),
                         values: values.to_vec(),
@@ -424,7 +424,7 @@ frob x -y
         assert_eq!(b.args.len(), 2);
         let l = &s.commands[6];
         assert_eq!(l.args.len(), 5);
-        assert_eq!(l.spec().unwrap().line, 21);
+        assert_eq!(l.spec().unwrap().line, 22);
         let f = &s.commands[7];
         assert!(f.args[0].is_option("cmd"));
         assert_eq!(f.positionals().next().unwrap().text(), "64bit");

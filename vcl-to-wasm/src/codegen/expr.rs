@@ -524,8 +524,8 @@ impl Gen<'_> {
             return Ok(Some(Repr::Str));
         }
         if r == Repr::Int && ra == Repr::Int && rb == Repr::Int {
-            if op == ArithOp::Div {
-                self.int_div(a, b)?;
+            if matches!(op, ArithOp::Div | ArithOp::Mod) {
+                self.int_div(a, b, op == ArithOp::Mod)?;
             } else {
                 self.value(a, Repr::Int)?;
                 self.value(b, Repr::Int)?;
@@ -549,6 +549,7 @@ impl Gen<'_> {
             ArithOp::Sub => I::F64Sub,
             ArithOp::Mul => I::F64Mul,
             ArithOp::Div => I::F64Div,
+            ArithOp::Mod => return Err(CodegenError::Invalid("REAL %".into())),
         });
         if r == Repr::Int {
             self.f.emit(I::I64TruncSatF64S);
@@ -558,7 +559,7 @@ impl Gen<'_> {
 
     /// INT division: by zero fails the task (`fail`, then the `fail`
     /// action); `MIN / -1` wraps instead of trapping.
-    fn int_div(&mut self, a: &Expr, b: &Expr) -> Result<()> {
+    fn int_div(&mut self, a: &Expr, b: &Expr, rem: bool) -> Result<()> {
         let ta = self.f.local(ValType::I64);
         let tb = self.f.local(ValType::I64);
         self.value(a, Repr::Int)?;
@@ -573,13 +574,19 @@ impl Gen<'_> {
             I::I64Const(-1),
             I::I64Eq,
             I::If(BlockType::Result(wasm_encoder::ValType::I64)),
-            I::I64Const(0),
-            I::LocalGet(ta),
-            I::I64Sub,
+        ]);
+        if rem {
+            // x % -1 is 0 (and must not trap on MIN % -1).
+            self.f.emit(I::I64Const(0));
+        } else {
+            self.f
+                .emit_all([I::I64Const(0), I::LocalGet(ta), I::I64Sub]);
+        }
+        self.f.emit_all([
             I::Else,
             I::LocalGet(ta),
             I::LocalGet(tb),
-            I::I64DivS,
+            if rem { I::I64RemS } else { I::I64DivS },
             I::End,
         ]);
         self.f.release(ValType::I64, ta);

@@ -40,7 +40,7 @@ impl Gen<'_> {
     fn stmts(&mut self, body: &[Stmt]) -> Result<bool> {
         for s in body {
             self.stmt(s)?;
-            if matches!(s, Stmt::Return(_)) {
+            if matches!(s, Stmt::Return(_) | Stmt::Leave) {
                 return Ok(true);
             }
         }
@@ -76,6 +76,10 @@ impl Gen<'_> {
                 Ok(())
             }
             Stmt::Return(r) => self.ret(r),
+            Stmt::Leave => {
+                self.f.emit_all([I::I32Const(0), I::Return]);
+                Ok(())
+            }
             Stmt::If { cond, then, els } => {
                 self.value(cond, Repr::Bool)?;
                 self.f.emit(I::If(BlockType::Empty));
