@@ -4,8 +4,6 @@
 //! `shellac compile --native` measures exactly what `serve` will do at
 //! `vcl.load`.
 
-use anyhow::Context;
-
 /// Builds the engine: Cranelift at full optimisation, and epoch
 /// interruption so every call into tenant code can be given a CPU budget.
 pub fn engine() -> anyhow::Result<wasmtime::Engine> {
@@ -13,5 +11,6 @@ pub fn engine() -> anyhow::Result<wasmtime::Engine> {
     config
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
         .epoch_interruption(true);
-    wasmtime::Engine::new(&config).context("creating the wasmtime engine")
+    wasmtime::Engine::new(&config)
+        .map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e}"))
 }

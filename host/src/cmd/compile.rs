@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.native {
                 let engine = crate::sandbox::engine()?;
                 wasmtime::Module::new(&engine, &compiled.wasm)
-                    .context("compiling the module to native code")?;
+                    .map_err(|e| anyhow::anyhow!("compiling the module to native code: {e}"))?;
             }
             if let Some(out) = &args.output {
                 std::fs::write(out, &compiled.wasm)
