@@ -77,7 +77,24 @@ impl fmt::Display for Diagnostic {
         writeln!(f, "{}", self.message)?;
         if let Some(span) = &self.span {
             let (line, col) = span.line_col();
-            writeln!(f, "('{}' Line {} Pos {})", span.source.name, line, col)?;
+            if self.message.starts_with("Symbol not found") {
+                // varnishd's two-position form for a symbol spanning a range.
+                let end = Span {
+                    source: span.source.clone(),
+                    start: span.end.saturating_sub(1).max(span.start),
+                    end: span.end,
+                };
+                writeln!(
+                    f,
+                    "At: ('{}' Line {} Pos {}) -- (Pos {})",
+                    span.source.name,
+                    line,
+                    col,
+                    end.line_col().1
+                )?;
+            } else {
+                writeln!(f, "('{}' Line {} Pos {})", span.source.name, line, col)?;
+            }
             let text = &span.source.text;
             let start = floor_char_boundary(text, span.start.min(text.len()));
             let line_start = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);

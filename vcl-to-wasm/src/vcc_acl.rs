@@ -28,6 +28,19 @@ impl Checker {
         }
         for e in &a.entries {
             let (line, col) = e.addr_span.line_col();
+            // 7.1 also takes the mask inside the string: "10.0.0.0/8".
+            let mut e = e.clone();
+            if let Some((addr, bits)) = e.addr.clone().split_once('/') {
+                if e.mask.is_some() {
+                    return Err(err("/mask only allowed once", &e.addr_span));
+                }
+                let Ok(b) = bits.parse::<u32>() else {
+                    return Err(err(".../mask is not numeric.", &e.addr_span));
+                };
+                e.addr = addr.to_string();
+                e.mask = Some((b, e.addr_span.clone()));
+            }
+            let e = &e;
             let ip: Option<IpAddr> = e.addr.parse().ok();
             let width = match ip {
                 Some(IpAddr::V4(_)) => 32,
@@ -48,7 +61,7 @@ impl Checker {
                 if pedantic {
                     if let Some(ip) = ip {
                         if !network_bits_only(ip, *bits) {
-                            return Err(err("Address/Netmask mismatch, need be", &e.addr_span));
+                            return Err(err("Non-zero bits in masked part", &e.addr_span));
                         }
                     }
                 }

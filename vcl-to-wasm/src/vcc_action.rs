@@ -48,9 +48,18 @@ impl Checker {
                     Some(other) => {
                         return Err(err(
                             format!(
-                                "Expected a subroutine, '{}' is a {}",
+                                "Symbol '{}' has wrong type ({}), expected sub:",
                                 name.name,
                                 other.describe()
+                            ),
+                            &name.span,
+                        ))
+                    }
+                    None if crate::vcc_expr::is_keyword(&name.name) => {
+                        return Err(err(
+                            format!(
+                                "Symbol '{}' type (reserved) can not be used in expression.",
+                                name.name
                             ),
                             &name.span,
                         ))
@@ -241,6 +250,9 @@ impl Checker {
                     ArithOp::Div
                 };
                 Expr::new(ty, K::Arith(aop, Box::new(current()), Box::new(v)))
+            }
+            (Type::Bool | Type::Backend | Type::Ip | Type::Http | Type::Probe, _) => {
+                return Err(err(format!("Expected '=' got '{}'", op), op_span))
             }
             _ => {
                 return Err(err(

@@ -138,6 +138,17 @@ pub(crate) fn bytes_unit(unit: &str) -> Option<f64> {
     })
 }
 
+/// A field value as varnishd quotes it in "Expected CNUM got '…'".
+fn field_text(v: &FieldValue) -> String {
+    match v {
+        FieldValue::Strings(s) => format!("\"{}\"", s[0].0),
+        FieldValue::Number { text, .. } => text.clone(),
+        FieldValue::Name(i) => i.name.clone(),
+        FieldValue::Block(..) => "{".into(),
+        FieldValue::Blob(b, _) => format!(":{b}:"),
+    }
+}
+
 fn string_field(f: &ast::Field) -> CResult<String> {
     match &f.value {
         FieldValue::Strings(v) if v.len() == 1 => Ok(v[0].0.clone()),
@@ -153,7 +164,7 @@ fn duration_field(f: &ast::Field) -> CResult<f64> {
     match &f.value {
         FieldValue::Number { text, unit, span } => duration_value(text, unit.as_deref(), span),
         other => Err(err(
-            format!("Expected a duration for .{}", f.name.name),
+            format!("Expected CNUM got '{}'", field_text(other)),
             other.span(),
         )),
     }
@@ -172,7 +183,7 @@ fn uint_field(f: &ast::Field) -> CResult<u32> {
             )
         }),
         other => Err(err(
-            format!("Expected an unsigned integer for .{}", f.name.name),
+            format!("Expected CNUM got '{}'", field_text(other)),
             other.span(),
         )),
     }
@@ -195,7 +206,7 @@ impl Checker {
                 for f in fields {
                     let name = f.name.name.as_str();
                     if seen.contains(&name) {
-                        return Err(err(format!("Field '{}' redefined", name), &f.name.span));
+                        return Err(err(format!("Field '{}' redefined at:", name), &f.name.span));
                     }
                     seen.push(name);
                     match name {
@@ -278,7 +289,10 @@ impl Checker {
                                     }
                                 },
                                 other => {
-                                    return Err(err("Expected a probe", other.span()));
+                                    return Err(err(
+                                        "Expected '{' or name of probe, got",
+                                        other.span(),
+                                    ));
                                 }
                             })
                         }
@@ -295,7 +309,13 @@ impl Checker {
                     return Err(err("Expected .host or .path.", &b.name.span));
                 }
                 if def.host.is_some() && def.path.is_some() {
-                    return Err(err("Cannot specify both .host and .path.", &b.name.span));
+                    let at = fields
+                        .iter()
+                        .filter(|f| f.name.name == "host" || f.name.name == "path")
+                        .nth(1)
+                        .map(|f| f.name.span.clone())
+                        .unwrap_or_else(|| b.name.span.clone());
+                    return Err(err("Address redefinition at:", &at));
                 }
             }
         }
@@ -387,10 +407,7 @@ impl Checker {
         }
         if def.url.is_some() && def.request.is_some() {
             if let Some(f) = fields.iter().find(|f| f.name.name == "request") {
-                return Err(err(
-                    "Must specify either .url or .request, not both.",
-                    &f.name.span,
-                ));
+                return Err(err("Probe request redefinition at:", &f.name.span));
             }
         }
         if def.window.is_some() && def.threshold.is_none() {
@@ -407,7 +424,7 @@ impl Checker {
                     .find(|f| f.name.name == "threshold")
                     .map(|f| f.value.span())
             }) {
-                return Err(err("Threshold must not be greater than window", span));
+                return Err(err("Threshold can not be greater than window", span));
             }
         }
         let id = self.meta.probes.len() as ProbeId;

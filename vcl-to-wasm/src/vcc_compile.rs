@@ -269,8 +269,19 @@ impl Checker {
 
     /// Adds a global name, refusing clashes the way Varnish does.
     pub fn define(&mut self, name: &ast::Ident, kind: SymKind, builtin: bool) -> CResult<()> {
+        if !matches!(kind, SymKind::Sub(_)) && name.name.starts_with("vcl_") {
+            return Err(err("Symbols named 'vcl_*' are reserved.", &name.span));
+        }
         if let Some(prev) = self.symbols.get(&name.name) {
-            let mut d = err(format!("Name '{}' already defined.", name.name), &name.span);
+            let same = std::mem::discriminant(&prev.kind) == std::mem::discriminant(&kind);
+            let msg = match kind {
+                SymKind::Backend(_) if same => format!("Backend '{}' redefined", name.name),
+                SymKind::Probe(_) if same => format!("Probe '{}' redefined", name.name),
+                SymKind::Acl(_) if same => format!("ACL '{}' redefined", name.name),
+                SymKind::Object(_) if same => format!("Instance '{}' redefined.", name.name),
+                _ => format!("Name '{}' already defined.", name.name),
+            };
+            let mut d = err(msg, &name.span);
             d.notes.push(format!(
                 "First definition:\n{}",
                 Diagnostic::new("", Some(prev.span.clone()))

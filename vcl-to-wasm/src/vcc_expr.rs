@@ -45,6 +45,19 @@ impl Checker {
         self.convert(te, fmt, &e.span)
     }
 
+    /// An operand of `&&`, `||` or `!`, which must be BOOL (after the usual
+    /// conversions), with varnishd's message when it is not.
+    fn bool_operand(&mut self, e: &ast::Expr, op: &str, side: &str) -> CResult<Expr> {
+        let te = self.expr0(e, Type::Bool)?;
+        let ty = te.ty;
+        self.convert(te, Type::Bool, &e.span).map_err(|_| {
+            err(
+                format!("'{}' must be {} by BOOL, found {}.", op, side, ty),
+                &e.span,
+            )
+        })
+    }
+
     /// Implicit conversion to the type the context wants.
     pub(crate) fn convert(&mut self, te: Expr, fmt: Type, span: &Span) -> CResult<Expr> {
         if te.ty == fmt || fmt == Type::Void {
@@ -94,6 +107,9 @@ impl Checker {
             }
             _ => {}
         }
+        if matches!(fmt, Type::String | Type::Strands) && !matches!(te.ty, Type::Sub | Type::Void) {
+            return Err(err(format!("Cannot convert {} to STRING", te.ty), span));
+        }
         Err(err(
             format!("Expression has type {}, expected {}", te.ty, fmt),
             span,
@@ -113,7 +129,7 @@ impl Checker {
             }
             A::Unary { op, expr } => match op.as_str() {
                 "!" => {
-                    let inner = self.expr(expr, Type::Bool)?;
+                    let inner = self.bool_operand(expr, "!", "followed")?;
                     Ok(Expr::new(Type::Bool, K::Not(Box::new(inner))))
                 }
                 "-" => {
@@ -135,9 +151,10 @@ impl Checker {
                 let logical = rest.first().map(|(op, _, _)| op == "||" || op == "&&");
                 if logical == Some(true) {
                     let or = rest[0].0 == "||";
-                    let mut operands = vec![self.expr(first, Type::Bool)?];
+                    let op = &rest[0].0;
+                    let mut operands = vec![self.bool_operand(first, op, "preceeded")?];
                     for (_, _, e) in rest {
-                        operands.push(self.expr(e, Type::Bool)?);
+                        operands.push(self.bool_operand(e, op, "followed")?);
                     }
                     return Ok(balanced(operands, or));
                 }
@@ -263,6 +280,22 @@ impl Checker {
                 }
             });
         }
+        if is_keyword(name) {
+            return Err(err(
+                format!(
+                    "Symbol '{}' type (reserved) can not be used in expression.",
+                    name
+                ),
+                span,
+            ));
+        }
+        if fmt == Type::Backend && !name.contains('.') {
+            self.undefined.push(err(
+                format!("Undefined backend {}, first reference:", name),
+                span,
+            ));
+            return Ok(Expr::new(Type::Backend, K::Null));
+        }
         if matches!(
             name,
             "ban" | "call" | "hash_data" | "new" | "return" | "set" | "synthetic" | "unset"
@@ -368,6 +401,15 @@ impl Checker {
             let negate = op == "!~";
             if l.ty == Type::Ip {
                 let acl = match &rhs.kind {
+                    A::Sym(name) if is_keyword(name) => {
+                        return Err(err(
+                            format!(
+                                "Symbol '{}' type (reserved) can not be used in expression.",
+                                name
+                            ),
+                            &rhs.span,
+                        ))
+                    }
                     A::Sym(name) => match self.symbols.get(name).map(|s| s.kind) {
                         Some(SymKind::Acl(id)) => {
                             self.reference(name);
@@ -436,6 +478,12 @@ impl Checker {
                 }
                 (l, r)
             }
+            Type::Bool | Type::Backend | Type::Ip if ordered => {
+                return Err(err(
+                    format!("Operator {} not possible on {}", op, l.ty),
+                    op_span,
+                ))
+            }
             Type::Bool | Type::Backend if !ordered => {
                 let r = self.expr0(rhs, l.ty)?;
                 if r.ty != l.ty {
@@ -458,7 +506,7 @@ impl Checker {
             }
             t => {
                 return Err(err(
-                    format!("Operator {} not possible on type {}.", op, t),
+                    format!("Operator {} not possible on {}", op, t),
                     op_span,
                 ))
             }
@@ -577,10 +625,19 @@ impl Checker {
             t => t,
         };
         let r = self.expr0(rhs, rfmt)?;
+        if op == "%" && (l.ty != Type::Int || r.ty != Type::Int) {
+            return Err(err("Operator % only possible on INT", op_span));
+        }
+        if is_stringish(l.ty) {
+            return Err(err(
+                format!("Operator {} not possible on type STRING.", op),
+                op_span,
+            ));
+        }
         let aop = match op {
             "*" => ArithOp::Mul,
             "/" => ArithOp::Div,
-            "%" if l.ty == Type::Int && r.ty == Type::Int => ArithOp::Mod,
+            "%" => ArithOp::Mod,
             _ => {
                 return Err(err(
                     format!("{} {} {} not possible.", l.ty, op, r.ty),
@@ -858,6 +915,26 @@ impl Checker {
         }
         self.convert(te, fmt, &e.span).ok()
     }
+}
+
+/// VCL's keywords: never symbols.
+pub(crate) fn is_keyword(name: &str) -> bool {
+    matches!(
+        name,
+        "acl"
+            | "backend"
+            | "probe"
+            | "sub"
+            | "import"
+            | "include"
+            | "vcl"
+            | "if"
+            | "else"
+            | "elsif"
+            | "elseif"
+            | "new"
+            | "return"
+    )
 }
 
 /// A host-native helper of the language itself (type properties,

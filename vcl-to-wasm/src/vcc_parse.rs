@@ -72,7 +72,7 @@ impl Parser {
                 span: t.span,
             })
         } else {
-            Err(self.err_at(format!("Expected an identifier got '{}'", t.describe()), t))
+            Err(self.err_at(format!("Expected ID got '{}'", t.describe()), t))
         }
     }
 

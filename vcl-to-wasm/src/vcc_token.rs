@@ -178,7 +178,7 @@ pub fn tokenize(source: &Arc<Source>, allow_inline_c: bool) -> Result<Vec<Token>
             }
             if j >= text.len() || text[j] != b'"' {
                 return Err(Diagnostic::new(
-                    "Unterminated string at",
+                    "Unterminated string, starting at",
                     Some(span(start, start + 1)),
                 ));
             }
@@ -346,18 +346,24 @@ impl<'a> Loader<'a> {
                 let Some(name) = toks.get(i + 1).filter(|t| t.kind == TokKind::Str) else {
                     let at = toks.get(i + 1).unwrap_or(inc);
                     return Err(Diagnostic::new(
-                        "Expected 'include \"filename\";'",
+                        "include not followed by string constant.",
                         Some(at.span.clone()),
                     ));
                 };
                 let Some(semi) = toks.get(i + 2).filter(|t| t.is_op(";")) else {
                     let at = toks.get(i + 2).unwrap_or(name);
                     return Err(Diagnostic::new(
-                        "include not followed by semicolon.",
+                        "include <string> not followed by semicolon.",
                         Some(at.span.clone()),
                     ));
                 };
                 let _ = semi;
+                if name.value.starts_with("./") && dir.is_none() {
+                    return Err(Diagnostic::new(
+                        "include \"./...\" needs absolute filename of including file.",
+                        Some(name.span.clone()),
+                    ));
+                }
                 let path = self.resolve(&name.value, dir);
                 let Some(path) = path else {
                     return Err(Diagnostic::new(
@@ -371,7 +377,7 @@ impl<'a> Loader<'a> {
                 let canon = path.canonicalize().unwrap_or_else(|_| path.clone());
                 if stack.contains(&canon) || stack.len() >= MAX_INCLUDE_DEPTH {
                     return Err(Diagnostic::new(
-                        "Recursive include of file",
+                        "Recursive use of file",
                         Some(name.span.clone()),
                     ));
                 }

@@ -116,6 +116,12 @@ fn conformance_vcls_match_varnishd() {
                             .is_some_and(|s| text.contains(s.as_str()))
                         {
                             rej_msg += 1;
+                        } else if std::env::var_os("SHELLAC_SHOW_MESSAGES").is_some() {
+                            let ours = text.lines().next().unwrap_or("");
+                            eprintln!(
+                                "MSG {what}\n  want: {:?}\n  got:  {ours}",
+                                v.error_substring
+                            );
                         }
                     }
                     Ok(_) => failures.push(format!(
