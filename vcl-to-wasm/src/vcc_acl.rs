@@ -23,7 +23,7 @@ impl Checker {
                 "table" => def.table = *on,
                 "pedantic" => pedantic = *on,
                 "fold" => {}
-                other => return Err(err(format!("Unknown ACL flag: {}", other), &flag.span)),
+                _ => return Err(err("Expected a flag at:", &flag.span)),
             }
         }
         for e in &a.entries {
@@ -51,7 +51,7 @@ impl Checker {
                 if *bits > width {
                     return Err(err(
                         format!(
-                            "Too wide mask ({}) for IPv{}",
+                            "Too wide mask (/{}) for IPv{} address",
                             bits,
                             if width == 32 { 4 } else { 6 }
                         ),

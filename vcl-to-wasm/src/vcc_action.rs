@@ -162,6 +162,15 @@ impl Checker {
             return Err(err(format!("Symbol not found: '{}'", id.name), &id.span));
         };
         let allowed = if for_set { def.write } else { def.unset };
+        if for_set && allowed.is_empty() && !def.read.is_empty() {
+            self.record_use(MethodSet::NONE, &id.span, UseKind::SetReadOnly(def.read));
+            let ty = if def.header_family.is_some() {
+                Type::String
+            } else {
+                def.ty
+            };
+            return Ok((Target::Var(var), ty));
+        }
         if allowed.is_empty() {
             let msg = match (for_set, def.read.is_empty()) {
                 (true, false) => "Variable is read only.",

@@ -188,6 +188,9 @@ pub(crate) enum UseKind {
     Unset,
     /// A statement only some methods allow (`new`, `hash_data`, …).
     Action,
+    /// `set` of a read-only variable, readable in these methods: "Variable
+    /// is read only." where it is readable, "Not available …" elsewhere.
+    SetReadOnly(MethodSet),
     Return(Action),
 }
 

@@ -224,7 +224,7 @@ impl Checker {
         }
         if real {
             let (int_part, frac) = text.split_once('.').unwrap_or((text, ""));
-            if int_part.len() > 13 || frac.len() > 3 {
+            if int_part.len() > 12 || frac.len() > 3 {
                 return Err(err("Too many digits for real.", &e.span));
             }
         }

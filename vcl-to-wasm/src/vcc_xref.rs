@@ -141,6 +141,12 @@ impl Checker {
                 &u.span,
             ),
             UseKind::Return(a) => err(format!("Invalid return \"{}\"", a.name()), &u.span),
+            UseKind::SetReadOnly(read) if read.contains(method) => {
+                err("Variable is read only.", &u.span)
+            }
+            UseKind::SetReadOnly(_) => {
+                err(format!("Not available {prep} subroutine '{m}'."), &u.span)
+            }
         };
         d.notes.push(where_note(
             &format!("...in subroutine \"{}\"\n", sub.name),
