@@ -152,6 +152,18 @@ impl Checker {
     /// Resolves a `set`/`unset` target; returns it with the type a value
     /// assigned to it must have.
     fn target(&mut self, id: &ast::Ident, for_set: bool) -> CResult<(Target, Type)> {
+        if let Some((_, def, member)) = self.quoted_member(&id.name, &id.span)? {
+            let allowed = if for_set { def.write } else { def.unset };
+            let what = if for_set {
+                UseKind::Set
+            } else {
+                UseKind::Unset
+            };
+            self.record_use(allowed, &id.span, what);
+            if let Some(w) = def.header_family {
+                return Ok((Target::Header(w, member), Type::String));
+            }
+        }
         let Some((var, def)) = crate::vars::lookup(&id.name, self.version) else {
             if let Some((_, d)) = crate::vars::lookup_any_version(&id.name) {
                 return Err(err(

@@ -7,7 +7,7 @@
 
 use crate::ast::{self, ExprKind as A};
 use crate::error::Span;
-use crate::tir::{ArithOp, CmpOp, Expr, ExprKind as K, HttpWhere, NativeFn};
+use crate::tir::{self, ArithOp, CmpOp, Expr, ExprKind as K, HttpWhere, NativeFn};
 use crate::types::{MethodSet, Type};
 use crate::vcc_backend::{bytes_unit, duration_unit};
 use crate::vcc_compile::{err, CResult, Checker, SymKind, UseKind};
@@ -315,6 +315,12 @@ impl Checker {
     /// properties written after it (`storage.s0.free_space`), recording
     /// where the read is allowed. `None` if `name` is not a variable.
     pub(crate) fn variable_read(&mut self, name: &str, span: &Span) -> CResult<Option<Expr>> {
+        if let Some((_, def, member)) = self.quoted_member(name, span)? {
+            self.record_use(def.read, span, UseKind::Read);
+            return Ok(def
+                .header_family
+                .map(|w| Expr::new(Type::String, K::Header(w, member))));
+        }
         let Some((id, def, rest)) = crate::vars::lookup_prefix(name, self.version) else {
             if let Some((_, d)) = crate::vars::lookup_any_version(name) {
                 return Err(err(
@@ -355,6 +361,29 @@ impl Checker {
             value = self.property(value, prop, false, span)?;
         }
         Ok(Some(value))
+    }
+
+    /// `req.http."a.b"`: the family entry and the unquoted member name.
+    pub(crate) fn quoted_member(
+        &self,
+        name: &str,
+        span: &Span,
+    ) -> CResult<Option<(tir::VarId, &'static crate::vars::VarDef, String)>> {
+        let Some(q) = name.find(".\"") else {
+            return Ok(None);
+        };
+        let (prefix, quoted) = (&name[..q + 1], &name[q + 1..]);
+        let member = quoted.trim_matches('"');
+        if self.version < 41 {
+            return Err(err("Quoted headers are available for VCL >= 4.1.", span));
+        }
+        let Some((id, def)) = crate::vars::lookup_family(prefix, self.version)
+            .filter(|(_, d)| d.header_family.is_some())
+        else {
+            return Err(err(format!("Symbol not found: '{}'", name), span));
+        };
+        crate::vars::check_header_name(member).map_err(|m| err(m, span))?;
+        Ok(Some((id, def, member.to_string())))
     }
 
     /// `value.prop` or `value.prop()`: the properties Varnish 7.1 defines

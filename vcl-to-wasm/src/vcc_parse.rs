@@ -67,13 +67,27 @@ impl Parser {
         let t = self.peek();
         if t.kind == TokKind::Id {
             let t = self.next();
-            Ok(Ident {
+            Ok(self.quoted_suffix(Ident {
                 name: t.value,
                 span: t.span,
-            })
+            }))
         } else {
             Err(self.err_at(format!("Expected ID got '{}'", t.describe()), t))
         }
+    }
+
+    /// `req.http."a.b"`: a quoted header name (VCL 4.1) continues the
+    /// identifier; it is kept with its quotes for the checker.
+    fn quoted_suffix(&mut self, mut id: Ident) -> Ident {
+        if self.peek().is_op(".") && self.peek_at(1).kind == TokKind::Str {
+            self.next();
+            let s = self.next();
+            id.name = format!("{}.\"{}\"", id.name, s.value);
+            if std::sync::Arc::ptr_eq(&id.span.source, &s.span.source) {
+                id.span.end = s.span.end;
+            }
+        }
+        id
     }
 
     fn enter(&mut self) -> PResult<()> {
@@ -778,9 +792,13 @@ impl Parser {
                         span,
                     });
                 }
-                Ok(Expr {
-                    kind: ExprKind::Sym(t.value),
+                let id = self.quoted_suffix(Ident {
+                    name: t.value,
                     span: t.span,
+                });
+                Ok(Expr {
+                    kind: ExprKind::Sym(id.name),
+                    span: id.span,
                 })
             }
             _ => Err(self.err_at(

@@ -217,3 +217,21 @@ fn hostile_nesting_is_an_error_not_a_crash() {
     let concat = vec!["req.url"; 20_000].join(" + ");
     accepts(&format!("sub vcl_recv {{ set req.http.x = {concat}; }}"));
 }
+
+#[test]
+fn quoted_header_names() {
+    accepts("sub vcl_recv { set req.http.\"a.b\" = req.http.\"xy\"; unset req.http.\"c.d\"; }");
+    refuses(
+        "sub vcl_recv { set req.http.\"a.b\" = req.http.\"x:y\"; }",
+        "Invalid character ':' in header name.",
+    );
+    let text = format!("vcl 4.0;\n{BACKEND}sub vcl_recv {{ set req.http.\"a.b\" = \"1\"; }}\n");
+    let e = check_source("t.vcl", &text, None, &CompileOptions::new())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("Quoted headers are available for VCL >= 4.1."),
+        "{e}"
+    );
+}
