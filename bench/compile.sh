@@ -9,16 +9,19 @@
 # and prints the median of each and the ratios.
 #
 # Usage: bench/compile.sh [ROUNDS]     (default 5; installs varnish if missing)
+# Env: SHELLAC=path to a built binary (else it builds one), CORPUS=dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
-CORPUS=../shared/corpus
+CORPUS=${CORPUS:-../shared/corpus}
 
 if ! command -v varnishd >/dev/null; then
     apt-get update -qq && apt-get install -y -qq varnish >/dev/null
 fi
-cargo build --release --locked -p shellac -q
-SHELLAC=$PWD/target/release/shellac
+if [ -z "${SHELLAC:-}" ]; then
+    cargo build --release --locked -p shellac -q
+    SHELLAC=$PWD/target/release/shellac
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -29,7 +32,11 @@ while IFS=$'\t' read -r file repo path _commit _license kind verdict _err; do
     [ "$file" = file ] && continue
     root="$work/$(echo "$file" | awk -F'__' '{print $1"__"$2}')"
     mkdir -p "$root/$(dirname "$path")"
-    sed "s|\"/etc/varnish/|\"$root/|g" "$CORPUS/vcl/$file" > "$root/$path"
+    # Backend host names become 127.0.0.1, as for the manifest's verdicts:
+    # varnishd resolves them while compiling and this machine has no DNS.
+    sed -e "s|\"/etc/varnish/|\"$root/|g" \
+        -e 's/\(\.host[[:space:]]*=[[:space:]]*\)"[^"]*"/\1"127.0.0.1"/' \
+        "$CORPUS/vcl/$file" > "$root/$path"
     if [ "$verdict" = accept ] && [ "$kind" != include-fragment ]; then
         files+=("$root/$path")
     fi

@@ -24,6 +24,15 @@ struct Cli {
 enum Command {
     /// Check a VCL file and compile it to a WebAssembly module (like `varnishd -C`).
     Compile(cmd::compile::Args),
+    /// Run .vtc test files (like `varnishtest`).
+    Test(cmd::test::Args),
+    /// Send one admin command to a running instance (like `varnishadm`).
+    Adm(cmd::adm::Args),
+    /// Run the cache (like `varnishd`).
+    Serve(cmd::serve::Args),
+    /// Run the bundled demo origin.
+    #[command(hide = true)]
+    DemoOrigin(cmd::demo_origin::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +46,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile(args) => cmd::compile::run(args),
+        Command::Test(args) => cmd::test::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Adm(args) => cmd::adm::run(args),
+        Command::DemoOrigin(args) => cmd::demo_origin::run(args),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,5 @@ pub fn engine() -> anyhow::Result<wasmtime::Engine> {
     config
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
         .epoch_interruption(true);
-    wasmtime::Engine::new(&config)
-        .map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e}"))
+    wasmtime::Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e}"))
 }

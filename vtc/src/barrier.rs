@@ -6,6 +6,9 @@
 //! than expected"), a cyclic one starts over. Waiting gives up when the
 //! test stops.
 
+use std::io::{ErrorKind, Read};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::ctx::{lock, Abort, Ctx, R, SLICE};
@@ -14,8 +17,10 @@ use crate::ctx::{lock, Abort, Ctx, R, SLICE};
 #[derive(Debug)]
 pub struct Barrier {
     name: String,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     cond: Condvar,
+    /// Set at the end of the test: a socket barrier's thread stops.
+    done: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -25,19 +30,96 @@ struct State {
     cycle: u64,
     cyclic: bool,
     initialized: bool,
+    /// For `sock` barriers: the address peers connect to.
+    sock: Option<String>,
 }
 
 impl Barrier {
     fn new(name: &str) -> Barrier {
         Barrier {
             name: name.to_string(),
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
             cond: Condvar::new(),
+            done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Ends a socket barrier's accept thread (end of test).
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+
+    /// Socket barrier (`barrier bN sock N`): peers — including other
+    /// processes, through `${bN_sock}` — connect; when the N-th arrives all
+    /// connections are closed, which releases everyone.
+    fn start_sock(&self, ctx: &Ctx, id: &str) -> R<()> {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| ctx.fatal(id, format!("Barrier({}) listen fails: {e}", self.name)))?;
+        let addr = l
+            .local_addr()
+            .map_err(|e| ctx.fatal(id, format!("Barrier({}) getsockname: {e}", self.name)))?;
+        let _ = l.set_nonblocking(true);
+        ctx.define(&self.name, "addr", addr.ip().to_string());
+        ctx.define(&self.name, "port", addr.port().to_string());
+        ctx.define(&self.name, "sock", addr.to_string());
+        lock(&self.state).sock = Some(addr.to_string());
+        let (state, done) = (self.state.clone(), self.done.clone());
+        let spawned = std::thread::Builder::new().spawn(move || {
+            let mut conns = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        conns.push(c);
+                        let mut st = lock(&state);
+                        st.waiters += 1;
+                        if st.waiters >= st.expected {
+                            conns.clear();
+                            if st.cyclic {
+                                st.waiters = 0;
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        spawned.map_err(|e| ctx.fatal(id, format!("Barrier({}) thread: {e}", self.name)))?;
+        Ok(())
+    }
+
+    fn sock_sync(&self, ctx: &Ctx, id: &str, addr: &str) -> R<()> {
+        let mut c = TcpStream::connect(addr)
+            .map_err(|e| ctx.fatal(id, format!("Barrier({}) connection failed: {e}", self.name)))?;
+        let _ = c.set_read_timeout(Some(SLICE));
+        let mut buf = [0u8; 32];
+        loop {
+            if ctx.stopped() {
+                return Err(Abort);
+            }
+            match c.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    return Err(
+                        ctx.fatal(id, format!("Barrier({}) unexpected data ({n}B)", self.name))
+                    )
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => {
+                    return Err(ctx.fatal(id, format!("Barrier({}) read failed: {e}", self.name)))
+                }
+            }
         }
     }
 
     /// Waits until `expected` threads have called `sync`.
     pub fn sync(&self, ctx: &Ctx, id: &str) -> R<()> {
+        let sock = lock(&self.state).sock.clone();
+        if let Some(addr) = sock {
+            return self.sock_sync(ctx, id, &addr);
+        }
         let mut st = lock(&self.state);
         if !st.initialized {
             drop(st);
@@ -59,8 +141,11 @@ impl Barrier {
         }
         st.waiters += 1;
         if st.waiters == st.expected {
-            ctx.log
-                .log(4, id, &format!("Barrier({}) wake {}", self.name, st.expected));
+            ctx.log.log(
+                4,
+                id,
+                &format!("Barrier({}) wake {}", self.name, st.expected),
+            );
             st.cycle += 1;
             if st.cyclic {
                 st.waiters = 0;
@@ -71,7 +156,10 @@ impl Barrier {
         ctx.log.log(
             4,
             id,
-            &format!("Barrier({}) wait {} of {}", self.name, st.waiters, st.expected),
+            &format!(
+                "Barrier({}) wait {} of {}",
+                self.name, st.waiters, st.expected
+            ),
         );
         let c = st.cycle;
         while st.cycle == c {
@@ -105,7 +193,7 @@ pub fn cmd_barrier(ctx: &Ctx, id: &str, args: &[String]) -> R<()> {
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
-            "cond" | "sock" => {
+            kind @ ("cond" | "sock") => {
                 let n = args
                     .get(i + 1)
                     .and_then(|s| s.trim().parse::<u32>().ok())
@@ -120,16 +208,17 @@ pub fn cmd_barrier(ctx: &Ctx, id: &str, args: &[String]) -> R<()> {
                 }
                 st.initialized = true;
                 st.expected = n;
+                drop(st);
+                if kind == "sock" {
+                    b.start_sock(ctx, id)?;
+                }
                 i += 2;
             }
             "-cyclic" => {
                 let mut st = lock(&b.state);
                 if st.waiters != 0 {
                     drop(st);
-                    return Err(ctx.fatal(
-                        id,
-                        format!("Barrier({name}) use error: already in use"),
-                    ));
+                    return Err(ctx.fatal(id, format!("Barrier({name}) use error: already in use")));
                 }
                 st.cyclic = true;
                 i += 1;

@@ -68,9 +68,9 @@ impl Cli {
             if now >= deadline {
                 return Ok(Err("CLI answer timed out".into()));
             }
-            let _ = self
-                .stream
-                .set_read_timeout(Some((deadline - now).clamp(Duration::from_millis(1), SLICE)));
+            let _ = self.stream.set_read_timeout(Some(
+                (deadline - now).clamp(Duration::from_millis(1), SLICE),
+            ));
             match self.stream.read(&mut buf[got..]) {
                 Ok(0) => return Ok(Err("CLI connection closed".into())),
                 Ok(n) => got += n,

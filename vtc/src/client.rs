@@ -6,12 +6,13 @@
 //! connection carries all repeats.
 
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::ctx::{Abort, Ctx, R};
-use crate::http::{parse, Session};
+use crate::http::{parse, Session, Stream};
 use crate::server::resolve;
 use crate::token::Token;
 
@@ -37,6 +38,11 @@ impl Client {
             keepalive: false,
             thread: None,
         }
+    }
+
+    /// The client's name (`c1`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Waits for the client thread.
@@ -75,10 +81,11 @@ impl Client {
                 return Err(Abort);
             }
             let a = &args[i];
+            let me = self.name.clone();
             let val = || -> R<String> {
                 args.get(i + 1)
                     .map(|t| t.text().into_owned())
-                    .ok_or_else(|| ctx.fatal(&self.name, format!("Missing argument to {}", a.text())))
+                    .ok_or_else(|| ctx.fatal(&me, format!("Missing argument to {}", a.text())))
             };
             if a.is("-wait") {
                 self.wait(ctx);
@@ -100,7 +107,10 @@ impl Client {
                 "-rcvbuf" => i += 1,
                 "-keepalive" => self.keepalive = true,
                 "-proxy1" | "-proxy2" => {
-                    return Err(ctx.skip(&self.name, "PROXY protocol clients are not supported; skipping test"));
+                    return Err(ctx.skip(
+                        &self.name,
+                        "PROXY protocol clients are not supported; skipping test",
+                    ));
                 }
                 "-start" => self.start(ctx)?,
                 "-run" => {
@@ -118,29 +128,45 @@ impl Client {
     }
 }
 
-fn connect(ctx: &Ctx, name: &str, addr: &str) -> R<TcpStream> {
+fn connect(ctx: &Ctx, name: &str, addr: &str) -> R<Stream> {
     if addr.starts_with('/') {
-        return Err(ctx.skip(name, "Unix-domain socket clients are not supported; skipping test"));
+        return match UnixStream::connect(addr) {
+            Ok(s) => {
+                ctx.log.log(3, name, &format!("connected fd to {addr}"));
+                Ok(Stream::Unix(s))
+            }
+            Err(e) => Err(ctx.fatal(name, format!("Failed to open {addr}: {e}"))),
+        };
     }
     let sa = resolve(addr).map_err(|e| ctx.fatal(name, format!("Failed to open {addr}: {e}")))?;
     match TcpStream::connect_timeout(&sa, Duration::from_secs(10)) {
         Ok(s) => {
             let _ = s.set_nodelay(true);
             ctx.log.log(3, name, &format!("connected fd to {addr}"));
-            Ok(s)
+            Ok(Stream::Tcp(s))
         }
         Err(e) => Err(ctx.fatal(name, format!("Failed to open {addr}: {e}"))),
     }
 }
 
-fn run(ctx: &Ctx, name: &str, connect_to: &str, cmds: &[crate::token::Command], repeat: u32, keepalive: bool) -> R<()> {
+fn run(
+    ctx: &Ctx,
+    name: &str,
+    connect_to: &str,
+    cmds: &[crate::token::Command],
+    repeat: u32,
+    keepalive: bool,
+) -> R<()> {
     let addr = ctx.expand(name, connect_to, 0)?;
     ctx.log.log(
         2,
         name,
-        &format!("Started on {addr} ({repeat} iterations{})", if keepalive { " using keepalive" } else { "" }),
+        &format!(
+            "Started on {addr} ({repeat} iterations{})",
+            if keepalive { " using keepalive" } else { "" }
+        ),
     );
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<Stream> = None;
     for _ in 0..repeat {
         let s = match conn.take() {
             Some(s) => s,

@@ -17,6 +17,19 @@ use std::time::{Duration, Instant};
 use crate::barrier::Barrier;
 use crate::macros::Macros;
 
+thread_local! {
+    /// A per-thread stop flag (a server's `-break`), checked by
+    /// [`Ctx::stopped`] in addition to the test-wide one.
+    static THREAD_CANCEL: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes [`Ctx::stopped`] on this thread also honour `flag` (used by
+/// server threads so `server sN -break` interrupts delays and barriers).
+pub fn set_thread_cancel(flag: Option<Arc<AtomicBool>>) {
+    THREAD_CANCEL.with(|c| *c.borrow_mut() = flag);
+}
+
 /// How long one blocking wait lasts before re-checking the abort flag.
 pub const SLICE: Duration = Duration::from_millis(50);
 
@@ -179,12 +192,28 @@ impl Ctx {
     /// Whether every thread of the test must stop now.
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+            || THREAD_CANCEL.with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::SeqCst))
+            })
     }
 
     /// Records a fatal error (the first one is the test's reason), logs it
     /// and stops the test. Returns [`Abort`] for `?`/`return Err`.
     pub fn fatal(&self, id: &str, msg: impl AsRef<str>) -> Abort {
         let msg = msg.as_ref();
+        if THREAD_CANCEL.with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::SeqCst))
+        }) {
+            // This thread is being stopped (`-break`, end of test), as a
+            // cancelled thread in varnishtest: what it hits now is no
+            // failure.
+            self.log.log(3, id, &format!("{msg} (ignored: stopping)"));
+            return Abort;
+        }
         self.log.log(0, id, msg);
         let mut f = lock(&self.failure);
         if f.is_none() && !self.skipped.load(Ordering::SeqCst) {

@@ -113,11 +113,20 @@ mod tests {
     fn operators() {
         assert_eq!(compare(Some("200"), "==", Some("200")), ExpectResult::Match);
         assert_eq!(compare(None, "==", Some("<undef>")), ExpectResult::Match);
-        assert_eq!(compare(Some("abc"), "~", Some("^a.c$")), ExpectResult::Match);
+        assert_eq!(
+            compare(Some("abc"), "~", Some("^a.c$")),
+            ExpectResult::Match
+        );
         assert_eq!(compare(Some("abc"), "!~", Some("x")), ExpectResult::Match);
         assert_eq!(compare(Some("10"), ">", Some("9")), ExpectResult::Match);
         assert_eq!(compare(None, "<", Some("9")), ExpectResult::Fail);
-        assert_eq!(compare(Some("0x10"), "-eq", Some("16")), ExpectResult::Match);
-        assert!(matches!(compare(Some("a"), "=~", Some("b")), ExpectResult::Error(_)));
+        assert_eq!(
+            compare(Some("0x10"), "-eq", Some("16")),
+            ExpectResult::Match
+        );
+        assert!(matches!(
+            compare(Some("a"), "=~", Some("b")),
+            ExpectResult::Error(_)
+        ));
     }
 }

@@ -21,7 +21,9 @@
 //! `fatal`.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -64,7 +66,9 @@ impl Msg {
         let n = name.as_bytes();
         self.headers
             .iter()
-            .filter(|h| h.len() > n.len() && h[..n.len()].eq_ignore_ascii_case(n) && h[n.len()] == b':')
+            .filter(|h| {
+                h.len() > n.len() && h[..n.len()].eq_ignore_ascii_case(n) && h[n.len()] == b':'
+            })
             .count()
     }
 }
@@ -205,6 +209,123 @@ pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
+/// A connection: TCP or Unix-domain (servers and clients may use
+/// `-listen /path` / `-connect /path`).
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix-domain socket.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(d),
+            Stream::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    /// Shuts down the sending side (how a server ends a connection).
+    pub fn shutdown_write(&self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+
+    /// The peer's address and port (`0.0.0.0`/`0` for Unix sockets, as
+    /// varnishtest reports them).
+    pub fn peer(&self) -> (String, String) {
+        match self {
+            Stream::Tcp(s) => match s.peer_addr() {
+                Ok(a) => (a.ip().to_string(), a.port().to_string()),
+                Err(_) => ("0.0.0.0".into(), "0".into()),
+            },
+            Stream::Unix(_) => ("0.0.0.0".into(), "0".into()),
+        }
+    }
+}
+
+impl Stream {
+    /// For a Unix-domain connection, the socket's path (the server's
+    /// listening path on either side), as varnishtest's `remote.path`.
+    pub fn path(&self) -> Option<String> {
+        match self {
+            Stream::Tcp(_) => None,
+            Stream::Unix(s) => {
+                let named = |a: std::io::Result<std::os::unix::net::SocketAddr>| {
+                    a.ok()
+                        .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                };
+                named(s.peer_addr()).or_else(|| named(s.local_addr()))
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// A listening socket: TCP or Unix-domain.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix-domain socket.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
+    fn try_accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let (s, _) = l.accept()?;
+                s.set_nonblocking(false)?;
+                let _ = s.set_nodelay(true);
+                Ok(Stream::Tcp(s))
+            }
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                let (s, _) = l.accept()?;
+                s.set_nonblocking(false)?;
+                Ok(Stream::Unix(s))
+            }
+        }
+    }
+}
+
 enum ReadRes {
     Data,
     Eof,
@@ -216,8 +337,8 @@ pub struct Session<'a> {
     ctx: &'a Ctx,
     id: String,
     /// The connection; `None` after `close`.
-    pub stream: Option<TcpStream>,
-    listener: Option<&'a TcpListener>,
+    pub stream: Option<Stream>,
+    listener: Option<&'a Listener>,
     cancel: Option<&'a AtomicBool>,
     is_server: bool,
     timeout: Duration,
@@ -232,6 +353,7 @@ pub struct Session<'a> {
     gziplevel: u32,
     rem_ip: String,
     rem_port: String,
+    rem_path: Option<String>,
 }
 
 impl<'a> Session<'a> {
@@ -240,14 +362,12 @@ impl<'a> Session<'a> {
     pub fn new(
         ctx: &'a Ctx,
         id: &str,
-        stream: TcpStream,
-        listener: Option<&'a TcpListener>,
+        stream: Stream,
+        listener: Option<&'a Listener>,
         cancel: Option<&'a AtomicBool>,
     ) -> Session<'a> {
-        let (rem_ip, rem_port) = match stream.peer_addr() {
-            Ok(a) => (a.ip().to_string(), a.port().to_string()),
-            Err(_) => ("0.0.0.0".to_string(), "0".to_string()),
-        };
+        let (rem_ip, rem_port) = stream.peer();
+        let rem_path = stream.path();
         Session {
             ctx,
             id: id.to_string(),
@@ -267,11 +387,12 @@ impl<'a> Session<'a> {
             gziplevel: 0,
             rem_ip,
             rem_port,
+            rem_path,
         }
     }
 
     /// Takes the connection back (for keep-alive across repeats).
-    pub fn into_stream(self) -> Option<TcpStream> {
+    pub fn into_stream(self) -> Option<Stream> {
         self.stream
     }
 
@@ -309,24 +430,36 @@ impl<'a> Session<'a> {
             if self.cancelled() {
                 return Err(Abort);
             }
-            let Some(s) = self.stream.as_mut() else {
-                return Ok(ReadRes::Failed("no connection (closed)".into()));
-            };
             let now = Instant::now();
+            let Some(s) = self.stream.as_mut() else {
+                // varnishtest polls a closed descriptor (-1): nothing ever
+                // arrives, so the read times out.
+                self.ctx.sleep(deadline.saturating_duration_since(now))?;
+                return Ok(ReadRes::Failed(format!(
+                    "HTTP rx timeout ({} ms)",
+                    self.timeout.as_millis()
+                )));
+            };
             if now >= deadline {
                 return Ok(ReadRes::Failed(format!(
                     "HTTP rx timeout ({} ms)",
                     self.timeout.as_millis()
                 )));
             }
-            let _ = s.set_read_timeout(Some((deadline - now).clamp(Duration::from_millis(1), SLICE)));
+            let _ = s.set_read_timeout(Some(
+                (deadline - now).clamp(Duration::from_millis(1), SLICE),
+            ));
             match s.read(&mut buf) {
                 Ok(0) => return Ok(ReadRes::Eof),
                 Ok(n) => {
                     self.pending.extend_from_slice(&buf[..n]);
                     return Ok(ReadRes::Data);
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Ok(ReadRes::Failed(format!("HTTP rx failed ({e})"))),
             }
         }
@@ -414,7 +547,10 @@ impl<'a> Session<'a> {
         self.dump("len", &line);
         let text = String::from_utf8_lossy(&line);
         let t = text.trim_start();
-        let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+        let t = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
         let digits: String = t.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
         let after = t[digits.len()..].chars().next();
         let ok = !digits.is_empty() && after.is_none_or(|c| c.is_ascii_whitespace());
@@ -446,13 +582,18 @@ impl<'a> Session<'a> {
     fn swallow_body(&mut self, is_req: bool, to_eof: bool, max: usize) -> R<()> {
         let msg = if is_req { &self.req } else { &self.resp };
         let te = msg.header("transfer-encoding").map(|v| v.to_vec());
-        let cl = msg.header("content-length").map(|v| String::from_utf8_lossy(v).into_owned());
+        let cl = msg
+            .header("content-length")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
         let start = self.body.as_ref().map_or(0, Vec::len);
         if self.body.is_none() {
             self.body = Some(Vec::new());
         }
         let kind;
-        if te.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(b"chunked")) {
+        if te
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"))
+        {
             if cl.is_some() {
                 return self.err("Both C-E: Chunked and C-L");
             }
@@ -488,7 +629,11 @@ impl<'a> Session<'a> {
                     break;
                 }
                 if !self.pending.is_empty() {
-                    let take = if max > 0 { (max - got).min(self.pending.len()) } else { self.pending.len() };
+                    let take = if max > 0 {
+                        (max - got).min(self.pending.len())
+                    } else {
+                        self.pending.len()
+                    };
                     let rest = self.pending.split_off(take);
                     let data = std::mem::replace(&mut self.pending, rest);
                     if let Some(b) = self.body.as_mut() {
@@ -512,11 +657,33 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Sends TCP out-of-band ("urgent") data, which tests use to check
+    /// that the peer ignores it.
+    fn send_urgent(&mut self, data: &[u8]) -> R<()> {
+        self.dump("send_urgent", data);
+        let fd = match self.stream.as_ref() {
+            Some(Stream::Tcp(s)) => s.as_raw_fd(),
+            Some(Stream::Unix(s)) => s.as_raw_fd(),
+            None => return self.err("Write error in http_send_urgent(): connection closed"),
+        };
+        // SAFETY: `data` is a valid buffer of `data.len()` bytes and `fd`
+        // an open socket owned by this session for the whole call.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_OOB) };
+        if n < 0 || n as usize != data.len() {
+            let e = std::io::Error::last_os_error();
+            return self.err(format!("Write error in http_send_urgent(): {e}"));
+        }
+        Ok(())
+    }
+
     fn write_all(&mut self, what: &str, data: &[u8]) -> R<()> {
         self.dump(what, data);
         let r = match self.stream.as_mut() {
             Some(s) => s.write_all(data),
-            None => Err(std::io::Error::new(ErrorKind::NotConnected, "connection closed")),
+            None => Err(std::io::Error::new(
+                ErrorKind::NotConnected,
+                "connection closed",
+            )),
         };
         if let Err(e) = r {
             return self.err(format!("Write failed: {e}"));
@@ -526,9 +693,21 @@ impl<'a> Session<'a> {
 
     /// The common txreq/txresp options after the first line: headers, then
     /// body options. Returns the index of the first unused argument.
-    fn tx_args(&mut self, out: &mut Vec<u8>, av: &[Vec<u8>], mut i: usize, mut body: Option<Vec<u8>>, mut nohost: bool) -> R<usize> {
+    fn tx_args(
+        &mut self,
+        out: &mut Vec<u8>,
+        av: &[Vec<u8>],
+        mut i: usize,
+        mut body: Option<Vec<u8>>,
+        mut nohost: bool,
+    ) -> R<usize> {
         let mut nolen = false;
-        let missing = |s: &Self, o: &[u8]| s.hard(format!("Missing argument to {}", String::from_utf8_lossy(o)));
+        let missing = |s: &Self, o: &[u8]| {
+            s.hard(format!(
+                "Missing argument to {}",
+                String::from_utf8_lossy(o)
+            ))
+        };
         while i < av.len() {
             match av[i].as_slice() {
                 b"-nolen" => nolen = true,
@@ -549,7 +728,10 @@ impl<'a> Session<'a> {
                     };
                     out.extend_from_slice(n);
                     out.extend_from_slice(b": ");
-                    let mut l = String::from_utf8_lossy(l).trim().parse::<i64>().unwrap_or(0);
+                    let mut l = String::from_utf8_lossy(l)
+                        .trim()
+                        .parse::<i64>()
+                        .unwrap_or(0);
                     while l > 0 {
                         l -= 1;
                         out.push(b'0' + (l % 10) as u8);
@@ -586,7 +768,7 @@ impl<'a> Session<'a> {
                 b"-bodyfrom" => {
                     let a = arg(self)?;
                     let p = String::from_utf8_lossy(&a).into_owned();
-                    match std::fs::read(&p) {
+                    match std::fs::read(self.ctx.tmpdir.join(&p)) {
                         Ok(b) => body = Some(b),
                         Err(e) => return Err(self.hard(format!("-bodyfrom {p}: {e}"))),
                     }
@@ -623,7 +805,10 @@ impl<'a> Session<'a> {
             i += 2;
         }
         if !nohost {
-            let lh = crate::ctx::lock(&self.ctx.macros).get("localhost").unwrap_or("127.0.0.1").to_string();
+            let lh = crate::ctx::lock(&self.ctx.macros)
+                .get("localhost")
+                .unwrap_or("127.0.0.1")
+                .to_string();
             out.extend_from_slice(format!("Host: {lh}\r\n").as_bytes());
         }
         if let Some(b) = &body {
@@ -662,7 +847,10 @@ impl<'a> Session<'a> {
     fn arg1<'b>(&self, av: &'b [Vec<u8>]) -> R<&'b [u8]> {
         match av.get(1) {
             Some(a) => Ok(a),
-            None => Err(self.hard(format!("{}: missing argument", String::from_utf8_lossy(&av[0])))),
+            None => Err(self.hard(format!(
+                "{}: missing argument",
+                String::from_utf8_lossy(&av[0])
+            ))),
         }
     }
 
@@ -678,7 +866,7 @@ impl<'a> Session<'a> {
         match spec {
             "remote.ip" => Some(self.rem_ip.clone()),
             "remote.port" => Some(self.rem_port.clone()),
-            "remote.path" => None,
+            "remote.path" => self.rem_path.clone(),
             "req.method" => self.req.first[0].as_deref().map(lossy),
             "req.url" => self.req.first[1].as_deref().map(lossy),
             "req.proto" => self.req.first[2].as_deref().map(lossy),
@@ -686,7 +874,9 @@ impl<'a> Session<'a> {
             "resp.status" => self.resp.first[1].as_deref().map(lossy),
             "resp.reason" => self.resp.first[2].as_deref().map(lossy),
             "resp.chunklen" => Some(self.chunklen.clone().unwrap_or_else(|| "<undef>".into())),
-            "req.bodylen" | "resp.bodylen" => Some(self.bodylen.clone().unwrap_or_else(|| "<undef>".into())),
+            "req.bodylen" | "resp.bodylen" => {
+                Some(self.bodylen.clone().unwrap_or_else(|| "<undef>".into()))
+            }
             "req.body" | "resp.body" => body_str(&self.body),
             "h2.state" => Some("false".into()),
             _ => {
@@ -716,11 +906,14 @@ impl<'a> Session<'a> {
             let name = String::from_utf8_lossy(&av[0]).into_owned();
             self.log(4, &format!("cmd line {}: {}", c.line, name));
             if name == "loop" {
-                let n = av.get(1).map_or(0, |a| crate::expect::strtoul(&String::from_utf8_lossy(a)));
+                let n = av
+                    .get(1)
+                    .map_or(0, |a| crate::expect::strtoul(&String::from_utf8_lossy(a)));
                 let Some(spec) = c.tokens.get(2) else {
                     return Err(self.hard("loop: missing spec"));
                 };
-                let inner = tokenize(&spec.bytes, spec.line).map_err(|e| self.hard(e.to_string()))?;
+                let inner =
+                    tokenize(&spec.bytes, spec.line).map_err(|e| self.hard(e.to_string()))?;
                 for i in 0..n {
                     self.log(4, &format!("Loop #{i}"));
                     self.process(&inner)?;
@@ -769,7 +962,10 @@ impl<'a> Session<'a> {
                     if name == "rxresp" && a == b"-no_obj" {
                         has_obj = false;
                     } else {
-                        return Err(self.hard(format!("Unknown http rxresp spec: {}", String::from_utf8_lossy(a))));
+                        return Err(self.hard(format!(
+                            "Unknown http rxresp spec: {}",
+                            String::from_utf8_lossy(a)
+                        )));
                     }
                 }
                 let h = self.rx_head()?;
@@ -778,7 +974,11 @@ impl<'a> Session<'a> {
                 if self.resp.count("Content-Length") > 1 {
                     return Err(self.hard("Multiple Content-Length headers."));
                 }
-                if !has_obj || self.resp.first[0].is_none() || self.resp.first[1].is_none() || self.head_method {
+                if !has_obj
+                    || self.resp.first[0].is_none()
+                    || self.resp.first[1].is_none()
+                    || self.head_method
+                {
                     return Ok(());
                 }
                 let is200 = self.resp.first[1].as_deref() == Some(b"200");
@@ -790,10 +990,15 @@ impl<'a> Session<'a> {
                 let mut i = 1;
                 while i < av.len() {
                     if av[i] == b"-max" {
-                        max = av.get(i + 1).map_or(0, |a| crate::expect::strtoul(&String::from_utf8_lossy(a)) as usize);
+                        max = av.get(i + 1).map_or(0, |a| {
+                            crate::expect::strtoul(&String::from_utf8_lossy(a)) as usize
+                        });
                         i += 2;
                     } else {
-                        return Err(self.hard(format!("Unknown http rxrespbody spec: {}", String::from_utf8_lossy(&av[i]))));
+                        return Err(self.hard(format!(
+                            "Unknown http rxrespbody spec: {}",
+                            String::from_utf8_lossy(&av[i])
+                        )));
                     }
                 }
                 self.swallow_body(false, true, max)
@@ -814,7 +1019,9 @@ impl<'a> Session<'a> {
                 let mut t = b'0';
                 for (i, &c) in body.iter().take_while(|&&c| c != 0).enumerate() {
                     if c != t {
-                        return Err(self.hard(format!("EXPECT PATTERN FAIL @{i} should 0x{t:02x} is 0x{c:02x}")));
+                        return Err(self.hard(format!(
+                            "EXPECT PATTERN FAIL @{i} should 0x{t:02x} is 0x{c:02x}"
+                        )));
                     }
                     t = t.wrapping_add(1) & !0x08;
                 }
@@ -837,7 +1044,7 @@ impl<'a> Session<'a> {
             }
             "send_urgent" => {
                 let a = self.arg1(av)?.to_vec();
-                self.write_all("send_urgent", &a)
+                self.send_urgent(&a)
             }
             "sendhex" => {
                 let a = self.arg1(av)?;
@@ -859,12 +1066,16 @@ impl<'a> Session<'a> {
                 self.write_all("chunked", &out)
             }
             "chunkedlen" => {
-                let n = String::from_utf8_lossy(self.arg1(av)?).trim().parse::<i64>().unwrap_or(0).max(0) as usize;
+                let n = String::from_utf8_lossy(self.arg1(av)?)
+                    .trim()
+                    .parse::<i64>()
+                    .unwrap_or(0)
+                    .max(0) as usize;
                 let out = if n == 0 {
                     b"0\r\n\r\n".to_vec()
                 } else {
                     let mut o = format!("{n:x}\r\n").into_bytes();
-                    o.extend((0..n).map(|u| (u % 16384 & 7) as u8 + b'0'));
+                    o.extend((0..n).map(|u| ((u % 16384) & 7) as u8 + b'0'));
                     o.extend_from_slice(b"\r\n");
                     o
                 };
@@ -897,10 +1108,7 @@ impl<'a> Session<'a> {
                 let s = accept(self.ctx, l, self.cancel)?;
                 match s {
                     Ok(s) => {
-                        if let Ok(a) = s.peer_addr() {
-                            self.rem_ip = a.ip().to_string();
-                            self.rem_port = a.port().to_string();
-                        }
+                        (self.rem_ip, self.rem_port) = s.peer();
                         self.stream = Some(s);
                         self.log(3, "Accepted socket");
                         Ok(())
@@ -920,13 +1128,18 @@ impl<'a> Session<'a> {
             "write_body" => {
                 let p = String::from_utf8_lossy(self.arg1(av)?).into_owned();
                 let b = self.body.clone().unwrap_or_default();
-                std::fs::write(&p, b).map_err(|e| self.hard(format!("write_body {p}: {e}")))
+                std::fs::write(self.ctx.tmpdir.join(&p), b)
+                    .map_err(|e| self.hard(format!("write_body {p}: {e}")))
             }
-            "txpri" | "rxpri" | "stream" | "settings" | "upgrade" => {
-                Err(self.ctx.skip(&self.id, &format!("HTTP/2 command {name} is not supported; skipping test")))
-            }
+            "txpri" | "rxpri" | "stream" | "settings" | "upgrade" => Err(self.ctx.skip(
+                &self.id,
+                &format!("HTTP/2 command {name} is not supported; skipping test"),
+            )),
             _ => {
-                let args: Vec<String> = av.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                let args: Vec<String> = av
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
                 match misc::global_cmd(self.ctx, &self.id, &args) {
                     Some(r) => r,
                     None => Err(self.hard(format!("Unknown command: \"{name}\""))),
@@ -939,7 +1152,9 @@ impl<'a> Session<'a> {
         let m = if req { &self.req } else { &self.resp };
         let mut n = 0;
         for f in &m.first {
-            let v = f.as_deref().map_or("(null)".into(), String::from_utf8_lossy);
+            let v = f
+                .as_deref()
+                .map_or("(null)".into(), String::from_utf8_lossy);
             self.log(4, &format!("http[{n:2}] |{v}"));
             n += 1;
         }
@@ -979,7 +1194,10 @@ impl<'a> Session<'a> {
         let nohost = proto != b"HTTP/1.1";
         let i = self.tx_args(&mut out, av, i, None, nohost)?;
         if let Some(a) = av.get(i) {
-            return Err(self.hard(format!("Unknown http txreq spec: {}", String::from_utf8_lossy(a))));
+            return Err(self.hard(format!(
+                "Unknown http txreq spec: {}",
+                String::from_utf8_lossy(a)
+            )));
         }
         self.write_all("txreq", &out)
     }
@@ -1009,7 +1227,10 @@ impl<'a> Session<'a> {
         out.extend_from_slice(b"\r\n");
         let i = self.tx_args(&mut out, av, i, Some(Vec::new()), true)?;
         if let Some(a) = av.get(i) {
-            return Err(self.hard(format!("Unknown http txresp spec: {}", String::from_utf8_lossy(a))));
+            return Err(self.hard(format!(
+                "Unknown http txresp spec: {}",
+                String::from_utf8_lossy(a)
+            )));
         }
         self.write_all("txresp", &out)
     }
@@ -1025,10 +1246,17 @@ impl<'a> Session<'a> {
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "<undef>".into());
         match compare(lv.as_deref(), &op, rv.as_deref()) {
             ExpectResult::Match => {
-                self.log(4, &format!("EXPECT {l} ({}) {op} \"{}\" match", show(&lv), show(&rv)));
+                self.log(
+                    4,
+                    &format!("EXPECT {l} ({}) {op} \"{}\" match", show(&lv), show(&rv)),
+                );
                 Ok(())
             }
-            ExpectResult::Fail => Err(self.hard(format!("EXPECT {l} ({}) {op} \"{}\" failed", show(&lv), show(&rv)))),
+            ExpectResult::Fail => Err(self.hard(format!(
+                "EXPECT {l} ({}) {op} \"{}\" failed",
+                show(&lv),
+                show(&rv)
+            ))),
             ExpectResult::Error(e) => Err(self.hard(format!("EXPECT {l} {op} {r}: {e}"))),
         }
     }
@@ -1076,20 +1304,24 @@ impl<'a> Session<'a> {
 
 /// Accepts one connection, giving up when the test (or `cancel`) stops.
 /// The outer `R` is the abort; the inner result the accept error.
-pub fn accept(ctx: &Ctx, l: &TcpListener, cancel: Option<&AtomicBool>) -> R<std::io::Result<TcpStream>> {
-    let _ = l.set_nonblocking(true);
+pub fn accept(ctx: &Ctx, l: &Listener, cancel: Option<&AtomicBool>) -> R<std::io::Result<Stream>> {
     loop {
         if ctx.stopped() || cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
             return Err(Abort);
         }
-        match l.accept() {
-            Ok((s, _)) => {
-                let _ = s.set_nonblocking(false);
-                let _ = s.set_nodelay(true);
-                return Ok(Ok(s));
-            }
+        match l.try_accept() {
+            Ok(s) => return Ok(Ok(s)),
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
-                std::thread::sleep(Duration::from_millis(5));
+                let mut pfd = libc::pollfd {
+                    fd: l.raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for a descriptor we own, for
+                // the duration of the call.
+                unsafe {
+                    libc::poll(&mut pfd, 1, SLICE.as_millis() as libc::c_int);
+                }
             }
             Err(e) => return Ok(Err(e)),
         }

@@ -17,20 +17,37 @@
 //!    varnishtest's semantics, since earlier commands define macros that
 //!    later ones use ([`Command::expand`], [`TopCommand::expand`]).
 //!
+//! The runner (`shellac test`) lives in [`runner`]: it executes scripts
+//! with client/server threads ([`client`], [`server`], on the HTTP/1
+//! engine in [`http`]), drives cache instances over the admin CLI
+//! ([`varnish`], [`cli`]), and prints varnishtest-style results.
+//!
 //! [`extract_vcls`] lists every VCL a test makes varnishd compile, in the
 //! exact form varnishtest sends it, so the VCL compiler can be checked
 //! against `varnishd -C` without running the tests.
 
 #![warn(missing_docs)]
 
+pub mod barrier;
+pub mod cli;
+pub mod client;
+pub mod ctx;
 pub mod error;
+pub mod expect;
+pub mod http;
 pub mod macros;
+pub mod misc;
+pub mod runner;
 pub mod script;
+pub mod server;
 pub mod token;
+pub mod varnish;
 pub mod vcl;
 
+pub use ctx::{Outcome, TestConfig};
 pub use error::VtcError;
 pub use macros::{http_date, split_args, Macros, SplitError};
+pub use runner::{read_list, run_all, run_test, RunOptions, Summary, TestResult};
 pub use script::{parse_script, parse_spec, Arg, Script, TopCommand, TopKind};
 pub use token::{tokenize, Command, Token, TokenKind, MAX_TOKENS};
 pub use vcl::{cli_inline_vcl, extract_vcls, Expectation, ExtractEnv, ExtractedVcl, VclKind};

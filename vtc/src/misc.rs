@@ -69,7 +69,6 @@ fn cmd_shell(ctx: &Ctx, id: &str, args: &[String]) -> R<()> {
         .arg("-c")
         .arg(cmd)
         .current_dir(&ctx.tmpdir)
-        .env("TMPDIR", &ctx.tmpdir)
         .output();
     let out = match out {
         Ok(o) => o,
@@ -85,7 +84,10 @@ fn cmd_shell(ctx: &Ctx, id: &str, args: &[String]) -> R<()> {
     }
     if let Some(e) = exit {
         if code != e {
-            return Err(ctx.fatal(id, format!("shell_exit not as expected: got {code} wanted {e}")));
+            return Err(ctx.fatal(
+                id,
+                format!("shell_exit not as expected: got {code} wanted {e}"),
+            ));
         }
     }
     if let Some(x) = expect {

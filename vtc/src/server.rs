@@ -7,13 +7,14 @@
 //! macros are defined when it binds. A running server that is touched by
 //! any option other than `-wait`/`-break` is waited for first.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::ctx::{Abort, Ctx, R};
-use crate::http::{accept, parse, Session};
+use crate::http::{accept, parse, Listener, Session, Stream};
 use crate::token::Token;
 
 /// A declared server.
@@ -22,7 +23,7 @@ pub struct Server {
     /// `s1`.
     pub name: String,
     listen: String,
-    listener: Option<Arc<TcpListener>>,
+    listener: Option<Arc<Listener>>,
     /// Bound address (empty until the first `-start`).
     pub addr: String,
     /// Bound port (empty until the first `-start`).
@@ -40,7 +41,16 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
     let a = addr.trim();
     let candidate = match a.split_once(' ') {
         Some((h, p)) => format!("{}:{}", h.trim(), p.trim()),
-        None => a.to_string(),
+        None => {
+            // A bare address takes port 0 (any), as varnishtest's default.
+            let bare = a.trim_start_matches('[').trim_end_matches(']');
+            match bare.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:0"),
+                Ok(v4) => format!("{v4}:0"),
+                Err(_) if !a.contains(':') => format!("{a}:0"),
+                Err(_) => a.to_string(),
+            }
+        }
     };
     candidate
         .to_socket_addrs()
@@ -71,6 +81,19 @@ impl Server {
         }
     }
 
+    /// This server's line in a `-vcl+backend` VCL: host and port as bound
+    /// (empty strings before the first `-start`), or the socket path.
+    pub fn backend_decl(&self) -> String {
+        if self.listen.starts_with('/') {
+            format!("backend {} {{ .path = \"{}\"; }}\n", self.name, self.listen)
+        } else {
+            format!(
+                "backend {} {{ .host = \"{}\"; .port = \"{}\"; }}\n",
+                self.name, self.addr, self.port
+            )
+        }
+    }
+
     /// Whether the server's thread is running.
     pub fn running(&self) -> bool {
         self.thread.is_some()
@@ -79,13 +102,49 @@ impl Server {
     fn listen(&mut self, ctx: &Ctx) -> R<()> {
         self.listener = None;
         if self.listen.starts_with('/') {
-            return Err(ctx.skip(&self.name, "Unix-domain socket servers are not supported; skipping test"));
+            let path = self.listen.clone();
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(ctx.fatal(
+                        &self.name,
+                        format!("Could not unlink {path} before bind: {e}"),
+                    ));
+                }
+            }
+            let l = UnixListener::bind(&path).map_err(|e| {
+                ctx.fatal(
+                    &self.name,
+                    format!("Server listen address ({path}) cannot be resolved: {e}"),
+                )
+            })?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777));
+            }
+            self.addr = "0.0.0.0".into();
+            self.port = "0".into();
+            ctx.define(&self.name, "addr", "0.0.0.0");
+            ctx.define(&self.name, "port", "0");
+            ctx.define(&self.name, "sock", path.clone());
+            ctx.log.log(1, &self.name, &format!("Listen on {path}"));
+            self.listener = Some(Arc::new(Listener::Unix(l)));
+            return Ok(());
         }
         let sa = resolve(&self.listen).map_err(|e| {
-            ctx.fatal(&self.name, format!("Server listen address ({}) cannot be resolved: {e}", self.listen))
+            ctx.fatal(
+                &self.name,
+                format!(
+                    "Server listen address ({}) cannot be resolved: {e}",
+                    self.listen
+                ),
+            )
         })?;
-        let l = TcpListener::bind(sa)
-            .map_err(|e| ctx.fatal(&self.name, format!("Server listen ({}) failed: {e}", self.listen)))?;
+        let l = TcpListener::bind(sa).map_err(|e| {
+            ctx.fatal(
+                &self.name,
+                format!("Server listen ({}) failed: {e}", self.listen),
+            )
+        })?;
         let local = l
             .local_addr()
             .map_err(|e| ctx.fatal(&self.name, format!("getsockname: {e}")))?;
@@ -98,17 +157,20 @@ impl Server {
         ctx.define(&self.name, "addr", self.addr.clone());
         ctx.define(&self.name, "port", self.port.clone());
         ctx.define(&self.name, "sock", self.listen.clone());
-        ctx.log.log(1, &self.name, &format!("Listen on {}", self.listen));
-        self.listener = Some(Arc::new(l));
+        ctx.log
+            .log(1, &self.name, &format!("Listen on {}", self.listen));
+        self.listener = Some(Arc::new(Listener::Tcp(l)));
         Ok(())
     }
 
     fn start(&mut self, ctx: &Arc<Ctx>) -> R<()> {
         ctx.log.log(2, &self.name, "Starting server");
         self.listen(ctx)?;
-        let Some(spec) = self.spec.clone() else {
-            return Err(ctx.fatal(&self.name, "Server has no spec"));
-        };
+        // A server without a spec accepts and closes connections.
+        let spec = self
+            .spec
+            .clone()
+            .unwrap_or_else(|| Token::new(crate::token::TokenKind::Braced, 0, Vec::new()));
         let cmds = parse(ctx, &self.name, &spec.bytes, spec.line)?;
         let Some(l) = self.listener.clone() else {
             return Err(Abort);
@@ -121,6 +183,7 @@ impl Server {
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
+                crate::ctx::set_thread_cancel(Some(cancel.clone()));
                 if dispatch {
                     let _ = dispatch_loop(&ctx2, &name, &l, &cmds, &cancel);
                 } else {
@@ -159,10 +222,11 @@ impl Server {
                 return Err(Abort);
             }
             let a = &args[i];
+            let me = self.name.clone();
             let val = |k: usize| -> R<String> {
                 args.get(i + k)
                     .map(|t| t.text().into_owned())
-                    .ok_or_else(|| ctx.fatal(&self.name, format!("Missing argument to {}", a.text())))
+                    .ok_or_else(|| ctx.fatal(&me, format!("Missing argument to {}", a.text())))
             };
             if a.is("-wait") {
                 if !self.running() {
@@ -211,17 +275,24 @@ impl Server {
     }
 }
 
-fn disc(ctx: &Ctx, name: &str, s: Option<TcpStream>) {
-    if let Some(s) = s {
-        ctx.log.log(3, name, "shutting fd");
-        let _ = s.shutdown(std::net::Shutdown::Write);
+/// Ends a connection like varnishtest: shut down the sending side, then
+/// close. A connection the spec already closed is an error there
+/// ("Shutdown failed"), and so it is here.
+fn disc(ctx: &Ctx, name: &str, s: Option<Stream>) -> R<()> {
+    match s {
+        Some(s) => {
+            ctx.log.log(3, name, "shutting fd");
+            let _ = s.shutdown_write();
+            Ok(())
+        }
+        None => Err(ctx.fatal(name, "Shutdown failed: Bad file descriptor")),
     }
 }
 
 fn serve(
     ctx: &Ctx,
     name: &str,
-    l: &TcpListener,
+    l: &Listener,
     cmds: &[crate::token::Command],
     cancel: &AtomicBool,
     repeat: u32,
@@ -230,15 +301,18 @@ fn serve(
     ctx.log.log(
         2,
         name,
-        &format!("Started ({repeat} iterations{})", if keepalive { " using keepalive" } else { "" }),
+        &format!(
+            "Started ({repeat} iterations{})",
+            if keepalive { " using keepalive" } else { "" }
+        ),
     );
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<Stream> = None;
     for _ in 0..repeat {
         let s = match conn.take() {
             Some(s) => s,
             None => match accept(ctx, l, Some(cancel))? {
                 Ok(s) => {
-                    ctx.log.log(3, name, &format!("accepted fd {}", s.peer_addr().map(|a| a.to_string()).unwrap_or_default()));
+                    ctx.log.log(3, name, &format!("accepted fd {}", s.peer().0));
                     s
                 }
                 Err(e) => return Err(ctx.fatal(name, format!("Accept failed: {e}"))),
@@ -248,10 +322,12 @@ fn serve(
         sess.process(cmds)?;
         conn = sess.into_stream();
         if !keepalive {
-            disc(ctx, name, conn.take());
+            disc(ctx, name, conn.take())?;
         }
     }
-    disc(ctx, name, conn.take());
+    if keepalive {
+        disc(ctx, name, conn.take())?;
+    }
     ctx.log.log(2, name, "Ending");
     Ok(())
 }
@@ -259,7 +335,7 @@ fn serve(
 fn dispatch_loop(
     ctx: &Arc<Ctx>,
     name: &str,
-    l: &Arc<TcpListener>,
+    l: &Arc<Listener>,
     cmds: &[crate::token::Command],
     cancel: &Arc<AtomicBool>,
 ) -> R<()> {
@@ -274,9 +350,9 @@ fn dispatch_loop(
         n += 1;
         let (ctx2, l2, cmds2, cancel2) = (ctx.clone(), l.clone(), cmds.to_vec(), cancel.clone());
         let spawned = std::thread::Builder::new().name(id.clone()).spawn(move || {
+            crate::ctx::set_thread_cancel(Some(cancel2.clone()));
             let mut sess = Session::new(&ctx2, &id, s, Some(&l2), Some(&cancel2));
-            if sess.process(&cmds2).is_ok() {
-                disc(&ctx2, &id, sess.into_stream());
+            if sess.process(&cmds2).is_ok() && disc(&ctx2, &id, sess.into_stream()).is_ok() {
                 ctx2.log.log(2, &id, "Ending");
             }
         });

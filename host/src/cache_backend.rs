@@ -1,0 +1,81 @@
+//! Backends (Varnish's `cache_backend`): an address resolved at load
+//! time, its timeouts, and a keep-alive connection pool (hyper-util's).
+
+use crate::mgt_param::Params;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use vcl_to_wasm::tir::BackendDef;
+
+/// The HTTP client type of a backend's pool.
+pub type Pool = Client<HttpConnector, Full<Bytes>>;
+
+/// A declared backend, ready to fetch from.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    /// `None` for `backend x none;`.
+    pub addr: Option<SocketAddr>,
+    pub host_header: Option<String>,
+    pub connect_timeout: f64,
+    pub first_byte_timeout: f64,
+    pub between_bytes_timeout: f64,
+    pub pool: Pool,
+    /// Health as the probe sees it; always true without a probe.
+    pub healthy: std::sync::atomic::AtomicBool,
+}
+
+impl Backend {
+    /// Resolves the host (first address, as varnishd) and builds the pool.
+    pub async fn build(def: &BackendDef, params: &Params) -> Result<Backend, String> {
+        let addr = if def.none {
+            None
+        } else {
+            let host = def.host.as_deref().unwrap_or("localhost");
+            let port = def.port.as_deref().unwrap_or("80");
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("backend {}: bad port \"{port}\"", def.name))?;
+            let host_trim = host.trim_start_matches('[').trim_end_matches(']');
+            let mut it = tokio::net::lookup_host((host_trim, port))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "backend {}: cannot resolve \"{host}\" ({e}) at {}",
+                        def.name, def.location
+                    )
+                })?;
+            Some(
+                it.next()
+                    .ok_or_else(|| format!("backend {}: \"{host}\" has no address", def.name))?,
+            )
+        };
+        let connect_timeout = def
+            .connect_timeout
+            .unwrap_or_else(|| params.num("connect_timeout"));
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(crate::vrt_ctx::secs(connect_timeout.max(0.001))));
+        let pool = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(crate::vrt_ctx::secs(
+                params.num("backend_idle_timeout").max(1.0),
+            ))
+            .build(conn);
+        Ok(Backend {
+            name: def.name.clone(),
+            addr,
+            host_header: def.host_header.clone(),
+            connect_timeout,
+            first_byte_timeout: def
+                .first_byte_timeout
+                .unwrap_or_else(|| params.num("first_byte_timeout")),
+            between_bytes_timeout: def
+                .between_bytes_timeout
+                .unwrap_or_else(|| params.num("between_bytes_timeout")),
+            pool,
+            healthy: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+}

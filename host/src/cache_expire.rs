@@ -1,0 +1,228 @@
+//! Object lifetimes (Varnish's `cache_expire` and `rfc2616.c`): the TTL,
+//! grace and keep a fetched object starts with, before
+//! `vcl_backend_response` may change them.
+
+use crate::cache_obj::{hdr_get, Headers};
+
+/// Varnish's `VTIM_format`: an RFC 1123 date.
+pub fn http_date(t: f64) -> String {
+    // Years 1..=9999 only, so no arithmetic below can overflow.
+    let secs = (t.floor() as i64).clamp(-62_135_596_800, 253_402_300_799);
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let (y, mon, d) = civil(days);
+    let wd = (days + 4).rem_euclid(7) as usize;
+    format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        WDAY[wd],
+        d,
+        MONTH[(mon - 1) as usize],
+        y,
+        h,
+        m,
+        s
+    )
+}
+
+const WDAY: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTH: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mon = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(mon <= 2), mon, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses an RFC 1123 date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn parse_http_date(s: &str) -> Option<f64> {
+    let mut it = s.split_whitespace();
+    let _wday = it.next()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    let mon = it.next()?;
+    let m = MONTH.iter().position(|x| x.eq_ignore_ascii_case(mon))? as i64 + 1;
+    let y: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':');
+    let h: i64 = hms.next()?.parse().ok()?;
+    let mi: i64 = hms.next()?.parse().ok()?;
+    let se: i64 = hms.next()?.parse().ok()?;
+    // Headers come from backends and clients: refuse anything out of range
+    // before the arithmetic.
+    if !(1..=9999).contains(&y)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+        || h < 0
+        || mi < 0
+        || se < 0
+    {
+        return None;
+    }
+    Some((days_from_civil(y, m, d) * 86400 + h * 3600 + mi * 60 + se) as f64)
+}
+
+/// The starting lifetime of a fetched object.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lifetime {
+    /// The object's birth: the fetch time minus the backend's `Age`.
+    pub t_origin: f64,
+    pub age: f64,
+    pub ttl: f64,
+    pub grace: f64,
+    pub keep: f64,
+}
+
+fn cc_param(cc: &str, name: &str) -> Option<f64> {
+    cc.split(',').find_map(|d| {
+        let (k, v) = d.trim().split_once('=')?;
+        if k.trim().eq_ignore_ascii_case(name) {
+            v.trim().trim_matches('"').parse::<f64>().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Varnish's RFC2616_Ttl: `s-maxage`, then `max-age`, then `Expires`
+/// (relative to `Date`), else `default_ttl`; responses whose status is not
+/// cacheable by default get a negative TTL. `stale-while-revalidate`
+/// gives the grace.
+pub fn rfc2616_ttl(
+    status: u16,
+    h: &Headers,
+    now: f64,
+    default_ttl: f64,
+    default_grace: f64,
+    default_keep: f64,
+) -> Lifetime {
+    let age = hdr_get(h, "age")
+        .and_then(|a| a.trim().parse::<f64>().ok())
+        .filter(|a| *a >= 0.0)
+        .unwrap_or(0.0);
+    let mut lt = Lifetime {
+        t_origin: now - age,
+        age,
+        ttl: default_ttl,
+        grace: default_grace,
+        keep: default_keep,
+    };
+    let cc = hdr_get(h, "cache-control").unwrap_or("");
+    if let Some(swr) = cc_param(cc, "stale-while-revalidate") {
+        lt.grace = swr.max(0.0);
+    }
+    match status {
+        200 | 203 | 204 | 300 | 301 | 304 | 404 | 410 | 414 => {}
+        302 | 307 => {
+            // Only cacheable with explicit freshness.
+            lt.ttl = -1.0;
+        }
+        _ => {
+            lt.ttl = -1.0;
+            return lt;
+        }
+    }
+    if let Some(max) = cc_param(cc, "s-maxage").or_else(|| cc_param(cc, "max-age")) {
+        lt.ttl = max.max(0.0);
+        return lt;
+    }
+    if let Some(exp) = hdr_get(h, "expires") {
+        let date = hdr_get(h, "date").and_then(parse_http_date).unwrap_or(now);
+        lt.ttl = match parse_http_date(exp) {
+            Some(e) if e > date => e - date,
+            _ => 0.0,
+        };
+        // Expires is absolute: the Age does not shorten it again.
+        lt.t_origin = now;
+    }
+    lt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: &[(&str, &str)]) -> Headers {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        let t = 784111777.0;
+        assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(t));
+    }
+
+    #[test]
+    fn ttl_rules() {
+        let now = 1000.0;
+        let lt = rfc2616_ttl(200, &h(&[]), now, 120.0, 10.0, 0.0);
+        assert_eq!(lt.ttl, 120.0);
+        let lt = rfc2616_ttl(
+            200,
+            &h(&[
+                (
+                    "Cache-Control",
+                    "max-age=60, s-maxage=30, stale-while-revalidate=5",
+                ),
+                ("Age", "10"),
+            ]),
+            now,
+            120.0,
+            10.0,
+            0.0,
+        );
+        assert_eq!((lt.ttl, lt.grace, lt.t_origin), (30.0, 5.0, 990.0));
+        let lt = rfc2616_ttl(500, &h(&[]), now, 120.0, 10.0, 0.0);
+        assert!(lt.ttl < 0.0);
+        let lt = rfc2616_ttl(
+            200,
+            &h(&[
+                ("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                ("Expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
+            ]),
+            now,
+            120.0,
+            10.0,
+            0.0,
+        );
+        assert_eq!(lt.ttl, 60.0);
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    #[test]
+    fn absurd_dates_do_not_panic() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 99999999999999999 08:49:37 GMT"),
+            None
+        );
+        assert_eq!(parse_http_date("Sun, -5 Nov 1994 08:49:37 GMT"), None);
+        assert!(http_date(1e300).contains("9999"));
+        assert!(http_date(-1e300).starts_with("Mon, 01 Jan 0001"));
+        assert!(http_date(f64::NAN).contains("1970"));
+    }
+}

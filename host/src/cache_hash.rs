@@ -1,0 +1,236 @@
+//! The cache index (Varnish's `cache_hash`): objects by the SHA-256 of
+//! their `hash_data` inputs, with `Vary` variants, a busy marker per hash
+//! so one fetch serves every waiting client (request coalescing), and
+//! purge.
+
+use crate::cache_obj::{Headers, ObjKind, Object};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::watch;
+
+type Digest = [u8; 32];
+
+#[derive(Default)]
+struct Objhead {
+    /// Newest first.
+    variants: Vec<Arc<Object>>,
+    busy: Option<watch::Sender<()>>,
+}
+
+const SHARDS: usize = 64;
+
+/// The index.
+pub struct Cache {
+    shards: Vec<Mutex<HashMap<Digest, Objhead>>>,
+    /// The ban list, tested at lookup.
+    pub bans: crate::cache_ban::BanList,
+    /// `-s malloc,SIZE`: bytes of bodies and headers the cache may hold.
+    budget: u64,
+    /// Bytes held now.
+    used: AtomicU64,
+    /// Insertion order, oldest first: eviction takes from the front (FIFO
+    /// for now; Varnish's LRU also moves objects back on hits).
+    order: Mutex<VecDeque<(Digest, Weak<Object>)>>,
+}
+
+/// What an object costs against the storage budget.
+fn cost(o: &Object) -> u64 {
+    let h: usize = o.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    (o.body.len() + h + 256) as u64
+}
+
+/// Held by the one task fetching an object; dropping it clears the busy
+/// marker and wakes the waiting list.
+pub struct BusyGuard {
+    cache: Arc<Cache>,
+    hash: Digest,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.cache.shard(&self.hash).lock() {
+            if let Some(oh) = s.get_mut(&self.hash) {
+                oh.busy = None;
+                if oh.variants.is_empty() {
+                    s.remove(&self.hash);
+                }
+            }
+        }
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// A fresh object.
+    Hit(Arc<Object>),
+    /// A stale object in grace; the guard is for its background refresh
+    /// (`None` when another fetch is already under way).
+    Grace(Arc<Object>, Option<BusyGuard>),
+    /// A hit-for-pass marker.
+    HitPass(Arc<Object>),
+    /// A hit-for-miss marker: fetch without coalescing.
+    HitMiss(Arc<Object>),
+    /// Nothing usable: this task fetches, holding the busy marker; with
+    /// the stale object (kept past grace by `keep`) to revalidate, if any.
+    Miss(BusyGuard, Option<Arc<Object>>),
+    /// Nothing usable: wait for the busy fetch, then look up again.
+    Wait(watch::Receiver<()>),
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache::with_budget(u64::MAX)
+    }
+}
+
+impl Cache {
+    /// A cache holding at most `budget` bytes.
+    pub fn with_budget(budget: u64) -> Cache {
+        Cache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            bans: Default::default(),
+            budget,
+            used: AtomicU64::new(0),
+            order: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn release(&self, o: &Object) {
+        self.used
+            .fetch_sub(cost(o).min(self.used()), Ordering::Relaxed);
+    }
+
+    /// Removes variants for which `drop` is true, releasing their bytes.
+    fn retain(&self, v: &mut Vec<Arc<Object>>, mut drop: impl FnMut(&Object) -> bool) {
+        v.retain(|o| {
+            let d = drop(o);
+            if d {
+                self.release(o);
+            }
+            !d
+        });
+    }
+
+    /// Evicts the oldest objects until the cache fits its budget.
+    fn evict(&self) {
+        while self.used() > self.budget {
+            let Some((hash, weak)) = self.order.lock().ok().and_then(|mut q| q.pop_front()) else {
+                return;
+            };
+            let Some(obj) = weak.upgrade() else { continue };
+            if let Ok(mut s) = self.shard(&hash).lock() {
+                if let Some(oh) = s.get_mut(&hash) {
+                    self.retain(&mut oh.variants, |o| std::ptr::eq(o, &*obj));
+                }
+            }
+        }
+    }
+
+    fn shard(&self, h: &Digest) -> &Mutex<HashMap<Digest, Objhead>> {
+        &self.shards[usize::from(h[0]) % SHARDS]
+    }
+
+    /// Looks `hash` up for a request with headers `req`.
+    pub fn lookup(
+        self: &Arc<Self>,
+        hash: Digest,
+        url: &str,
+        req: &Headers,
+        now: f64,
+        always_miss: bool,
+        ignore_busy: bool,
+    ) -> Lookup {
+        let guard = |c: &Arc<Cache>| BusyGuard {
+            cache: c.clone(),
+            hash,
+        };
+        let Ok(mut s) = self.shard(&hash).lock() else {
+            return Lookup::Miss(guard(self), None);
+        };
+        let oh = s.entry(hash).or_default();
+        let bans = &self.bans;
+        let mut variants = std::mem::take(&mut oh.variants);
+        self.retain(&mut variants, |o| {
+            o.expired(now) || bans.banned(o, url, req)
+        });
+        oh.variants = variants;
+        let found = if always_miss {
+            None
+        } else {
+            oh.variants.iter().find(|o| o.vary_matches(req)).cloned()
+        };
+        if let Some(o) = &found {
+            if o.fresh(now) {
+                match o.kind {
+                    ObjKind::Normal => return Lookup::Hit(o.clone()),
+                    ObjKind::HitPass => return Lookup::HitPass(o.clone()),
+                    ObjKind::HitMiss => return Lookup::HitMiss(o.clone()),
+                }
+            }
+        }
+        let stale = found.filter(|o| o.kind == ObjKind::Normal);
+        let graced = stale.clone().filter(|o| o.in_grace(now));
+        if let Some(busy) = &oh.busy {
+            if let Some(o) = graced {
+                return Lookup::Grace(o, None);
+            }
+            if !ignore_busy {
+                return Lookup::Wait(busy.subscribe());
+            }
+            return Lookup::Miss(guard(self), None);
+        }
+        let (tx, _) = watch::channel(());
+        oh.busy = Some(tx);
+        match graced {
+            Some(o) => Lookup::Grace(o, Some(guard(self))),
+            None => Lookup::Miss(guard(self), stale),
+        }
+    }
+
+    /// Inserts a new object, replacing the variant with the same `Vary`
+    /// values.
+    pub fn insert(&self, hash: Digest, obj: Arc<Object>) {
+        if let Ok(mut s) = self.shard(&hash).lock() {
+            let oh = s.entry(hash).or_default();
+            let mut variants = std::mem::take(&mut oh.variants);
+            self.retain(&mut variants, |o| o.vary == obj.vary);
+            self.used.fetch_add(cost(&obj), Ordering::Relaxed);
+            if self.budget != u64::MAX {
+                if let Ok(mut q) = self.order.lock() {
+                    q.push_back((hash, Arc::downgrade(&obj)));
+                    if q.len() >= 1024 && q.len().is_power_of_two() {
+                        q.retain(|(_, w)| w.strong_count() > 0);
+                    }
+                }
+            }
+            variants.insert(0, obj);
+            oh.variants = variants;
+        }
+        self.evict();
+    }
+
+    /// Removes every variant of `hash` (`return (purge)`); returns how many.
+    pub fn purge(&self, hash: Digest) -> usize {
+        let Ok(mut s) = self.shard(&hash).lock() else {
+            return 0;
+        };
+        match s.get_mut(&hash) {
+            Some(oh) => {
+                let n = oh.variants.len();
+                let mut variants = std::mem::take(&mut oh.variants);
+                self.retain(&mut variants, |_| true);
+                if oh.busy.is_none() {
+                    s.remove(&hash);
+                }
+                n
+            }
+            None => 0,
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! The client state machine (Varnish's `cache_req_fsm`): recv → hash →
+//! lookup → hit | miss | pass | purge | synth → deliver, with restarts.
+
+use crate::cache_expire::http_date;
+use crate::cache_fetch::{fetch, Fetched};
+use crate::cache_hash::{Cache, Lookup};
+use crate::cache_obj::{hdr_get, hdr_set, Headers, Object};
+use crate::cache_vcl::Vcl;
+use crate::mgt_param::Params;
+use crate::vrt_ctx::{now, ReqMsg, RespMsg, Task};
+use bytes::Bytes;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use vcl_to_wasm::types::{Action, Method};
+
+/// What every client task shares: parameters, the cache, the active VCL.
+pub struct Ctx {
+    pub params: Params,
+    pub cache: Arc<Cache>,
+    /// Loaded VCLs by name and the name of the active one (`vcl.use`
+    /// swaps it; requests in flight finish on the VCL they started with).
+    vcls: std::sync::RwLock<(std::collections::BTreeMap<String, Arc<Vcl>>, String)>,
+    xid: AtomicU64,
+}
+
+/// The `Via` header value Shellac adds, in Varnish's form.
+pub const VIA: &str = concat!("1.1 shellac (Shellac/", env!("CARGO_PKG_VERSION"), ")");
+
+impl Ctx {
+    pub fn new(params: Params, vcl: Arc<Vcl>) -> Ctx {
+        let cache = Arc::new(Cache::with_budget(vcl.shared.storage_budget));
+        let mut vcls = std::collections::BTreeMap::new();
+        vcls.insert("boot".to_string(), vcl);
+        Ctx {
+            params,
+            cache,
+            vcls: std::sync::RwLock::new((vcls, "boot".to_string())),
+            xid: AtomicU64::new(1000),
+        }
+    }
+
+    /// The active VCL.
+    pub fn vcl(&self) -> Option<Arc<Vcl>> {
+        let g = self.vcls.read().ok()?;
+        g.0.get(&g.1).cloned()
+    }
+
+    /// Adds a loaded VCL under `name` (refusing a name in use).
+    pub fn add_vcl(&self, name: &str, vcl: Arc<Vcl>) -> Result<(), String> {
+        let mut g = self
+            .vcls
+            .write()
+            .map_err(|_| "VCL table poisoned".to_string())?;
+        if g.0.contains_key(name) {
+            return Err(format!("Already a VCL named {name}"));
+        }
+        g.0.insert(name.to_string(), vcl);
+        Ok(())
+    }
+
+    /// Makes `name` the active VCL.
+    pub fn use_vcl(&self, name: &str) -> Result<(), String> {
+        let mut g = self
+            .vcls
+            .write()
+            .map_err(|_| "VCL table poisoned".to_string())?;
+        if !g.0.contains_key(name) {
+            return Err(format!("No VCL named {name} known."));
+        }
+        g.1 = name.to_string();
+        Ok(())
+    }
+
+    /// Discards a VCL that is not active.
+    pub fn discard_vcl(&self, name: &str) -> Result<(), String> {
+        let mut g = self
+            .vcls
+            .write()
+            .map_err(|_| "VCL table poisoned".to_string())?;
+        if g.1 == name {
+            return Err(format!("Cannot discard active VCL program {name}"));
+        }
+        g.0.remove(name)
+            .map(|_| ())
+            .ok_or_else(|| format!("No VCL named {name} known."))
+    }
+
+    /// `vcl.list`: (active, name) pairs.
+    pub fn list_vcls(&self) -> Vec<(bool, String)> {
+        self.vcls
+            .read()
+            .map(|g| g.0.keys().map(|k| (*k == g.1, k.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// A new transaction id.
+    pub fn next_xid(&self) -> u64 {
+        self.xid.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A response to write to the client.
+pub struct Reply {
+    pub status: u16,
+    /// The reason phrase (`resp.reason`).
+    pub reason: String,
+    pub headers: Headers,
+    pub body: Bytes,
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+/// Where the state machine goes next.
+enum Step {
+    Recv,
+    Synth(u16, Option<String>),
+    Deliver(Arc<Object>, Option<u64>),
+    Fail(String),
+}
+
+fn client_ws(ctx: &Ctx) -> u32 {
+    ctx.params.num("workspace_client") as u32
+}
+
+/// Handles one client request.
+pub async fn handle(
+    ctx: Arc<Ctx>,
+    req: ReqMsg,
+    body: Bytes,
+    client: IpAddr,
+    server: IpAddr,
+) -> Reply {
+    let Some(vcl) = ctx.vcl() else {
+        return fallback_503(ctx.next_xid());
+    };
+    let xid = ctx.next_xid();
+    let mut t = Box::new(Task::new(xid, client, server, now()));
+    t.req = req;
+    t.backend_hint = vcl.default_backend;
+    let max_restarts = ctx.params.num("max_restarts") as u32;
+    let mut step = Step::Recv;
+    loop {
+        let next = match step {
+            Step::Recv => {
+                let (tt, s) = recv_to_delivery(&ctx, &vcl, t, &body).await;
+                t = tt;
+                s
+            }
+            Step::Deliver(obj, hit_xid) => {
+                let (tt, r) = deliver(&ctx, &vcl, t, obj, hit_xid);
+                t = tt;
+                match r {
+                    Ok(reply) => return reply,
+                    Err(s) => s,
+                }
+            }
+            Step::Synth(status, reason) => {
+                let (tt, r) = synth(&ctx, &vcl, t, status, reason);
+                t = tt;
+                match r {
+                    Ok(reply) => return reply,
+                    Err(s) => s,
+                }
+            }
+            Step::Fail(why) => {
+                tracing::warn!(xid = t.xid, "request failed: {why}");
+                let (tt, r) = synth(&ctx, &vcl, t, 503, Some("VCL failed".into()));
+                t = tt;
+                match r {
+                    Ok(reply) => return reply,
+                    Err(_) => return fallback_503(t.xid),
+                }
+            }
+        };
+        // `Recv` from a step means restart.
+        if let Step::Recv = next {
+            if t.restarts >= max_restarts {
+                step = Step::Synth(503, Some("Too many restarts".into()));
+                continue;
+            }
+            t.restarts += 1;
+            t.obj = None;
+        }
+        step = next;
+    }
+}
+
+fn fallback_503(xid: u64) -> Reply {
+    let body = format!("<!DOCTYPE html>\n<html><body><h1>Error 503 VCL failed</h1><p>XID: {xid}</p></body></html>\n");
+    Reply {
+        status: 503,
+        reason: "VCL failed".into(),
+        headers: vec![
+            ("Content-Type".into(), "text/html; charset=utf-8".into()),
+            ("X-Varnish".into(), xid.to_string()),
+        ],
+        body: Bytes::from(body),
+        close: false,
+    }
+}
+
+fn fail_of(t: &Task, e: impl std::fmt::Display) -> Step {
+    Step::Fail(format!("xid {}: {e}", t.xid))
+}
+
+fn synth_args(t: &Task) -> (u16, Option<String>) {
+    match &t.synth {
+        Some((st, reason)) => {
+            let st = if *st > 999 { st % 1000 } else { *st };
+            (
+                u16::try_from(st).ok().filter(|s| *s >= 100).unwrap_or(503),
+                reason.clone(),
+            )
+        }
+        None => (503, None),
+    }
+}
+
+/// Maps the common returns of client subroutines.
+fn common(t: &Task, sub: &str, a: Action) -> Step {
+    match a {
+        Action::Synth => {
+            let (s, r) = synth_args(t);
+            Step::Synth(s, r)
+        }
+        Action::Restart => Step::Recv,
+        Action::Fail => Step::Fail(format!("fail in {sub}: {}", t.failed.join("; "))),
+        a => Step::Fail(format!("return ({}) in {sub} is not supported", a.name())),
+    }
+}
+
+/// vcl_recv, vcl_hash and the lookup, up to an object to deliver or a
+/// synthetic response.
+async fn recv_to_delivery(
+    ctx: &Arc<Ctx>,
+    vcl: &Arc<Vcl>,
+    mut t: Box<Task>,
+    body: &Bytes,
+) -> (Box<Task>, Step) {
+    let ws = client_ws(ctx);
+    let (tt, r) = vcl_call(ctx, vcl, Method::Recv, t, ws);
+    t = tt;
+    let action = match r {
+        Ok(a) => a.unwrap_or(Action::Hash),
+        Err(e) => {
+            let s = fail_of(&t, e);
+            return (t, s);
+        }
+    };
+    let (mut pass, mut purge) = (false, false);
+    match action {
+        Action::Hash | Action::Lookup => {}
+        // Pipe is served as pass for now.
+        Action::Pass | Action::Pipe => pass = true,
+        Action::Purge => purge = true,
+        a => {
+            let s = common(&t, "vcl_recv", a);
+            return (t, s);
+        }
+    }
+    t.hash_start();
+    let (tt, r) = vcl_call(ctx, vcl, Method::Hash, t, ws);
+    t = tt;
+    t.hash_finish();
+    match r {
+        Ok(None | Some(Action::Lookup)) => {}
+        Ok(Some(a)) => {
+            let s = common(&t, "vcl_hash", a);
+            return (t, s);
+        }
+        Err(e) => {
+            let s = fail_of(&t, e);
+            return (t, s);
+        }
+    }
+    if purge {
+        let n = ctx.cache.purge(t.hash);
+        tracing::debug!(xid = t.xid, "purged {n} objects");
+        let (tt, r) = vcl_call(ctx, vcl, Method::Purge, t, ws);
+        t = tt;
+        let s = match r {
+            Ok(None) => Step::Synth(200, Some("Purged".into())),
+            Ok(Some(a)) => common(&t, "vcl_purge", a),
+            Err(e) => fail_of(&t, e),
+        };
+        return (t, s);
+    }
+    if pass {
+        return pass_fetch(ctx, vcl, t, body).await;
+    }
+    loop {
+        let found = ctx.cache.lookup(
+            t.hash,
+            &t.req.url,
+            &t.req.headers,
+            now(),
+            t.hash_always_miss,
+            t.hash_ignore_busy,
+        );
+        let obj = match found {
+            Lookup::Wait(mut rx) => {
+                // Woken when the busy fetch ends (its sender is dropped).
+                let _ = rx.changed().await;
+                continue;
+            }
+            Lookup::HitPass(_) => {
+                t.is_hitpass = true;
+                return pass_fetch(ctx, vcl, t, body).await;
+            }
+            Lookup::HitMiss(_) => {
+                t.is_hitmiss = true;
+                return miss(ctx, vcl, t, body, None).await;
+            }
+            Lookup::Miss(g, stale) => {
+                t.stale_obj = stale;
+                return miss(ctx, vcl, t, body, Some(g)).await;
+            }
+            Lookup::Hit(o) => o,
+            Lookup::Grace(o, guard) => {
+                if let Some(g) = guard {
+                    t.stale_obj = Some(o.clone());
+                    let bo = make_bo(ctx, &t, false);
+                    t.stale_obj = None;
+                    let (ctx2, vcl2, hdrs, hash) =
+                        (ctx.clone(), vcl.clone(), t.req.headers.clone(), t.hash);
+                    tokio::spawn(async move {
+                        let mut bo = bo;
+                        bo.is_bgfetch = true;
+                        if let Ok(f) = fetch(&ctx2, &vcl2, bo, Bytes::new(), &hdrs).await {
+                            if let Some(i) = f.insert {
+                                ctx2.cache.insert(hash, i);
+                            }
+                        }
+                        drop(g);
+                    });
+                }
+                o
+            }
+        };
+        obj.hit();
+        t.obj = Some(obj.clone());
+        let (tt, r) = vcl_call(ctx, vcl, Method::Hit, t, ws);
+        t = tt;
+        let s = match r {
+            Ok(None | Some(Action::Deliver)) => Step::Deliver(obj.clone(), Some(obj.xid)),
+            Ok(Some(Action::Pass)) => {
+                t.obj = None;
+                return pass_fetch(ctx, vcl, t, body).await;
+            }
+            Ok(Some(a)) => common(&t, "vcl_hit", a),
+            Err(e) => fail_of(&t, e),
+        };
+        return (t, s);
+    }
+}
+
+/// The backend task for a miss or pass of `t`.
+fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
+    let mut bo = Box::new(Task::new(ctx.next_xid(), t.client_ip, t.server_ip, now()));
+    bo.method = Method::BackendFetch;
+    bo.bereq = t.req.clone();
+    bo.bereq.proto = "HTTP/1.1".into();
+    if !pass {
+        if bo.bereq.method == "HEAD" {
+            bo.bereq.method = "GET".into();
+        }
+        for h in ["if-none-match", "if-modified-since", "range", "if-range"] {
+            crate::cache_obj::hdr_unset(&mut bo.bereq.headers, h);
+        }
+        if let Some(stale) = &t.stale_obj {
+            // Revalidate instead of refetching (Varnish's conditional
+            // backend request for objects in keep).
+            if let Some(etag) = hdr_get(&stale.headers, "etag") {
+                hdr_set(&mut bo.bereq.headers, "If-None-Match", etag);
+            }
+            if let Some(lm) = hdr_get(&stale.headers, "last-modified") {
+                hdr_set(&mut bo.bereq.headers, "If-Modified-Since", lm);
+            }
+            bo.stale_obj = Some(stale.clone());
+        }
+    }
+    hdr_set(&mut bo.bereq.headers, "X-Varnish", &bo.xid.to_string());
+    bo.bereq_uncacheable = pass;
+    bo.bereq_backend = t.backend_hint;
+    bo.is_hitmiss = t.is_hitmiss;
+    bo.is_hitpass = t.is_hitpass;
+    bo.hash = t.hash;
+    bo
+}
+
+/// Runs the fetch in its own task (a client that goes away does not abort
+/// it), inserts what it produced, then releases the busy marker.
+async fn run_fetch(
+    ctx: &Arc<Ctx>,
+    vcl: &Arc<Vcl>,
+    t: &Task,
+    body: &Bytes,
+    pass: bool,
+    guard: Option<crate::cache_hash::BusyGuard>,
+) -> Step {
+    let bo = make_bo(ctx, t, pass);
+    let (ctx2, vcl2, hdrs, hash, body) = (
+        ctx.clone(),
+        vcl.clone(),
+        t.req.headers.clone(),
+        t.hash,
+        body.clone(),
+    );
+    let h = tokio::spawn(async move {
+        let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
+        if let Ok(Fetched {
+            insert: Some(i), ..
+        }) = &r
+        {
+            ctx2.cache.insert(hash, i.clone());
+        }
+        drop(guard);
+        r
+    });
+    match h.await {
+        Ok(Ok(f)) => Step::Deliver(f.obj, None),
+        Ok(Err(e)) => {
+            tracing::warn!(xid = t.xid, "{e}");
+            Step::Synth(503, Some("Backend fetch failed".into()))
+        }
+        Err(e) => Step::Fail(format!("fetch task: {e}")),
+    }
+}
+
+async fn miss(
+    ctx: &Arc<Ctx>,
+    vcl: &Arc<Vcl>,
+    mut t: Box<Task>,
+    body: &Bytes,
+    guard: Option<crate::cache_hash::BusyGuard>,
+) -> (Box<Task>, Step) {
+    let (tt, r) = vcl_call(ctx, vcl, Method::Miss, t, client_ws(ctx));
+    t = tt;
+    let s = match r {
+        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, body, false, guard).await,
+        Ok(Some(Action::Pass)) => {
+            drop(guard);
+            return pass_fetch(ctx, vcl, t, body).await;
+        }
+        Ok(Some(a)) => common(&t, "vcl_miss", a),
+        Err(e) => fail_of(&t, e),
+    };
+    (t, s)
+}
+
+async fn pass_fetch(
+    ctx: &Arc<Ctx>,
+    vcl: &Arc<Vcl>,
+    mut t: Box<Task>,
+    body: &Bytes,
+) -> (Box<Task>, Step) {
+    let (tt, r) = vcl_call(ctx, vcl, Method::Pass, t, client_ws(ctx));
+    t = tt;
+    let s = match r {
+        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, body, true, None).await,
+        Ok(Some(a)) => common(&t, "vcl_pass", a),
+        Err(e) => fail_of(&t, e),
+    };
+    (t, s)
+}
+
+fn deliver(
+    ctx: &Ctx,
+    vcl: &Vcl,
+    mut t: Box<Task>,
+    obj: Arc<Object>,
+    hit_xid: Option<u64>,
+) -> (Box<Task>, Result<Reply, Step>) {
+    let n = now();
+    let mut headers = obj.headers.clone();
+    let xv = match hit_xid {
+        Some(h) => format!("{} {h}", t.xid),
+        None => t.xid.to_string(),
+    };
+    hdr_set(&mut headers, "X-Varnish", &xv);
+    hdr_set(
+        &mut headers,
+        "Age",
+        &((n - obj.t_origin).max(0.0) as u64).to_string(),
+    );
+    hdr_set(&mut headers, "Via", VIA);
+    if hdr_get(&headers, "date").is_none() {
+        headers.push(("Date".into(), http_date(n)));
+    }
+    t.resp = RespMsg {
+        status: obj.status,
+        reason: obj.reason.clone(),
+        proto: "HTTP/1.1".into(),
+        headers,
+    };
+    t.obj = Some(obj.clone());
+    let (tt, r) = vcl_call(ctx, vcl, Method::Deliver, t, client_ws(ctx));
+    t = tt;
+    match r {
+        Ok(None | Some(Action::Deliver)) => {
+            let head = t.req.method == "HEAD";
+            let not_modified =
+                t.resp.status == 200 && not_modified(&t.req.headers, &t.resp.headers);
+            if not_modified {
+                t.resp.status = 304;
+                t.resp.reason = "Not Modified".into();
+            }
+            let reply = Reply {
+                status: t.resp.status,
+                reason: std::mem::take(&mut t.resp.reason),
+                headers: std::mem::take(&mut t.resp.headers),
+                body: if head || not_modified {
+                    Bytes::new()
+                } else {
+                    obj.body.clone()
+                },
+                close: false,
+            };
+            (t, Ok(reply))
+        }
+        Ok(Some(a)) => {
+            let s = common(&t, "vcl_deliver", a);
+            (t, Err(s))
+        }
+        Err(e) => {
+            let s = fail_of(&t, e);
+            (t, Err(s))
+        }
+    }
+}
+
+fn synth(
+    ctx: &Ctx,
+    vcl: &Vcl,
+    mut t: Box<Task>,
+    status: u16,
+    reason: Option<String>,
+) -> (Box<Task>, Result<Reply, Step>) {
+    let reason = reason.unwrap_or_else(|| {
+        hyper::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Unknown")
+            .to_string()
+    });
+    t.resp = RespMsg {
+        status,
+        reason,
+        proto: "HTTP/1.1".into(),
+        headers: vec![
+            ("Date".into(), http_date(now())),
+            ("Server".into(), "Shellac".into()),
+            ("X-Varnish".into(), t.xid.to_string()),
+        ],
+    };
+    t.synth_body.clear();
+    t.obj = None;
+    let (tt, r) = vcl_call(ctx, vcl, Method::Synth, t, client_ws(ctx));
+    t = tt;
+    match r {
+        Ok(None | Some(Action::Deliver)) => {
+            let body = Bytes::from(std::mem::take(&mut t.synth_body));
+            let head = t.req.method == "HEAD";
+            let reply = Reply {
+                status: t.resp.status,
+                reason: std::mem::take(&mut t.resp.reason),
+                headers: std::mem::take(&mut t.resp.headers),
+                body: if head { Bytes::new() } else { body },
+                close: false,
+            };
+            (t, Ok(reply))
+        }
+        Ok(Some(Action::Restart)) => (t, Err(Step::Recv)),
+        Ok(Some(a)) => {
+            tracing::warn!(xid = t.xid, "{} in vcl_synth", a.name());
+            let x = t.xid;
+            (t, Ok(fallback_503(x)))
+        }
+        Err(e) => {
+            tracing::warn!(xid = t.xid, "vcl_synth failed: {e}");
+            let x = t.xid;
+            (t, Ok(fallback_503(x)))
+        }
+    }
+}
+
+/// Whether a conditional client request is satisfied by the response
+/// (Varnish's `RFC2616_Do_Cond`): `If-None-Match` against `ETag` (weak
+/// comparison), else `If-Modified-Since` against `Last-Modified`.
+fn not_modified(req: &Headers, resp: &Headers) -> bool {
+    if let Some(inm) = hdr_get(req, "if-none-match") {
+        let Some(etag) = hdr_get(resp, "etag") else {
+            return false;
+        };
+        let weak = |e: &str| e.trim().trim_start_matches("W/").to_string();
+        let etag = weak(etag);
+        return inm.split(',').any(|c| c.trim() == "*" || weak(c) == etag);
+    }
+    if let Some(ims) = hdr_get(req, "if-modified-since") {
+        let ims = crate::cache_expire::parse_http_date(ims);
+        let lm = hdr_get(resp, "last-modified").and_then(crate::cache_expire::parse_http_date);
+        return matches!((ims, lm), (Some(i), Some(l)) if l <= i);
+    }
+    false
+}
+
+/// Calls into the VCL and applies what the call asked of the cache (bans).
+pub fn vcl_call(
+    ctx: &Ctx,
+    vcl: &Vcl,
+    method: Method,
+    t: Box<Task>,
+    ws: u32,
+) -> (
+    Box<Task>,
+    Result<Option<Action>, crate::cache_vcl::CallError>,
+) {
+    let (mut t, r) = vcl.call(method, t, ws);
+    for b in t.new_bans.drain(..) {
+        tracing::info!(xid = t.xid, "ban: {}", b.text);
+        ctx.cache.bans.add(b);
+    }
+    (t, r)
+}

@@ -1,0 +1,100 @@
+//! A small origin server for demos and tests: a few pages with
+//! `Cache-Control`, a counter so a test can tell a hit from a miss, and
+//! pages that set cookies, vary, or answer slowly.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Serves the demo pages on `listener` forever; `hits` counts requests.
+pub async fn serve(listener: TcpListener, hits: Arc<AtomicU64>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let hits = hits.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                let n = hits.fetch_add(1, Ordering::Relaxed) + 1;
+                async move { Ok::<_, Infallible>(page(&req, n).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn page(req: &hyper::Request<Incoming>, n: u64) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let echo = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    if path == "/static/app.css" && echo("if-none-match") == "\"css-1\"" {
+        let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = hyper::StatusCode::NOT_MODIFIED;
+        resp.headers_mut().insert(
+            hyper::header::ETAG,
+            hyper::header::HeaderValue::from_static("\"css-1\""),
+        );
+        return resp;
+    }
+    let (status, cc, body) = match path {
+        "/" => (
+            200,
+            "public, max-age=60",
+            format!("<h1>Shellac demo origin</h1><p>request {n}</p>\n"),
+        ),
+        "/static/app.css" => (
+            200,
+            "public, max-age=3600",
+            "body { font-family: sans-serif }\n".to_string(),
+        ),
+        "/private" => (200, "private", format!("private {n}\n")),
+        "/nocache" => (200, "no-store, max-age=0", format!("nocache {n}\n")),
+        "/echo" => (
+            200,
+            "max-age=60",
+            format!("x-test={} n={n}\n", echo("x-test")),
+        ),
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            (200, "max-age=60", format!("slow {n}\n"))
+        }
+        _ => (404, "max-age=10", format!("not found {n}\n")),
+    };
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    let h = resp.headers_mut();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(cc) {
+        h.insert(hyper::header::CACHE_CONTROL, v);
+    }
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if path == "/static/app.css" {
+        h.insert(
+            hyper::header::ETAG,
+            hyper::header::HeaderValue::from_static("\"css-1\""),
+        );
+        h.insert(
+            hyper::header::LAST_MODIFIED,
+            hyper::header::HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+    }
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&n.to_string()) {
+        h.insert("x-origin-count", v);
+    }
+    resp
+}

@@ -1,0 +1,254 @@
+//! Run-time parameters (varnishd's `mgt_param`): the names, defaults and
+//! units Varnish 7.1 uses, so `-p name=value` means the same thing here.
+
+use std::collections::BTreeMap;
+
+/// Why a `-p` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("Unknown parameter \"{0}\".")]
+    Unknown(String),
+    #[error("parameter \"{name}\": {why}")]
+    BadValue { name: String, why: String },
+    #[error("-p expects NAME=VALUE, got \"{0}\"")]
+    Syntax(String),
+}
+
+/// The unit of a parameter, which decides how its value is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Seconds,
+    Bytes,
+    Count,
+    Bool,
+    Text,
+}
+
+/// One parameter's definition.
+struct Def {
+    name: &'static str,
+    unit: Unit,
+    default: &'static str,
+    min: Option<f64>,
+}
+
+const fn d(name: &'static str, unit: Unit, default: &'static str, min: Option<f64>) -> Def {
+    Def {
+        name,
+        unit,
+        default,
+        min,
+    }
+}
+
+/// Varnish 7.1's defaults for the parameters Shellac implements.
+const DEFS: &[Def] = &[
+    d("default_ttl", Unit::Seconds, "120", Some(0.0)),
+    d("default_grace", Unit::Seconds, "10", Some(0.0)),
+    d("default_keep", Unit::Seconds, "0", Some(0.0)),
+    d("max_restarts", Unit::Count, "4", Some(0.0)),
+    d("max_retries", Unit::Count, "4", Some(0.0)),
+    d("connect_timeout", Unit::Seconds, "3.5", Some(0.0)),
+    d("first_byte_timeout", Unit::Seconds, "60", Some(0.0)),
+    d("between_bytes_timeout", Unit::Seconds, "60", Some(0.0)),
+    d("backend_idle_timeout", Unit::Seconds, "60", Some(1.0)),
+    d("timeout_idle", Unit::Seconds, "5", Some(0.0)),
+    d("send_timeout", Unit::Seconds, "600", Some(0.0)),
+    d("http_gzip_support", Unit::Bool, "on", None),
+    d("http_range_support", Unit::Bool, "on", None),
+    d("http_req_hdr_len", Unit::Bytes, "8k", Some(40.0)),
+    d("http_req_size", Unit::Bytes, "32k", Some(256.0)),
+    d("http_resp_hdr_len", Unit::Bytes, "8k", Some(40.0)),
+    d("http_resp_size", Unit::Bytes, "32k", Some(256.0)),
+    d("http_max_hdr", Unit::Count, "64", Some(32.0)),
+    d("workspace_client", Unit::Bytes, "64k", Some(9216.0)),
+    d("workspace_backend", Unit::Bytes, "64k", Some(1024.0)),
+    d("ban_lurker_sleep", Unit::Seconds, "0.010", Some(0.0)),
+    d("ban_lurker_age", Unit::Seconds, "60", Some(0.0)),
+    d("max_esi_depth", Unit::Count, "5", Some(0.0)),
+    d("shortlived", Unit::Seconds, "10", Some(0.0)),
+    d(
+        "vcl_path",
+        Unit::Text,
+        "/etc/varnish:/usr/share/varnish/vcl",
+        None,
+    ),
+    d("vmod_path", Unit::Text, "/usr/lib/varnish/vmods", None),
+    d("feature", Unit::Text, "", None),
+    // Shellac's own: CPU budget of one call into VCL, in milliseconds.
+    d("vcl_cpu_budget_ms", Unit::Count, "100", Some(1.0)),
+];
+
+/// A parsed value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Num(f64),
+    Bool(bool),
+    Text(String),
+}
+
+/// The parameter set of one running instance.
+#[derive(Clone, Debug)]
+pub struct Params {
+    values: BTreeMap<&'static str, Value>,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        let mut values = BTreeMap::new();
+        for def in DEFS {
+            // The defaults are constants of this file; the unit test checks them.
+            if let Ok(v) = parse(def, def.default) {
+                values.insert(def.name, v);
+            }
+        }
+        Params { values }
+    }
+}
+
+/// Parses `10`, `10s`, `1.5m`, `2h`, `1d`, `1w` into seconds.
+pub fn parse_duration(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else {
+        match s.char_indices().last()? {
+            (i, 's') => (&s[..i], 1.0),
+            (i, 'm') => (&s[..i], 60.0),
+            (i, 'h') => (&s[..i], 3600.0),
+            (i, 'd') => (&s[..i], 86400.0),
+            (i, 'w') => (&s[..i], 604800.0),
+            (i, 'y') => (&s[..i], 31_536_000.0),
+            _ => (s, 1.0),
+        }
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    v.is_finite().then_some(v * mult)
+}
+
+/// Parses `64k`, `1M`, `2G`, `512b`, `100` into bytes.
+pub fn parse_bytes(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let lower = s.to_ascii_lowercase();
+    let t = lower.strip_suffix('b').unwrap_or(&lower);
+    let (num, mult) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 1024.0),
+        'm' => (&t[..t.len() - 1], 1024.0 * 1024.0),
+        'g' => (&t[..t.len() - 1], 1024.0 * 1024.0 * 1024.0),
+        't' => (&t[..t.len() - 1], 1024f64.powi(4)),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some((v * mult).floor())
+}
+
+fn parse(def: &Def, v: &str) -> Result<Value, String> {
+    let num = |x: Option<f64>, what: &str| -> Result<Value, String> {
+        let x = x.ok_or_else(|| format!("\"{v}\" is not a valid {what}"))?;
+        if let Some(min) = def.min {
+            if x < min {
+                return Err(format!("must be at least {min} (got \"{v}\")"));
+            }
+        }
+        Ok(Value::Num(x))
+    };
+    match def.unit {
+        Unit::Seconds => num(parse_duration(v), "duration"),
+        Unit::Bytes => num(parse_bytes(v), "byte size"),
+        Unit::Count => num(
+            v.trim().parse::<u64>().ok().map(|n| n as f64),
+            "non-negative integer",
+        ),
+        Unit::Bool => match v.trim() {
+            "on" | "true" | "yes" | "enable" => Ok(Value::Bool(true)),
+            "off" | "false" | "no" | "disable" => Ok(Value::Bool(false)),
+            _ => Err(format!("\"{v}\" is not a boolean (use on or off)")),
+        },
+        Unit::Text => Ok(Value::Text(v.to_string())),
+    }
+}
+
+impl Params {
+    /// Applies `-p NAME=VALUE`.
+    pub fn set_arg(&mut self, arg: &str) -> Result<(), ParamError> {
+        let (name, value) = arg
+            .split_once('=')
+            .ok_or_else(|| ParamError::Syntax(arg.to_string()))?;
+        self.set(name, value)
+    }
+
+    /// Sets one parameter, refusing unknown names and bad values.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ParamError> {
+        let def = DEFS
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| ParamError::Unknown(name.to_string()))?;
+        let v = parse(def, value).map_err(|why| ParamError::BadValue {
+            name: name.to_string(),
+            why,
+        })?;
+        self.values.insert(def.name, v);
+        Ok(())
+    }
+
+    /// A numeric parameter (seconds, bytes or a count); 0 if not numeric.
+    pub fn num(&self, name: &str) -> f64 {
+        match self.values.get(name) {
+            Some(Value::Num(x)) => *x,
+            _ => 0.0,
+        }
+    }
+
+    /// A boolean parameter.
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(self.values.get(name), Some(Value::Bool(true)))
+    }
+
+    /// A parameter's value as `param.show` prints it.
+    pub fn show(&self, name: &str) -> Option<String> {
+        let def = DEFS.iter().find(|d| d.name == name)?;
+        Some(match (self.values.get(name)?, def.unit) {
+            (Value::Num(x), Unit::Seconds) => format!("{x:.3} [seconds]"),
+            (Value::Num(x), Unit::Bytes) => format!("{x} [bytes]"),
+            (Value::Num(x), _) => format!("{x}"),
+            (Value::Bool(b), _) => (if *b { "on" } else { "off" }).to_string(),
+            (Value::Text(t), _) => format!("\"{t}\""),
+        })
+    }
+
+    /// A text parameter.
+    pub fn text(&self, name: &str) -> &str {
+        match self.values.get(name) {
+            Some(Value::Text(s)) => s,
+            _ => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let p = Params::default();
+        assert_eq!(p.values.len(), DEFS.len());
+        assert_eq!(p.num("default_ttl"), 120.0);
+        assert_eq!(p.num("workspace_client"), 65536.0);
+        assert!(p.flag("http_gzip_support"));
+    }
+
+    #[test]
+    fn set_and_refuse() {
+        let mut p = Params::default();
+        p.set_arg("default_ttl=1m").expect("1m");
+        assert_eq!(p.num("default_ttl"), 60.0);
+        p.set_arg("connect_timeout=500ms").expect("ms");
+        assert!((p.num("connect_timeout") - 0.5).abs() < 1e-9);
+        assert!(matches!(p.set_arg("nope=1"), Err(ParamError::Unknown(_))));
+        assert!(p.set_arg("default_ttl=abc").is_err());
+        assert!(p.set_arg("default_ttl=-1").is_err());
+        assert!(p.set_arg("http_gzip_support=maybe").is_err());
+        assert!(p.set_arg("default_ttl").is_err());
+    }
+}

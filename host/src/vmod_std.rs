@@ -1,0 +1,292 @@
+//! Host-native functions reached through `native_call`: `std` (Varnish's
+//! `vmod_std`) and the language helpers the compiler emits as VMOD `vcl`
+//! (`.lower()`, `.upper()`, constant IPs, `storage.*`, `.resolve()`).
+//! Anything not implemented fails the task (`VRT_fail`), never the process.
+
+use crate::cache_vcl::VclShared;
+use crate::vrt_ctx::Task;
+use std::net::IpAddr;
+use vcl_to_wasm::abi::Tag;
+use vcl_to_wasm::tir::NativeFn;
+
+/// A decoded argument slot.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    None,
+    Str(Option<String>),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    Handle(i32),
+}
+
+/// A result to write into the `ret` slot.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ret {
+    Void,
+    Str(Option<String>),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    Handle(Tag, i32),
+}
+
+/// A native function bound at load time.
+#[derive(Clone, Debug)]
+pub enum Native {
+    ToLower,
+    ToUpper,
+    Log,
+    Timestamp,
+    Noop,
+    QuerySort,
+    Integer,
+    Real,
+    Duration,
+    Strstr,
+    Healthy,
+    Port,
+    Random,
+    Ip,
+    BanFalse,
+    BanError,
+    Resolve,
+    Storage,
+    StorageSpace,
+    Happy,
+    /// `new x = directors.kind(…)`.
+    DirectorNew(crate::vmod_directors::Kind),
+    /// A director method, by name.
+    DirectorMethod(String),
+    /// Not implemented: calling it fails the task with this message.
+    Missing(String),
+}
+
+/// Binds a `Metadata::natives` entry.
+pub fn bind(f: &NativeFn) -> Native {
+    match (f.vmod.as_str(), f.func.as_str()) {
+        ("std", "tolower") | ("vcl", "lower") => Native::ToLower,
+        ("std", "toupper") | ("vcl", "upper") => Native::ToUpper,
+        ("std", "log") | ("std", "syslog") => Native::Log,
+        ("std", "timestamp") => Native::Timestamp,
+        ("std", "set_ip_tos") | ("std", "late_100_continue") => Native::Noop,
+        ("std", "querysort") => Native::QuerySort,
+        ("std", "integer") => Native::Integer,
+        ("std", "real") => Native::Real,
+        ("std", "duration") => Native::Duration,
+        ("std", "strstr") => Native::Strstr,
+        ("std", "healthy") => Native::Healthy,
+        ("std", "port") => Native::Port,
+        ("std", "random") => Native::Random,
+        ("std", "ip") | ("vcl", "ip") => Native::Ip,
+        ("std", "ban") => Native::BanFalse,
+        ("std", "ban_error") => Native::BanError,
+        ("vcl", "resolve") => Native::Resolve,
+        ("vcl", "storage") => Native::Storage,
+        ("vcl", "free_space") | ("vcl", "used_space") => Native::StorageSpace,
+        ("vcl", "happy") => Native::Happy,
+        ("directors", "round_robin") => {
+            Native::DirectorNew(crate::vmod_directors::Kind::RoundRobin)
+        }
+        ("directors", "fallback") => Native::DirectorNew(crate::vmod_directors::Kind::Fallback),
+        ("directors", "random") => Native::DirectorNew(crate::vmod_directors::Kind::Random),
+        ("directors", "hash") => Native::DirectorNew(crate::vmod_directors::Kind::Hash),
+        ("directors", m) if m.contains('.') && !m.starts_with("shard") => {
+            Native::DirectorMethod(m.rsplit('.').next().unwrap_or("").to_string())
+        }
+        (v, n) => Native::Missing(format!("{v}.{n}() is not implemented yet")),
+    }
+}
+
+/// The name of a STEVEDORE handle (1 = `s0`, 2 = `Transient`).
+pub fn stevedore_name(h: i32) -> &'static str {
+    if h == 2 {
+        "Transient"
+    } else {
+        "s0"
+    }
+}
+
+fn s(args: &[Arg], i: usize) -> Option<&str> {
+    match args.get(i) {
+        Some(Arg::Str(Some(s))) => Some(s),
+        _ => None,
+    }
+}
+
+fn given(args: &[Arg], i: usize) -> bool {
+    !matches!(args.get(i), None | Some(Arg::None))
+}
+
+fn num(args: &[Arg], i: usize) -> Option<f64> {
+    match args.get(i) {
+        Some(Arg::Int(n)) => Some(*n as f64),
+        Some(Arg::Real(x)) => Some(*x),
+        Some(Arg::Bool(b)) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
+/// `std.querysort`: sorts the query string's parameters.
+fn querysort(url: &str) -> String {
+    let Some((path, q)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let mut params: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+    if params.is_empty() {
+        return path.to_string();
+    }
+    params.sort_unstable();
+    format!("{path}?{}", params.join("&"))
+}
+
+/// Calls a native function.
+pub fn call(
+    native: &Native,
+    object: i32,
+    args: &[Arg],
+    task: &mut Task,
+    vcl: &VclShared,
+) -> Result<Ret, String> {
+    Ok(match native {
+        Native::ToLower => Ret::Str(Some(s(args, 0).unwrap_or("").to_lowercase())),
+        Native::ToUpper => Ret::Str(Some(s(args, 0).unwrap_or("").to_uppercase())),
+        Native::Log => {
+            let msg = args.iter().rev().find_map(|a| match a {
+                Arg::Str(Some(s)) => Some(s.as_str()),
+                _ => None,
+            });
+            tracing::info!(xid = task.xid, "VCL_Log: {}", msg.unwrap_or(""));
+            Ret::Void
+        }
+        Native::Timestamp | Native::Noop => Ret::Void,
+        Native::QuerySort => Ret::Str(s(args, 0).map(querysort)),
+        Native::Integer => {
+            if let Some(v) = s(args, 0).and_then(|v| v.trim().parse::<i64>().ok()) {
+                Ret::Int(v)
+            } else if let Some(x) = (2..7).find_map(|i| num(args, i)) {
+                Ret::Int(x.trunc() as i64)
+            } else if given(args, 1) {
+                Ret::Int(num(args, 1).unwrap_or(0.0) as i64)
+            } else {
+                return Err("std.integer: conversion failed and no fallback".into());
+            }
+        }
+        Native::Real => {
+            if let Some(v) = s(args, 0).and_then(|v| v.trim().parse::<f64>().ok()) {
+                Ret::Real(v)
+            } else if let Some(x) = (2..7).find_map(|i| num(args, i)) {
+                Ret::Real(x)
+            } else if given(args, 1) {
+                Ret::Real(num(args, 1).unwrap_or(0.0))
+            } else {
+                return Err("std.real: conversion failed and no fallback".into());
+            }
+        }
+        Native::Duration => {
+            if let Some(v) = s(args, 0).and_then(crate::mgt_param::parse_duration) {
+                Ret::Real(v)
+            } else if let Some(x) = num(args, 2).or_else(|| num(args, 3)) {
+                Ret::Real(x)
+            } else if given(args, 1) {
+                Ret::Real(num(args, 1).unwrap_or(0.0))
+            } else {
+                return Err("std.duration: conversion failed and no fallback".into());
+            }
+        }
+        Native::Strstr => match (s(args, 0), s(args, 1)) {
+            (Some(a), Some(b)) => Ret::Str(a.find(b).map(|i| a[i..].to_string())),
+            _ => Ret::Str(None),
+        },
+        Native::Healthy => Ret::Bool(match args.first() {
+            Some(Arg::Handle(h)) => vcl.backend_healthy(*h),
+            _ => false,
+        }),
+        Native::Port => match args.first() {
+            Some(Arg::Handle(1)) => Ret::Int(0),
+            _ => Ret::Int(0),
+        },
+        Native::Random => {
+            let (lo, hi) = (num(args, 0).unwrap_or(0.0), num(args, 1).unwrap_or(1.0));
+            let r = (crate::vrt_ctx::now().fract() * 1e6).fract();
+            Ret::Real(lo + (hi - lo) * r)
+        }
+        Native::Ip => {
+            let parsed = s(args, 0).and_then(|v| v.trim().parse::<IpAddr>().ok());
+            match parsed {
+                Some(ip) => Ret::Handle(Tag::Ip, task.ip_handle(ip)),
+                None => match args.get(1) {
+                    Some(Arg::Handle(h)) if *h != 0 => Ret::Handle(Tag::Ip, *h),
+                    _ => return Err(format!("cannot parse IP \"{}\"", s(args, 0).unwrap_or(""))),
+                },
+            }
+        }
+        Native::BanFalse => {
+            match crate::cache_ban::parse(s(args, 0).unwrap_or(""), crate::vrt_ctx::now()) {
+                Ok(b) => {
+                    task.new_bans.push(b);
+                    task.ban_error.clear();
+                    Ret::Bool(true)
+                }
+                Err(e) => {
+                    task.ban_error = e;
+                    Ret::Bool(false)
+                }
+            }
+        }
+        Native::BanError => Ret::Str(Some(task.ban_error.clone())),
+        Native::Resolve => match args.first() {
+            Some(Arg::Handle(h)) => Ret::Handle(Tag::Backend, *h),
+            _ => Ret::Handle(Tag::Backend, 0),
+        },
+        Native::Storage => Ret::Handle(
+            Tag::Stevedore,
+            if s(args, 0) == Some("Transient") {
+                2
+            } else {
+                1
+            },
+        ),
+        Native::StorageSpace => Ret::Int(vcl.storage_budget as i64),
+        Native::Happy => Ret::Bool(true),
+        Native::DirectorNew(kind) => {
+            let mut objs = vcl
+                .directors
+                .lock()
+                .map_err(|_| "director table poisoned".to_string())?;
+            let id =
+                usize::try_from(object).map_err(|_| "constructor without object".to_string())?;
+            if objs.len() <= id {
+                objs.resize_with(id + 1, || None);
+            }
+            objs[id] = Some(std::sync::Arc::new(crate::vmod_directors::Director::new(
+                *kind,
+            )));
+            Ret::Void
+        }
+        Native::DirectorMethod(m) => {
+            let d = vcl
+                .directors
+                .lock()
+                .ok()
+                .and_then(|o| {
+                    usize::try_from(object)
+                        .ok()
+                        .and_then(|i| o.get(i).cloned().flatten())
+                })
+                .ok_or_else(|| format!("no director object {object}"))?;
+            d.call(m, args, &|h| vcl.backend_healthy(h))?
+        }
+        Native::Missing(msg) => return Err(msg.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn querysort() {
+        assert_eq!(super::querysort("/a?b=1&a=2"), "/a?a=2&b=1");
+        assert_eq!(super::querysort("/a?"), "/a");
+        assert_eq!(super::querysort("/a"), "/a");
+    }
+}

@@ -1,0 +1,420 @@
+//! The functions compiled VCL imports (Varnish's `vrt*.c`): every entry of
+//! `abi::Import::ALL`, linked into module `shellac` over a [`Data`] store.
+
+use crate::cache_obj::{hdr_get, hdr_set, hdr_unset};
+use crate::cache_vcl::VclShared;
+use crate::vmod_std::{self, Arg, Ret};
+use crate::vrt_ctx::Task;
+use crate::vrt_var;
+use std::sync::Arc;
+use vcl_to_wasm::abi::{self, Tag};
+use vcl_to_wasm::tir::HttpWhere;
+use wasmtime::{Caller, Engine, Global, Linker, Memory, StoreLimits, Val};
+
+/// Why a call into VCL failed other than by returning an action.
+#[derive(Debug, thiserror::Error)]
+pub enum VrtError {
+    #[error("workspace overflow")]
+    WsOverflow,
+    #[error("{0}")]
+    Host(String),
+}
+
+/// What a store holds: the current task (moved in for each call), the
+/// loaded VCL's shared state, and handles to the workspace globals.
+pub struct Data {
+    pub task: Option<Box<Task>>,
+    pub vcl: Arc<VclShared>,
+    pub limits: StoreLimits,
+    pub mem: Option<Memory>,
+    pub ws_ptr: Option<Global>,
+    pub ws_end: Option<Global>,
+}
+
+type R<T> = wasmtime::Result<T>;
+type C<'a> = Caller<'a, Data>;
+
+fn herr(m: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(VrtError::Host(m.into()))
+}
+
+fn task<'a>(c: &'a mut C<'_>) -> R<&'a mut Task> {
+    c.data_mut()
+        .task
+        .as_deref_mut()
+        .ok_or_else(|| herr("no task"))
+}
+
+/// Copies a packed guest string out; NULL is `None`.
+pub fn read_bytes(c: &mut C<'_>, packed: i64) -> R<Option<Vec<u8>>> {
+    if packed == abi::NULL {
+        return Ok(None);
+    }
+    let (ptr, len) = abi::unpack(packed);
+    let mem = c.data().mem.ok_or_else(|| herr("no memory"))?;
+    let data = mem.data(&*c);
+    let b = data
+        .get(ptr as usize..ptr as usize + len as usize)
+        .ok_or_else(|| herr("string out of bounds"))?;
+    Ok(Some(b.to_vec()))
+}
+
+/// A guest string as UTF-8 (lossy); NULL is `None`.
+pub fn read_str(c: &mut C<'_>, packed: i64) -> R<Option<String>> {
+    Ok(read_bytes(c, packed)?.map(|b| match String::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }))
+}
+
+/// Writes `s` into the workspace (WS_Alloc) and returns it packed.
+pub fn alloc(c: &mut C<'_>, s: Option<&[u8]>) -> R<i64> {
+    let Some(s) = s else { return Ok(abi::NULL) };
+    let d = c.data();
+    let (mem, pg, eg) = match (d.mem, d.ws_ptr, d.ws_end) {
+        (Some(m), Some(p), Some(e)) => (m, p, e),
+        _ => return Err(herr("no workspace")),
+    };
+    let ptr = pg.get(&mut *c).i32().unwrap_or(0) as u32;
+    let end = eg.get(&mut *c).i32().unwrap_or(0) as u32;
+    let len = u32::try_from(s.len()).map_err(|_| wasmtime::Error::new(VrtError::WsOverflow))?;
+    if u64::from(ptr) + u64::from(len) > u64::from(end) {
+        return Err(wasmtime::Error::new(VrtError::WsOverflow));
+    }
+    mem.write(&mut *c, ptr as usize, s)
+        .map_err(|_| wasmtime::Error::new(VrtError::WsOverflow))?;
+    pg.set(&mut *c, Val::I32((ptr + len) as i32))?;
+    Ok(abi::pack(ptr, len))
+}
+
+fn where_of(w: i32) -> R<HttpWhere> {
+    Ok(match w {
+        0 => HttpWhere::Req,
+        1 => HttpWhere::ReqTop,
+        2 => HttpWhere::Bereq,
+        3 => HttpWhere::Beresp,
+        4 => HttpWhere::Resp,
+        5 => HttpWhere::Obj,
+        _ => return Err(herr(format!("bad HttpWhere {w}"))),
+    })
+}
+
+fn headers_mut(t: &mut Task, w: HttpWhere) -> R<&mut crate::cache_obj::Headers> {
+    Ok(match w {
+        HttpWhere::Req => &mut t.req.headers,
+        HttpWhere::Bereq => &mut t.bereq.headers,
+        HttpWhere::Beresp => &mut t.beresp.headers,
+        HttpWhere::Resp => &mut t.resp.headers,
+        HttpWhere::ReqTop | HttpWhere::Obj => return Err(herr("header is read-only")),
+    })
+}
+
+fn header_get(t: &Task, w: HttpWhere, name: &str) -> Option<String> {
+    let h = match w {
+        HttpWhere::Req | HttpWhere::ReqTop => &t.req.headers,
+        HttpWhere::Bereq => &t.bereq.headers,
+        HttpWhere::Beresp => &t.beresp.headers,
+        HttpWhere::Resp => &t.resp.headers,
+        HttpWhere::Obj => {
+            return t
+                .obj
+                .as_ref()
+                .and_then(|o| hdr_get(&o.headers, name).map(str::to_string))
+        }
+    };
+    hdr_get(h, name).map(str::to_string)
+}
+
+fn read_slot(c: &mut C<'_>, addr: u32) -> R<Arg> {
+    let mem = c.data().mem.ok_or_else(|| herr("no memory"))?;
+    let mut b = [0u8; 16];
+    mem.read(&*c, addr as usize, &mut b)
+        .map_err(|e| herr(e.to_string()))?;
+    let tag = Tag::from_u8(b[0]).ok_or_else(|| herr(format!("bad tag {}", b[0])))?;
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[8..16]);
+    let raw = i64::from_le_bytes(v);
+    Ok(match tag {
+        Tag::None => Arg::None,
+        Tag::String | Tag::Strands | Tag::Enum | Tag::Body | Tag::Blob | Tag::Header => {
+            Arg::Str(read_str(c, raw)?)
+        }
+        Tag::Int | Tag::Bytes => Arg::Int(raw),
+        Tag::Real | Tag::Duration | Tag::Time => Arg::Real(f64::from_bits(raw as u64)),
+        Tag::Bool => Arg::Bool(raw != 0),
+        _ => Arg::Handle(raw as i32),
+    })
+}
+
+fn write_ret(c: &mut C<'_>, addr: u32, r: Ret) -> R<()> {
+    let (tag, bits) = match r {
+        Ret::Void => (Tag::None, 0i64),
+        Ret::Str(s) => (Tag::String, alloc(c, s.as_deref().map(str::as_bytes))?),
+        Ret::Int(n) => (Tag::Int, n),
+        Ret::Real(x) => (Tag::Real, x.to_bits() as i64),
+        Ret::Bool(b) => (Tag::Bool, i64::from(b)),
+        Ret::Handle(tag, h) => (tag, i64::from(h as u32)),
+    };
+    let mut b = [0u8; 16];
+    b[0] = tag as u8;
+    b[8..].copy_from_slice(&bits.to_le_bytes());
+    let mem = c.data().mem.ok_or_else(|| herr("no memory"))?;
+    mem.write(&mut *c, addr as usize, &b)
+        .map_err(|e| herr(e.to_string()))
+}
+
+/// Builds the linker with every import of the ABI.
+pub fn linker(engine: &Engine) -> R<Linker<Data>> {
+    let mut l: Linker<Data> = Linker::new(engine);
+    let m = abi::MODULE;
+    l.func_wrap(m, abi::WS_OVERFLOW, |_: C<'_>| -> R<()> {
+        Err(wasmtime::Error::new(VrtError::WsOverflow))
+    })?;
+    l.func_wrap(m, abi::FAIL, |mut c: C<'_>, msg: i64| -> R<()> {
+        let msg = read_str(&mut c, msg)?.unwrap_or_default();
+        let t = task(&mut c)?;
+        tracing::warn!(xid = t.xid, "VCL_Error: {msg}");
+        t.failed.push(msg);
+        Ok(())
+    })?;
+    l.func_wrap(
+        m,
+        abi::HEADER_GET,
+        |mut c: C<'_>, w: i32, name: i64| -> R<i64> {
+            let name = read_str(&mut c, name)?.unwrap_or_default();
+            let w = where_of(w)?;
+            let v = header_get(task(&mut c)?, w, &name);
+            alloc(&mut c, v.as_deref().map(str::as_bytes))
+        },
+    )?;
+    l.func_wrap(
+        m,
+        abi::HEADER_SET,
+        |mut c: C<'_>, w: i32, name: i64, v: i64| -> R<()> {
+            let name = read_str(&mut c, name)?.unwrap_or_default();
+            let v = read_str(&mut c, v)?.unwrap_or_default();
+            let w = where_of(w)?;
+            hdr_set(headers_mut(task(&mut c)?, w)?, &name, &v);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        m,
+        abi::HEADER_UNSET,
+        |mut c: C<'_>, w: i32, name: i64| -> R<()> {
+            let name = read_str(&mut c, name)?.unwrap_or_default();
+            let w = where_of(w)?;
+            hdr_unset(headers_mut(task(&mut c)?, w)?, &name);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(m, abi::VAR_GET_STRING, |mut c: C<'_>, id: i32| -> R<i64> {
+        let v = vrt_var::get_string(task(&mut c)?, id).map_err(herr)?;
+        alloc(&mut c, v.as_deref().map(str::as_bytes))
+    })?;
+    l.func_wrap(
+        m,
+        abi::VAR_SET_STRING,
+        |mut c: C<'_>, id: i32, v: i64| -> R<()> {
+            let v = read_bytes(&mut c, v)?;
+            vrt_var::set_string(task(&mut c)?, id, v).map_err(herr)
+        },
+    )?;
+    l.func_wrap(m, abi::VAR_GET_INT, |mut c: C<'_>, id: i32| -> R<i64> {
+        vrt_var::get_int(task(&mut c)?, id).map_err(herr)
+    })?;
+    l.func_wrap(
+        m,
+        abi::VAR_SET_INT,
+        |mut c: C<'_>, id: i32, v: i64| -> R<()> {
+            vrt_var::set_int(task(&mut c)?, id, v).map_err(herr)
+        },
+    )?;
+    l.func_wrap(m, abi::VAR_GET_REAL, |mut c: C<'_>, id: i32| -> R<f64> {
+        vrt_var::get_real(task(&mut c)?, id).map_err(herr)
+    })?;
+    l.func_wrap(
+        m,
+        abi::VAR_SET_REAL,
+        |mut c: C<'_>, id: i32, v: f64| -> R<()> {
+            vrt_var::set_real(task(&mut c)?, id, v).map_err(herr)
+        },
+    )?;
+    l.func_wrap(m, abi::VAR_GET_BOOL, |mut c: C<'_>, id: i32| -> R<i32> {
+        vrt_var::get_bool(task(&mut c)?, id)
+            .map(i32::from)
+            .map_err(herr)
+    })?;
+    l.func_wrap(
+        m,
+        abi::VAR_SET_BOOL,
+        |mut c: C<'_>, id: i32, v: i32| -> R<()> {
+            vrt_var::set_bool(task(&mut c)?, id, v != 0).map_err(herr)
+        },
+    )?;
+    l.func_wrap(m, abi::VAR_GET_HANDLE, |mut c: C<'_>, id: i32| -> R<i32> {
+        vrt_var::get_handle(task(&mut c)?, id).map_err(herr)
+    })?;
+    l.func_wrap(
+        m,
+        abi::VAR_SET_HANDLE,
+        |mut c: C<'_>, id: i32, v: i32| -> R<()> {
+            vrt_var::set_handle(task(&mut c)?, id, v).map_err(herr)
+        },
+    )?;
+    l.func_wrap(m, abi::VAR_UNSET, |mut c: C<'_>, id: i32| -> R<()> {
+        vrt_var::unset(task(&mut c)?, id).map_err(herr)
+    })?;
+    l.func_wrap(
+        m,
+        abi::REAL_TO_STRING,
+        |mut c: C<'_>, tag: i32, v: f64| -> R<i64> {
+            let s = match Tag::from_u8(tag as u8) {
+                _ if !v.is_finite() => None,
+                Some(Tag::Real | Tag::Duration) => Some(format!("{v:.3}")),
+                Some(Tag::Time) => Some(crate::cache_expire::http_date(v)),
+                t => return Err(herr(format!("real_to_string({t:?})"))),
+            };
+            alloc(&mut c, s.as_deref().map(str::as_bytes))
+        },
+    )?;
+    l.func_wrap(
+        m,
+        abi::HANDLE_TO_STRING,
+        |mut c: C<'_>, tag: i32, h: i32| -> R<i64> {
+            let s = if h == 0 {
+                None
+            } else {
+                match Tag::from_u8(tag as u8) {
+                    Some(Tag::Ip) => task(&mut c)?.ip(h).map(|ip| ip.to_string()),
+                    Some(Tag::Backend) => c.data().vcl.backend_name(h),
+                    Some(Tag::Stevedore) => Some(vmod_std::stevedore_name(h).to_string()),
+                    t => return Err(herr(format!("handle_to_string({t:?})"))),
+                }
+            };
+            alloc(&mut c, s.as_deref().map(str::as_bytes))
+        },
+    )?;
+    l.func_wrap(m, abi::IP_EQ, |mut c: C<'_>, a: i32, b: i32| -> R<i32> {
+        let t = task(&mut c)?;
+        Ok(i32::from(t.ip(a).is_some() && t.ip(a) == t.ip(b)))
+    })?;
+    l.func_wrap(
+        m,
+        abi::REGEX_MATCH,
+        |mut c: C<'_>, re: i32, s: i64| -> R<i32> {
+            let s = read_bytes(&mut c, s)?.unwrap_or_default();
+            let vcl = c.data().vcl.clone();
+            let re = vcl
+                .regexes
+                .get(re as usize)
+                .ok_or_else(|| herr("bad regex id"))?;
+            let m = re.is_match(&s).map_err(|e| herr(e.to_string()))?;
+            Ok(i32::from(m))
+        },
+    )?;
+    l.func_wrap(
+        m,
+        abi::REGSUB,
+        |mut c: C<'_>, re: i32, all: i32, s: i64, r: i64| -> R<i64> {
+            let subject = read_bytes(&mut c, s)?.unwrap_or_default();
+            let repl = read_bytes(&mut c, r)?.unwrap_or_default();
+            let vcl = c.data().vcl.clone();
+            let re = vcl
+                .regexes
+                .get(re as usize)
+                .ok_or_else(|| herr("bad regex id"))?;
+            let out = crate::vre::regsub(re, all != 0, &subject, &repl).map_err(herr)?;
+            alloc(&mut c, Some(&out))
+        },
+    )?;
+    l.func_wrap(
+        m,
+        abi::ACL_MATCH,
+        |mut c: C<'_>, acl: i32, ip: i32| -> R<i32> {
+            let ip = task(&mut c)?.ip(ip);
+            let vcl = c.data().vcl.clone();
+            let acl = vcl
+                .acls
+                .get(acl as usize)
+                .ok_or_else(|| herr("bad ACL id"))?;
+            Ok(i32::from(ip.is_some_and(|ip| acl.matches(ip))))
+        },
+    )?;
+    l.func_wrap(m, abi::HASH_DATA, |mut c: C<'_>, s: i64| -> R<()> {
+        let s = read_bytes(&mut c, s)?;
+        task(&mut c)?.hash_data(s.as_deref());
+        Ok(())
+    })?;
+    l.func_wrap(m, abi::SYNTHETIC, |mut c: C<'_>, s: i64| -> R<()> {
+        let s = read_bytes(&mut c, s)?.unwrap_or_default();
+        task(&mut c)?.synth_body.extend_from_slice(&s);
+        Ok(())
+    })?;
+    l.func_wrap(m, abi::BAN, |mut c: C<'_>, s: i64| -> R<()> {
+        let s = read_str(&mut c, s)?.unwrap_or_default();
+        let t = task(&mut c)?;
+        match crate::cache_ban::parse(&s, crate::vrt_ctx::now()) {
+            Ok(b) => t.new_bans.push(b),
+            Err(e) => tracing::warn!(xid = t.xid, "ban(\"{s}\"): {e}"),
+        }
+        Ok(())
+    })?;
+    l.func_wrap(m, abi::LOG, |mut c: C<'_>, s: i64| -> R<()> {
+        let s = read_str(&mut c, s)?.unwrap_or_default();
+        let xid = task(&mut c)?.xid;
+        tracing::info!(xid, "VCL_Log: {s}");
+        Ok(())
+    })?;
+    l.func_wrap(
+        m,
+        abi::NATIVE_CALL,
+        |mut c: C<'_>, index: i32, object: i32, args: i32, nargs: i32, ret: i32| -> R<()> {
+            if !(0..=64).contains(&nargs) {
+                return Err(herr(format!("native_call with {nargs} arguments")));
+            }
+            let mut slots = Vec::with_capacity(nargs as usize);
+            for i in 0..nargs as u32 {
+                let addr = (args as u32)
+                    .checked_add(i * abi::SLOT_SIZE)
+                    .ok_or_else(|| herr("argument slot out of bounds"))?;
+                slots.push(read_slot(&mut c, addr)?);
+            }
+            let vcl = c.data().vcl.clone();
+            let native = vcl
+                .natives
+                .get(index as usize)
+                .ok_or_else(|| herr("bad native index"))?;
+            let r = vmod_std::call(native, object, &slots, task(&mut c)?, &vcl);
+            match r {
+                Ok(r) => write_ret(&mut c, ret as u32, r),
+                Err(msg) => {
+                    let t = task(&mut c)?;
+                    tracing::warn!(xid = t.xid, "VCL_Error: {msg}");
+                    t.failed.push(msg.clone());
+                    Err(herr(msg))
+                }
+            }
+        },
+    )?;
+    l.func_wrap(
+        m,
+        abi::SET_SYNTH,
+        |mut c: C<'_>, status: i64, reason: i64| -> R<()> {
+            let reason = read_str(&mut c, reason)?;
+            task(&mut c)?.synth = Some((status, reason));
+            Ok(())
+        },
+    )?;
+    l.func_wrap(m, abi::SET_PASS_TTL, |mut c: C<'_>, d: f64| -> R<()> {
+        task(&mut c)?.pass_ttl = Some(d);
+        Ok(())
+    })?;
+    l.func_wrap(m, abi::SET_VCL, |mut c: C<'_>, _l: i32| -> R<()> {
+        task(&mut c)?
+            .failed
+            .push("return(vcl(...)) is not supported yet".into());
+        Ok(())
+    })?;
+    Ok(l)
+}

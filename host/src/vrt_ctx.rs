@@ -1,0 +1,195 @@
+//! The state one VCL task can see and change (Varnish's `vrt_ctx` plus
+//! the parts of `req`/`busyobj` the VRT functions reach): the host keeps
+//! it outside the sandbox and moves it into the store for each call.
+
+use crate::cache_obj::{Headers, Object};
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::sync::Arc;
+use vcl_to_wasm::types::Method;
+
+/// An HTTP request as VCL sees it (`req`, `bereq`).
+#[derive(Clone, Debug, Default)]
+pub struct ReqMsg {
+    pub method: String,
+    pub url: String,
+    pub proto: String,
+    pub headers: Headers,
+}
+
+/// An HTTP response as VCL sees it (`beresp`, `resp`).
+#[derive(Clone, Debug, Default)]
+pub struct RespMsg {
+    pub status: u16,
+    pub reason: String,
+    pub proto: String,
+    pub headers: Headers,
+}
+
+/// Everything a subroutine of one task reads or writes.
+pub struct Task {
+    pub xid: u64,
+    /// The subroutine currently running.
+    pub method: Method,
+    pub req: ReqMsg,
+    pub bereq: ReqMsg,
+    pub beresp: RespMsg,
+    pub resp: RespMsg,
+    /// `obj` in `vcl_hit`/`vcl_deliver`.
+    pub obj: Option<Arc<Object>>,
+    /// A stale object to revalidate with a conditional fetch (`keep`).
+    pub stale_obj: Option<Arc<Object>>,
+    /// The backend answered 304 and the stale object was reused.
+    pub was_304: bool,
+    pub restarts: u32,
+    pub retries: u32,
+    pub req_time: f64,
+    pub client_ip: IpAddr,
+    pub server_ip: IpAddr,
+    /// IP handles handed to the module: handle `i` is `ips[i - 1]`.
+    pub ips: Vec<IpAddr>,
+    pub backend_hint: i32,
+    pub bereq_backend: i32,
+    pub hash_always_miss: bool,
+    pub hash_ignore_busy: bool,
+    pub hash_ignore_vary: bool,
+    pub req_ttl: Option<f64>,
+    pub req_grace: Option<f64>,
+    pub is_hitmiss: bool,
+    pub is_hitpass: bool,
+    pub hasher: Option<Sha256>,
+    pub hash: [u8; 32],
+    pub ttl: f64,
+    pub grace: f64,
+    pub keep: f64,
+    pub uncacheable: bool,
+    pub beresp_age: f64,
+    pub beresp_time: f64,
+    pub bereq_uncacheable: bool,
+    pub is_bgfetch: bool,
+    pub connect_timeout: Option<f64>,
+    pub first_byte_timeout: Option<f64>,
+    pub between_bytes_timeout: Option<f64>,
+    pub do_stream: bool,
+    pub client_identity: Option<String>,
+    /// The synthetic body (`synthetic()`, `resp.body`, `beresp.body`).
+    pub synth_body: Vec<u8>,
+    /// `synth(status, reason)` as passed by the last `return`.
+    pub synth: Option<(i64, Option<String>)>,
+    pub pass_ttl: Option<f64>,
+    /// Bans added by this task (`ban()`, `std.ban()`), for the host to
+    /// apply after the call.
+    pub new_bans: Vec<crate::cache_ban::Ban>,
+    /// The error of the last failed `std.ban()`.
+    pub ban_error: String,
+    /// `VRT_fail` messages of this task.
+    pub failed: Vec<String>,
+}
+
+impl Task {
+    /// A fresh task for a client request.
+    pub fn new(xid: u64, client_ip: IpAddr, server_ip: IpAddr, now: f64) -> Task {
+        Task {
+            xid,
+            method: Method::Recv,
+            req: ReqMsg::default(),
+            bereq: ReqMsg::default(),
+            beresp: RespMsg::default(),
+            resp: RespMsg::default(),
+            obj: None,
+            stale_obj: None,
+            was_304: false,
+            restarts: 0,
+            retries: 0,
+            req_time: now,
+            client_ip,
+            server_ip,
+            ips: vec![client_ip, server_ip],
+            backend_hint: 0,
+            bereq_backend: 0,
+            hash_always_miss: false,
+            hash_ignore_busy: false,
+            hash_ignore_vary: false,
+            req_ttl: None,
+            req_grace: None,
+            is_hitmiss: false,
+            is_hitpass: false,
+            hasher: None,
+            hash: [0; 32],
+            ttl: 0.0,
+            grace: 0.0,
+            keep: 0.0,
+            uncacheable: false,
+            beresp_age: 0.0,
+            beresp_time: now,
+            bereq_uncacheable: false,
+            is_bgfetch: false,
+            connect_timeout: None,
+            first_byte_timeout: None,
+            between_bytes_timeout: None,
+            do_stream: true,
+            client_identity: None,
+            synth_body: Vec::new(),
+            synth: None,
+            pass_ttl: None,
+            failed: Vec::new(),
+            new_bans: Vec::new(),
+            ban_error: String::new(),
+        }
+    }
+
+    /// Starts a `hash_data` run.
+    pub fn hash_start(&mut self) {
+        self.hasher = Some(Sha256::new());
+    }
+
+    /// `hash_data(s)`: Varnish feeds each input followed by a separator
+    /// byte, so ("ab","c") and ("a","bc") differ.
+    pub fn hash_data(&mut self, s: Option<&[u8]>) {
+        if let Some(h) = self.hasher.as_mut() {
+            if let Some(s) = s {
+                h.update(s);
+            }
+            h.update([b'#']);
+        }
+    }
+
+    /// Finishes the hash into `self.hash`.
+    pub fn hash_finish(&mut self) {
+        if let Some(h) = self.hasher.take() {
+            self.hash = h.finalize().into();
+        }
+    }
+
+    /// Registers an IP and returns its handle.
+    pub fn ip_handle(&mut self, ip: IpAddr) -> i32 {
+        self.ips.push(ip);
+        self.ips.len() as i32
+    }
+
+    /// The IP behind a handle.
+    pub fn ip(&self, h: i32) -> Option<IpAddr> {
+        usize::try_from(h - 1)
+            .ok()
+            .and_then(|i| self.ips.get(i))
+            .copied()
+    }
+}
+
+/// The current time as seconds since the Unix epoch.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A duration from seconds that VCL, a parameter or a backend declared:
+/// clamped to [1 ms, ~31 years] so no value can panic or overflow a timer.
+pub fn secs(x: f64) -> std::time::Duration {
+    let x = if x.is_nan() {
+        0.001
+    } else {
+        x.clamp(0.001, 1e9)
+    };
+    std::time::Duration::from_secs_f64(x)
+}

@@ -1,0 +1,112 @@
+//! `shellac serve` as a process: varnishd's flags.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shellac");
+
+#[test]
+fn bad_parameters_are_refused() {
+    for (p, msg) in [
+        ("nosuch=1", "Unknown parameter \"nosuch\""),
+        ("default_ttl=abc", "not a valid duration"),
+        ("http_gzip_support=maybe", "not a boolean"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "-a", "127.0.0.1:0", "-b", "127.0.0.1:9", "-p", p])
+            .output()
+            .expect("run shellac");
+        assert!(!out.status.success(), "{p} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{p}: {err}");
+    }
+}
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_with_backend_flag_and_instance_dir() {
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let oport = origin.local_addr().expect("addr").port();
+    // A one-shot origin thread answering one request.
+    let t = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = origin.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: max-age=60\r\n\r\nhello",
+            );
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("shellac-cli-{}", std::process::id()));
+    std::fs::write(dir.with_extension("secret"), b"s3cret\n").expect("secret");
+    let mut child = Child(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "-F",
+                "-a",
+                "127.0.0.1:0",
+                "-s",
+                "malloc,64m",
+                "-p",
+                "default_ttl=30s",
+            ])
+            .args(["-b", &format!("127.0.0.1:{oport}")])
+            .arg("-n")
+            .arg(&dir)
+            .args(["-T", "127.0.0.1:0", "-S"])
+            .arg(dir.with_extension("secret"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shellac"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
+    let mut line = String::new();
+    let mut r = BufReader::new(stderr);
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(r.read_line(&mut line).expect("read") > 0, "shellac exited");
+    }
+    let addr = line.trim().rsplit(' ').next().expect("address").to_string();
+    line.clear();
+    while !line.contains("admin CLI on") {
+        line.clear();
+        assert!(r.read_line(&mut line).expect("read") > 0, "shellac exited");
+    }
+    let admin = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("admin address")
+        .to_string();
+    let out = Command::new(BIN)
+        .args(["adm", "-T", &admin, "-S"])
+        .arg(dir.with_extension("secret"))
+        .args(["param.show", "default_ttl"])
+        .output()
+        .expect("shellac adm");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("30.000 [seconds]"));
+    let written = std::fs::read_to_string(dir.join("listen")).expect("-n DIR/listen");
+    assert_eq!(written.trim(), addr);
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("hello"));
+    let _ = t.join();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("secret"));
+}
