@@ -25,7 +25,18 @@ pub struct Backend {
     pub pool: Pool,
     /// Health as the probe sees it; always true without a probe.
     pub healthy: std::sync::atomic::AtomicBool,
+    /// `backend.set_health`: [`ADMIN_AUTO`], [`ADMIN_HEALTHY`] or [`ADMIN_SICK`].
+    pub admin_health: std::sync::atomic::AtomicU8,
+    /// Whether a probe decides `healthy` (shown by `backend.list`).
+    pub probed: bool,
 }
+
+/// `backend.set_health auto`: the probe decides.
+pub const ADMIN_AUTO: u8 = 0;
+/// `backend.set_health healthy`: healthy whatever the probe says.
+pub const ADMIN_HEALTHY: u8 = 1;
+/// `backend.set_health sick`: sick whatever the probe says.
+pub const ADMIN_SICK: u8 = 2;
 
 impl Backend {
     /// Resolves the host (first address, as varnishd) and builds the pool.
@@ -76,6 +87,18 @@ impl Backend {
                 .unwrap_or_else(|| params.num("between_bytes_timeout")),
             pool,
             healthy: std::sync::atomic::AtomicBool::new(true),
+            admin_health: std::sync::atomic::AtomicU8::new(ADMIN_AUTO),
+            probed: def.probe.is_some(),
         })
+    }
+
+    /// Whether the backend may be used: the admin's word, else the probe's.
+    pub fn is_healthy(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.admin_health.load(Relaxed) {
+            ADMIN_HEALTHY => true,
+            ADMIN_SICK => false,
+            _ => self.healthy.load(Relaxed),
+        }
     }
 }

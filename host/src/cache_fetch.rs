@@ -47,7 +47,7 @@ async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Bytes), St
     let addr = be
         .addr
         .ok_or_else(|| format!("backend {} is none", be.name))?;
-    if !be.healthy.load(std::sync::atomic::Ordering::Relaxed) {
+    if !be.is_healthy() {
         return Err(format!("backend {}: unhealthy", be.name));
     }
     let uri = format!("http://{addr}{}", bo.bereq.url);
@@ -168,8 +168,8 @@ pub async fn fetch(
     body: Bytes,
     req_headers: &Headers,
 ) -> Result<Fetched, Abandoned> {
-    let ws = ctx.params.num("workspace_backend") as u32;
-    let max_retries = ctx.params.num("max_retries") as u32;
+    let ws = ctx.params().num("workspace_backend") as u32;
+    let max_retries = ctx.params().num("max_retries") as u32;
     loop {
         let (b, r) = vcl_call(ctx, vcl, Method::BackendFetch, bo, ws);
         bo = b;
@@ -216,9 +216,9 @@ pub async fn fetch(
                 bo.beresp.status,
                 &bo.beresp.headers,
                 t_fetch,
-                ctx.params.num("default_ttl"),
-                ctx.params.num("default_grace"),
-                ctx.params.num("default_keep"),
+                ctx.params().num("default_ttl"),
+                ctx.params().num("default_grace"),
+                ctx.params().num("default_keep"),
             )
         } else {
             crate::cache_expire::Lifetime {

@@ -233,4 +233,17 @@ impl Cache {
             None => 0,
         }
     }
+
+    /// Drops every object (a stopped child loses its `malloc` storage).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            if let Ok(mut s) = shard.lock() {
+                for oh in s.values_mut() {
+                    let mut variants = std::mem::take(&mut oh.variants);
+                    self.retain(&mut variants, |_| true);
+                }
+                s.retain(|_, oh| oh.busy.is_some());
+            }
+        }
+    }
 }

@@ -44,9 +44,9 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
         let local = stream.local_addr().unwrap_or(peer);
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let idle = crate::vrt_ctx::secs(ctx.params.num("timeout_idle").max(0.001));
-            let max_buf = (ctx.params.num("http_req_size") as usize).max(8192);
-            let max_hdr = ctx.params.num("http_max_hdr") as usize;
+            let idle = crate::vrt_ctx::secs(ctx.params().num("timeout_idle").max(0.001));
+            let max_buf = (ctx.params().num("http_req_size") as usize).max(8192);
+            let max_hdr = ctx.params().num("http_max_hdr") as usize;
             let svc_ctx = ctx.clone();
             let svc = service_fn(move |req: hyper::Request<Incoming>| {
                 let ctx = svc_ctx.clone();

@@ -14,10 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vcl_to_wasm::types::{Action, Method};
 
-/// What every client task shares: parameters, the cache, the active VCL.
+/// What every client task shares: parameters, the cache, the loaded VCLs.
 pub struct Ctx {
-    pub params: Params,
+    /// Replaced whole by `param.set`, so a task reads one consistent set.
+    params: std::sync::RwLock<Arc<Params>>,
     pub cache: Arc<Cache>,
+    /// `-s malloc,SIZE`: the storage budget in bytes.
+    pub storage_budget: u64,
     /// Loaded VCLs by name and the name of the active one (`vcl.use`
     /// swaps it; requests in flight finish on the VCL they started with).
     vcls: std::sync::RwLock<(std::collections::BTreeMap<String, Arc<Vcl>>, String)>,
@@ -28,16 +31,57 @@ pub struct Ctx {
 pub const VIA: &str = concat!("1.1 shellac (Shellac/", env!("CARGO_PKG_VERSION"), ")");
 
 impl Ctx {
+    /// A context serving `vcl` (named `boot`, as in varnishd).
     pub fn new(params: Params, vcl: Arc<Vcl>) -> Ctx {
-        let cache = Arc::new(Cache::with_budget(vcl.shared.storage_budget));
-        let mut vcls = std::collections::BTreeMap::new();
-        vcls.insert("boot".to_string(), vcl);
+        let budget = vcl.shared.storage_budget;
+        let ctx = Ctx::empty(params, budget);
+        if let Ok(mut g) = ctx.vcls.write() {
+            g.0.insert("boot".to_string(), vcl);
+            g.1 = "boot".to_string();
+        }
+        ctx
+    }
+
+    /// A context without any VCL yet (`-f ''`): the admin CLI loads one.
+    pub fn empty(params: Params, storage_budget: u64) -> Ctx {
         Ctx {
-            params,
-            cache,
-            vcls: std::sync::RwLock::new((vcls, "boot".to_string())),
+            params: std::sync::RwLock::new(Arc::new(params)),
+            cache: Arc::new(Cache::with_budget(storage_budget)),
+            storage_budget,
+            vcls: std::sync::RwLock::new((std::collections::BTreeMap::new(), String::new())),
             xid: AtomicU64::new(1000),
         }
+    }
+
+    /// The parameters in force now.
+    pub fn params(&self) -> Arc<Params> {
+        match self.params.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Changes parameters (`param.set`, `param.reset`): `f` edits a copy
+    /// that then replaces the set in force.
+    pub fn update_params<T>(&self, f: impl FnOnce(&mut Params) -> T) -> T {
+        let mut g = match self.params.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut next = (**g).clone();
+        let r = f(&mut next);
+        *g = Arc::new(next);
+        r
+    }
+
+    /// Sets the first XID handed out (`debug.xid`).
+    pub fn set_xid(&self, xid: u64) {
+        self.xid.store(xid, Ordering::Relaxed);
+    }
+
+    /// Whether a VCL is active (`start` needs one).
+    pub fn has_active_vcl(&self) -> bool {
+        self.vcl().is_some()
     }
 
     /// The active VCL.
@@ -56,6 +100,10 @@ impl Ctx {
             return Err(format!("Already a VCL named {name}"));
         }
         g.0.insert(name.to_string(), vcl);
+        // The first VCL loaded becomes the active one, as in varnishd.
+        if g.1.is_empty() {
+            g.1 = name.to_string();
+        }
         Ok(())
     }
 
@@ -84,6 +132,33 @@ impl Ctx {
         g.0.remove(name)
             .map(|_| ())
             .ok_or_else(|| format!("No VCL named {name} known."))
+    }
+
+    /// Every loaded VCL with its name.
+    pub fn vcl_table(&self) -> Vec<(String, Arc<Vcl>)> {
+        self.vcls
+            .read()
+            .map(|g| g.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The active VCL's name ("" before the first load).
+    pub fn active_name(&self) -> String {
+        self.vcls.read().map(|g| g.1.clone()).unwrap_or_default()
+    }
+
+    /// `vcl.label LABEL VCL`: LABEL names the same loaded VCL.
+    pub fn label_vcl(&self, label: &str, target: &str) -> Result<(), String> {
+        let mut g = self
+            .vcls
+            .write()
+            .map_err(|_| "VCL table poisoned".to_string())?;
+        let v =
+            g.0.get(target)
+                .cloned()
+                .ok_or_else(|| format!("No VCL named {target} known."))?;
+        g.0.insert(label.to_string(), v);
+        Ok(())
     }
 
     /// `vcl.list`: (active, name) pairs.
@@ -120,7 +195,7 @@ enum Step {
 }
 
 fn client_ws(ctx: &Ctx) -> u32 {
-    ctx.params.num("workspace_client") as u32
+    ctx.params().num("workspace_client") as u32
 }
 
 /// Handles one client request.
@@ -138,7 +213,7 @@ pub async fn handle(
     let mut t = Box::new(Task::new(xid, client, server, now()));
     t.req = req;
     t.backend_hint = vcl.default_backend;
-    let max_restarts = ctx.params.num("max_restarts") as u32;
+    let max_restarts = ctx.params().num("max_restarts") as u32;
     let mut step = Step::Recv;
     loop {
         let next = match step {

@@ -67,8 +67,7 @@ impl VclShared {
 
     /// Whether a BACKEND handle is healthy (false for none).
     pub fn backend_healthy(&self, h: i32) -> bool {
-        self.backend(h)
-            .is_some_and(|b| b.healthy.load(std::sync::atomic::Ordering::Relaxed))
+        self.backend(h).is_some_and(|b| b.is_healthy())
     }
 
     /// A BACKEND handle's name.

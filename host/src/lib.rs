@@ -12,6 +12,7 @@ pub mod cache_obj;
 pub mod cache_req_fsm;
 pub mod cache_vcl;
 pub mod demo_origin;
+pub mod mgt_child;
 pub mod mgt_cli;
 pub mod mgt_param;
 pub mod sandbox;

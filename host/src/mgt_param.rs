@@ -75,8 +75,97 @@ const DEFS: &[Def] = &[
     ),
     d("vmod_path", Unit::Text, "/usr/lib/varnish/vmods", None),
     d("feature", Unit::Text, "", None),
+    d("pipe_timeout", Unit::Seconds, "60", Some(0.0)),
+    d("idle_send_timeout", Unit::Seconds, "60", Some(0.0)),
+    d("timeout_linger", Unit::Seconds, "0.050", Some(0.0)),
+    d("vcc_err_unref", Unit::Bool, "on", None),
+    d("vcc_allow_inline_c", Unit::Bool, "off", None),
+    d("vcc_unsafe_path", Unit::Bool, "on", None),
+    d("ban_dups", Unit::Bool, "on", None),
+    d("ban_cutoff", Unit::Count, "0", Some(0.0)),
+    d("gzip_level", Unit::Count, "6", Some(0.0)),
+    d("nuke_limit", Unit::Count, "50", Some(0.0)),
+    d("max_vcl", Unit::Count, "100", Some(0.0)),
     // Shellac's own: CPU budget of one call into VCL, in milliseconds.
     d("vcl_cpu_budget_ms", Unit::Count, "100", Some(1.0)),
+];
+
+/// The other parameters of Varnish 7.1: accepted and shown (so configs and
+/// test scripts written for varnishd start unchanged) but without effect,
+/// because they tune machinery Shellac does not have (thread pools, the
+/// shared-memory log, HTTP/2, the C compiler).
+const INERT: &[&str] = &[
+    "accept_filter",
+    "acceptor_sleep_decay",
+    "acceptor_sleep_incr",
+    "acceptor_sleep_max",
+    "auto_restart",
+    "backend_local_error_holddown",
+    "backend_remote_error_holddown",
+    "ban_lurker_batch",
+    "ban_lurker_holdoff",
+    "cc_command",
+    "cc_warnings",
+    "cli_limit",
+    "cli_timeout",
+    "clock_skew",
+    "clock_step",
+    "critbit_cooloff",
+    "debug",
+    "experimental",
+    "fetch_chunksize",
+    "fetch_maxchunksize",
+    "gzip_buffer",
+    "gzip_memlevel",
+    "h2_header_table_size",
+    "h2_initial_window_size",
+    "h2_max_concurrent_streams",
+    "h2_max_frame_size",
+    "h2_max_header_list_size",
+    "h2_rx_window_increment",
+    "h2_rx_window_low_water",
+    "h2_rxbuf_storage",
+    "http1_iovs",
+    "listen_depth",
+    "lru_interval",
+    "max_vcl_handling",
+    "pcre2_depth_limit",
+    "pcre2_jit_compilation",
+    "pcre2_match_limit",
+    "ping_interval",
+    "pipe_sess_max",
+    "pool_req",
+    "pool_sess",
+    "pool_vbo",
+    "prefer_ipv6",
+    "rush_exponent",
+    "sigsegv_handler",
+    "syslog_cli_traffic",
+    "tcp_fastopen",
+    "tcp_keepalive_intvl",
+    "tcp_keepalive_probes",
+    "tcp_keepalive_time",
+    "thread_pool_add_delay",
+    "thread_pool_destroy_delay",
+    "thread_pool_fail_delay",
+    "thread_pool_max",
+    "thread_pool_min",
+    "thread_pool_reserve",
+    "thread_pool_stack",
+    "thread_pool_timeout",
+    "thread_pool_watchdog",
+    "thread_pools",
+    "thread_queue_limit",
+    "thread_stats_rate",
+    "vary_notice",
+    "vcl_cooldown",
+    "vsl_buffer",
+    "vsl_mask",
+    "vsl_reclen",
+    "vsl_space",
+    "vsm_free_cooldown",
+    "workspace_session",
+    "workspace_thread",
 ];
 
 /// A parsed value.
@@ -179,16 +268,32 @@ impl Params {
 
     /// Sets one parameter, refusing unknown names and bad values.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ParamError> {
-        let def = DEFS
-            .iter()
-            .find(|d| d.name == name)
-            .ok_or_else(|| ParamError::Unknown(name.to_string()))?;
+        let Some(def) = DEFS.iter().find(|d| d.name == name) else {
+            let inert = INERT
+                .iter()
+                .find(|n| **n == name)
+                .ok_or_else(|| ParamError::Unknown(name.to_string()))?;
+            self.values.insert(inert, Value::Text(value.to_string()));
+            return Ok(());
+        };
         let v = parse(def, value).map_err(|why| ParamError::BadValue {
             name: name.to_string(),
             why,
         })?;
         self.values.insert(def.name, v);
         Ok(())
+    }
+
+    /// Back to the default (`param.reset`).
+    pub fn reset(&mut self, name: &str) -> Result<(), ParamError> {
+        match DEFS.iter().find(|d| d.name == name) {
+            Some(def) => self.set(name, def.default),
+            None if INERT.contains(&name) => {
+                self.values.remove(name);
+                Ok(())
+            }
+            None => Err(ParamError::Unknown(name.to_string())),
+        }
     }
 
     /// A numeric parameter (seconds, bytes or a count); 0 if not numeric.
@@ -206,7 +311,12 @@ impl Params {
 
     /// A parameter's value as `param.show` prints it.
     pub fn show(&self, name: &str) -> Option<String> {
-        let def = DEFS.iter().find(|d| d.name == name)?;
+        let Some(def) = DEFS.iter().find(|d| d.name == name) else {
+            return INERT.contains(&name).then(|| match self.values.get(name) {
+                Some(Value::Text(t)) => format!("\"{t}\""),
+                _ => "(default)".to_string(),
+            });
+        };
         Some(match (self.values.get(name)?, def.unit) {
             (Value::Num(x), Unit::Seconds) => format!("{x:.3} [seconds]"),
             (Value::Num(x), Unit::Bytes) => format!("{x} [bytes]"),
@@ -214,6 +324,21 @@ impl Params {
             (Value::Bool(b), _) => (if *b { "on" } else { "off" }).to_string(),
             (Value::Text(t), _) => format!("\"{t}\""),
         })
+    }
+
+    /// `param.show` without a name: every parameter and its value.
+    pub fn show_all(&self) -> String {
+        let mut names: Vec<&str> = DEFS
+            .iter()
+            .map(|d| d.name)
+            .chain(INERT.iter().copied())
+            .collect();
+        names.sort_unstable();
+        names
+            .iter()
+            .filter_map(|n| self.show(n).map(|v| format!("{n:<32} {v}")))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// A text parameter.

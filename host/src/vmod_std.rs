@@ -281,6 +281,18 @@ pub fn call(
     })
 }
 
+/// `std.fnmatch` (shell wildcard matching, fnmatch(3)); also used for
+/// backend name patterns on the admin CLI. A malformed pattern matches
+/// nothing, as fnmatch(3) reports no match.
+pub fn fnmatch(pattern: &str, subject: &str, pathname: bool) -> bool {
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: pathname,
+        require_literal_leading_dot: false,
+    };
+    glob::Pattern::new(pattern).is_ok_and(|p| p.matches_with(subject, opts))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

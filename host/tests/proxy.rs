@@ -518,12 +518,15 @@ async fn admin_cli_auth_ping_ban() {
         .await
         .expect("vcl");
     let ctx = std::sync::Arc::new(shellac::cache_req_fsm::Ctx::new(params, vcl));
+    let listens = shellac::mgt_child::bind(&["127.0.0.1:0".to_string()]).expect("bind -a");
+    let p = listens[0].addr;
+    let child = std::sync::Arc::new(shellac::mgt_child::Child::new(ctx.clone(), listens));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(shellac::mgt_cli::serve(
-        ctx.clone(),
+        child.clone(),
         l,
         Some(b"sekrit\n".to_vec()),
     ));
@@ -568,18 +571,24 @@ async fn admin_cli_auth_ping_ban() {
     assert_eq!(answer(&mut r).await.0, 101);
     // vcl.inline / vcl.use: a broken VCL is refused and the running one
     // stays in service; a good one takes over after vcl.use.
-    let mut ls = shellac::cache_http1::bind(&["127.0.0.1:0".to_string()])
+    w.write_all(b"status\n").await.expect("status");
+    assert_eq!(answer(&mut r).await.1, "Child in state stopped");
+    w.write_all(b"start\n").await.expect("start");
+    assert_eq!(answer(&mut r).await.0, 200);
+    w.write_all(b"status\n").await.expect("status");
+    assert_eq!(answer(&mut r).await.1, "Child in state running");
+    w.write_all(b"debug.listen_address\n")
         .await
-        .expect("bind");
-    let (l, p) = ls.pop().expect("listener");
-    tokio::spawn(shellac::cache_http1::serve(ctx.clone(), l));
-    w.write_all(b"vcl.inline bad << vcl 4.1; sub vcl_recv { nonsense }\n")
+        .expect("listen");
+    let (_, body) = answer(&mut r).await;
+    assert_eq!(body, format!("a0 127.0.0.1 {}", p.port()));
+    w.write_all(b"vcl.inline bad << EOF\nvcl 4.1;\nsub vcl_recv { nonsense }\nEOF\n")
         .await
         .expect("bad");
     assert_eq!(answer(&mut r).await.0, 106);
     assert_eq!(get(p, "/", &[]).await.status, 200);
     let good = format!(
-        "vcl.inline v2 << vcl 4.1; backend b {{ .host = \"127.0.0.1\"; .port = \"{}\"; }} sub vcl_recv {{ return (synth(299, \"v2\")); }}\n",
+        "vcl.inline v2 \"vcl 4.1; backend b {{ .host = \\\"127.0.0.1\\\"; .port = \\\"{}\\\"; }} sub vcl_recv {{ return (synth(299, \\\"v2\\\")); }}\"\n",
         o.addr.port()
     );
     w.write_all(good.as_bytes()).await.expect("good");
@@ -597,4 +606,15 @@ async fn admin_cli_auth_ping_ban() {
         300,
         "active VCL cannot be discarded"
     );
+    w.write_all(b"param.set default_ttl 7\n")
+        .await
+        .expect("set");
+    assert_eq!(answer(&mut r).await.0, 200);
+    assert_eq!(ctx.params().num("default_ttl"), 7.0);
+    w.write_all(b"param.set no_such 7\n").await.expect("set");
+    assert_eq!(answer(&mut r).await.0, 106);
+    w.write_all(b"stop\n").await.expect("stop");
+    assert_eq!(answer(&mut r).await.0, 200);
+    w.write_all(b"status\n").await.expect("status");
+    assert_eq!(answer(&mut r).await.1, "Child in state stopped");
 }

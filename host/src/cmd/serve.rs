@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use shellac::cache_req_fsm::Ctx;
 use shellac::cache_vcl::Vcl;
+use shellac::mgt_child::Child;
 use shellac::mgt_param::{parse_bytes, Params};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,9 +15,9 @@ pub struct Args {
     /// Listen address ADDR:PORT; may repeat.
     #[arg(short = 'a', value_name = "ADDR:PORT")]
     pub listen: Vec<String>,
-    /// The VCL file.
+    /// The VCL file; `''` starts without VCL (the admin CLI loads one).
     #[arg(short = 'f', value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    pub file: Option<String>,
     /// A backend HOST:PORT, without a VCL file.
     #[arg(short = 'b', value_name = "HOST:PORT")]
     pub backend: Option<String>,
@@ -72,6 +73,28 @@ fn backend_vcl(b: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// Where `-n DIR` keeps what `adm`, `stat` and `log` need to find this
+/// instance: the admin address and the secret file.
+fn write_instance(
+    dir: &std::path::Path,
+    listens: &[String],
+    admin: Option<&str>,
+    secret: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("-n {}", dir.display()))?;
+    std::fs::write(dir.join("listen"), listens.join("\n") + "\n")?;
+    let mut a = String::new();
+    if let Some(t) = admin {
+        a.push_str(&format!("T {t}\n"));
+    }
+    if let Some(s) = secret {
+        let s = std::fs::canonicalize(s).unwrap_or_else(|_| s.to_path_buf());
+        a.push_str(&format!("S {}\n", s.display()));
+    }
+    std::fs::write(dir.join("_.admin"), a)?;
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut params = Params::default();
     for p in &args.params {
@@ -92,39 +115,55 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
+        // `-f ''` (as varnishtest starts varnishd): no VCL yet, the admin
+        // CLI loads one and says `start`.
         let vcl = match (&args.file, &args.backend) {
-            (Some(f), None) => Vcl::load_file(f, &params, storage).await?,
-            (None, Some(b)) => Vcl::load_source("<-b>", &backend_vcl(b)?, &params, storage).await?,
+            (Some(f), None) if f.is_empty() => None,
+            (Some(f), None) => {
+                Some(Vcl::load_file(std::path::Path::new(f), &params, storage).await?)
+            }
+            (None, Some(b)) => {
+                Some(Vcl::load_source("<-b>", &backend_vcl(b)?, &params, storage).await?)
+            }
             _ => bail!("give exactly one of -f FILE and -b HOST:PORT"),
         };
-        let listeners = shellac::cache_http1::bind(&listen)
-            .await
-            .context("binding -a")?;
-        let addrs: Vec<String> = listeners.iter().map(|(_, a)| a.to_string()).collect();
-        if let Some(dir) = &args.name {
-            std::fs::create_dir_all(dir).with_context(|| format!("-n {}", dir.display()))?;
-            std::fs::write(dir.join("listen"), addrs.join("\n") + "\n")?;
+        if vcl.is_none() && args.admin.is_none() {
+            bail!("-f '' needs -T: without VCL the admin CLI must load one");
         }
-        eprintln!("shellac: listening on {}", addrs.join(" "));
-        let ctx = Arc::new(Ctx::new(params, vcl));
+        let listens = shellac::mgt_child::bind(&listen).context("binding -a")?;
+        let addrs: Vec<String> = listens.iter().map(|l| l.addr.to_string()).collect();
+        let ctx = Arc::new(match vcl {
+            Some(v) => Ctx::new(params, v),
+            None => Ctx::empty(params, storage),
+        });
+        let child = Arc::new(Child::new(ctx.clone(), listens));
         let mut tasks = Vec::new();
+        let mut admin_addr = None;
         if let Some(t) = &args.admin {
             let l = tokio::net::TcpListener::bind(t.as_str())
                 .await
                 .with_context(|| format!("-T {t}"))?;
-            eprintln!("shellac: admin CLI on {}", l.local_addr()?);
+            let a = l.local_addr()?.to_string();
+            eprintln!("shellac: admin CLI on {a}");
+            admin_addr = Some(a);
             tasks.push(tokio::spawn(shellac::mgt_cli::serve(
-                ctx.clone(),
+                child.clone(),
                 l,
                 secret,
             )));
         }
-        for (l, _) in listeners {
-            tasks.push(tokio::spawn(shellac::cache_http1::serve(ctx.clone(), l)));
+        if let Some(dir) = &args.name {
+            write_instance(dir, &addrs, admin_addr.as_deref(), args.secret.as_deref())?;
+        }
+        if ctx.has_active_vcl() {
+            child.start().context("starting")?;
+            eprintln!("shellac: listening on {}", addrs.join(" "));
         }
         for t in tasks {
             let _ = t.await;
         }
+        // Without an admin CLI, serve until killed.
+        std::future::pending::<()>().await;
         Ok(ExitCode::SUCCESS)
     })
 }
