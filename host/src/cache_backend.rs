@@ -38,14 +38,38 @@ pub const ADMIN_HEALTHY: u8 = 1;
 /// `backend.set_health sick`: sick whatever the probe says.
 pub const ADMIN_SICK: u8 = 2;
 
+/// `.host` may carry the port (`"127.0.0.1:8080"`, `"[::1]:8080"`,
+/// `"host 8080"`) when `.port` is not given, as varnishd accepts.
+fn split_host_port<'a>(host: &'a str, port: Option<&'a str>) -> (&'a str, &'a str) {
+    if let Some(p) = port {
+        return (host, p);
+    }
+    if let Some((h, p)) = host.split_once(' ') {
+        return (h, p.trim());
+    }
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((h, p)) = rest.split_once("]:") {
+            return (h, p);
+        }
+        return (host, "80");
+    }
+    match host.split_once(':') {
+        // One colon: host:port; more: a bare IPv6 address.
+        Some((h, p)) if !p.contains(':') => (h, p),
+        _ => (host, "80"),
+    }
+}
+
 impl Backend {
     /// Resolves the host (first address, as varnishd) and builds the pool.
     pub async fn build(def: &BackendDef, params: &Params) -> Result<Backend, String> {
         let addr = if def.none {
             None
         } else {
-            let host = def.host.as_deref().unwrap_or("localhost");
-            let port = def.port.as_deref().unwrap_or("80");
+            let (host, port) = split_host_port(
+                def.host.as_deref().unwrap_or("localhost"),
+                def.port.as_deref(),
+            );
             let port: u16 = port
                 .parse()
                 .map_err(|_| format!("backend {}: bad port \"{port}\"", def.name))?;

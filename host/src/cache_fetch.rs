@@ -3,11 +3,12 @@
 //! `vcl_backend_error`, with retries, and the object it produces.
 
 use crate::cache_expire::rfc2616_ttl;
+use crate::cache_obj::Body;
 use crate::cache_obj::{hdr_get, Headers, ObjKind, Object};
 use crate::cache_req_fsm::{vcl_call, Ctx};
 use crate::cache_vcl::Vcl;
 use crate::vrt_ctx::{now, RespMsg, Task};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -20,6 +21,10 @@ pub struct Fetched {
     /// What to insert into the cache (the object, or a hit-for-miss /
     /// hit-for-pass marker), if anything.
     pub insert: Option<Arc<Object>>,
+    /// The body still to read into `obj`, if it comes from the backend.
+    pub pump: Option<Pump>,
+    /// `beresp.do_stream`: deliver while the body arrives.
+    pub stream: bool,
 }
 
 /// The fetch was abandoned (`abandon`, `fail`, or an error with no
@@ -39,7 +44,7 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Bytes), String> {
+async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
     let be = vcl
         .shared
         .backend(bo.bereq_backend)
@@ -76,7 +81,7 @@ async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Bytes), St
         .await
         .map_err(|_| format!("first byte timeout ({fbt:.3}s) from {}", be.name))?
         .map_err(|e| format!("backend {} fetch failed: {e}", be.name))?;
-    let (parts, mut incoming) = resp.into_parts();
+    let (parts, incoming) = resp.into_parts();
     let mut headers = Headers::with_capacity(parts.headers.len());
     for (n, v) in &parts.headers {
         if HOP_BY_HOP.contains(&n.as_str()) {
@@ -87,27 +92,6 @@ async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Bytes), St
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         ));
     }
-    // Bodies are buffered whole for now (no streaming yet): bound them by
-    // the storage budget and 1 GiB.
-    let max = vcl.shared.storage_budget.min(1 << 30) as usize;
-    let mut buf = BytesMut::new();
-    loop {
-        let frame = tokio::time::timeout(crate::vrt_ctx::secs(bbt.max(0.001)), incoming.frame())
-            .await
-            .map_err(|_| format!("between bytes timeout ({bbt:.3}s) from {}", be.name))?;
-        match frame {
-            None => break,
-            Some(Err(e)) => return Err(format!("backend {} body failed: {e}", be.name)),
-            Some(Ok(f)) => {
-                if let Ok(d) = f.into_data() {
-                    buf.extend_from_slice(&d);
-                    if buf.len() > max {
-                        return Err("backend body too large".into());
-                    }
-                }
-            }
-        }
-    }
     Ok((
         RespMsg {
             status: parts.status.as_u16(),
@@ -115,8 +99,57 @@ async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Bytes), St
             proto: "HTTP/1.1".into(),
             headers,
         },
-        buf.freeze(),
+        Pump {
+            incoming,
+            between_bytes_timeout: bbt,
+            max: vcl.shared.storage_budget.min(1 << 30),
+            backend: be.name.clone(),
+        },
     ))
+}
+
+/// The backend body still to be read into an object: the second half of a
+/// fetch, run after `vcl_backend_response` while clients may already be
+/// delivering the object (streaming).
+pub struct Pump {
+    incoming: hyper::body::Incoming,
+    between_bytes_timeout: f64,
+    max: u64,
+    backend: String,
+}
+
+impl Pump {
+    /// Reads the body into `body`, returning why it failed (timeout, reset,
+    /// oversize). The caller then ends the body with [`Body::finish`],
+    /// after taking a failed object out of the cache, so a partial body is
+    /// never found as complete.
+    pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<(), String> {
+        let bbt = crate::vrt_ctx::secs(self.between_bytes_timeout.max(0.001));
+        let r = loop {
+            let frame = match tokio::time::timeout(bbt, self.incoming.frame()).await {
+                Ok(f) => f,
+                Err(_) => {
+                    break Err(format!(
+                        "between bytes timeout ({:.3}s) from {}",
+                        self.between_bytes_timeout, self.backend
+                    ))
+                }
+            };
+            match frame {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(format!("backend {} body failed: {e}", self.backend)),
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        body.push(d);
+                        if body.len() > self.max {
+                            break Err("backend body too large".into());
+                        }
+                    }
+                }
+            }
+        };
+        r
+    }
 }
 
 fn vary_of(beresp: &Headers, req: &Headers) -> Vec<(String, Option<String>)> {
@@ -136,7 +169,7 @@ fn vary_of(beresp: &Headers, req: &Headers) -> Vec<(String, Option<String>)> {
 fn object(
     bo: &Task,
     kind: ObjKind,
-    body: Bytes,
+    body: Body,
     t_origin: f64,
     vary: Vec<(String, Option<String>)>,
 ) -> Arc<Object> {
@@ -155,6 +188,7 @@ fn object(
         keep: bo.keep,
         vary,
         hits: AtomicU64::new(0),
+        charged: AtomicU64::new(0),
     })
 }
 
@@ -186,12 +220,13 @@ pub async fn fetch(
             }
         };
         let t_fetch = now();
-        let mut fetched_body = Bytes::new();
+        let mut fetched_body = None;
+        let mut pump = None;
         if error.is_none() {
             match send(vcl, &bo, &body).await {
-                Ok((resp, b)) => {
+                Ok((resp, p)) => {
                     bo.beresp = resp;
-                    fetched_body = b;
+                    pump = Some(p);
                     if bo.beresp.status == 304 {
                         if let Some(stale) = bo.stale_obj.clone() {
                             // Merge the 304's headers into the stale
@@ -203,7 +238,8 @@ pub async fn fetch(
                             bo.beresp.status = stale.status;
                             bo.beresp.reason = stale.reason.clone();
                             bo.beresp.headers = headers;
-                            fetched_body = stale.body.clone();
+                            pump = None;
+                            fetched_body = Some(stale.body.collect().await.unwrap_or_default());
                             bo.was_304 = true;
                         }
                     }
@@ -250,9 +286,20 @@ pub async fn fetch(
             match r {
                 Ok(None | Some(Action::Deliver)) => {
                     let body = Bytes::from(std::mem::take(&mut bo.synth_body));
-                    let obj = object(&bo, ObjKind::Normal, body, t_fetch, Vec::new());
+                    let obj = object(
+                        &bo,
+                        ObjKind::Normal,
+                        Body::complete(body),
+                        t_fetch,
+                        Vec::new(),
+                    );
                     let insert = (bo.ttl > 0.0 && !bo.bereq_uncacheable).then(|| obj.clone());
-                    return Ok(Fetched { obj, insert });
+                    return Ok(Fetched {
+                        obj,
+                        insert,
+                        pump: None,
+                        stream: true,
+                    });
                 }
                 Ok(Some(Action::Retry)) if bo.retries < max_retries => {
                     bo.retries += 1;
@@ -264,6 +311,11 @@ pub async fn fetch(
         }
         let (b, r) = vcl_call(ctx, vcl, Method::BackendResponse, bo, ws);
         bo = b;
+        let body_of = |fetched: Option<Bytes>, pump: &Option<Pump>| match (fetched, pump) {
+            (Some(b), _) => Body::complete(b),
+            (None, Some(_)) => Body::streaming(),
+            (None, None) => Body::complete(Bytes::new()),
+        };
         match r {
             Ok(None | Some(Action::Deliver)) => {}
             Ok(Some(Action::Pass)) => {
@@ -271,7 +323,7 @@ pub async fn fetch(
                 let mut marker = object(
                     &bo,
                     ObjKind::HitPass,
-                    Bytes::new(),
+                    Body::complete(Bytes::new()),
                     t_fetch,
                     vary_of(&bo.beresp.headers, req_headers),
                 );
@@ -280,9 +332,20 @@ pub async fn fetch(
                     m.grace = 0.0;
                     m.keep = 0.0;
                 }
-                let obj = object(&bo, ObjKind::Normal, fetched_body, lt.t_origin, Vec::new());
+                let obj = object(
+                    &bo,
+                    ObjKind::Normal,
+                    body_of(fetched_body, &pump),
+                    lt.t_origin,
+                    Vec::new(),
+                );
                 let insert = (!bo.bereq_uncacheable).then_some(marker);
-                return Ok(Fetched { obj, insert });
+                return Ok(Fetched {
+                    obj,
+                    insert,
+                    pump,
+                    stream: bo.do_stream,
+                });
             }
             Ok(Some(Action::Retry)) if bo.retries < max_retries => {
                 bo.retries += 1;
@@ -299,14 +362,20 @@ pub async fn fetch(
         let obj = object(
             &bo,
             ObjKind::Normal,
-            fetched_body,
+            body_of(fetched_body, &pump),
             lt.t_origin,
             vary.clone(),
         );
         let insert = if bo.bereq_uncacheable {
             None
         } else if bo.uncacheable {
-            let mut m = object(&bo, ObjKind::HitMiss, Bytes::new(), lt.t_origin, vary);
+            let mut m = object(
+                &bo,
+                ObjKind::HitMiss,
+                Body::complete(Bytes::new()),
+                lt.t_origin,
+                vary,
+            );
             if let Some(mm) = Arc::get_mut(&mut m) {
                 mm.grace = 0.0;
                 mm.keep = 0.0;
@@ -317,6 +386,11 @@ pub async fn fetch(
         } else {
             None
         };
-        return Ok(Fetched { obj, insert });
+        return Ok(Fetched {
+            obj,
+            insert,
+            pump,
+            stream: bo.do_stream,
+        });
     }
 }

@@ -37,7 +37,7 @@ pub struct Cache {
 /// What an object costs against the storage budget.
 fn cost(o: &Object) -> u64 {
     let h: usize = o.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-    (o.body.len() + h + 256) as u64
+    o.body.len() + (h + 256) as u64
 }
 
 /// Held by the one task fetching an object; dropping it clears the busy
@@ -102,8 +102,33 @@ impl Cache {
     }
 
     fn release(&self, o: &Object) {
-        self.used
-            .fetch_sub(cost(o).min(self.used()), Ordering::Relaxed);
+        let c = o.charged.swap(0, Ordering::Relaxed);
+        self.used.fetch_sub(c.min(self.used()), Ordering::Relaxed);
+    }
+
+    /// Charges what `o` costs now beyond what it was charged (a streamed
+    /// body that completed), then evicts to fit.
+    pub fn account(&self, o: &Object) {
+        let now = cost(o);
+        let before = o.charged.swap(now, Ordering::Relaxed);
+        if now > before {
+            self.used.fetch_add(now - before, Ordering::Relaxed);
+            self.evict();
+        }
+    }
+
+    /// Removes `obj` from `hash` (its body failed while streaming).
+    pub fn remove(&self, hash: Digest, obj: &Arc<Object>) {
+        if let Ok(mut s) = self.shard(&hash).lock() {
+            if let Some(oh) = s.get_mut(&hash) {
+                let mut variants = std::mem::take(&mut oh.variants);
+                self.retain(&mut variants, |o| std::ptr::eq(o, &**obj));
+                oh.variants = variants;
+                if oh.variants.is_empty() && oh.busy.is_none() {
+                    s.remove(&hash);
+                }
+            }
+        }
     }
 
     /// Removes variants for which `drop` is true, releasing their bytes.
@@ -200,7 +225,9 @@ impl Cache {
             let oh = s.entry(hash).or_default();
             let mut variants = std::mem::take(&mut oh.variants);
             self.retain(&mut variants, |o| o.vary == obj.vary);
-            self.used.fetch_add(cost(&obj), Ordering::Relaxed);
+            let c = cost(&obj);
+            obj.charged.store(c, Ordering::Relaxed);
+            self.used.fetch_add(c, Ordering::Relaxed);
             if self.budget != u64::MAX {
                 if let Ok(mut q) = self.order.lock() {
                     q.push_back((hash, Arc::downgrade(&obj)));

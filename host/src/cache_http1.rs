@@ -1,10 +1,12 @@
 //! The HTTP/1 client side (Varnish's `cache_http1_*`): listeners, hyper
 //! connections, and the translation between hyper's types and the task's.
 
+use crate::cache_deliver::RespBody;
+use crate::cache_req_fsm::ReplyBody;
 use crate::cache_req_fsm::{handle, Ctx, Reply};
 use crate::vrt_ctx::ReqMsg;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -41,6 +43,9 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
+        // The session has its own XID, as in Varnish: the first request
+        // on a connection is the session's XID + 1.
+        let _session_xid = ctx.next_xid();
         let local = stream.local_addr().unwrap_or(peer);
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -71,7 +76,7 @@ async fn on_request(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
     local: SocketAddr,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<RespBody> {
     let (parts, body) = req.into_parts();
     let mut headers = Vec::with_capacity(parts.headers.len());
     for (n, v) in &parts.headers {
@@ -109,18 +114,21 @@ async fn on_request(
     to_hyper(reply)
 }
 
-fn plain(status: u16, msg: &str, close: bool) -> hyper::Response<Full<Bytes>> {
+fn plain(status: u16, msg: &str, close: bool) -> hyper::Response<RespBody> {
     to_hyper(Reply {
         status,
         reason: msg.to_string(),
         headers: vec![("Content-Type".into(), "text/plain".into())],
-        body: Bytes::from(format!("{msg}\n")),
+        body: ReplyBody::Bytes(Bytes::from(format!("{msg}\n"))),
         close,
     })
 }
 
-fn to_hyper(r: Reply) -> hyper::Response<Full<Bytes>> {
-    let mut resp = hyper::Response::new(Full::new(r.body));
+fn to_hyper(r: Reply) -> hyper::Response<RespBody> {
+    let mut resp = hyper::Response::new(match r.body {
+        ReplyBody::Bytes(b) => RespBody::full(b),
+        ReplyBody::Object(o) => RespBody::object(o),
+    });
     // hyper cannot send a 1xx as the final response: refuse it as 503.
     *resp.status_mut() = hyper::StatusCode::from_u16(r.status)
         .ok()

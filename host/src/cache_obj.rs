@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tokio::sync::watch;
 
 /// A header list in arrival order; names compare case-insensitively.
 pub type Headers = Vec<(String, String)>;
@@ -25,6 +27,143 @@ pub fn hdr_unset(h: &mut Headers, name: &str) {
     h.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
 }
 
+/// How far a body has arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Still being fetched; this many chunks are in.
+    Streaming(usize),
+    /// Complete with this many chunks.
+    Done(usize),
+    /// The fetch failed: readers end with an error (the client's
+    /// connection is closed mid-body, as Varnish does).
+    Failed,
+}
+
+/// An object's body: complete, or still arriving from the backend while
+/// clients already deliver it (Varnish's streaming, `beresp.do_stream`).
+/// The fetch appends chunks; every reader follows at its own pace.
+#[derive(Debug)]
+pub struct Body {
+    chunks: Mutex<Vec<Bytes>>,
+    progress: watch::Sender<Progress>,
+    len: AtomicU64,
+}
+
+impl Body {
+    /// A complete body.
+    pub fn complete(b: Bytes) -> Body {
+        let len = b.len() as u64;
+        let chunks = if b.is_empty() { Vec::new() } else { vec![b] };
+        let n = chunks.len();
+        Body {
+            chunks: Mutex::new(chunks),
+            progress: watch::Sender::new(Progress::Done(n)),
+            len: AtomicU64::new(len),
+        }
+    }
+
+    /// An empty body that the fetch will fill.
+    pub fn streaming() -> Body {
+        Body {
+            chunks: Mutex::new(Vec::new()),
+            progress: watch::Sender::new(Progress::Streaming(0)),
+            len: AtomicU64::new(0),
+        }
+    }
+
+    /// Appends a chunk (fetch side).
+    pub fn push(&self, b: Bytes) {
+        if b.is_empty() {
+            return;
+        }
+        self.len.fetch_add(b.len() as u64, Ordering::Relaxed);
+        let n = {
+            let mut c = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            c.push(b);
+            c.len()
+        };
+        self.progress.send_replace(Progress::Streaming(n));
+    }
+
+    /// Ends the body (fetch side): complete, or failed.
+    pub fn finish(&self, ok: bool) {
+        let n = self.chunks.lock().map(|c| c.len()).unwrap_or(0);
+        self.progress.send_replace(if ok {
+            Progress::Done(n)
+        } else {
+            Progress::Failed
+        });
+    }
+
+    /// Bytes arrived so far.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no byte has arrived (yet).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the body stands.
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// Chunk `i` if the answer is known without waiting: `Some(Ok(Some))`
+    /// when it has arrived, `Some(Ok(None))` past the end of a complete
+    /// body, `Some(Err(()))` when the fetch failed, `None` while it is
+    /// still to come.
+    pub fn try_chunk(&self, i: usize) -> Option<Result<Option<Bytes>, ()>> {
+        match self.progress() {
+            Progress::Failed => Some(Err(())),
+            Progress::Done(n) if i >= n => Some(Ok(None)),
+            Progress::Streaming(n) if i >= n => None,
+            _ => {
+                let c = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+                Some(Ok(c.get(i).cloned()))
+            }
+        }
+    }
+
+    /// Chunk `i`, waiting for it to arrive. `Ok(None)` at the end,
+    /// `Err(())` when the fetch failed.
+    pub async fn chunk(&self, i: usize) -> Result<Option<Bytes>, ()> {
+        let mut rx = self.progress.subscribe();
+        loop {
+            let p = *rx.borrow_and_update();
+            let have = match p {
+                Progress::Streaming(n) | Progress::Done(n) => n,
+                Progress::Failed => return Err(()),
+            };
+            if i < have {
+                let c = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+                return Ok(c.get(i).cloned());
+            }
+            if let Progress::Done(_) = p {
+                return Ok(None);
+            }
+            if rx.changed().await.is_err() {
+                return Err(());
+            }
+        }
+    }
+
+    /// The whole body once complete (`None` if the fetch failed).
+    pub async fn collect(&self) -> Option<Bytes> {
+        let mut out = bytes::BytesMut::new();
+        let mut i = 0;
+        while let Some(c) = self.chunk(i).await.ok()? {
+            if i == 0 && matches!(self.progress(), Progress::Done(1)) {
+                return Some(c);
+            }
+            out.extend_from_slice(&c);
+            i += 1;
+        }
+        Some(out.freeze())
+    }
+}
+
 /// What kind of entry an object is: a real response, or a marker that
 /// makes later lookups miss or pass (`beresp.uncacheable`, `pass(DURATION)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +181,7 @@ pub struct Object {
     pub reason: String,
     pub proto: String,
     pub headers: Headers,
-    pub body: Bytes,
+    pub body: Body,
     /// The XID of the fetch that made it (second number of `X-Varnish`).
     pub xid: u64,
     /// When the object was born (fetch time minus the backend's `Age`).
@@ -55,6 +194,9 @@ pub struct Object {
     /// The request header values named by `Vary`, at insert time.
     pub vary: Vec<(String, Option<String>)>,
     pub hits: AtomicU64,
+    /// Bytes charged against the storage budget for this object (a
+    /// streaming body is charged again when complete).
+    pub charged: AtomicU64,
 }
 
 impl Object {

@@ -175,13 +175,21 @@ impl Ctx {
     }
 }
 
+/// The body of a response to the client.
+pub enum ReplyBody {
+    /// Made here (synthetic, errors) or empty.
+    Bytes(Bytes),
+    /// An object's body, possibly still arriving.
+    Object(Arc<Object>),
+}
+
 /// A response to write to the client.
 pub struct Reply {
     pub status: u16,
     /// The reason phrase (`resp.reason`).
     pub reason: String,
     pub headers: Headers,
-    pub body: Bytes,
+    pub body: ReplyBody,
     /// Close the connection after this response.
     pub close: bool,
 }
@@ -249,13 +257,15 @@ pub async fn handle(
             }
         };
         // `Recv` from a step means restart.
+        // Varnish counts the restart first, so `vcl_synth` sees
+        // `req.restarts == max_restarts + 1` when the limit is hit.
         if let Step::Recv = next {
-            if t.restarts >= max_restarts {
+            t.restarts += 1;
+            t.obj = None;
+            if t.restarts > max_restarts {
                 step = Step::Synth(503, Some("Too many restarts".into()));
                 continue;
             }
-            t.restarts += 1;
-            t.obj = None;
         }
         step = next;
     }
@@ -270,7 +280,7 @@ fn fallback_503(xid: u64) -> Reply {
             ("Content-Type".into(), "text/html; charset=utf-8".into()),
             ("X-Varnish".into(), xid.to_string()),
         ],
-        body: Bytes::from(body),
+        body: ReplyBody::Bytes(Bytes::from(body)),
         close: false,
     }
 }
@@ -402,12 +412,8 @@ async fn recv_to_delivery(
                     tokio::spawn(async move {
                         let mut bo = bo;
                         bo.is_bgfetch = true;
-                        if let Ok(f) = fetch(&ctx2, &vcl2, bo, Bytes::new(), &hdrs).await {
-                            if let Some(i) = f.insert {
-                                ctx2.cache.insert(hash, i);
-                            }
-                        }
-                        drop(g);
+                        let r = fetch(&ctx2, &vcl2, bo, Bytes::new(), &hdrs).await;
+                        complete_fetch(&ctx2, hash, r, Some(g), None).await;
                     });
                 }
                 o
@@ -464,8 +470,82 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     bo
 }
 
+/// The second half of a fetch, in the fetch's own task: inserts what it
+/// produced, releases the busy marker and reads the body. With
+/// `do_stream` the object is inserted and handed to `deliver` as soon as
+/// its headers are in, so the client and any waiting list stream it; a
+/// body that then fails is removed from the cache. Without `do_stream`
+/// the body is read first.
+async fn complete_fetch(
+    ctx: &Arc<Ctx>,
+    hash: [u8; 32],
+    r: Result<Fetched, crate::cache_fetch::Abandoned>,
+    guard: Option<crate::cache_hash::BusyGuard>,
+    deliver: Option<tokio::sync::oneshot::Sender<Result<Arc<Object>, String>>>,
+) {
+    let f = match r {
+        Ok(f) => f,
+        Err(e) => {
+            drop(guard);
+            if let Some(tx) = deliver {
+                let _ = tx.send(Err(e.to_string()));
+            }
+            return;
+        }
+    };
+    let Fetched {
+        obj,
+        insert,
+        pump,
+        stream,
+    } = f;
+    let mut deliver = deliver;
+    if stream || pump.is_none() {
+        if let Some(i) = &insert {
+            ctx.cache.insert(hash, i.clone());
+        }
+        drop(guard);
+        if let Some(tx) = deliver.take() {
+            let _ = tx.send(Ok(obj.clone()));
+        }
+        if let Some(p) = pump {
+            if let Err(e) = p.run(&obj.body).await {
+                tracing::warn!(xid = obj.xid, "FetchError: {e}");
+                ctx.cache.remove(hash, &obj);
+                obj.body.finish(false);
+            } else {
+                obj.body.finish(true);
+                ctx.cache.account(&obj);
+            }
+        }
+    } else {
+        let ok = match pump {
+            Some(p) => p.run(&obj.body).await,
+            None => Ok(()),
+        };
+        obj.body.finish(ok.is_ok());
+        match ok {
+            Ok(()) => {
+                if let Some(i) = &insert {
+                    ctx.cache.insert(hash, i.clone());
+                }
+                drop(guard);
+                if let Some(tx) = deliver.take() {
+                    let _ = tx.send(Ok(obj));
+                }
+            }
+            Err(e) => {
+                drop(guard);
+                if let Some(tx) = deliver.take() {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
 /// Runs the fetch in its own task (a client that goes away does not abort
-/// it), inserts what it produced, then releases the busy marker.
+/// it) and waits until the object may be delivered.
 async fn run_fetch(
     ctx: &Arc<Ctx>,
     vcl: &Arc<Vcl>,
@@ -482,19 +562,13 @@ async fn run_fetch(
         t.hash,
         body.clone(),
     );
-    let h = tokio::spawn(async move {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
         let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
-        if let Ok(Fetched {
-            insert: Some(i), ..
-        }) = &r
-        {
-            ctx2.cache.insert(hash, i.clone());
-        }
-        drop(guard);
-        r
+        complete_fetch(&ctx2, hash, r, guard, Some(tx)).await;
     });
-    match h.await {
-        Ok(Ok(f)) => Step::Deliver(f.obj, None),
+    match rx.await {
+        Ok(Ok(obj)) => Step::Deliver(obj, None),
         Ok(Err(e)) => {
             tracing::warn!(xid = t.xid, "{e}");
             Step::Synth(503, Some("Backend fetch failed".into()))
@@ -586,9 +660,9 @@ fn deliver(
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
                 body: if head || not_modified {
-                    Bytes::new()
+                    ReplyBody::Bytes(Bytes::new())
                 } else {
-                    obj.body.clone()
+                    ReplyBody::Object(obj.clone())
                 },
                 close: false,
             };
@@ -641,7 +715,7 @@ fn synth(
                 status: t.resp.status,
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
-                body: if head { Bytes::new() } else { body },
+                body: ReplyBody::Bytes(if head { Bytes::new() } else { body }),
                 close: false,
             };
             (t, Ok(reply))

@@ -143,6 +143,22 @@ fn classify(e: wasmtime::Error) -> CallError {
     CallError::Trap(format!("{e:#}"))
 }
 
+/// The compiler's options from the parameters (`vcl_path`,
+/// `vcc_err_unref`, `vcc_allow_inline_c`, `vcc_unsafe_path`).
+pub fn compile_options(params: &Params) -> vcl_to_wasm::CompileOptions {
+    let mut opts = vcl_to_wasm::CompileOptions::new();
+    opts.include_path = params
+        .text("vcl_path")
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(Into::into)
+        .collect();
+    opts.err_unref = params.flag("vcc_err_unref");
+    opts.allow_inline_c = params.flag("vcc_allow_inline_c");
+    opts.unsafe_path = params.flag("vcc_unsafe_path");
+    opts
+}
+
 impl Vcl {
     /// Compiles and loads a VCL file.
     pub async fn load_file(
@@ -150,13 +166,7 @@ impl Vcl {
         params: &Params,
         storage: u64,
     ) -> Result<Arc<Vcl>, LoadError> {
-        let mut opts = vcl_to_wasm::CompileOptions::new();
-        opts.include_path = params
-            .text("vcl_path")
-            .split(':')
-            .filter(|p| !p.is_empty())
-            .map(Into::into)
-            .collect();
+        let opts = compile_options(params);
         let compiled = vcl_to_wasm::compile_file(path, &opts)
             .map_err(|d| LoadError::Compile(d.to_string()))?;
         Self::load_wasm(&compiled.wasm, params, storage).await
@@ -169,7 +179,7 @@ impl Vcl {
         params: &Params,
         storage: u64,
     ) -> Result<Arc<Vcl>, LoadError> {
-        let opts = vcl_to_wasm::CompileOptions::new();
+        let opts = compile_options(params);
         let compiled = vcl_to_wasm::compile_source(name, src, None, &opts)
             .map_err(|d| LoadError::Compile(d.to_string()))?;
         Self::load_wasm(&compiled.wasm, params, storage).await

@@ -71,24 +71,20 @@ fn serve_with_backend_flag_and_instance_dir() {
             .expect("spawn shellac"),
     );
     let stderr = child.0.stderr.take().expect("stderr");
-    let mut line = String::new();
     let mut r = BufReader::new(stderr);
-    while !line.contains("listening on") {
-        line.clear();
+    // Start-up prints both addresses, admin first.
+    let (mut addr, mut admin) = (None, None);
+    while addr.is_none() || admin.is_none() {
+        let mut line = String::new();
         assert!(r.read_line(&mut line).expect("read") > 0, "shellac exited");
+        let last = line.trim().rsplit(' ').next().map(str::to_string);
+        if line.contains("listening on") {
+            addr = last;
+        } else if line.contains("admin CLI on") {
+            admin = last;
+        }
     }
-    let addr = line.trim().rsplit(' ').next().expect("address").to_string();
-    line.clear();
-    while !line.contains("admin CLI on") {
-        line.clear();
-        assert!(r.read_line(&mut line).expect("read") > 0, "shellac exited");
-    }
-    let admin = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("admin address")
-        .to_string();
+    let (addr, admin) = (addr.unwrap_or_default(), admin.unwrap_or_default());
     let out = Command::new(BIN)
         .args(["adm", "-T", &admin, "-S"])
         .arg(dir.with_extension("secret"))

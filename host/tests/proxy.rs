@@ -500,10 +500,21 @@ async fn garbage_and_truncated_backends_give_503_and_are_not_cached() {
     )
     .await;
     let p = proxy(BASIC, short, &[]).await;
-    assert_eq!(get(p, "/", &[]).await.status, 503);
+    // Streamed: the headers went out before the body broke, so the client
+    // sees its connection closed before the chunked body's end.
+    let r = get(p, "/", &[]).await;
+    assert!(
+        r.status == 503 || (r.status == 200 && !r.complete),
+        "{}",
+        r.status
+    );
     // Not cached as complete: the next request fetches (and fails) again.
     let r = get(p, "/", &[]).await;
-    assert_eq!(r.status, 503);
+    assert!(
+        r.status == 503 || (r.status == 200 && !r.complete),
+        "{}",
+        r.status
+    );
     assert_eq!(r.header("x-varnish").map(|x| x.split(' ').count()), Some(1));
 }
 
@@ -617,4 +628,70 @@ async fn admin_cli_auth_ping_ban() {
     assert_eq!(answer(&mut r).await.0, 200);
     w.write_all(b"status\n").await.expect("status");
     assert_eq!(answer(&mut r).await.1, "Child in state stopped");
+}
+
+/// Reads from `s` into `buf` until `needle` has arrived.
+async fn read_until(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, needle: &[u8]) {
+    use tokio::io::AsyncReadExt;
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        let mut b = [0u8; 4096];
+        let n = s.read(&mut b).await.expect("read");
+        assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(needle));
+        buf.extend_from_slice(&b[..n]);
+    }
+}
+
+#[tokio::test]
+async fn bodies_stream_to_every_client_while_fetched() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The origin sends half a body, then waits for the test's go-ahead.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let go2 = go.clone();
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let f2 = fetches.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            f2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nCache-Control: max-age=60\r\n\r\nhello")
+                .await;
+            go2.notified().await;
+            let _ = s.write_all(b"world").await;
+        }
+    });
+    let p = proxy(BASIC, port, &[]).await;
+    let req = b"GET /s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    let mut a = tokio::net::TcpStream::connect(p).await.expect("connect");
+    a.write_all(req).await.expect("write");
+    let mut abuf = Vec::new();
+    read_until(&mut a, &mut abuf, b"hello").await;
+    // A second client finds the object while it is still arriving.
+    let mut b = tokio::net::TcpStream::connect(p).await.expect("connect");
+    b.write_all(req).await.expect("write");
+    let mut bbuf = Vec::new();
+    read_until(&mut b, &mut bbuf, b"hello").await;
+    go.notify_one();
+    a.read_to_end(&mut abuf).await.expect("read a");
+    b.read_to_end(&mut bbuf).await.expect("read b");
+    for buf in [abuf, bbuf] {
+        let r = common::parse(&buf);
+        assert_eq!(r.status, 200);
+        assert!(r.complete);
+        assert_eq!(r.body, "helloworld");
+    }
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one fetch"
+    );
+    // Complete now: a hit with a Content-Length.
+    let r = get(p, "/s", &[]).await;
+    assert_eq!(r.body, "helloworld", "{:?}", r.headers);
+    assert_eq!(r.header("content-length"), Some("10"));
 }

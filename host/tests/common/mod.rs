@@ -63,6 +63,8 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body arrived whole (the chunked end, or Content-Length bytes).
+    pub complete: bool,
 }
 
 impl Resp {
@@ -92,14 +94,50 @@ pub fn parse(buf: &[u8]) -> Resp {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (body, complete) = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunk(body)
+    } else if let Some(cl) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        (body.to_string(), body.len() >= cl)
+    } else {
+        (body.to_string(), true)
+    };
     Resp {
         status,
         headers,
-        body: body.to_string(),
+        body,
+        complete,
+    }
+}
+
+/// Decodes a chunked body: the data, and whether the last chunk came.
+fn dechunk(mut rest: &str) -> (String, bool) {
+    let mut out = String::new();
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return (out, false);
+        };
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            return (out, false);
+        };
+        if n == 0 {
+            return (out, true);
+        }
+        if after.len() < n {
+            out.push_str(after);
+            return (out, false);
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
     }
 }
 

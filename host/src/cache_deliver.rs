@@ -1,0 +1,114 @@
+//! Delivery of a response body to the client (Varnish's
+//! `cache_deliver_proc`): a body made here, or an object's body followed
+//! chunk by chunk while its fetch may still be running.
+
+use crate::cache_obj::Object;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+type ChunkFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ()>> + Send>>;
+
+/// The body hyper writes to the client.
+pub enum RespBody {
+    /// Whole, made here; `None` once sent.
+    Full(Option<Bytes>),
+    /// An object's body from chunk `next` on.
+    Object {
+        obj: Arc<Object>,
+        next: usize,
+        wait: Option<ChunkFuture>,
+    },
+}
+
+impl RespBody {
+    /// A body of these bytes.
+    pub fn full(b: Bytes) -> RespBody {
+        RespBody::Full((!b.is_empty()).then_some(b))
+    }
+
+    /// The body of `obj`.
+    pub fn object(obj: Arc<Object>) -> RespBody {
+        RespBody::Object {
+            obj,
+            next: 0,
+            wait: None,
+        }
+    }
+}
+
+/// The fetch behind a streamed body failed: hyper then closes the
+/// connection without finishing the body, as Varnish does.
+fn fetch_failed() -> std::io::Error {
+    std::io::Error::other("backend fetch failed while streaming")
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Object { obj, next, wait } => {
+                let r = match wait {
+                    None => match obj.body.try_chunk(*next) {
+                        Some(r) => r,
+                        None => {
+                            let (o, i) = (obj.clone(), *next);
+                            let mut f: ChunkFuture = Box::pin(async move { o.body.chunk(i).await });
+                            match f.as_mut().poll(cx) {
+                                Poll::Ready(r) => r,
+                                Poll::Pending => {
+                                    *wait = Some(f);
+                                    return Poll::Pending;
+                                }
+                            }
+                        }
+                    },
+                    Some(f) => match f.as_mut().poll(cx) {
+                        Poll::Ready(r) => {
+                            *wait = None;
+                            r
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    },
+                };
+                match r {
+                    Ok(Some(b)) => {
+                        *next += 1;
+                        Poll::Ready(Some(Ok(Frame::data(b))))
+                    }
+                    Ok(None) => Poll::Ready(None),
+                    Err(()) => Poll::Ready(Some(Err(fetch_failed()))),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Object { obj, next, .. } => {
+                matches!(obj.body.try_chunk(*next), Some(Ok(None)))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespBody::Object { obj, next: 0, .. } => match obj.body.progress() {
+                crate::cache_obj::Progress::Done(_) => SizeHint::with_exact(obj.body.len()),
+                _ => SizeHint::default(),
+            },
+            RespBody::Object { .. } => SizeHint::default(),
+        }
+    }
+}
