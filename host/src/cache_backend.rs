@@ -1,16 +1,10 @@
 //! Backends (Varnish's `cache_backend`): an address resolved at load
-//! time, its timeouts, and a keep-alive connection pool (hyper-util's).
+//! time, its timeouts, and its idle keep-alive connections.
 
+use crate::cache_http1_fetch::ConnPool;
 use crate::mgt_param::Params;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use vcl_to_wasm::tir::BackendDef;
-
-/// The HTTP client type of a backend's pool.
-pub type Pool = Client<HttpConnector, Full<Bytes>>;
 
 /// A declared backend, ready to fetch from.
 #[derive(Debug)]
@@ -19,10 +13,13 @@ pub struct Backend {
     /// `None` for `backend x none;`.
     pub addr: Option<SocketAddr>,
     pub host_header: Option<String>,
-    pub connect_timeout: f64,
-    pub first_byte_timeout: f64,
-    pub between_bytes_timeout: f64,
-    pub pool: Pool,
+    /// Timeouts declared on the backend; unset ones come from the
+    /// parameters in force at fetch time, as in Varnish.
+    pub connect_timeout: Option<f64>,
+    pub first_byte_timeout: Option<f64>,
+    pub between_bytes_timeout: Option<f64>,
+    /// Idle keep-alive connections.
+    pub conns: ConnPool,
     /// Health as the probe sees it; always true without a probe.
     pub healthy: std::sync::atomic::AtomicBool,
     /// `backend.set_health`: [`ADMIN_AUTO`], [`ADMIN_HEALTHY`] or [`ADMIN_SICK`].
@@ -62,7 +59,7 @@ fn split_host_port<'a>(host: &'a str, port: Option<&'a str>) -> (&'a str, &'a st
 
 impl Backend {
     /// Resolves the host (first address, as varnishd) and builds the pool.
-    pub async fn build(def: &BackendDef, params: &Params) -> Result<Backend, String> {
+    pub async fn build(def: &BackendDef, _params: &Params) -> Result<Backend, String> {
         let addr = if def.none {
             None
         } else {
@@ -87,29 +84,14 @@ impl Backend {
                     .ok_or_else(|| format!("backend {}: \"{host}\" has no address", def.name))?,
             )
         };
-        let connect_timeout = def
-            .connect_timeout
-            .unwrap_or_else(|| params.num("connect_timeout"));
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(crate::vrt_ctx::secs(connect_timeout.max(0.001))));
-        let pool = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(crate::vrt_ctx::secs(
-                params.num("backend_idle_timeout").max(1.0),
-            ))
-            .build(conn);
         Ok(Backend {
             name: def.name.clone(),
             addr,
             host_header: def.host_header.clone(),
-            connect_timeout,
-            first_byte_timeout: def
-                .first_byte_timeout
-                .unwrap_or_else(|| params.num("first_byte_timeout")),
-            between_bytes_timeout: def
-                .between_bytes_timeout
-                .unwrap_or_else(|| params.num("between_bytes_timeout")),
-            pool,
+            connect_timeout: def.connect_timeout,
+            first_byte_timeout: def.first_byte_timeout,
+            between_bytes_timeout: def.between_bytes_timeout,
+            conns: ConnPool::default(),
             healthy: std::sync::atomic::AtomicBool::new(true),
             admin_health: std::sync::atomic::AtomicU8::new(ADMIN_AUTO),
             probed: def.probe.is_some(),

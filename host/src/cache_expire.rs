@@ -126,19 +126,22 @@ pub fn rfc2616_ttl(
         keep: default_keep,
     };
     let cc = hdr_get(h, "cache-control").unwrap_or("");
-    if let Some(swr) = cc_param(cc, "stale-while-revalidate") {
-        lt.grace = swr.max(0.0);
-    }
     match status {
         200 | 203 | 204 | 300 | 301 | 304 | 404 | 410 | 414 => {}
         302 | 307 => {
             // Only cacheable with explicit freshness.
-            lt.ttl = -1.0;
+            lt.ttl = 0.0;
         }
         _ => {
-            lt.ttl = -1.0;
+            // Not cacheable by default: no TTL, and the default grace.
+            lt.ttl = 0.0;
+            lt.t_origin = now;
+            lt.age = 0.0;
             return lt;
         }
+    }
+    if let Some(swr) = cc_param(cc, "stale-while-revalidate") {
+        lt.grace = swr.max(0.0);
     }
     if let Some(max) = cc_param(cc, "s-maxage").or_else(|| cc_param(cc, "max-age")) {
         lt.ttl = max.max(0.0);
@@ -193,8 +196,16 @@ mod tests {
             0.0,
         );
         assert_eq!((lt.ttl, lt.grace, lt.t_origin), (30.0, 5.0, 990.0));
-        let lt = rfc2616_ttl(500, &h(&[]), now, 120.0, 10.0, 0.0);
-        assert!(lt.ttl < 0.0);
+        // Not cacheable by default: no TTL, the default grace (b00043).
+        let lt = rfc2616_ttl(
+            500,
+            &h(&[("Cache-Control", "max-age=30, stale-while-revalidate=30")]),
+            now,
+            120.0,
+            10.0,
+            0.0,
+        );
+        assert_eq!((lt.ttl, lt.grace), (0.0, 10.0));
         let lt = rfc2616_ttl(
             200,
             &h(&[

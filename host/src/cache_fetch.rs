@@ -3,13 +3,13 @@
 //! `vcl_backend_error`, with retries, and the object it produces.
 
 use crate::cache_expire::rfc2616_ttl;
+use crate::cache_http1_fetch::{fetch_head, BodyReader, Limits};
 use crate::cache_obj::Body;
 use crate::cache_obj::{hdr_get, Headers, ObjKind, Object};
 use crate::cache_req_fsm::{vcl_call, Ctx};
 use crate::cache_vcl::Vcl;
 use crate::vrt_ctx::{now, RespMsg, Task};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use vcl_to_wasm::types::{Action, Method};
@@ -33,6 +33,7 @@ pub struct Fetched {
 #[error("fetch abandoned: {0}")]
 pub struct Abandoned(pub String);
 
+/// Response headers that describe one hop, not the object.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -44,10 +45,11 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
+async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
     let be = vcl
         .shared
         .backend(bo.bereq_backend)
+        .cloned()
         .ok_or_else(|| "no backend".to_string())?;
     let addr = be
         .addr
@@ -55,55 +57,44 @@ async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), Str
     if !be.is_healthy() {
         return Err(format!("backend {}: unhealthy", be.name));
     }
-    let uri = format!("http://{addr}{}", bo.bereq.url);
-    let mut rb = hyper::Request::builder()
-        .method(bo.bereq.method.as_str())
-        .uri(uri);
-    let mut has_host = false;
-    for (n, v) in &bo.bereq.headers {
-        if HOP_BY_HOP.contains(&n.to_ascii_lowercase().as_str()) {
-            continue;
-        }
-        has_host |= n.eq_ignore_ascii_case("host");
-        rb = rb.header(n.as_str(), v.as_str());
-    }
-    if !has_host {
-        if let Some(h) = &be.host_header {
-            rb = rb.header("host", h.as_str());
-        }
-    }
-    let req = rb
-        .body(Full::new(body.clone()))
-        .map_err(|e| format!("bad backend request: {e}"))?;
-    let fbt = bo.first_byte_timeout.unwrap_or(be.first_byte_timeout);
-    let bbt = bo.between_bytes_timeout.unwrap_or(be.between_bytes_timeout);
-    let resp = tokio::time::timeout(crate::vrt_ctx::secs(fbt.max(0.001)), be.pool.request(req))
-        .await
-        .map_err(|_| format!("first byte timeout ({fbt:.3}s) from {}", be.name))?
-        .map_err(|e| format!("backend {} fetch failed: {e}", be.name))?;
-    let (parts, incoming) = resp.into_parts();
-    let mut headers = Headers::with_capacity(parts.headers.len());
-    for (n, v) in &parts.headers {
-        if HOP_BY_HOP.contains(&n.as_str()) {
-            continue;
-        }
-        headers.push((
-            n.as_str().to_string(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        ));
-    }
+    let params = ctx.params();
+    let pick = |task: Option<f64>, backend: Option<f64>, param: &str| {
+        task.or(backend).unwrap_or_else(|| params.num(param))
+    };
+    let limits = Limits {
+        connect_timeout: pick(bo.connect_timeout, be.connect_timeout, "connect_timeout"),
+        first_byte_timeout: pick(
+            bo.first_byte_timeout,
+            be.first_byte_timeout,
+            "first_byte_timeout",
+        ),
+        between_bytes_timeout: pick(
+            bo.between_bytes_timeout,
+            be.between_bytes_timeout,
+            "between_bytes_timeout",
+        ),
+        max_head: (params.num("http_resp_size") as usize).max(1024),
+        max_headers: (params.num("http_max_hdr") as usize).max(1),
+    };
+    let (mut resp, reader) = fetch_head(
+        &be.conns,
+        addr,
+        &bo.bereq,
+        body,
+        be.host_header.as_deref(),
+        &limits,
+    )
+    .await
+    .map_err(|e| format!("backend {}: {e}", be.name))?;
+    resp.headers
+        .retain(|(n, _)| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h)));
+    let max = vcl.shared.storage_budget.min(1 << 30);
     Ok((
-        RespMsg {
-            status: parts.status.as_u16(),
-            reason: parts.status.canonical_reason().unwrap_or("").to_string(),
-            proto: "HTTP/1.1".into(),
-            headers,
-        },
+        resp,
         Pump {
-            incoming,
-            between_bytes_timeout: bbt,
-            max: vcl.shared.storage_budget.min(1 << 30),
-            backend: be.name.clone(),
+            reader,
+            backend: be,
+            max,
         },
     ))
 }
@@ -112,43 +103,34 @@ async fn send(vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), Str
 /// fetch, run after `vcl_backend_response` while clients may already be
 /// delivering the object (streaming).
 pub struct Pump {
-    incoming: hyper::body::Incoming,
-    between_bytes_timeout: f64,
+    reader: BodyReader,
+    backend: Arc<crate::cache_backend::Backend>,
     max: u64,
-    backend: String,
 }
 
 impl Pump {
+    /// Whether the backend sent no body at all.
+    pub fn is_empty(&self) -> bool {
+        self.reader.is_empty()
+    }
+
     /// Reads the body into `body`, returning why it failed (timeout, reset,
     /// oversize). The caller then ends the body with [`Body::finish`],
     /// after taking a failed object out of the cache, so a partial body is
     /// never found as complete.
     pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<(), String> {
-        let bbt = crate::vrt_ctx::secs(self.between_bytes_timeout.max(0.001));
-        let r = loop {
-            let frame = match tokio::time::timeout(bbt, self.incoming.frame()).await {
-                Ok(f) => f,
-                Err(_) => {
-                    break Err(format!(
-                        "between bytes timeout ({:.3}s) from {}",
-                        self.between_bytes_timeout, self.backend
-                    ))
-                }
-            };
-            match frame {
-                None => break Ok(()),
-                Some(Err(e)) => break Err(format!("backend {} body failed: {e}", self.backend)),
-                Some(Ok(f)) => {
-                    if let Ok(d) = f.into_data() {
-                        body.push(d);
-                        if body.len() > self.max {
-                            break Err("backend body too large".into());
-                        }
+        loop {
+            match self.reader.next_chunk(&self.backend.conns).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(d)) => {
+                    body.push(d);
+                    if body.len() > self.max {
+                        return Err("backend body too large".into());
                     }
                 }
+                Err(e) => return Err(format!("backend {}: {e}", self.backend.name)),
             }
-        };
-        r
+        }
     }
 }
 
@@ -223,7 +205,7 @@ pub async fn fetch(
         let mut fetched_body = None;
         let mut pump = None;
         if error.is_none() {
-            match send(vcl, &bo, &body).await {
+            match send(ctx, vcl, &bo, &body).await {
                 Ok((resp, p)) => {
                     bo.beresp = resp;
                     pump = Some(p);

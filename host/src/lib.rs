@@ -9,6 +9,7 @@ pub mod cache_expire;
 pub mod cache_fetch;
 pub mod cache_hash;
 pub mod cache_http1;
+pub mod cache_http1_fetch;
 pub mod cache_obj;
 pub mod cache_req_fsm;
 pub mod cache_vcl;

@@ -134,7 +134,8 @@ pub fn get_real(t: &mut Task, id: i32) -> R<f64> {
         "resp.time" => now(),
         "req.ttl" => t.req_ttl.unwrap_or(-1.0),
         "req.grace" => t.req_grace.unwrap_or(-1.0),
-        "beresp.ttl" => t.ttl,
+        // Relative to now, as Varnish shows it: an `Age` shortens it.
+        "beresp.ttl" => t.ttl - t.beresp_age,
         "beresp.grace" => t.grace,
         "beresp.keep" => t.keep,
         "beresp.age" => t.beresp_age,
@@ -160,7 +161,7 @@ pub fn set_real(t: &mut Task, id: i32, v: f64) -> R<()> {
     match n {
         "req.ttl" => t.req_ttl = Some(v),
         "req.grace" => t.req_grace = Some(v),
-        "beresp.ttl" => t.ttl = v,
+        "beresp.ttl" => t.ttl = v + t.beresp_age,
         "beresp.grace" => t.grace = v,
         "beresp.keep" => t.keep = v,
         "bereq.connect_timeout" => t.connect_timeout = Some(v),

@@ -475,6 +475,15 @@ async fn storage_budget_evicts_oldest() {
 
 /// An origin that answers every connection with `reply` and closes.
 async fn raw_origin(reply: &'static [u8]) -> u16 {
+    raw_origin_counted(reply).await.0
+}
+
+/// Like [`raw_origin`], also counting the connections it served.
+async fn raw_origin_counted(
+    reply: &'static [u8],
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let c2 = count.clone();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -482,12 +491,13 @@ async fn raw_origin(reply: &'static [u8]) -> u16 {
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         while let Ok((mut s, _)) = l.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
             let _ = s.write_all(reply).await;
         }
     });
-    port
+    (port, count)
 }
 
 #[tokio::test]
@@ -495,27 +505,27 @@ async fn garbage_and_truncated_backends_give_503_and_are_not_cached() {
     let garbage = raw_origin(b"THIS IS NOT HTTP\r\n\r\n").await;
     let p = proxy(BASIC, garbage, &[]).await;
     assert_eq!(get(p, "/", &[]).await.status, 503);
-    let short = raw_origin(
+    let (short, fetches) = raw_origin_counted(
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nCache-Control: max-age=60\r\n\r\nonly part",
     )
     .await;
     let p = proxy(BASIC, short, &[]).await;
-    // Streamed: the headers went out before the body broke, so the client
-    // sees its connection closed before the chunked body's end.
+    // Streamed: the client's connection is closed before the body's end
+    // (before the head, too, when the body broke before the head went out).
     let r = get(p, "/", &[]).await;
     assert!(
-        r.status == 503 || (r.status == 200 && !r.complete),
+        r.status == 503 || r.status == 0 || (r.status == 200 && !r.complete),
         "{}",
         r.status
     );
     // Not cached as complete: the next request fetches (and fails) again.
     let r = get(p, "/", &[]).await;
     assert!(
-        r.status == 503 || (r.status == 200 && !r.complete),
+        r.status == 503 || r.status == 0 || (r.status == 200 && !r.complete),
         "{}",
         r.status
     );
-    assert_eq!(r.header("x-varnish").map(|x| x.split(' ').count()), Some(1));
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "fetched again");
 }
 
 #[tokio::test]
