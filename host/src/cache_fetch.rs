@@ -86,8 +86,14 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
     )
     .await
     .map_err(|e| format!("backend {}: {e}", be.name))?;
-    resp.headers
-        .retain(|(n, _)| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h)));
+    // A pass of HEAD keeps the backend's length for the client.
+    let keep_length = bo.bereq.method == "HEAD";
+    resp.headers.retain(|(n, _)| {
+        (keep_length && n.eq_ignore_ascii_case("content-length"))
+            || !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h))
+    });
+    crate::cache_http::collect(&mut resp.headers, "cache-control");
+    crate::cache_http::collect(&mut resp.headers, "vary");
     let max = vcl.shared.storage_budget.min(1 << 30);
     Ok((
         resp,

@@ -121,6 +121,7 @@ fn plain(status: u16, msg: &str, close: bool) -> hyper::Response<RespBody> {
         headers: vec![("Content-Type".into(), "text/plain".into())],
         body: ReplyBody::Bytes(Bytes::from(format!("{msg}\n"))),
         close,
+        head_length: None,
     })
 }
 
@@ -154,6 +155,12 @@ fn to_hyper(r: Reply) -> hyper::Response<RespBody> {
             }
             _ => tracing::debug!("dropping invalid response header {n}"),
         }
+    }
+    if let Some(n) = r.head_length {
+        h.insert(
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(n),
+        );
     }
     if r.close {
         h.insert(

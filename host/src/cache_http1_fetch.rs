@@ -155,16 +155,24 @@ pub async fn fetch_head(
     limits: &Limits,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
     let wire = request_bytes(req, body, host_header);
+    let mut r = None;
     if let Some(s) = pool.take() {
         match exchange(s, &wire, req, limits).await {
-            Ok(r) => return Ok(r),
+            Ok(x) => r = Some(x),
             // A recycled connection the backend had closed: try a new one.
             Err(FetchError::Closed | FetchError::Io(_)) => {}
             Err(e) => return Err(e),
         }
     }
-    let s = connect(addr, limits).await?;
-    exchange(s, &wire, req, limits).await
+    let (resp, mut reader) = match r {
+        Some(x) => x,
+        None => exchange(connect(addr, limits).await?, &wire, req, limits).await?,
+    };
+    // Nothing to read (HEAD, 204, 304): the connection is free now.
+    if reader.done {
+        reader.release(pool);
+    }
+    Ok((resp, reader))
 }
 
 async fn exchange(

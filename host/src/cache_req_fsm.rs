@@ -192,6 +192,8 @@ pub struct Reply {
     pub body: ReplyBody,
     /// Close the connection after this response.
     pub close: bool,
+    /// The Content-Length to announce for a body that is not sent (HEAD).
+    pub head_length: Option<u64>,
 }
 
 /// Where the state machine goes next.
@@ -220,6 +222,7 @@ pub async fn handle(
     let xid = ctx.next_xid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
     t.req = req;
+    recv_prep(&mut t.req, client);
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
     let mut step = Step::Recv;
@@ -262,6 +265,7 @@ pub async fn handle(
         if let Step::Recv = next {
             t.restarts += 1;
             t.obj = None;
+            t.is_hit = false;
             if t.restarts > max_restarts {
                 step = Step::Synth(503, Some("Too many restarts".into()));
                 continue;
@@ -269,6 +273,19 @@ pub async fn handle(
         }
         step = next;
     }
+}
+
+/// What Varnish does to a request before the first `vcl_recv`: one
+/// `Cache-Control`, and the client's address appended to
+/// `X-Forwarded-For` (collected into one header first).
+fn recv_prep(req: &mut crate::vrt_ctx::ReqMsg, client: IpAddr) {
+    crate::cache_http::collect(&mut req.headers, "cache-control");
+    crate::cache_http::collect(&mut req.headers, "x-forwarded-for");
+    let xff = match hdr_get(&req.headers, "x-forwarded-for") {
+        Some(v) => format!("{v}, {client}"),
+        None => client.to_string(),
+    };
+    hdr_set(&mut req.headers, "X-Forwarded-For", &xff);
 }
 
 fn fallback_503(xid: u64) -> Reply {
@@ -282,6 +299,7 @@ fn fallback_503(xid: u64) -> Reply {
         ],
         body: ReplyBody::Bytes(Bytes::from(body)),
         close: false,
+        head_length: None,
     }
 }
 
@@ -420,6 +438,7 @@ async fn recv_to_delivery(
             }
         };
         obj.hit();
+        t.is_hit = true;
         t.obj = Some(obj.clone());
         let (tt, r) = vcl_call(ctx, vcl, Method::Hit, t, ws);
         t = tt;
@@ -442,6 +461,7 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     bo.method = Method::BackendFetch;
     bo.bereq = t.req.clone();
     bo.bereq.proto = "HTTP/1.1".into();
+    crate::cache_http::filter_hop_by_hop(&mut bo.bereq.headers);
     if !pass {
         if bo.bereq.method == "HEAD" {
             bo.bereq.method = "GET".into();
@@ -623,6 +643,9 @@ fn deliver(
 ) -> (Box<Task>, Result<Reply, Step>) {
     let n = now();
     let mut headers = obj.headers.clone();
+    // After a hit (also one that vcl_hit turned into a pass), Varnish
+    // names the delivered object's XID too.
+    let hit_xid = hit_xid.or(t.is_hit.then_some(obj.xid));
     let xv = match hit_xid {
         Some(h) => format!("{} {h}", t.xid),
         None => t.xid.to_string(),
@@ -655,7 +678,19 @@ fn deliver(
                 t.resp.status = 304;
                 t.resp.reason = "Not Modified".into();
             }
+            let head_length = if head && !not_modified {
+                match obj.body.progress() {
+                    crate::cache_obj::Progress::Done(_) if !obj.body.is_empty() => {
+                        Some(obj.body.len())
+                    }
+                    _ => hdr_get(&t.resp.headers, "content-length")
+                        .and_then(|v| v.trim().parse().ok()),
+                }
+            } else {
+                None
+            };
             let reply = Reply {
+                head_length,
                 status: t.resp.status,
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
@@ -686,13 +721,7 @@ fn synth(
     status: u16,
     reason: Option<String>,
 ) -> (Box<Task>, Result<Reply, Step>) {
-    let reason = reason.unwrap_or_else(|| {
-        hyper::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Unknown")
-            .to_string()
-    });
+    let reason = reason.unwrap_or_else(|| crate::cache_http::status_reason(status).to_string());
     t.resp = RespMsg {
         status,
         reason,
@@ -717,6 +746,7 @@ fn synth(
                 headers: std::mem::take(&mut t.resp.headers),
                 body: ReplyBody::Bytes(if head { Bytes::new() } else { body }),
                 close: false,
+                head_length: None,
             };
             (t, Ok(reply))
         }

@@ -57,6 +57,8 @@ pub struct Task {
     pub req_grace: Option<f64>,
     pub is_hitmiss: bool,
     pub is_hitpass: bool,
+    /// The lookup found an object (`X-Varnish` then names its XID).
+    pub is_hit: bool,
     pub hasher: Option<Sha256>,
     pub hash: [u8; 32],
     pub ttl: f64,
@@ -114,6 +116,7 @@ impl Task {
             req_grace: None,
             is_hitmiss: false,
             is_hitpass: false,
+            is_hit: false,
             hasher: None,
             hash: [0; 32],
             ttl: 0.0,

@@ -1,0 +1,153 @@
+//! HTTP message helpers shared by the client and backend sides (Varnish's
+//! `cache_http`): the status reason table and header collection.
+
+use crate::cache_obj::Headers;
+
+/// The reason phrase Varnish uses for `status` (its `http_Status2Reason`
+/// table), or "Unknown HTTP Status".
+pub fn status_reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        102 => "Processing",
+        103 => "Early Hints",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        207 => "Multi-Status",
+        208 => "Already Reported",
+        226 => "IM Used",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
+        306 => "(Unused)",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Requested Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Entity",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        510 => "Not Extended",
+        511 => "Network Authentication Required",
+        _ => "Unknown HTTP Status",
+    }
+}
+
+/// Joins every `name` header into the first one, values separated by
+/// ", " (Varnish's `http_CollectHdr`).
+pub fn collect(h: &mut Headers, name: &str) {
+    let mut first: Option<usize> = None;
+    let mut i = 0;
+    while i < h.len() {
+        if h[i].0.eq_ignore_ascii_case(name) {
+            match first {
+                None => {
+                    first = Some(i);
+                    i += 1;
+                }
+                Some(f) => {
+                    let (_, v) = h.remove(i);
+                    let joined = format!("{}, {v}", h[f].1);
+                    h[f].1 = joined;
+                }
+            }
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Headers that describe one connection and never travel from the
+/// client's request to the backend's, plus those the request's own
+/// `Connection` header names (Varnish's HTTPH_R_FETCH filtering).
+pub fn filter_hop_by_hop(h: &mut Headers) {
+    let named: Vec<String> = h
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    const HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    h.retain(|(n, _)| {
+        let n = n.to_ascii_lowercase();
+        !HOP.contains(&n.as_str()) && !named.contains(&n)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: &[(&str, &str)]) -> Headers {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn collect_joins_in_order() {
+        let mut x = h(&[("Cache-Control", "a"), ("X", "1"), ("cache-control", "b")]);
+        collect(&mut x, "cache-control");
+        assert_eq!(x, h(&[("Cache-Control", "a, b"), ("X", "1")]));
+    }
+
+    #[test]
+    fn connection_names_are_filtered() {
+        let mut x = h(&[("Connection", "hdr3, close"), ("hdr3", "3"), ("hdr4", "4")]);
+        filter_hop_by_hop(&mut x);
+        assert_eq!(x, h(&[("hdr4", "4")]));
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(status_reason(413), "Request Entity Too Large");
+        assert_eq!(status_reason(999), "Unknown HTTP Status");
+    }
+}
