@@ -34,16 +34,9 @@ pub struct Fetched {
 pub struct Abandoned(pub String);
 
 /// Response headers that describe one hop, not the object.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+/// `Connection` and its kin stay visible to `vcl_backend_response` (as in
+/// Varnish) and are dropped when an object is delivered.
+const HOP_BY_HOP: &[&str] = &["transfer-encoding", "content-length"];
 
 async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
     let be = vcl
@@ -219,10 +212,16 @@ pub async fn fetch(
                         if let Some(stale) = bo.stale_obj.clone() {
                             // Merge the 304's headers into the stale
                             // object's and reuse its body.
+                            // Every header the 304 names replaces the
+                            // stale object's of that name (all of them).
                             let mut headers = stale.headers.clone();
-                            for (n, v) in &bo.beresp.headers {
-                                crate::cache_obj::hdr_set(&mut headers, n, v);
-                            }
+                            headers.retain(|(n, _)| {
+                                !bo.beresp
+                                    .headers
+                                    .iter()
+                                    .any(|(m, _)| m.eq_ignore_ascii_case(n))
+                            });
+                            headers.extend(bo.beresp.headers.iter().cloned());
                             bo.beresp.status = stale.status;
                             bo.beresp.reason = stale.reason.clone();
                             bo.beresp.headers = headers;

@@ -76,25 +76,7 @@ pub fn status_reason(status: u16) -> &'static str {
 /// Joins every `name` header into the first one, values separated by
 /// ", " (Varnish's `http_CollectHdr`).
 pub fn collect(h: &mut Headers, name: &str) {
-    let mut first: Option<usize> = None;
-    let mut i = 0;
-    while i < h.len() {
-        if h[i].0.eq_ignore_ascii_case(name) {
-            match first {
-                None => {
-                    first = Some(i);
-                    i += 1;
-                }
-                Some(f) => {
-                    let (_, v) = h.remove(i);
-                    let joined = format!("{}, {v}", h[f].1);
-                    h[f].1 = joined;
-                }
-            }
-        } else {
-            i += 1;
-        }
-    }
+    crate::vmod_std::collect_with(h, name, ", ");
 }
 
 /// Headers that describe one connection and never travel from the

@@ -89,6 +89,11 @@ async fn on_request(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.to_string(), |p| p.as_str().to_string());
+    // An absolute URL names the host (RFC 2616 5.2): it replaces `Host`.
+    if let Some(auth) = parts.uri.authority() {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
+        headers.push(("host".to_string(), auth.as_str().to_string()));
+    }
     let proto = match parts.version {
         hyper::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",

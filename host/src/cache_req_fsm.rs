@@ -643,6 +643,20 @@ fn deliver(
 ) -> (Box<Task>, Result<Reply, Step>) {
     let n = now();
     let mut headers = obj.headers.clone();
+    // What described the backend's connection does not describe the
+    // client's (Varnish's HTTPH_A_DELIVER filter).
+    headers.retain(|(name, _)| {
+        ![
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "upgrade",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+    });
     // After a hit (also one that vcl_hit turned into a pass), Varnish
     // names the delivered object's XID too.
     let hit_xid = hit_xid.or(t.is_hit.then_some(obj.xid));

@@ -14,6 +14,8 @@ use vcl_to_wasm::tir::NativeFn;
 pub enum Arg {
     None,
     Str(Option<String>),
+    /// A HEADER argument: where (`HttpWhere` code) and the name.
+    Header(i32, String),
     Int(i64),
     Real(f64),
     Bool(bool),
@@ -60,6 +62,15 @@ pub enum Native {
     DirectorMethod(String),
     /// Not implemented: calling it fails the task with this message.
     Missing(String),
+    Collect,
+    Real2Time,
+    Real2Integer,
+    Time2Integer,
+    Time2Real,
+    Round,
+    Fnmatch,
+    Time,
+    FileExists,
 }
 
 /// Binds a `Metadata::natives` entry.
@@ -71,6 +82,15 @@ pub fn bind(f: &NativeFn) -> Native {
         ("std", "timestamp") => Native::Timestamp,
         ("std", "set_ip_tos") | ("std", "late_100_continue") => Native::Noop,
         ("std", "querysort") => Native::QuerySort,
+        ("std", "collect") => Native::Collect,
+        ("std", "real2time") => Native::Real2Time,
+        ("std", "real2integer") => Native::Real2Integer,
+        ("std", "time2integer") => Native::Time2Integer,
+        ("std", "time2real") => Native::Time2Real,
+        ("std", "round") => Native::Round,
+        ("std", "fnmatch") => Native::Fnmatch,
+        ("std", "time") => Native::Time,
+        ("std", "file_exists") => Native::FileExists,
         ("std", "integer") => Native::Integer,
         ("std", "real") => Native::Real,
         ("std", "duration") => Native::Duration,
@@ -278,7 +298,77 @@ pub fn call(
             d.call(m, args, &|h| vcl.backend_healthy(h))?
         }
         Native::Missing(msg) => return Err(msg.clone()),
+        Native::Collect => {
+            if let Some(Arg::Header(w, name)) = args.first() {
+                let sep = s(args, 1).unwrap_or(", ");
+                let h = match w {
+                    0 => &mut task.req.headers,
+                    2 => &mut task.bereq.headers,
+                    3 => &mut task.beresp.headers,
+                    4 => &mut task.resp.headers,
+                    _ => return Err("std.collect: header is read-only".into()),
+                };
+                collect_with(h, name, sep);
+            }
+            Ret::Void
+        }
+        Native::Real2Time => match num(args, 0).filter(|x| x.is_finite()) {
+            Some(x) => Ret::Real(x),
+            None => Ret::Real(num(args, 1).unwrap_or(0.0)),
+        },
+        Native::Real2Integer | Native::Time2Integer => {
+            match num(args, 0).filter(|x| x.is_finite() && x.abs() < 9.2e18) {
+                Some(x) => Ret::Int(x.trunc() as i64),
+                None => Ret::Int(num(args, 1).unwrap_or(0.0) as i64),
+            }
+        }
+        Native::Time2Real => match num(args, 0).filter(|x| x.is_finite()) {
+            Some(x) => Ret::Real(x),
+            None => Ret::Real(num(args, 1).unwrap_or(0.0)),
+        },
+        Native::Round => Ret::Real(num(args, 0).unwrap_or(0.0).round()),
+        Native::Fnmatch => Ret::Bool(match (s(args, 0), s(args, 1)) {
+            (Some(p), Some(subject)) => {
+                fnmatch(p, subject, !matches!(args.get(2), Some(Arg::Bool(false))))
+            }
+            _ => false,
+        }),
+        Native::Time => {
+            let parsed = s(args, 0).and_then(|v| {
+                crate::cache_expire::parse_http_date(v).or_else(|| v.trim().parse::<f64>().ok())
+            });
+            match parsed.or_else(|| num(args, 2)).or_else(|| num(args, 3)) {
+                Some(t) => Ret::Real(t),
+                None if given(args, 1) => Ret::Real(num(args, 1).unwrap_or(0.0)),
+                None => return Err("std.time: conversion failed and no fallback".into()),
+            }
+        }
+        // The sandbox sees no files.
+        Native::FileExists => Ret::Bool(false),
     })
+}
+
+/// `std.collect`: joins every `name` header into the first, with `sep`.
+pub fn collect_with(h: &mut crate::cache_obj::Headers, name: &str, sep: &str) {
+    let mut first: Option<usize> = None;
+    let mut i = 0;
+    while i < h.len() {
+        if !h[i].0.eq_ignore_ascii_case(name) {
+            i += 1;
+            continue;
+        }
+        match first {
+            None => {
+                first = Some(i);
+                i += 1;
+            }
+            Some(f) => {
+                let (_, v) = h.remove(i);
+                let joined = format!("{}{sep}{v}", h[f].1);
+                h[f].1 = joined;
+            }
+        }
+    }
 }
 
 /// `std.fnmatch` (shell wildcard matching, fnmatch(3)); also used for

@@ -136,7 +136,11 @@ fn read_slot(c: &mut C<'_>, addr: u32) -> R<Arg> {
     let raw = i64::from_le_bytes(v);
     Ok(match tag {
         Tag::None => Arg::None,
-        Tag::String | Tag::Strands | Tag::Enum | Tag::Body | Tag::Blob | Tag::Header => {
+        Tag::Header => {
+            let w = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            Arg::Header(w, read_str(c, raw)?.unwrap_or_default())
+        }
+        Tag::String | Tag::Strands | Tag::Enum | Tag::Body | Tag::Blob => {
             Arg::Str(read_str(c, raw)?)
         }
         Tag::Int | Tag::Bytes => Arg::Int(raw),

@@ -584,7 +584,14 @@ impl Checker {
         fmt: Type,
     ) -> CResult<Expr> {
         let wants_string = matches!(fmt, Type::String | Type::Strands | Type::Body);
-        if op == "+" && (is_stringish(l.ty) || (wants_string && l.ty.stringifies())) {
+        // As varnishd: arithmetic when the operand types have an operator
+        // (`10.0 + 3` is 13.000 even in a header), concatenation otherwise
+        // when a string is wanted.
+        let numeric = matches!(
+            l.ty,
+            Type::Int | Type::Real | Type::Duration | Type::Bytes | Type::Time
+        );
+        if op == "+" && (is_stringish(l.ty) || (wants_string && l.ty.stringifies() && !numeric)) {
             let l = self.convert(l, Type::String, lspan)?;
             let r = self.expr0(rhs, Type::String)?;
             if !r.ty.stringifies() {
@@ -607,6 +614,16 @@ impl Checker {
             l.ty
         };
         let r = self.expr0(rhs, rfmt)?;
+        if op == "+" && wants_string && is_stringish(r.ty) && l.ty.stringifies() {
+            let l = self.convert(l, Type::String, lspan)?;
+            let r = self.convert(r, Type::String, &rhs.span)?;
+            let mut parts = match l.kind {
+                K::Concat(v) => v,
+                other => vec![Expr::new(Type::String, other)],
+            };
+            parts.push(r);
+            return Ok(Expr::new(Type::String, K::Concat(parts)));
+        }
         let aop = if op == "+" {
             ArithOp::Add
         } else {

@@ -248,3 +248,22 @@ sub vcl_recv {
         "{r:?}"
     );
 }
+
+#[test]
+fn numeric_plus_is_arithmetic_even_in_a_header() {
+    // r02084: REAL + INT is REAL; a string operand makes it a concatenation.
+    let wasm = compile(
+        "sub vcl_recv {\n\
+         set req.http.add = 10.0 + 3;\n\
+         set req.http.int = 1 + 2;\n\
+         set req.http.cat = 1 + \"x\";\n\
+         set req.http.str = \"a\" + 1;\n\
+         }",
+    );
+    let mut st = state_with_req("/", &[("Host", "h")]);
+    run(&wasm, "vcl_recv", &mut st).expect("run");
+    assert_eq!(st.header(HttpWhere::Req, "add"), Some("13.000"));
+    assert_eq!(st.header(HttpWhere::Req, "int"), Some("3"));
+    assert_eq!(st.header(HttpWhere::Req, "cat"), Some("1x"));
+    assert_eq!(st.header(HttpWhere::Req, "str"), Some("a1"));
+}
