@@ -185,10 +185,19 @@ pub async fn fetch(
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
     let max_retries = ctx.params().num("max_retries") as u32;
+    // A body that failed after `vcl_backend_response` (without
+    // streaming) takes the next round straight to `vcl_backend_error`.
+    let mut body_failed: Option<String> = None;
     loop {
-        let (b, r) = vcl_call(ctx, vcl, Method::BackendFetch, bo, ws);
-        bo = b;
+        let r = if body_failed.is_some() {
+            Ok(None)
+        } else {
+            let (b, r) = vcl_call(ctx, vcl, Method::BackendFetch, bo, ws);
+            bo = b;
+            r
+        };
         let mut error = match r {
+            Ok(_) if body_failed.is_some() => body_failed.take(),
             Ok(None | Some(Action::Fetch)) => None,
             Ok(Some(Action::Abandon)) => {
                 return Err(Abandoned("abandon in vcl_backend_fetch".into()))
@@ -373,6 +382,19 @@ pub async fn fetch(
         } else {
             None
         };
+        // Without streaming the body is read here, so that a broken one
+        // still reaches vcl_backend_error (and may be retried).
+        let mut pump = pump;
+        if !bo.do_stream {
+            if let Some(p) = pump.take() {
+                if let Err(e) = p.run(&obj.body).await {
+                    obj.body.finish(false);
+                    body_failed = Some(e);
+                    continue;
+                }
+                obj.body.finish(true);
+            }
+        }
         return Ok(Fetched {
             obj,
             insert,

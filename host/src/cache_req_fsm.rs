@@ -222,6 +222,7 @@ pub async fn handle(
     let xid = ctx.next_xid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
     t.req = req;
+    t.req_body_len = body.len() as u64;
     recv_prep(&mut t.req, client);
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;

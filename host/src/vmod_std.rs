@@ -71,6 +71,7 @@ pub enum Native {
     Fnmatch,
     Time,
     FileExists,
+    CacheReqBody,
 }
 
 /// Binds a `Metadata::natives` entry.
@@ -91,6 +92,7 @@ pub fn bind(f: &NativeFn) -> Native {
         ("std", "fnmatch") => Native::Fnmatch,
         ("std", "time") => Native::Time,
         ("std", "file_exists") => Native::FileExists,
+        ("std", "cache_req_body") => Native::CacheReqBody,
         ("std", "integer") => Native::Integer,
         ("std", "real") => Native::Real,
         ("std", "duration") => Native::Duration,
@@ -345,6 +347,9 @@ pub fn call(
         }
         // The sandbox sees no files.
         Native::FileExists => Ret::Bool(false),
+        // Request bodies are always read whole before vcl_recv, so the
+        // body is cached already; only the size limit is left to check.
+        Native::CacheReqBody => Ret::Bool(task.req_body_len as f64 <= num(args, 0).unwrap_or(0.0)),
     })
 }
 

@@ -59,6 +59,8 @@ pub struct Task {
     pub is_hitpass: bool,
     /// The lookup found an object (`X-Varnish` then names its XID).
     pub is_hit: bool,
+    /// Length of the client's request body (bodies are read whole).
+    pub req_body_len: u64,
     pub hasher: Option<Sha256>,
     pub hash: [u8; 32],
     pub ttl: f64,
@@ -117,6 +119,7 @@ impl Task {
             is_hitmiss: false,
             is_hitpass: false,
             is_hit: false,
+            req_body_len: 0,
             hasher: None,
             hash: [0; 32],
             ttl: 0.0,
