@@ -16,6 +16,8 @@ type ChunkFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ()>> + Send
 pub enum RespBody {
     /// Whole, made here; `None` once sent.
     Full(Option<Bytes>),
+    /// Assembled elsewhere (ESI) and handed over through a channel.
+    Channel(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>),
     /// An object's body from chunk `next` on.
     Object {
         obj: Arc<Object>,
@@ -56,6 +58,7 @@ impl Body for RespBody {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
             RespBody::Object { obj, next, wait } => {
                 let r = match wait {
                     None => match obj.body.try_chunk(*next) {
@@ -95,6 +98,7 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RespBody::Full(b) => b.is_none(),
+            RespBody::Channel(_) => false,
             RespBody::Object { obj, next, .. } => {
                 matches!(obj.body.try_chunk(*next), Some(Ok(None)))
             }
@@ -108,7 +112,7 @@ impl Body for RespBody {
                 crate::cache_obj::Progress::Done(_) => SizeHint::with_exact(obj.body.len()),
                 _ => SizeHint::default(),
             },
-            RespBody::Object { .. } => SizeHint::default(),
+            RespBody::Object { .. } | RespBody::Channel(_) => SizeHint::default(),
         }
     }
 }

@@ -170,6 +170,8 @@ fn object(
         vary,
         hits: AtomicU64::new(0),
         charged: AtomicU64::new(0),
+        esi: bo.do_esi && kind == ObjKind::Normal,
+        esi_parsed: std::sync::OnceLock::new(),
     })
 }
 

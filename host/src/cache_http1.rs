@@ -134,6 +134,15 @@ fn to_hyper(r: Reply) -> hyper::Response<RespBody> {
     let mut resp = hyper::Response::new(match r.body {
         ReplyBody::Bytes(b) => RespBody::full(b),
         ReplyBody::Object(o) => RespBody::object(o),
+        ReplyBody::Esi(job) => {
+            // Assembled by its own task, so includes run as the client
+            // reads; a full channel holds the task back.
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(async move {
+                crate::cache_esi::deliver(*job, &tx).await;
+            });
+            RespBody::Channel(rx)
+        }
     });
     // hyper cannot send a 1xx as the final response: refuse it as 503.
     *resp.status_mut() = hyper::StatusCode::from_u16(r.status)

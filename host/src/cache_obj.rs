@@ -197,6 +197,11 @@ pub struct Object {
     /// Bytes charged against the storage budget for this object (a
     /// streaming body is charged again when complete).
     pub charged: AtomicU64,
+    /// Fetched with `beresp.do_esi`.
+    pub esi: bool,
+    /// The parsed ESI body, made at the first delivery of the complete
+    /// body (`None` inside: not XML, delivered as is).
+    pub esi_parsed: std::sync::OnceLock<Option<Vec<crate::cache_esi::Segment>>>,
 }
 
 impl Object {

@@ -181,6 +181,8 @@ pub enum ReplyBody {
     Bytes(Bytes),
     /// An object's body, possibly still arriving.
     Object(Arc<Object>),
+    /// An ESI object: its text with the includes' bodies inlined.
+    Esi(Box<crate::cache_esi::EsiJob>),
 }
 
 /// A response to write to the client.
@@ -216,6 +218,19 @@ pub async fn handle(
     client: IpAddr,
     server: IpAddr,
 ) -> Reply {
+    handle_at_level(ctx, req, body, client, server, 0).await
+}
+
+/// Handles a request at ESI level `esi_level` (0 for a client's request,
+/// more for an ESI include's sub-request).
+pub async fn handle_at_level(
+    ctx: Arc<Ctx>,
+    req: ReqMsg,
+    body: Bytes,
+    client: IpAddr,
+    server: IpAddr,
+    esi_level: u32,
+) -> Reply {
     let Some(vcl) = ctx.vcl() else {
         return fallback_503(ctx.next_xid());
     };
@@ -223,7 +238,10 @@ pub async fn handle(
     let mut t = Box::new(Task::new(xid, client, server, now()));
     t.req = req;
     t.req_body_len = body.len() as u64;
-    recv_prep(&mut t.req, client);
+    t.esi_level = esi_level;
+    if esi_level == 0 {
+        recv_prep(&mut t.req, client);
+    }
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
     let mut step = Step::Recv;
@@ -636,7 +654,7 @@ async fn pass_fetch(
 }
 
 fn deliver(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     vcl: &Vcl,
     mut t: Box<Task>,
     obj: Arc<Object>,
@@ -682,6 +700,7 @@ fn deliver(
         headers,
     };
     t.obj = Some(obj.clone());
+    t.resp_do_esi = obj.esi;
     let (tt, r) = vcl_call(ctx, vcl, Method::Deliver, t, client_ws(ctx));
     t = tt;
     match r {
@@ -711,6 +730,15 @@ fn deliver(
                 headers: std::mem::take(&mut t.resp.headers),
                 body: if head || not_modified {
                     ReplyBody::Bytes(Bytes::new())
+                } else if obj.esi && t.resp_do_esi && t.req_esi {
+                    ReplyBody::Esi(Box::new(crate::cache_esi::EsiJob {
+                        ctx: ctx.clone(),
+                        obj: obj.clone(),
+                        req: t.req.clone(),
+                        client: t.client_ip,
+                        server: t.server_ip,
+                        level: t.esi_level,
+                    }))
                 } else {
                     ReplyBody::Object(obj.clone())
                 },

@@ -5,6 +5,7 @@ pub mod cache_backend;
 pub mod cache_backend_probe;
 pub mod cache_ban;
 pub mod cache_deliver;
+pub mod cache_esi;
 pub mod cache_expire;
 pub mod cache_fetch;
 pub mod cache_hash;

@@ -61,6 +61,14 @@ pub struct Task {
     pub is_hit: bool,
     /// Length of the client's request body (bodies are read whole).
     pub req_body_len: u64,
+    /// `beresp.do_esi`.
+    pub do_esi: bool,
+    /// `req.esi_level`: 0 for a client request, +1 per ESI include.
+    pub esi_level: u32,
+    /// `req.esi`: whether ESI in delivered objects is processed.
+    pub req_esi: bool,
+    /// `resp.do_esi`: process this response's ESI (defaults to the object's).
+    pub resp_do_esi: bool,
     pub hasher: Option<Sha256>,
     pub hash: [u8; 32],
     pub ttl: f64,
@@ -120,6 +128,10 @@ impl Task {
             is_hitpass: false,
             is_hit: false,
             req_body_len: 0,
+            do_esi: false,
+            esi_level: 0,
+            req_esi: true,
+            resp_do_esi: false,
             hasher: None,
             hash: [0; 32],
             ttl: 0.0,

@@ -90,7 +90,7 @@ pub fn get_int(t: &mut Task, id: i32) -> R<i64> {
     let n = name(id)?;
     Ok(match n {
         "req.restarts" => i64::from(t.restarts),
-        "req.esi_level" => 0,
+        "req.esi_level" => i64::from(t.esi_level),
         "bereq.retries" => i64::from(t.retries),
         "beresp.status" => i64::from(t.beresp.status),
         "resp.status" => i64::from(t.resp.status),
@@ -187,13 +187,16 @@ pub fn get_bool(t: &mut Task, id: i32) -> R<bool> {
         "req.hash_ignore_vary" => t.hash_ignore_vary,
         "req.is_hitmiss" | "bereq.is_hitmiss" => t.is_hitmiss,
         "req.is_hitpass" | "bereq.is_hitpass" => t.is_hitpass,
-        "req.esi" | "resp.do_esi" | "obj.can_esi" => false,
+        "req.esi" => t.req_esi,
+        "resp.do_esi" => t.resp_do_esi,
+        "obj.can_esi" => t.obj.as_ref().is_some_and(|o| o.esi),
         "bereq.uncacheable" => t.bereq_uncacheable,
         "bereq.is_bgfetch" => t.is_bgfetch,
         "beresp.uncacheable" => t.uncacheable,
         "beresp.do_stream" => t.do_stream,
         "beresp.was_304" => t.was_304,
-        "beresp.do_esi" | "beresp.do_gzip" | "beresp.do_gunzip" => false,
+        "beresp.do_esi" => t.do_esi,
+        "beresp.do_gzip" | "beresp.do_gunzip" => false,
         "obj.uncacheable" => t
             .obj
             .as_ref()
@@ -215,7 +218,10 @@ pub fn set_bool(t: &mut Task, id: i32, v: bool) -> R<()> {
             t.uncacheable |= v;
         }
         "beresp.do_stream" => t.do_stream = v,
-        "req.esi" | "resp.do_esi" | "beresp.do_esi" | "beresp.do_gzip" | "beresp.do_gunzip" => {
+        "req.esi" => t.req_esi = v,
+        "resp.do_esi" => t.resp_do_esi = v,
+        "beresp.do_esi" => t.do_esi = v,
+        "beresp.do_gzip" | "beresp.do_gunzip" => {
             if v {
                 tracing::debug!("{n}: not implemented, ignored");
             }

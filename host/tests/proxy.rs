@@ -705,3 +705,85 @@ async fn bodies_stream_to_every_client_while_fetched() {
     assert_eq!(r.body, "helloworld", "{:?}", r.headers);
     assert_eq!(r.header("content-length"), Some("10"));
 }
+
+/// An origin answering by path from `pages` (path, body), counting fetches.
+async fn page_origin(
+    pages: &'static [(&'static str, &'static str)],
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let c2 = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let c3 = c2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut b = [0u8; 4096];
+                    let Ok(n) = s.read(&mut b).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&b[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        c3.fetch_add(1, Ordering::SeqCst);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        let body = pages
+                            .iter()
+                            .find(|(p, _)| *p == path)
+                            .map_or("missing", |(_, b)| *b);
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nCache-Control: max-age=60\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test]
+async fn nested_esi_with_cached_and_passed_fragments() {
+    const PAGES: &[(&str, &str)] = &[
+        ("/", "<html><esi:include src=\"/cached\"/>|<esi:include src=\"pass\"/><esi:remove>gone</esi:remove></html>"),
+        ("/cached", "<c><esi:include src=\"/leaf\"/></c>"),
+        ("/pass", "<p>passed</p>"),
+        ("/leaf", "leaf"),
+    ];
+    let (port, fetches) = page_origin(PAGES).await;
+    let vcl = r#"vcl 4.1;
+backend default { .host = "127.0.0.1"; .port = "${port}"; }
+sub vcl_recv { if (req.url == "/pass") { return (pass); } }
+sub vcl_backend_response { set beresp.do_esi = true; }
+sub vcl_deliver { set resp.http.level = req.esi_level; }
+"#;
+    let p = proxy(vcl, port, &[]).await;
+    let want = "<html><c>leaf</c>|<p>passed</p></html>";
+    let r = get(p, "/", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, want);
+    assert_eq!(r.header("level"), Some("0"));
+    assert_eq!(fetches.load(Ordering::SeqCst), 4);
+    // Again: the page and the cacheable fragments are hits, the passed
+    // fragment is fetched anew.
+    let r = get(p, "/", &[]).await;
+    assert_eq!(r.body, want);
+    assert_eq!(fetches.load(Ordering::SeqCst), 5);
+    // max_esi_depth=1: the second level of includes is left out.
+    let p = proxy(vcl, port, &["max_esi_depth=1"]).await;
+    assert_eq!(
+        get(p, "/", &[]).await.body,
+        "<html><c></c>|<p>passed</p></html>"
+    );
+}
