@@ -138,43 +138,6 @@ pub fn resolve(src: &str, parent_url: &str) -> (String, Option<String>) {
     (format!("{dir}{decoded}"), None)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(s: &str) -> Segment {
-        Segment::Text(Bytes::copy_from_slice(s.as_bytes()))
-    }
-
-    #[test]
-    fn includes_removes_and_comments() {
-        let b = b"<a><esi:include src=\"/x\"/>b<esi:remove>gone</esi:remove>c<!--esi <p/>-->d<esi:comment text=\"x\"/>e</a>";
-        assert_eq!(
-            parse(b).expect("xml"),
-            vec![
-                t("<a>"),
-                Segment::Include("/x".into()),
-                t("b"),
-                t("c"),
-                t(" <p/>"),
-                t("d"),
-                t("e</a>"),
-            ]
-        );
-        assert_eq!(parse(b"not xml <esi:include src=\"/x\"/>"), None);
-    }
-
-    #[test]
-    fn relative_and_absolute_sources() {
-        assert_eq!(resolve("/a", "/b/c"), ("/a".into(), None));
-        assert_eq!(resolve("a", "/b/c?x"), ("/b/a".into(), None));
-        assert_eq!(
-            resolve("http://h.example/p?q=1&amp;r=2", "/"),
-            ("/p?q=1&r=2".into(), Some("h.example".into()))
-        );
-    }
-}
-
 /// What delivering one ESI object needs: the object, and the request it
 /// is delivered for (whose headers its includes' sub-requests copy).
 pub struct EsiJob {
@@ -268,4 +231,41 @@ pub async fn deliver(job: EsiJob, sink: &Sink) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Segment {
+        Segment::Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn includes_removes_and_comments() {
+        let b = b"<a><esi:include src=\"/x\"/>b<esi:remove>gone</esi:remove>c<!--esi <p/>-->d<esi:comment text=\"x\"/>e</a>";
+        assert_eq!(
+            parse(b).expect("xml"),
+            vec![
+                t("<a>"),
+                Segment::Include("/x".into()),
+                t("b"),
+                t("c"),
+                t(" <p/>"),
+                t("d"),
+                t("e</a>"),
+            ]
+        );
+        assert_eq!(parse(b"not xml <esi:include src=\"/x\"/>"), None);
+    }
+
+    #[test]
+    fn relative_and_absolute_sources() {
+        assert_eq!(resolve("/a", "/b/c"), ("/a".into(), None));
+        assert_eq!(resolve("a", "/b/c?x"), ("/b/a".into(), None));
+        assert_eq!(
+            resolve("http://h.example/p?q=1&amp;r=2", "/"),
+            ("/p?q=1&r=2".into(), Some("h.example".into()))
+        );
+    }
 }
