@@ -177,6 +177,18 @@ pub async fn send_body(body: crate::cache_req_fsm::ReplyBody, sink: &Sink) -> bo
             }
         }
         ReplyBody::Esi(job) => Box::pin(deliver(*job, sink)).await,
+        ReplyBody::Gunzip(o) => match o
+            .body
+            .collect()
+            .await
+            .map(|b| crate::cache_gzip::gunzip(&b))
+        {
+            Some(Ok(b)) => b.is_empty() || sink.send(Ok(b)).await.is_ok(),
+            _ => {
+                let _ = sink.send(Err(std::io::Error::other("gunzip failed"))).await;
+                false
+            }
+        },
     }
 }
 
@@ -186,6 +198,15 @@ pub async fn deliver(job: EsiJob, sink: &Sink) -> bool {
     let Some(body) = job.obj.body.collect().await else {
         let _ = sink.send(Err(std::io::Error::other("fetch failed"))).await;
         return false;
+    };
+    // A gzipped ESI object is parsed (and delivered) as plain text.
+    let body = if crate::cache_gzip::is_gzip(&job.obj.headers) {
+        match crate::cache_gzip::gunzip(&body) {
+            Ok(b) => b,
+            Err(_) => body,
+        }
+    } else {
+        body
     };
     let parsed = job.obj.esi_parsed.get_or_init(|| parse(&body));
     let Some(segments) = parsed else {
@@ -224,7 +245,16 @@ pub async fn deliver(job: EsiJob, sink: &Sink) -> bool {
                     job.level + 1,
                 ))
                 .await;
-                if !send_body(reply.body, sink).await {
+                // The page is assembled as plain text: so are fragments.
+                let body = match reply.body {
+                    crate::cache_req_fsm::ReplyBody::Object(o)
+                        if crate::cache_gzip::is_gzip(&reply.headers) =>
+                    {
+                        crate::cache_req_fsm::ReplyBody::Gunzip(o)
+                    }
+                    b => b,
+                };
+                if !send_body(body, sink).await {
                     return false;
                 }
             }

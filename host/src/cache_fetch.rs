@@ -356,6 +356,49 @@ pub async fn fetch(
                 return Err(Abandoned(e.to_string()));
             }
         }
+        // do_gzip / do_gunzip: the whole body is transformed here.
+        let compress = if bo.do_gzip && !crate::cache_gzip::is_gzip(&bo.beresp.headers) {
+            Some(true)
+        } else if bo.do_gunzip && crate::cache_gzip::is_gzip(&bo.beresp.headers) {
+            Some(false)
+        } else {
+            None
+        };
+        if let Some(compress) = compress {
+            let raw = match (fetched_body.take(), pump.take()) {
+                (Some(b), _) => b,
+                (None, Some(p)) => {
+                    let tmp = Body::streaming();
+                    if let Err(e) = p.run(&tmp).await {
+                        body_failed = Some(e);
+                        continue;
+                    }
+                    tmp.finish(true);
+                    tmp.collect().await.unwrap_or_default()
+                }
+                (None, None) => Bytes::new(),
+            };
+            let out = if compress {
+                crate::cache_gzip::gzip(&raw, ctx.params().num("gzip_level") as u32)
+            } else {
+                crate::cache_gzip::gunzip(&raw)
+            };
+            match out {
+                Ok(b) => fetched_body = Some(b),
+                Err(e) => {
+                    body_failed = Some(e);
+                    continue;
+                }
+            }
+            let h = &mut bo.beresp.headers;
+            if compress {
+                crate::cache_obj::hdr_set(h, "Content-Encoding", "gzip");
+                crate::cache_gzip::vary_ae(h);
+            } else {
+                crate::cache_obj::hdr_unset(h, "content-encoding");
+            }
+            crate::cache_gzip::weaken_etag(h);
+        }
         let vary = vary_of(&bo.beresp.headers, req_headers);
         let obj = object(
             &bo,
@@ -395,6 +438,17 @@ pub async fn fetch(
                     continue;
                 }
                 obj.body.finish(true);
+                // A gzipped body is checked as Varnish's testgunzip does:
+                // corrupt gzip is a fetch error, not a cached object.
+                if ctx.params().flag("http_gzip_support")
+                    && crate::cache_gzip::is_gzip(&obj.headers)
+                {
+                    let whole = obj.body.collect().await.unwrap_or_default();
+                    if let Err(e) = crate::cache_gzip::gunzip(&whole) {
+                        body_failed = Some(e);
+                        continue;
+                    }
+                }
             }
         }
         return Ok(Fetched {

@@ -134,6 +134,13 @@ fn to_hyper(r: Reply) -> hyper::Response<RespBody> {
     let mut resp = hyper::Response::new(match r.body {
         ReplyBody::Bytes(b) => RespBody::full(b),
         ReplyBody::Object(o) => RespBody::object(o),
+        b @ ReplyBody::Gunzip(_) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                crate::cache_esi::send_body(b, &tx).await;
+            });
+            RespBody::Channel(rx)
+        }
         ReplyBody::Esi(job) => {
             // Assembled by its own task, so includes run as the client
             // reads; a full channel holds the task back.

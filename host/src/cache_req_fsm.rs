@@ -183,6 +183,8 @@ pub enum ReplyBody {
     Object(Arc<Object>),
     /// An ESI object: its text with the includes' bodies inlined.
     Esi(Box<crate::cache_esi::EsiJob>),
+    /// A gzipped object's body, gunzipped.
+    Gunzip(Arc<Object>),
 }
 
 /// A response to write to the client.
@@ -241,6 +243,9 @@ pub async fn handle_at_level(
     t.esi_level = esi_level;
     if esi_level == 0 {
         recv_prep(&mut t.req, client);
+        if ctx.params().flag("http_gzip_support") {
+            crate::cache_gzip::normalize_req(&mut t.req.headers);
+        }
     }
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
@@ -488,6 +493,11 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
         for h in ["if-none-match", "if-modified-since", "range", "if-range"] {
             crate::cache_obj::hdr_unset(&mut bo.bereq.headers, h);
         }
+        // A cacheable fetch asks for gzip: the object then serves both
+        // kinds of clients.
+        if ctx.params().flag("http_gzip_support") {
+            hdr_set(&mut bo.bereq.headers, "Accept-Encoding", "gzip");
+        }
         if let Some(stale) = &t.stale_obj {
             // Revalidate instead of refetching (Varnish's conditional
             // backend request for objects in keep).
@@ -723,6 +733,18 @@ fn deliver(
             } else {
                 None
             };
+            // A gzipped object for a client that does not take gzip.
+            let gunzip = !head
+                && !not_modified
+                && ctx.params().flag("http_gzip_support")
+                && crate::cache_gzip::is_gzip(&t.resp.headers)
+                && !hdr_get(&t.req.headers, "accept-encoding")
+                    .is_some_and(crate::cache_gzip::accepts_gzip);
+            // ESI output is assembled as plain text.
+            let esi = obj.esi && t.resp_do_esi && t.req_esi;
+            if gunzip || (esi && !head) {
+                crate::cache_obj::hdr_unset(&mut t.resp.headers, "content-encoding");
+            }
             let reply = Reply {
                 head_length,
                 status: t.resp.status,
@@ -730,6 +752,8 @@ fn deliver(
                 headers: std::mem::take(&mut t.resp.headers),
                 body: if head || not_modified {
                     ReplyBody::Bytes(Bytes::new())
+                } else if gunzip && !(obj.esi && t.resp_do_esi && t.req_esi) {
+                    ReplyBody::Gunzip(obj.clone())
                 } else if obj.esi && t.resp_do_esi && t.req_esi {
                     ReplyBody::Esi(Box::new(crate::cache_esi::EsiJob {
                         ctx: ctx.clone(),

@@ -8,6 +8,7 @@ pub mod cache_deliver;
 pub mod cache_esi;
 pub mod cache_expire;
 pub mod cache_fetch;
+pub mod cache_gzip;
 pub mod cache_hash;
 pub mod cache_http;
 pub mod cache_http1;

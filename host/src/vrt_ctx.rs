@@ -63,6 +63,9 @@ pub struct Task {
     pub req_body_len: u64,
     /// `beresp.do_esi`.
     pub do_esi: bool,
+    /// `beresp.do_gzip` / `beresp.do_gunzip`.
+    pub do_gzip: bool,
+    pub do_gunzip: bool,
     /// `req.esi_level`: 0 for a client request, +1 per ESI include.
     pub esi_level: u32,
     /// `req.esi`: whether ESI in delivered objects is processed.
@@ -129,6 +132,8 @@ impl Task {
             is_hit: false,
             req_body_len: 0,
             do_esi: false,
+            do_gzip: false,
+            do_gunzip: false,
             esi_level: 0,
             req_esi: true,
             resp_do_esi: false,

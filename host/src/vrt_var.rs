@@ -196,7 +196,8 @@ pub fn get_bool(t: &mut Task, id: i32) -> R<bool> {
         "beresp.do_stream" => t.do_stream,
         "beresp.was_304" => t.was_304,
         "beresp.do_esi" => t.do_esi,
-        "beresp.do_gzip" | "beresp.do_gunzip" => false,
+        "beresp.do_gzip" => t.do_gzip,
+        "beresp.do_gunzip" => t.do_gunzip,
         "obj.uncacheable" => t
             .obj
             .as_ref()
@@ -221,11 +222,8 @@ pub fn set_bool(t: &mut Task, id: i32, v: bool) -> R<()> {
         "req.esi" => t.req_esi = v,
         "resp.do_esi" => t.resp_do_esi = v,
         "beresp.do_esi" => t.do_esi = v,
-        "beresp.do_gzip" | "beresp.do_gunzip" => {
-            if v {
-                tracing::debug!("{n}: not implemented, ignored");
-            }
-        }
+        "beresp.do_gzip" => t.do_gzip = v,
+        "beresp.do_gunzip" => t.do_gunzip = v,
         _ => return Err(unsupported("setting", n)),
     }
     Ok(())

@@ -787,3 +787,31 @@ sub vcl_deliver { set resp.http.level = req.esi_level; }
         "<html><c></c>|<p>passed</p></html>"
     );
 }
+
+#[tokio::test]
+async fn gzipped_objects_serve_gzip_and_plain_clients() {
+    const PAGES: &[(&str, &str)] = &[("/z", "hello, compressible hello")];
+    let (port, fetches) = page_origin(PAGES).await;
+    let vcl = r#"vcl 4.1;
+backend default { .host = "127.0.0.1"; .port = "${port}"; }
+sub vcl_backend_response { set beresp.do_gzip = true; }
+"#;
+    let p = proxy(vcl, port, &[]).await;
+    let z = get(p, "/z", &[("Accept-Encoding", "gzip, deflate")]).await;
+    assert_eq!(z.status, 200);
+    assert_eq!(z.header("content-encoding"), Some("gzip"));
+    assert!(z
+        .header("vary")
+        .is_some_and(|v| v.contains("Accept-Encoding")));
+    // `Vary: Accept-Encoding` (normalised to "gzip" or nothing) makes the
+    // plain client's object a second variant, also stored gzipped and
+    // gunzipped on delivery, as in Varnish.
+    for _ in 0..2 {
+        let plain = get(p, "/z", &[("Accept-Encoding", "br")]).await;
+        assert_eq!(plain.header("content-encoding"), None);
+        assert_eq!(plain.body, "hello, compressible hello");
+    }
+    let z = get(p, "/z", &[("Accept-Encoding", "gzip")]).await;
+    assert_eq!(z.header("x-varnish").map(|x| x.split(' ').count()), Some(2));
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
