@@ -149,6 +149,22 @@ impl Body {
         }
     }
 
+    /// The whole body if it is complete now.
+    pub fn try_collect(&self) -> Option<Bytes> {
+        let Progress::Done(_) = self.progress() else {
+            return None;
+        };
+        let c = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() == 1 {
+            return Some(c[0].clone());
+        }
+        let mut out = bytes::BytesMut::with_capacity(self.len() as usize);
+        for b in c.iter() {
+            out.extend_from_slice(b);
+        }
+        Some(out.freeze())
+    }
+
     /// The whole body once complete (`None` if the fetch failed).
     pub async fn collect(&self) -> Option<Bytes> {
         let mut out = bytes::BytesMut::new();

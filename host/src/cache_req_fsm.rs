@@ -745,6 +745,21 @@ fn deliver(
             if gunzip || (esi && !head) {
                 crate::cache_obj::hdr_unset(&mut t.resp.headers, "content-encoding");
             }
+            // Range on a complete object (Varnish's VDP range), for plain
+            // deliveries of a 200.
+            let mut ranged: Option<Bytes> = None;
+            if !head
+                && !not_modified
+                && !gunzip
+                && !esi
+                && t.resp.status == 200
+                && ctx.params().flag("http_range_support")
+                && t.esi_level == 0
+            {
+                if let Some(whole) = obj.body.try_collect() {
+                    ranged = crate::cache_range::apply(&t.req.headers, &mut t.resp, &whole);
+                }
+            }
             let reply = Reply {
                 head_length,
                 status: t.resp.status,
@@ -752,6 +767,8 @@ fn deliver(
                 headers: std::mem::take(&mut t.resp.headers),
                 body: if head || not_modified {
                     ReplyBody::Bytes(Bytes::new())
+                } else if let Some(b) = ranged {
+                    ReplyBody::Bytes(b)
                 } else if gunzip && !(obj.esi && t.resp_do_esi && t.req_esi) {
                     ReplyBody::Gunzip(obj.clone())
                 } else if obj.esi && t.resp_do_esi && t.req_esi {
@@ -805,8 +822,13 @@ fn synth(
     t = tt;
     match r {
         Ok(None | Some(Action::Deliver)) => {
-            let body = Bytes::from(std::mem::take(&mut t.synth_body));
+            let mut body = Bytes::from(std::mem::take(&mut t.synth_body));
             let head = t.req.method == "HEAD";
+            if !head && ctx.params().flag("http_range_support") && t.esi_level == 0 {
+                if let Some(b) = crate::cache_range::apply(&t.req.headers, &mut t.resp, &body) {
+                    body = b;
+                }
+            }
             let reply = Reply {
                 status: t.resp.status,
                 reason: std::mem::take(&mut t.resp.reason),
@@ -839,6 +861,12 @@ fn not_modified(req: &Headers, resp: &Headers) -> bool {
         let Some(etag) = hdr_get(resp, "etag") else {
             return false;
         };
+        // With a Range only a strong comparison may match (RFC 7233).
+        if hdr_get(req, "range").is_some() {
+            let etag = etag.trim();
+            return !etag.starts_with("W/")
+                && inm.split(',').any(|c| c.trim() == "*" || c.trim() == etag);
+        }
         let weak = |e: &str| e.trim().trim_start_matches("W/").to_string();
         let etag = weak(etag);
         return inm.split(',').any(|c| c.trim() == "*" || weak(c) == etag);

@@ -14,6 +14,7 @@ pub mod cache_http;
 pub mod cache_http1;
 pub mod cache_http1_fetch;
 pub mod cache_obj;
+pub mod cache_range;
 pub mod cache_req_fsm;
 pub mod cache_vcl;
 pub mod demo_origin;

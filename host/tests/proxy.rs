@@ -815,3 +815,23 @@ sub vcl_backend_response { set beresp.do_gzip = true; }
     assert_eq!(z.header("x-varnish").map(|x| x.split(' ').count()), Some(2));
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn ranges_on_cached_objects() {
+    const PAGES: &[(&str, &str)] = &[("/r", "0123456789")];
+    let (port, _) = page_origin(PAGES).await;
+    let p = proxy(BASIC, port, &[]).await;
+    assert_eq!(get(p, "/r", &[]).await.body, "0123456789");
+    let r = get(p, "/r", &[("Range", "bytes=2-4")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, "234");
+    assert_eq!(r.header("content-range"), Some("bytes 2-4/10"));
+    let r = get(p, "/r", &[("Range", "bytes=-3")]).await;
+    assert_eq!((r.status, r.body.as_str()), (206, "789"));
+    let r = get(p, "/r", &[("Range", "bytes=10-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+    // Several ranges: the whole object.
+    let r = get(p, "/r", &[("Range", "bytes=0-1,3-4")]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "0123456789"));
+}
