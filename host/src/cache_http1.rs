@@ -98,6 +98,22 @@ async fn on_request(
         hyper::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
+    // Varnish refuses what it cannot honour before any VCL runs: an
+    // `Expect` other than 100-continue (417), and an HTTP/1.0 POST or PUT
+    // without a length (400).
+    if parts
+        .headers
+        .get(hyper::header::EXPECT)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        return plain(417, "Expectation Failed", true);
+    }
+    if parts.version == hyper::Version::HTTP_10
+        && (parts.method == hyper::Method::POST || parts.method == hyper::Method::PUT)
+        && !parts.headers.contains_key(hyper::header::CONTENT_LENGTH)
+    {
+        return plain(400, "Bad Request", true);
+    }
     // Request bodies are buffered whole for now: bound them.
     let body = match http_body_util::Limited::new(body, MAX_REQ_BODY)
         .collect()

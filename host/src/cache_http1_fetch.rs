@@ -270,6 +270,11 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RespMsg, usize)>, F
 }
 
 fn framing_of(req: &ReqMsg, resp: &RespMsg) -> Result<Framing, FetchError> {
+    if resp.status == 204
+        && hdr_get(&resp.headers, "content-length").is_some_and(|v| v.trim() != "0")
+    {
+        return Err(FetchError::Malformed("204 with a body".into()));
+    }
     if req.method == "HEAD" || resp.status == 204 || resp.status == 304 {
         return Ok(Framing::None);
     }

@@ -375,11 +375,11 @@ async fn recv_to_delivery(
             return (t, s);
         }
     };
-    let (mut pass, mut purge) = (false, false);
+    let (mut pass, mut purge, mut pipe) = (false, false, false);
     match action {
         Action::Hash | Action::Lookup => {}
-        // Pipe is served as pass for now.
-        Action::Pass | Action::Pipe => pass = true,
+        Action::Pass => pass = true,
+        Action::Pipe => pipe = true,
         Action::Purge => purge = true,
         a => {
             let s = common(&t, "vcl_recv", a);
@@ -400,6 +400,20 @@ async fn recv_to_delivery(
             let s = fail_of(&t, e);
             return (t, s);
         }
+    }
+    if pipe {
+        // vcl_pipe sees the backend request; its `pipe` is served as a
+        // pass for now (no byte tunnel yet), `synth` as usual.
+        t.bereq = t.req.clone();
+        crate::cache_http::filter_hop_by_hop(&mut t.bereq.headers);
+        let (tt, r) = vcl_call(ctx, vcl, Method::Pipe, t, ws);
+        t = tt;
+        let s = match r {
+            Ok(None | Some(Action::Pipe)) => run_fetch(ctx, vcl, &t, body, true, None).await,
+            Ok(Some(a)) => common(&t, "vcl_pipe", a),
+            Err(e) => fail_of(&t, e),
+        };
+        return (t, s);
     }
     if purge {
         let n = ctx.cache.purge(t.hash);
