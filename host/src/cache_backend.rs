@@ -71,6 +71,13 @@ impl Backend {
                 .parse()
                 .map_err(|_| format!("backend {}: bad port \"{port}\"", def.name))?;
             let host_trim = host.trim_start_matches('[').trim_end_matches(']');
+            // `":80"` names no host: the wildcard address, as getaddrinfo(3)
+            // gives varnishd.
+            let host_trim = if host_trim.is_empty() {
+                "0.0.0.0"
+            } else {
+                host_trim
+            };
             let mut it = tokio::net::lookup_host((host_trim, port))
                 .await
                 .map_err(|e| {

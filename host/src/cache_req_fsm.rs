@@ -24,6 +24,8 @@ pub struct Ctx {
     /// Loaded VCLs by name and the name of the active one (`vcl.use`
     /// swaps it; requests in flight finish on the VCL they started with).
     vcls: std::sync::RwLock<(std::collections::BTreeMap<String, Arc<Vcl>>, String)>,
+    /// Which names in `vcls` are labels (`vcl.label`).
+    labels: std::sync::RwLock<std::collections::BTreeSet<String>>,
     xid: AtomicU64,
 }
 
@@ -49,6 +51,7 @@ impl Ctx {
             cache: Arc::new(Cache::with_budget(storage_budget)),
             storage_budget,
             vcls: std::sync::RwLock::new((std::collections::BTreeMap::new(), String::new())),
+            labels: std::sync::RwLock::new(std::collections::BTreeSet::new()),
             xid: AtomicU64::new(1000),
         }
     }
@@ -158,7 +161,23 @@ impl Ctx {
                 .cloned()
                 .ok_or_else(|| format!("No VCL named {target} known."))?;
         g.0.insert(label.to_string(), v);
+        if let Ok(mut l) = self.labels.write() {
+            l.insert(label.to_string());
+        }
         Ok(())
+    }
+
+    /// The labels defined so far (for compiling `return (vcl(label))`).
+    pub fn label_names(&self) -> Vec<String> {
+        self.labels
+            .read()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The VCL a name (or label) refers to.
+    pub fn vcl_named(&self, name: &str) -> Option<Arc<Vcl>> {
+        self.vcls.read().ok()?.0.get(name).cloned()
     }
 
     /// `vcl.list`: (active, name) pairs.
@@ -203,6 +222,8 @@ pub struct Reply {
 /// Where the state machine goes next.
 enum Step {
     Recv,
+    /// `return (vcl(label))`: vcl_recv again, in the labelled VCL.
+    SwitchVcl(String),
     Synth(u16, Option<String>),
     Deliver(Arc<Object>, Option<u64>),
     Fail(String),
@@ -233,7 +254,7 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
-    let Some(vcl) = ctx.vcl() else {
+    let Some(mut vcl) = ctx.vcl() else {
         return fallback_503(ctx.next_xid());
     };
     let xid = ctx.next_xid();
@@ -257,6 +278,16 @@ pub async fn handle_at_level(
                 t = tt;
                 s
             }
+            Step::SwitchVcl(label) => match ctx.vcl_named(&label) {
+                Some(v) => {
+                    vcl = v;
+                    t.backend_hint = vcl.default_backend;
+                    t.vcl_label = None;
+                    step = Step::Recv;
+                    continue;
+                }
+                None => Step::Synth(503, Some(format!("VCL {label} is not loaded"))),
+            },
             Step::Deliver(obj, hit_xid) => {
                 let (tt, r) = deliver(&ctx, &vcl, t, obj, hit_xid);
                 t = tt;
@@ -381,6 +412,10 @@ async fn recv_to_delivery(
         Action::Pass => pass = true,
         Action::Pipe => pipe = true,
         Action::Purge => purge = true,
+        Action::Vcl if t.esi_level == 0 && t.restarts == 0 => {
+            let label = t.vcl_label.clone().unwrap_or_default();
+            return (t, Step::SwitchVcl(label));
+        }
         a => {
             let s = common(&t, "vcl_recv", a);
             return (t, s);

@@ -179,7 +179,20 @@ impl Vcl {
         params: &Params,
         storage: u64,
     ) -> Result<Arc<Vcl>, LoadError> {
-        let opts = compile_options(params);
+        Self::load_source_with_labels(name, src, params, storage, Vec::new()).await
+    }
+
+    /// Like [`Vcl::load_source`], where `labels` are the VCL labels that
+    /// `return (vcl(label))` may name.
+    pub async fn load_source_with_labels(
+        name: &str,
+        src: &str,
+        params: &Params,
+        storage: u64,
+        labels: Vec<String>,
+    ) -> Result<Arc<Vcl>, LoadError> {
+        let mut opts = compile_options(params);
+        opts.labels = labels;
         let compiled = vcl_to_wasm::compile_source(name, src, None, &opts)
             .map_err(|d| LoadError::Compile(d.to_string()))?;
         Self::load_wasm(&compiled.wasm, params, storage).await

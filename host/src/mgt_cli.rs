@@ -290,7 +290,14 @@ async fn command(child: &Child, words: &[String]) -> String {
                 )
                 .await
             } else {
-                crate::cache_vcl::Vcl::load_source(name, what, &params, ctx.storage_budget).await
+                crate::cache_vcl::Vcl::load_source_with_labels(
+                    name,
+                    what,
+                    &params,
+                    ctx.storage_budget,
+                    ctx.label_names(),
+                )
+                .await
             };
             match loaded {
                 Ok(v) => match ctx.add_vcl(name, v) {

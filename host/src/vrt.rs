@@ -414,10 +414,12 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         task(&mut c)?.pass_ttl = Some(d);
         Ok(())
     })?;
-    l.func_wrap(m, abi::SET_VCL, |mut c: C<'_>, _l: i32| -> R<()> {
-        task(&mut c)?
-            .failed
-            .push("return(vcl(...)) is not supported yet".into());
+    l.func_wrap(m, abi::SET_VCL, |mut c: C<'_>, l: i32| -> R<()> {
+        let name = usize::try_from(l)
+            .ok()
+            .and_then(|i| c.data().vcl.meta.labels.get(i).cloned())
+            .ok_or_else(|| herr(format!("bad label index {l}")))?;
+        task(&mut c)?.vcl_label = Some(name);
         Ok(())
     })?;
     Ok(l)

@@ -61,6 +61,8 @@ pub struct Task {
     pub is_hit: bool,
     /// Length of the client's request body (bodies are read whole).
     pub req_body_len: u64,
+    /// `return (vcl(label))`: the label to continue with.
+    pub vcl_label: Option<String>,
     /// `beresp.do_esi`.
     pub do_esi: bool,
     /// `beresp.do_gzip` / `beresp.do_gunzip`.
@@ -131,6 +133,7 @@ impl Task {
             is_hitpass: false,
             is_hit: false,
             req_body_len: 0,
+            vcl_label: None,
             do_esi: false,
             do_gzip: false,
             do_gunzip: false,
