@@ -71,6 +71,11 @@ async fn page(req: &hyper::Request<Incoming>, n: u64) -> hyper::Response<Full<By
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             (200, "max-age=60", format!("slow {n}\n"))
         }
+        // `/bytes/N`: N bytes (at most 16 MiB), for benchmarks.
+        p if p.starts_with("/bytes/") => match p["/bytes/".len()..].parse::<usize>() {
+            Ok(len) if len <= 16 << 20 => (200, "public, max-age=3600", "x".repeat(len)),
+            _ => (404, "max-age=10", format!("not found {n}\n")),
+        },
         _ => (404, "max-age=10", format!("not found {n}\n")),
     };
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
