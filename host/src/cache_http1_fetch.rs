@@ -358,12 +358,7 @@ impl BodyReader {
                 Ok(None)
             }
             Framing::Length(_) => {
-                if self.buf.is_empty() && self.fill().await? == 0 {
-                    return Err(FetchError::Truncated);
-                }
-                let n = (self.buf.len() as u64).min(self.left) as usize;
-                let b = self.buf.split_to(n).freeze();
-                self.left -= n as u64;
+                let b = self.take_left().await?;
                 if self.left == 0 {
                     self.done = true;
                 }
@@ -392,12 +387,7 @@ impl BodyReader {
                     }
                     self.left = n;
                 }
-                if self.buf.is_empty() && self.fill().await? == 0 {
-                    return Err(FetchError::Truncated);
-                }
-                let n = (self.buf.len() as u64).min(self.left) as usize;
-                let b = self.buf.split_to(n).freeze();
-                self.left -= n as u64;
+                let b = self.take_left().await?;
                 if self.left == 0 {
                     // The CRLF after the chunk data.
                     let _ = self.line().await?;
@@ -405,6 +395,16 @@ impl BodyReader {
                 Ok(Some(b))
             }
         }
+    }
+
+    /// Up to `left` bytes of what has arrived (reading if nothing has).
+    async fn take_left(&mut self) -> Result<Bytes, FetchError> {
+        if self.buf.is_empty() && self.fill().await? == 0 {
+            return Err(FetchError::Truncated);
+        }
+        let n = (self.buf.len() as u64).min(self.left) as usize;
+        self.left -= n as u64;
+        Ok(self.buf.split_to(n).freeze())
     }
 
     fn release(&mut self, pool: &ConnPool) {

@@ -34,6 +34,16 @@ fn span_join(a: &Span, b: &Span) -> Span {
     s
 }
 
+/// `l + r` of two STRING expressions: one flat concatenation.
+fn concat(l: Expr, r: Expr) -> Expr {
+    let mut parts = match l.kind {
+        K::Concat(v) => v,
+        other => vec![Expr::new(Type::String, other)],
+    };
+    parts.push(r);
+    Expr::new(Type::String, K::Concat(parts))
+}
+
 fn is_stringish(t: Type) -> bool {
     matches!(t, Type::String | Type::Strands | Type::Body)
 }
@@ -601,12 +611,7 @@ impl Checker {
                 ));
             }
             let r = self.convert(r, Type::String, &rhs.span)?;
-            let mut parts = match l.kind {
-                K::Concat(v) => v,
-                other => vec![Expr::new(Type::String, other)],
-            };
-            parts.push(r);
-            return Ok(Expr::new(Type::String, K::Concat(parts)));
+            return Ok(concat(l, r));
         }
         let rfmt = if l.ty == Type::Time {
             Type::Duration
@@ -617,12 +622,7 @@ impl Checker {
         if op == "+" && wants_string && is_stringish(r.ty) && l.ty.stringifies() {
             let l = self.convert(l, Type::String, lspan)?;
             let r = self.convert(r, Type::String, &rhs.span)?;
-            let mut parts = match l.kind {
-                K::Concat(v) => v,
-                other => vec![Expr::new(Type::String, other)],
-            };
-            parts.push(r);
-            return Ok(Expr::new(Type::String, K::Concat(parts)));
+            return Ok(concat(l, r));
         }
         let aop = if op == "+" {
             ArithOp::Add
