@@ -720,6 +720,8 @@ fn deliver(
     hit_xid: Option<u64>,
 ) -> (Box<Task>, Result<Reply, Step>) {
     let n = now();
+    // One read of the parameters per delivery.
+    let params = ctx.params();
     let mut headers = obj.headers.clone();
     // What described the backend's connection does not describe the
     // client's (Varnish's HTTPH_A_DELIVER filter).
@@ -785,7 +787,7 @@ fn deliver(
             // A gzipped object for a client that does not take gzip.
             let gunzip = !head
                 && !not_modified
-                && ctx.params().flag("http_gzip_support")
+                && params.flag("http_gzip_support")
                 && crate::cache_gzip::is_gzip(&t.resp.headers)
                 && !hdr_get(&t.req.headers, "accept-encoding")
                     .is_some_and(crate::cache_gzip::accepts_gzip);
@@ -802,7 +804,7 @@ fn deliver(
                 && !gunzip
                 && !esi
                 && t.resp.status == 200
-                && ctx.params().flag("http_range_support")
+                && params.flag("http_range_support")
                 && t.esi_level == 0
             {
                 if let Some(whole) = obj.body.try_collect() {

@@ -41,14 +41,9 @@ fn challenge() -> String {
 
 /// The expected answer to a challenge: SHA-256 over challenge, newline,
 /// the secret file's bytes, challenge, newline (as varnishadm computes it).
+/// One implementation serves both ends: the `vtc` crate's client side.
 pub fn auth_response(challenge: &str, secret: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(challenge.as_bytes());
-    h.update(b"\n");
-    h.update(secret);
-    h.update(challenge.as_bytes());
-    h.update(b"\n");
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    vtc::cli::auth_response(challenge, secret)
 }
 
 /// Splits a request into words with varnishd's quoting rules.
