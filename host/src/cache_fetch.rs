@@ -172,7 +172,27 @@ fn object(
         charged: AtomicU64::new(0),
         esi: bo.do_esi && kind == ObjKind::Normal,
         esi_parsed: std::sync::OnceLock::new(),
+        tags: object_tags(bo),
+        soft_purged: AtomicU64::new(0),
     })
+}
+
+/// The object's cache tags: tokens of `xkey` and `X-HashTwo` (as vmod_xkey
+/// reads them: separated by blanks or commas) and the task's added tags.
+fn object_tags(bo: &Task) -> Vec<String> {
+    let mut tags: Vec<String> = bo
+        .beresp
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("xkey") || n.eq_ignore_ascii_case("x-hashtwo"))
+        .flat_map(|(_, v)| v.split(|c: char| c.is_ascii_whitespace() || c == ','))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .chain(bo.tags.iter().cloned())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 /// Runs the backend state machine for `bo` (whose `bereq` is set up) and

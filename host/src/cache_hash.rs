@@ -11,6 +11,9 @@ use tokio::sync::watch;
 
 type Digest = [u8; 32];
 
+/// An object by its hash, without keeping it alive.
+type ObjRef = (Digest, Weak<Object>);
+
 #[derive(Default)]
 struct Objhead {
     /// Newest first.
@@ -32,6 +35,8 @@ pub struct Cache {
     /// Insertion order, oldest first: eviction takes from the front (FIFO
     /// for now; Varnish's LRU also moves objects back on hits).
     order: Mutex<VecDeque<(Digest, Weak<Object>)>>,
+    /// Objects by cache tag (`xkey`), for tag purges.
+    tags: Mutex<HashMap<String, Vec<ObjRef>>>,
 }
 
 /// What an object costs against the storage budget.
@@ -93,6 +98,7 @@ impl Cache {
             budget,
             used: AtomicU64::new(0),
             order: Mutex::new(VecDeque::new()),
+            tags: Mutex::new(HashMap::new()),
         }
     }
 
@@ -236,10 +242,49 @@ impl Cache {
                     }
                 }
             }
+            if !obj.tags.is_empty() {
+                if let Ok(mut t) = self.tags.lock() {
+                    for tag in &obj.tags {
+                        let v = t.entry(tag.clone()).or_default();
+                        v.retain(|(_, w)| w.strong_count() > 0);
+                        v.push((hash, Arc::downgrade(&obj)));
+                    }
+                }
+            }
             variants.insert(0, obj);
             oh.variants = variants;
         }
         self.evict();
+    }
+
+    /// Removes (or with `soft`, expires keeping grace and keep) every object
+    /// tagged with one of `tags`; returns how many objects.
+    pub fn purge_tags(&self, tags: &[String], soft: bool, now: f64) -> usize {
+        let mut victims: Vec<(Digest, Arc<Object>)> = Vec::new();
+        if let Ok(mut t) = self.tags.lock() {
+            for tag in tags {
+                let Some(v) = t.get_mut(tag) else { continue };
+                v.retain(|(_, w)| w.strong_count() > 0);
+                for (h, w) in v.iter() {
+                    if let Some(o) = w.upgrade() {
+                        if !victims.iter().any(|(_, x)| Arc::ptr_eq(x, &o)) {
+                            victims.push((*h, o));
+                        }
+                    }
+                }
+                if v.is_empty() || !soft {
+                    t.remove(tag);
+                }
+            }
+        }
+        for (h, o) in &victims {
+            if soft {
+                o.soft_purge(now);
+            } else {
+                self.remove(*h, o);
+            }
+        }
+        victims.len()
     }
 
     /// Removes every variant of `hash` (`return (purge)`); returns how many.

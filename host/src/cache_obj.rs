@@ -218,22 +218,45 @@ pub struct Object {
     /// The parsed ESI body, made at the first delivery of the complete
     /// body (`None` inside: not XML, delivered as is).
     pub esi_parsed: std::sync::OnceLock<Option<Vec<crate::cache_esi::Segment>>>,
+    /// Cache tags (surrogate keys): the `xkey` / `X-HashTwo` response
+    /// header tokens and what VMODs added with `cache.add-tags`.
+    pub tags: Vec<String>,
+    /// When a soft purge expired it (f64 bits; 0: never): its TTL then
+    /// ends there while grace and keep still count from it.
+    pub soft_purged: AtomicU64,
 }
 
 impl Object {
+    /// When its TTL ends (earlier if soft-purged).
+    pub fn fresh_until(&self) -> f64 {
+        let end = self.t_origin + self.ttl;
+        match self.soft_purged.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => end,
+            bits => end.min(f64::from_bits(bits)),
+        }
+    }
+
     /// Whether the object is still fresh at `now`.
     pub fn fresh(&self, now: f64) -> bool {
-        now < self.t_origin + self.ttl
+        now < self.fresh_until()
     }
 
     /// Whether it may still be served stale (in grace).
     pub fn in_grace(&self, now: f64) -> bool {
-        now < self.t_origin + self.ttl + self.grace
+        now < self.fresh_until() + self.grace
     }
 
     /// Whether it is dead (past ttl + grace + keep) and may be dropped.
     pub fn expired(&self, now: f64) -> bool {
-        now >= self.t_origin + self.ttl + self.grace + self.keep
+        now >= self.fresh_until() + self.grace + self.keep
+    }
+
+    /// Expires it now, keeping grace and keep (vmod_xkey's softpurge).
+    pub fn soft_purge(&self, now: f64) {
+        if self.fresh(now) {
+            self.soft_purged
+                .store(now.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Counts a hit and returns the new count.

@@ -259,6 +259,7 @@ pub async fn handle_at_level(
     };
     let xid = ctx.next_xid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
+    t.cache = Some(ctx.cache.clone());
     t.req = req;
     t.req_body_len = body.len() as u64;
     t.esi_level = esi_level;
@@ -531,6 +532,7 @@ async fn recv_to_delivery(
 /// The backend task for a miss or pass of `t`.
 fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     let mut bo = Box::new(Task::new(ctx.next_xid(), t.client_ip, t.server_ip, now()));
+    bo.cache = t.cache.clone();
     bo.method = Method::BackendFetch;
     bo.bereq = t.req.clone();
     bo.bereq.proto = "HTTP/1.1".into();

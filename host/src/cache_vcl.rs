@@ -55,6 +55,8 @@ pub struct VclShared {
     pub storage_budget: u64,
     /// Director objects by `ObjectId`, created in `vcl_init`.
     pub directors: Mutex<Vec<Option<Arc<crate::vmod_directors::Director>>>>,
+    /// The component VMODs it imports, in `Binding::vmod` order.
+    pub vmods: Vec<Arc<crate::cache_vmod::VclVmod>>,
 }
 
 impl VclShared {
@@ -156,6 +158,11 @@ pub fn compile_options(params: &Params) -> vcl_to_wasm::CompileOptions {
     opts.err_unref = params.flag("vcc_err_unref");
     opts.allow_inline_c = params.flag("vcc_allow_inline_c");
     opts.unsafe_path = params.flag("vcc_unsafe_path");
+    opts.vmod_resolver = Some(vcl_to_wasm::VmodResolverRef(Arc::new(
+        crate::cache_vmod::Resolver {
+            vmod_path: params.text("vmod_path").to_string(),
+        },
+    )));
     opts
 }
 
@@ -224,7 +231,34 @@ impl Vcl {
             .map(Acl::build)
             .collect::<Result<Vec<_>, _>>()
             .map_err(setup)?;
-        let natives = meta.natives.iter().map(vmod_std::bind).collect();
+        let limits = crate::cache_vmod::VmodLimits {
+            budget_ticks: params.num("vcl_cpu_budget_ms").max(1.0) as u64,
+            memory: (params.num("vmod_memory_cap") as usize).max(1 << 20),
+        };
+        let mut vmods = Vec::new();
+        for imp in meta.imports.iter().filter(|i| !i.native) {
+            let file =
+                crate::cache_vmod::locate(&imp.name, imp.path.as_deref(), params.text("vmod_path"))
+                    .map_err(|e| setup(e.to_string()))?;
+            let lib =
+                crate::cache_vmod::load(&imp.name, &file).map_err(|e| setup(e.to_string()))?;
+            vmods.push(Arc::new(crate::cache_vmod::VclVmod::new(
+                lib, "default", limits,
+            )));
+        }
+        let mut natives = Vec::new();
+        for f in &meta.natives {
+            let component = vmods.iter().position(|v| v.lib.name == f.vmod);
+            natives.push(match component {
+                Some(vmod) => {
+                    let export = vmods[vmod].export_index(&f.func).ok_or_else(|| {
+                        setup(format!("VMOD {} has no function {}", f.vmod, f.func))
+                    })?;
+                    Native::Component(crate::cache_vmod::Binding { vmod, export })
+                }
+                None => vmod_std::bind(f),
+            });
+        }
         let mut backends = Vec::new();
         for b in &meta.backends {
             let be = Arc::new(Backend::build(b, params).await.map_err(setup)?);
@@ -252,6 +286,7 @@ impl Vcl {
             backends,
             storage_budget: storage,
             directors: Mutex::new(Vec::new()),
+            vmods,
         });
         let vcl = Arc::new(Vcl {
             shared,
@@ -269,7 +304,14 @@ impl Vcl {
         ));
         task.method = Method::Init;
         let ws = params.num("workspace_client") as u32;
-        let (_, r) = vcl.call(Method::Init, task, ws);
+        let (mut task, r) = vcl.call(Method::Init, task, ws);
+        let warmed: Result<(), LoadError> =
+            task.vmods.drain().into_iter().try_for_each(|(vv, inst)| {
+                vv.seal(inst).map_err(|e| LoadError::Init(e.to_string()))
+            });
+        if r.is_ok() {
+            warmed?;
+        }
         match r {
             Ok(None | Some(Action::Ok)) => Ok(vcl),
             Ok(Some(a)) => Err(LoadError::Init(format!("vcl_init returned {}", a.name()))),

@@ -88,6 +88,8 @@ const DEFS: &[Def] = &[
     d("max_vcl", Unit::Count, "100", Some(0.0)),
     // Shellac's own: CPU budget of one call into VCL, in milliseconds.
     d("vcl_cpu_budget_ms", Unit::Count, "100", Some(1.0)),
+    // Shellac's own: linear memory cap of one VMOD instance.
+    d("vmod_memory_cap", Unit::Bytes, "64m", Some(1048576.0)),
 ];
 
 /// The other parameters of Varnish 7.1: accepted and shown (so configs and

@@ -27,6 +27,7 @@ pub enum Arg {
 pub enum Ret {
     Void,
     Str(Option<String>),
+    Blob(Option<Vec<u8>>),
     Int(i64),
     Real(f64),
     Bool(bool),
@@ -62,6 +63,8 @@ pub enum Native {
     DirectorMethod(String),
     /// Not implemented: calling it fails the task with this message.
     Missing(String),
+    /// A function of a component VMOD (`cache_vmod`).
+    Component(crate::cache_vmod::Binding),
     Collect,
     Real2Time,
     Real2Integer,
@@ -230,7 +233,7 @@ pub fn call(
         },
         Native::Random => {
             let (lo, hi) = (num(args, 0).unwrap_or(0.0), num(args, 1).unwrap_or(1.0));
-            let r = (crate::vrt_ctx::now().fract() * 1e6).fract();
+            let r = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
             Ret::Real(lo + (hi - lo) * r)
         }
         Native::Ip => {
@@ -300,6 +303,7 @@ pub fn call(
             d.call(m, args, &|h| vcl.backend_healthy(h))?
         }
         Native::Missing(msg) => return Err(msg.clone()),
+        Native::Component(_) => return Err("component VMOD called as native".into()),
         Native::Collect => {
             if let Some(Arg::Header(w, name)) = args.first() {
                 let sep = s(args, 1).unwrap_or(", ");
@@ -386,6 +390,17 @@ pub fn fnmatch(pattern: &str, subject: &str, pathname: bool) -> bool {
         require_literal_leading_dot: false,
     };
     glob::Pattern::new(pattern).is_ok_and(|p| p.matches_with(subject, opts))
+}
+
+/// 64 random bits: a fresh SipHash key from the standard library's
+/// per-process random seed, mixed with a counter (not for cryptography).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+    h.finish()
 }
 
 #[cfg(test)]

@@ -154,6 +154,7 @@ fn write_ret(c: &mut C<'_>, addr: u32, r: Ret) -> R<()> {
     let (tag, bits) = match r {
         Ret::Void => (Tag::None, 0i64),
         Ret::Str(s) => (Tag::String, alloc(c, s.as_deref().map(str::as_bytes))?),
+        Ret::Blob(b) => (Tag::Blob, alloc(c, b.as_deref())?),
         Ret::Int(n) => (Tag::Int, n),
         Ret::Real(x) => (Tag::Real, x.to_bits() as i64),
         Ret::Bool(b) => (Tag::Bool, i64::from(b)),
@@ -165,6 +166,39 @@ fn write_ret(c: &mut C<'_>, addr: u32, r: Ret) -> R<()> {
     let mem = c.data().mem.ok_or_else(|| herr("no memory"))?;
     mem.write(&mut *c, addr as usize, &b)
         .map_err(|e| herr(e.to_string()))
+}
+
+/// A call into a component VMOD: the task moves into the VMOD's store for
+/// the call and back.
+fn component_call(
+    c: &mut C<'_>,
+    vcl: &VclShared,
+    b: &crate::cache_vmod::Binding,
+    object: i32,
+    slots: &[vmod_std::Arg],
+) -> Result<Ret, String> {
+    use crate::cache_vmod::VclResult as V;
+    let Some(t) = c.data_mut().task.take() else {
+        return Err("no task".into());
+    };
+    let (mut t, r) = crate::cache_vmod::call_from_vcl(vcl, b, object, slots, t);
+    let r = match r {
+        Ok(V::Void) => Ok(Ret::Void),
+        Ok(V::Str(s)) => Ok(Ret::Str(s)),
+        Ok(V::Blob(b)) => Ok(Ret::Blob(b)),
+        Ok(V::Int(n)) => Ok(Ret::Int(n)),
+        Ok(V::Real(x)) => Ok(Ret::Real(x)),
+        Ok(V::Bool(x)) => Ok(Ret::Bool(x)),
+        Ok(V::Ip(ip)) => Ok(Ret::Handle(Tag::Ip, ip.map_or(0, |ip| t.ip_handle(ip)))),
+        Ok(V::Backend(n)) => Ok(Ret::Handle(
+            Tag::Backend,
+            n.and_then(|n| vcl.backends.iter().position(|be| be.name == n))
+                .map_or(abi::BACKEND_NONE, |i| i as i32 + 1),
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    c.data_mut().task = Some(t);
+    r
 }
 
 /// Builds the linker with every import of the ABI.
@@ -389,7 +423,11 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
                 .natives
                 .get(index as usize)
                 .ok_or_else(|| herr("bad native index"))?;
-            let r = vmod_std::call(native, object, &slots, task(&mut c)?, &vcl);
+            let r = if let vmod_std::Native::Component(b) = native {
+                component_call(&mut c, &vcl, b, object, &slots)
+            } else {
+                vmod_std::call(native, object, &slots, task(&mut c)?, &vcl)
+            };
             match r {
                 Ok(r) => write_ret(&mut c, ret as u32, r),
                 Err(msg) => {

@@ -101,6 +101,13 @@ pub struct Task {
     pub ban_error: String,
     /// `VRT_fail` messages of this task.
     pub failed: Vec<String>,
+    /// Cache tags for the object being fetched (`cache.add-tags`).
+    pub tags: Vec<String>,
+    /// The cache the task works on (VMODs' tag purges reach it).
+    pub cache: Option<std::sync::Arc<crate::cache_hash::Cache>>,
+    /// The VMOD instances this task has checked out; returned to their
+    /// pools when the task ends.
+    pub vmods: crate::cache_vmod::TaskVmods,
 }
 
 impl Task {
@@ -159,6 +166,9 @@ impl Task {
             synth: None,
             pass_ttl: None,
             failed: Vec::new(),
+            tags: Vec::new(),
+            cache: None,
+            vmods: Default::default(),
             new_bans: Vec::new(),
             ban_error: String::new(),
         }

@@ -50,6 +50,31 @@ pub struct CompileOptions {
     pub storages: Vec<String>,
     /// `import … from "path"` with a path is allowed (`vcc_unsafe_path`).
     pub unsafe_path: bool,
+    /// Finds VMODs other than the built-in `std` and `directors` (the host's
+    /// WebAssembly components, searched in `vmod_path`). Without one, only
+    /// the built-in VMODs can be imported.
+    pub vmod_resolver: Option<VmodResolverRef>,
+}
+
+/// Resolves `import name [from "path"];` to the VMOD's signatures.
+///
+/// The compiler does not know how VMODs are stored: the host reads a
+/// component's exported WIT interface and describes it as a [`vmods::Vmod`].
+pub trait VmodResolver: Send + Sync {
+    /// The VMOD `name`, from `path` if the import names one. The error is
+    /// the message varnishd would print (`Could not find VMOD …`, or why
+    /// the file is not a usable VMOD).
+    fn resolve(&self, name: &str, path: Option<&str>) -> Result<vmods::Vmod, String>;
+}
+
+/// A shared [`VmodResolver`], cloneable with the options.
+#[derive(Clone)]
+pub struct VmodResolverRef(pub std::sync::Arc<dyn VmodResolver>);
+
+impl std::fmt::Debug for VmodResolverRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VmodResolver")
+    }
 }
 
 impl CompileOptions {
@@ -62,6 +87,7 @@ impl CompileOptions {
             labels: Vec::new(),
             storages: vec!["s0".to_string(), "Transient".to_string()],
             unsafe_path: true,
+            vmod_resolver: None,
         }
     }
 }

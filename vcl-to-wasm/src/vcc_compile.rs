@@ -211,14 +211,14 @@ pub(crate) struct SubState {
 /// An imported VMOD.
 #[derive(Clone, Debug)]
 pub(crate) struct VmodImport {
-    pub vmod: &'static vmods::Vmod,
+    pub vmod: Arc<vmods::Vmod>,
 }
 
 /// A `new` object.
 #[derive(Clone, Debug)]
 pub(crate) struct ObjectState {
-    pub vmod: &'static vmods::Vmod,
-    pub class: &'static vmods::Object,
+    pub vmod: Arc<vmods::Vmod>,
+    pub class: Arc<vmods::Object>,
 }
 
 /// The checker's state, shared by `vcc_expr`, `vcc_action`, `vcc_backend`,
@@ -392,19 +392,29 @@ impl Checker {
             }
             None => {}
         }
-        let Some(vmod) = vmods::builtin_vmod(name) else {
-            let what = match &imp.from {
-                Some((p, _)) => format!("Could not find VMOD {} in \"{}\"", name, p),
-                None => format!("Could not find VMOD {}", name),
-            };
-            return Err(err(what, &imp.name.span));
+        let path = imp.from.as_ref().map(|(p, _)| p.as_str());
+        let builtin =
+            vmods::builtin_vmod(name).filter(|_| path.is_none_or(|p| !p.ends_with(".wasm")));
+        let (vmod, native) = match (builtin, &self.opts.vmod_resolver) {
+            (Some(v), _) => (Arc::new(v.clone()), true),
+            (None, Some(r)) => match r.0.resolve(name, path) {
+                Ok(v) => (Arc::new(v), false),
+                Err(msg) => return Err(err(msg, &imp.name.span)),
+            },
+            (None, None) => {
+                let what = match path {
+                    Some(p) => format!("Could not find VMOD {} in \"{}\"", name, p),
+                    None => format!("Could not find VMOD {}", name),
+                };
+                return Err(err(what, &imp.name.span));
+            }
         };
         self.define(local, SymKind::Vmod, false)?;
         self.vmods.insert(local.name.clone(), VmodImport { vmod });
         self.meta.imports.push(tir::ImportDef {
             name: name.clone(),
-            path: imp.from.as_ref().map(|(p, _)| p.clone()),
-            native: true,
+            path: path.map(str::to_string),
+            native,
         });
         Ok(())
     }
@@ -493,8 +503,8 @@ impl Checker {
                     &ctor.span,
                 ));
             };
-            let vmod = imp.vmod;
-            let Some(class) = vmod.objects.iter().find(|o| o.name == class_name) else {
+            let vmod = imp.vmod.clone();
+            let Some(class) = vmod.objects.iter().find(|o| o.name == class_name).cloned() else {
                 return Err(err(
                     format!("Symbol not found: '{}'", ctor.name),
                     &ctor.span,
@@ -502,7 +512,10 @@ impl Checker {
             };
             let id = self.objects.len() as ObjectId;
             self.define(&name, SymKind::Object(id), false)?;
-            self.objects.push(ObjectState { vmod, class });
+            self.objects.push(ObjectState {
+                vmod,
+                class: Arc::new(class),
+            });
             self.meta.objects.push(tir::ObjectDef {
                 name: name.name.clone(),
                 vmod: vmod_name.to_string(),

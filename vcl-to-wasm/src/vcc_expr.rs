@@ -735,7 +735,7 @@ impl Checker {
         }
         if let Some((head, tail)) = name.split_once('.') {
             if let Some(imp) = self.vmods.get(head) {
-                let vmod = imp.vmod;
+                let vmod = imp.vmod.clone();
                 if let Some(f) = vmod.functions.iter().find(|f| f.name == tail) {
                     let args = self.bind_args(&f.args, args, &func.span)?;
                     if f.restrict != MethodSet::ALL {

@@ -20,7 +20,9 @@ pub struct Args {
     /// A directory searched for `include` files (Varnish's vcl_path); may repeat.
     #[arg(short = 'I', value_name = "DIR")]
     pub include: Vec<PathBuf>,
-    /// A compiler parameter, as varnishd's: vcc_err_unref, vcc_allow_inline_c.
+    /// A compiler parameter, as varnishd's: vcc_err_unref, vcc_allow_inline_c,
+    /// vcc_unsafe_path, vmod_path (where `import` finds VMOD components,
+    /// after the bundled ones).
     #[arg(short = 'p', value_name = "NAME=VALUE")]
     pub params: Vec<String>,
     /// Also compile the module to native code with wasmtime, as loading it
@@ -41,19 +43,28 @@ fn parse_bool(v: &str) -> Option<bool> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut opts = CompileOptions::new();
     opts.include_path = args.include.clone();
+    let mut vmod_path = String::from("/usr/lib/varnish/vmods");
     for p in &args.params {
         let Some((name, value)) = p.split_once('=') else {
             bail!("-p expects NAME=VALUE, got '{p}'");
         };
+        if name == "vmod_path" {
+            vmod_path = value.to_string();
+            continue;
+        }
         let Some(b) = parse_bool(value) else {
             bail!("parameter {name}: '{value}' is not a boolean (on/off)");
         };
         match name {
             "vcc_err_unref" => opts.err_unref = b,
             "vcc_allow_inline_c" => opts.allow_inline_c = b,
+            "vcc_unsafe_path" => opts.unsafe_path = b,
             _ => bail!("unknown compiler parameter '{name}'"),
         }
     }
+    opts.vmod_resolver = Some(vcl_to_wasm::VmodResolverRef(std::sync::Arc::new(
+        shellac::cache_vmod::Resolver { vmod_path },
+    )));
     match vcl_to_wasm::compile_file(&args.file, &opts) {
         Ok(compiled) => {
             for w in &compiled.warnings {

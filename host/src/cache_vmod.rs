@@ -1,0 +1,1199 @@
+//! VMODs as WebAssembly components (Varnish's `cache_vrt_vmod.c`): finding
+//! them in `vmod_path`, reading their signatures for the compiler, and
+//! calling them from VCL with a CPU budget and a memory cap.
+//!
+//! A VMOD implements the `shellac:vmod/vmod` world of `wit/vmod.wit`; its own
+//! functions and object types are the one other interface it exports. The
+//! contract for authors is `wit/README.md`; in short:
+//!
+//! - Instances are pooled per loaded VCL. A task checks one out at its
+//!   first call into the VMOD, keeps it for the rest of the task (so
+//!   task-scoped state, Varnish's `PRIV_TASK`, lives in instance memory) and
+//!   returns it after `end-task`, which resets the instance's arena.
+//! - What `vcl_init` does with a VMOD (constructors, method calls) is
+//!   recorded and replayed on every new instance before `warm`, so every
+//!   instance starts each task from the image `vcl_init` built.
+//! - A trap, an exhausted CPU budget or memory cap fails the one request
+//!   (the caller turns it into a 503) and the instance is dropped, never
+//!   reused.
+
+use crate::vrt_ctx::Task;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use vcl_to_wasm::types::{Method, MethodSet, Type as VclType};
+use vcl_to_wasm::vmods::{Arg as VmodArg, Func as VmodFunc, Object as VmodObject, Vmod};
+use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
+use wasmtime::component::{
+    Component, ComponentExportIndex, HasSelf, Instance, InstancePre, Linker, ResourceAny, Val,
+};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "shellac:vmod/imports",
+});
+
+use shellac::vmod::types::{Event, Http};
+
+/// The interface every VMOD exports besides its own.
+const LIFECYCLE: &str = "shellac:vmod/lifecycle@0.1.0";
+
+/// Why a VMOD could not be found, loaded or called.
+#[derive(Debug, thiserror::Error)]
+pub enum VmodError {
+    #[error("Could not find VMOD {0}")]
+    NotFound(String),
+    #[error("Could not open VMOD {name}: {path}: {why}")]
+    Unreadable {
+        name: String,
+        path: String,
+        why: String,
+    },
+    #[error("VMOD {name} ({path}) is not a usable component: {why}")]
+    Invalid {
+        name: String,
+        path: String,
+        why: String,
+    },
+    #[error("vmod {vmod}: {func}: {why}")]
+    Call {
+        vmod: String,
+        func: String,
+        why: String,
+    },
+}
+
+/// One exported callable of a VMOD, with the VCL signature it was given.
+#[derive(Clone, Debug)]
+struct Export {
+    /// `hello`, `greeter` (constructor) or `greeter.greet` (method), as the
+    /// compiler's `NativeFn::func` names it.
+    vcl_name: String,
+    index: ComponentExportIndex,
+    /// The component parameter types (for a method, without `self`).
+    params: Vec<Type>,
+    result: Option<Type>,
+    kind: ExportKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ExportKind {
+    Function,
+    Constructor,
+    Method,
+}
+
+/// A VMOD component, compiled once and shared by every VCL that imports it
+/// (cached by content hash).
+pub struct VmodLib {
+    pub name: String,
+    pub path: PathBuf,
+    /// The signatures the compiler checks calls against.
+    pub sig: Vmod,
+    pre: InstancePre<VmodData>,
+    exports: Vec<Export>,
+    on_event: ComponentExportIndex,
+    end_task: ComponentExportIndex,
+}
+
+impl std::fmt::Debug for VmodLib {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmodLib")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// The store data of a VMOD instance: the task it is serving right now.
+pub struct VmodData {
+    pub task: Option<Box<Task>>,
+    /// `tenant/vmod`: the namespace of its shared state.
+    namespace: String,
+    limits: StoreLimits,
+    memory_cap: usize,
+    regexes: HashMap<String, Result<pcre2::bytes::Regex, String>>,
+}
+
+/// Limits applied to every VMOD instance.
+#[derive(Clone, Copy, Debug)]
+pub struct VmodLimits {
+    /// CPU budget per call, in epoch ticks (milliseconds).
+    pub budget_ticks: u64,
+    /// Linear memory cap per instance, in bytes.
+    pub memory: usize,
+}
+
+/// The directory of the VMODs built with Shellac (`scripts/build-wasm`
+/// writes them to `target/vmods/`, next to `target/debug/`): searched before
+/// `vmod_path`, so `import cookie;` finds the bundled one.
+pub fn bundled_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("vmods");
+    dir.is_dir().then_some(dir)
+}
+
+/// Where `import name [from "path"];` finds its file.
+pub fn locate(name: &str, from: Option<&str>, vmod_path: &str) -> Result<PathBuf, VmodError> {
+    let mut dirs: Vec<PathBuf> = bundled_dir().into_iter().collect();
+    dirs.extend(
+        vmod_path
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
+    );
+    let file = format!("{name}.wasm");
+    if let Some(p) = from {
+        let p = Path::new(p);
+        let candidates: Vec<PathBuf> = if p.is_absolute() {
+            vec![p.to_path_buf()]
+        } else {
+            std::iter::once(p.to_path_buf())
+                .chain(dirs.iter().map(|d| d.join(p)))
+                .collect()
+        };
+        for c in candidates {
+            if c.is_dir() && c.join(&file).is_file() {
+                return Ok(c.join(&file));
+            }
+            if c.is_file() {
+                return Ok(c);
+            }
+        }
+        return Err(VmodError::NotFound(format!(
+            "{name} in \"{}\"",
+            p.display()
+        )));
+    }
+    dirs.iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
+        .ok_or_else(|| VmodError::NotFound(name.to_string()))
+}
+
+fn linker(engine: &Engine) -> Result<&'static Linker<VmodData>, String> {
+    static LINKER: OnceLock<Result<Linker<VmodData>, String>> = OnceLock::new();
+    LINKER
+        .get_or_init(|| {
+            let mut l = Linker::new(engine);
+            Imports::add_to_linker::<VmodData, HasSelf<VmodData>>(&mut l, |d| d)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(l)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Loads (or finds in the cache) the component at `path` as VMOD `name`.
+pub fn load(name: &str, path: &Path) -> Result<Arc<VmodLib>, VmodError> {
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Arc<VmodLib>>>> = OnceLock::new();
+    let bytes = std::fs::read(path).map_err(|e| VmodError::Unreadable {
+        name: name.into(),
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0]);
+    h.update(&bytes);
+    let key: [u8; 32] = h.finalize().into();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(lib) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(lib);
+    }
+    let invalid = |why: String| VmodError::Invalid {
+        name: name.into(),
+        path: path.display().to_string(),
+        why,
+    };
+    let engine = crate::cache_vcl::engine().map_err(invalid)?;
+    let component = Component::new(engine, &bytes).map_err(|e| invalid(format!("{e:#}")))?;
+    let pre = linker(engine)
+        .map_err(invalid)?
+        .instantiate_pre(&component)
+        .map_err(|e| invalid(format!("{e:#}")))?;
+    let lib = describe(name, path, &component, engine, pre).map_err(invalid)?;
+    let lib = Arc::new(lib);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, lib.clone());
+    }
+    Ok(lib)
+}
+
+/// `kebab-case` → `snake_case`.
+fn vcl_ident(s: &str) -> String {
+    s.replace('-', "_")
+}
+
+/// The VCL type of a component type, with ENUM values; `None` if VCL has
+/// no counterpart.
+fn vcl_type(t: &Type) -> Option<(VclType, Vec<String>)> {
+    Some(match t {
+        Type::String => (VclType::String, Vec::new()),
+        Type::S64 => (VclType::Int, Vec::new()),
+        Type::Float64 => (VclType::Real, Vec::new()),
+        Type::Bool => (VclType::Bool, Vec::new()),
+        Type::List(l) if l.ty() == Type::U8 => (VclType::Blob, Vec::new()),
+        Type::Enum(e) => {
+            let mut values = Vec::new();
+            for n in e.names() {
+                let v = vcl_ident(n);
+                values.push(v.to_ascii_uppercase());
+                values.push(v);
+            }
+            values.dedup();
+            (VclType::Enum, values)
+        }
+        Type::Record(r) => {
+            let names: Vec<&str> = r.fields().map(|f| f.name).collect();
+            let ty = match names.as_slice() {
+                ["seconds"] => VclType::Duration,
+                ["epoch-seconds"] => VclType::Time,
+                ["count"] => VclType::Bytes,
+                ["address", "port"] => VclType::Ip,
+                ["part", "name"] => VclType::Header,
+                ["name"] => VclType::Backend,
+                ["pattern"] => VclType::Regex,
+                _ => return None,
+            };
+            (ty, Vec::new())
+        }
+        _ => return None,
+    })
+}
+
+/// What a result type gives VCL: `T`, `option<T>` and `result<T, string>`
+/// all give `T`.
+fn vcl_result(t: Option<&Type>) -> Option<VclType> {
+    match t {
+        None => Some(VclType::Void),
+        Some(Type::Option(o)) => vcl_type(&o.ty()).map(|t| t.0),
+        Some(Type::Result(r)) => match r.ok() {
+            None => Some(VclType::Void),
+            Some(ok) => vcl_result(Some(&ok)),
+        },
+        Some(t) => vcl_type(t).map(|t| t.0),
+    }
+}
+
+fn describe(
+    name: &str,
+    path: &Path,
+    component: &Component,
+    engine: &Engine,
+    pre: InstancePre<VmodData>,
+) -> Result<VmodLib, String> {
+    let ty = component.component_type();
+    let mut iface = None;
+    let mut saw_lifecycle = false;
+    for (export, item) in ty.exports(engine) {
+        if export == LIFECYCLE {
+            saw_lifecycle = true;
+            continue;
+        }
+        if let ComponentItem::ComponentInstance(inst) = item.ty {
+            if iface.is_some() {
+                return Err("it exports more than one VMOD interface".into());
+            }
+            iface = Some((export.to_string(), inst));
+        }
+    }
+    if !saw_lifecycle {
+        return Err(format!(
+            "it does not export {LIFECYCLE} (not built for the shellac:vmod world?)"
+        ));
+    }
+    let Some((iface_name, inst)) = iface else {
+        return Err("it exports no VMOD interface".into());
+    };
+    // `vmod:cookie/cookie@1.0.0` → `cookie`.
+    let short = iface_name
+        .rsplit('/')
+        .next()
+        .unwrap_or(&iface_name)
+        .split('@')
+        .next()
+        .unwrap_or("");
+    if vcl_ident(short) != name {
+        return Err(format!(
+            "its interface is {iface_name}, not the VMOD {name} (Wrong file for VMOD {name})"
+        ));
+    }
+    let iface_idx = component
+        .get_export_index(None, iface_name.as_str())
+        .ok_or("its interface cannot be looked up")?;
+    let lc = component
+        .get_export_index(None, LIFECYCLE)
+        .ok_or("its lifecycle interface cannot be looked up")?;
+    let on_event = component
+        .get_export_index(Some(&lc), "on-event")
+        .ok_or("it lacks lifecycle.on-event")?;
+    let end_task = component
+        .get_export_index(Some(&lc), "end-task")
+        .ok_or("it lacks lifecycle.end-task")?;
+
+    let mut sig = Vmod {
+        name: name.to_string(),
+        functions: Vec::new(),
+        objects: Vec::new(),
+    };
+    let mut exports = Vec::new();
+    let mut funcs: Vec<(String, ComponentFunc)> = Vec::new();
+    for (fname, item) in inst.exports(engine) {
+        if let ComponentItem::ComponentFunc(f) = item.ty {
+            funcs.push((fname.to_string(), f));
+        }
+    }
+    // Constructors first, so methods find their object.
+    funcs.sort_by_key(|(n, _)| !n.starts_with("[constructor]"));
+    for (fname, f) in funcs {
+        let (kind, vcl_name, skip) = if let Some(class) = fname.strip_prefix("[constructor]") {
+            (ExportKind::Constructor, vcl_ident(class), 0)
+        } else if let Some(m) = fname.strip_prefix("[method]") {
+            let (class, method) = m.split_once('.').ok_or("bad method name")?;
+            (
+                ExportKind::Method,
+                format!("{}.{}", vcl_ident(class), vcl_ident(method)),
+                1,
+            )
+        } else if fname.starts_with('[') {
+            // Static functions have no VCL spelling.
+            continue;
+        } else {
+            (ExportKind::Function, vcl_ident(&fname), 0)
+        };
+        let mut args = Vec::new();
+        let mut params = Vec::new();
+        for (pname, pty) in f.params().skip(skip) {
+            let (inner, optional) = match &pty {
+                Type::Option(o) => (o.ty(), true),
+                t => (t.clone(), false),
+            };
+            let (ty, enum_values) = vcl_type(&inner)
+                .ok_or_else(|| format!("{fname}: parameter {pname} has a type VCL cannot pass"))?;
+            args.push(VmodArg {
+                name: vcl_ident(pname),
+                ty,
+                default: None,
+                optional,
+                enum_values,
+            });
+            params.push(pty);
+        }
+        let result = f.results().next();
+        let ret = vcl_result(result.as_ref())
+            .ok_or_else(|| format!("{fname}: its result has a type VCL cannot take"))?;
+        let index = component
+            .get_export_index(Some(&iface_idx), fname.as_str())
+            .ok_or_else(|| format!("{fname} cannot be looked up"))?;
+        match kind {
+            ExportKind::Function => sig.functions.push(VmodFunc {
+                name: vcl_name.clone(),
+                ret,
+                args,
+                restrict: MethodSet::ALL,
+                privs: Vec::new(),
+            }),
+            ExportKind::Constructor => sig.objects.push(VmodObject {
+                name: vcl_name.clone(),
+                ctor_args: args,
+                methods: Vec::new(),
+            }),
+            ExportKind::Method => {
+                let (class, method) = vcl_name.split_once('.').unwrap_or(("", ""));
+                let Some(obj) = sig.objects.iter_mut().find(|o| o.name == class) else {
+                    // A resource without a constructor cannot be made in VCL.
+                    continue;
+                };
+                obj.methods.push(VmodFunc {
+                    name: method.to_string(),
+                    ret,
+                    args,
+                    restrict: MethodSet::ALL,
+                    privs: Vec::new(),
+                });
+            }
+        }
+        exports.push(Export {
+            vcl_name,
+            index,
+            params,
+            result,
+            kind,
+        });
+    }
+    Ok(VmodLib {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        sig,
+        pre,
+        exports,
+        on_event,
+        end_task,
+    })
+}
+
+/// The compiler's view of the VMODs in `vmod_path`.
+pub struct Resolver {
+    pub vmod_path: String,
+}
+
+impl vcl_to_wasm::VmodResolver for Resolver {
+    fn resolve(&self, name: &str, path: Option<&str>) -> Result<Vmod, String> {
+        let file = locate(name, path, &self.vmod_path).map_err(|e| e.to_string())?;
+        load(name, &file)
+            .map(|lib| lib.sig.clone())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One argument as the VCL module passed it, converted by the caller.
+#[derive(Clone, Debug)]
+pub enum VclValue {
+    None,
+    Str(Option<String>),
+    Blob(Option<Vec<u8>>),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    /// A HEADER: where (`HttpWhere` code) and name.
+    Header(i32, String),
+    /// An IP (already resolved from its handle).
+    Ip(std::net::IpAddr),
+    /// A BACKEND by name.
+    Backend(String),
+    /// A REGEX by pattern text.
+    Regex(String),
+}
+
+/// A VMOD's result for VCL.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VclResult {
+    Void,
+    Str(Option<String>),
+    Blob(Option<Vec<u8>>),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    Ip(Option<std::net::IpAddr>),
+    Backend(Option<String>),
+}
+
+/// A VMOD bound to one loaded VCL: its instance pool and the record of
+/// what `vcl_init` did with it.
+pub struct VclVmod {
+    pub lib: Arc<VmodLib>,
+    namespace: String,
+    limits: VmodLimits,
+    pool: Mutex<Vec<VmodInstance>>,
+    /// Calls made in `vcl_init`, replayed on each new instance.
+    init_log: Mutex<Vec<Recorded>>,
+}
+
+#[derive(Clone)]
+struct Recorded {
+    export: usize,
+    object: Option<u32>,
+    args: Vec<VclValue>,
+}
+
+/// A live instance serving (at most) one task at a time.
+pub struct VmodInstance {
+    store: Store<VmodData>,
+    instance: Instance,
+    /// VCL objects (`new x = …`) by `ObjectId`.
+    objects: HashMap<u32, ResourceAny>,
+    /// Which `VclVmod` of the VCL it belongs to.
+    pub vmod: usize,
+}
+
+impl VclVmod {
+    pub fn new(lib: Arc<VmodLib>, tenant: &str, limits: VmodLimits) -> VclVmod {
+        VclVmod {
+            namespace: format!("{tenant}/{}", lib.name),
+            lib,
+            limits,
+            pool: Mutex::new(Vec::new()),
+            init_log: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn err(&self, func: &str, why: impl Into<String>) -> VmodError {
+        VmodError::Call {
+            vmod: self.lib.name.clone(),
+            func: func.to_string(),
+            why: why.into(),
+        }
+    }
+
+    /// A fresh instance: `load`, then `vcl_init`'s calls replayed (unless
+    /// `replay` is false: `vcl_init` itself is running).
+    fn instantiate(&self, id: usize, replay: bool) -> Result<VmodInstance, VmodError> {
+        let engine = self.lib.pre.engine();
+        let data = VmodData {
+            task: None,
+            namespace: self.namespace.clone(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory)
+                .instances(4)
+                .build(),
+            memory_cap: self.limits.memory,
+            regexes: HashMap::new(),
+        };
+        let mut store = Store::new(engine, data);
+        store.limiter(|d| &mut d.limits);
+        store.set_epoch_deadline(self.limits.budget_ticks + 1);
+        let instance = self
+            .lib
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.err("instantiate", format!("{e:#}")))?;
+        let mut inst = VmodInstance {
+            store,
+            instance,
+            objects: HashMap::new(),
+            vmod: id,
+        };
+        self.event(&mut inst, Event::Load)?;
+        if replay {
+            let log = self.init_log.lock().map(|l| l.clone()).unwrap_or_default();
+            for r in log {
+                self.invoke(&mut inst, r.export, r.object, &r.args)?;
+            }
+            self.event(&mut inst, Event::Warm)?;
+        }
+        Ok(inst)
+    }
+
+    fn event(&self, inst: &mut VmodInstance, ev: Event) -> Result<(), VmodError> {
+        let f = inst
+            .instance
+            .get_typed_func::<(Event,), (Result<(), String>,)>(&mut inst.store, self.lib.on_event)
+            .map_err(|e| self.err("on-event", format!("{e:#}")))?;
+        inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
+        let (r,) = f
+            .call(&mut inst.store, (ev,))
+            .map_err(|e| self.err("on-event", trap_text(&e)))?;
+        r.map_err(|m| self.err("on-event", m))
+    }
+
+    /// Checks out an instance for a task.
+    pub fn checkout(&self, id: usize) -> Result<VmodInstance, VmodError> {
+        if let Some(i) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
+            return Ok(i);
+        }
+        self.instantiate(id, true)
+    }
+
+    /// A task is done with `inst`: `end-task`, then back to the pool.
+    pub fn release(&self, mut inst: VmodInstance) {
+        inst.store.data_mut().task = None;
+        let Ok(f) = inst
+            .instance
+            .get_typed_func::<(), ()>(&mut inst.store, self.lib.end_task)
+        else {
+            return;
+        };
+        inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
+        if f.call(&mut inst.store, ()).is_err() {
+            return;
+        }
+        if let Ok(mut p) = self.pool.lock() {
+            if p.len() < 256 {
+                p.push(inst);
+            }
+        }
+    }
+
+    /// `vcl_init` finished: the instance that ran it gets `warm` and joins
+    /// the pool.
+    pub fn seal(&self, mut inst: VmodInstance) -> Result<(), VmodError> {
+        inst.store.data_mut().task = None;
+        self.event(&mut inst, Event::Warm)?;
+        if let Ok(mut p) = self.pool.lock() {
+            p.push(inst);
+        }
+        Ok(())
+    }
+
+    /// A new instance for `vcl_init` (no replay; its calls are recorded).
+    pub fn for_init(&self, id: usize) -> Result<VmodInstance, VmodError> {
+        self.instantiate(id, false)
+    }
+
+    /// Finds the export the compiler named `func`.
+    pub fn export_index(&self, func: &str) -> Option<usize> {
+        self.lib.exports.iter().position(|e| e.vcl_name == func)
+    }
+
+    /// Calls export `export` (for objects: `object` is the `ObjectId`).
+    /// In `vcl_init` the call is recorded for replay.
+    pub fn call(
+        &self,
+        inst: &mut VmodInstance,
+        export: usize,
+        object: Option<u32>,
+        args: &[VclValue],
+    ) -> Result<VclResult, VmodError> {
+        let in_init = inst
+            .store
+            .data()
+            .task
+            .as_ref()
+            .is_some_and(|t| t.method == Method::Init);
+        let r = self.invoke(inst, export, object, args)?;
+        if in_init {
+            if let Ok(mut log) = self.init_log.lock() {
+                log.push(Recorded {
+                    export,
+                    object,
+                    args: args.to_vec(),
+                });
+            }
+        }
+        Ok(r)
+    }
+
+    fn invoke(
+        &self,
+        inst: &mut VmodInstance,
+        export: usize,
+        object: Option<u32>,
+        args: &[VclValue],
+    ) -> Result<VclResult, VmodError> {
+        let e = self
+            .lib
+            .exports
+            .get(export)
+            .ok_or_else(|| self.err("?", "bad export index"))?;
+        let name = e.vcl_name.as_str();
+        let mut params = Vec::with_capacity(e.params.len() + 1);
+        if e.kind == ExportKind::Method {
+            let o = object
+                .and_then(|o| inst.objects.get(&o))
+                .ok_or_else(|| self.err(name, "object not created in vcl_init"))?;
+            params.push(Val::Resource(*o));
+        }
+        for (i, ty) in e.params.iter().enumerate() {
+            let a = args.get(i).unwrap_or(&VclValue::None);
+            params.push(to_val(a, ty).map_err(|m| self.err(name, m))?);
+        }
+        let func = inst
+            .instance
+            .get_func(&mut inst.store, e.index)
+            .ok_or_else(|| self.err(name, "export missing in instance"))?;
+        let mut results = vec![Val::Bool(false); usize::from(e.result.is_some())];
+        inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
+        func.call(&mut inst.store, &params, &mut results)
+            .map_err(|err| self.err(name, trap_text(&err)))?;
+        let out = results.pop();
+        if e.kind == ExportKind::Constructor {
+            if let (Some(Val::Resource(r)), Some(o)) = (&out, object) {
+                inst.objects.insert(o, *r);
+            }
+            return Ok(VclResult::Void);
+        }
+        from_val(out).map_err(|m| self.err(name, m))
+    }
+}
+
+/// What a failed call says: the trap, or "CPU budget exhausted".
+fn trap_text(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "exceeded its CPU budget".to_string(),
+        Some(t) => format!("trapped: {t}"),
+        None => format!("{e:#}"),
+    }
+}
+
+fn http_of(w: i32) -> Result<Http, String> {
+    Ok(match w {
+        0 => Http::Req,
+        1 => Http::ReqTop,
+        2 => Http::Bereq,
+        3 => Http::Beresp,
+        4 => Http::Resp,
+        5 => Http::Obj,
+        _ => return Err(format!("bad header location {w}")),
+    })
+}
+
+fn http_name(h: Http) -> &'static str {
+    match h {
+        Http::Req => "req",
+        Http::ReqTop => "req-top",
+        Http::Bereq => "bereq",
+        Http::Beresp => "beresp",
+        Http::Resp => "resp",
+        Http::Obj => "obj",
+    }
+}
+
+fn to_val(a: &VclValue, ty: &Type) -> Result<Val, String> {
+    if let Type::Option(o) = ty {
+        return Ok(match a {
+            VclValue::None => Val::Option(None),
+            a => Val::Option(Some(Box::new(to_val(a, &o.ty())?))),
+        });
+    }
+    let bad = || format!("argument {a:?} does not fit {ty:?}");
+    Ok(match (ty, a) {
+        (Type::String, VclValue::Str(s)) => Val::String(s.clone().unwrap_or_default()),
+        (Type::String, VclValue::None) => Val::String(String::new()),
+        (Type::S64, VclValue::Int(n)) => Val::S64(*n),
+        (Type::S64, VclValue::None) => Val::S64(0),
+        (Type::Float64, VclValue::Real(x)) => Val::Float64(*x),
+        (Type::Bool, VclValue::Bool(b)) => Val::Bool(*b),
+        (Type::List(_), VclValue::Blob(b)) => Val::List(
+            b.as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|&x| Val::U8(x))
+                .collect(),
+        ),
+        (Type::List(_), VclValue::Str(s)) => Val::List(
+            s.as_deref()
+                .unwrap_or_default()
+                .bytes()
+                .map(Val::U8)
+                .collect(),
+        ),
+        (Type::Enum(e), VclValue::Str(Some(s))) => {
+            let want = s.to_ascii_lowercase().replace('_', "-");
+            let case = e
+                .names()
+                .find(|n| *n == want)
+                .ok_or_else(|| format!("{s} is not one of its values"))?;
+            Val::Enum(case.to_string())
+        }
+        (Type::Record(_), a) => {
+            let (ty, _) = vcl_type(ty).ok_or_else(bad)?;
+            let fields = match (ty, a) {
+                (VclType::Duration, VclValue::Real(x)) => vec![("seconds", Val::Float64(*x))],
+                (VclType::Time, VclValue::Real(x)) => vec![("epoch-seconds", Val::Float64(*x))],
+                (VclType::Bytes, VclValue::Int(n)) => {
+                    vec![("count", Val::U64(u64::try_from(*n).unwrap_or(0)))]
+                }
+                (VclType::Ip, VclValue::Ip(ip)) => vec![
+                    ("address", Val::String(ip.to_string())),
+                    ("port", Val::U16(0)),
+                ],
+                (VclType::Header, VclValue::Header(w, n)) => vec![
+                    ("part", Val::Enum(http_name(http_of(*w)?).to_string())),
+                    ("name", Val::String(n.clone())),
+                ],
+                (VclType::Backend, VclValue::Backend(n)) => vec![("name", Val::String(n.clone()))],
+                (VclType::Regex, VclValue::Regex(p)) => vec![("pattern", Val::String(p.clone()))],
+                _ => return Err(bad()),
+            };
+            Val::Record(
+                fields
+                    .into_iter()
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect(),
+            )
+        }
+        _ => return Err(bad()),
+    })
+}
+
+fn from_val(v: Option<Val>) -> Result<VclResult, String> {
+    let Some(v) = v else {
+        return Ok(VclResult::Void);
+    };
+    Ok(match v {
+        Val::String(s) => VclResult::Str(Some(s)),
+        Val::S64(n) => VclResult::Int(n),
+        Val::Float64(x) => VclResult::Real(x),
+        Val::Bool(b) => VclResult::Bool(b),
+        Val::Enum(e) => VclResult::Str(Some(vcl_ident(&e))),
+        Val::List(l) => VclResult::Blob(Some(
+            l.into_iter()
+                .map(|x| match x {
+                    Val::U8(b) => b,
+                    _ => 0,
+                })
+                .collect(),
+        )),
+        Val::Option(None) => VclResult::Str(None),
+        Val::Option(Some(v)) => from_val(Some(*v))?,
+        Val::Result(Ok(v)) => from_val(v.map(|b| *b))?,
+        Val::Result(Err(e)) => {
+            return Err(match e.map(|b| *b) {
+                Some(Val::String(m)) => m,
+                _ => "failed".to_string(),
+            })
+        }
+        Val::Record(fields) => {
+            let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            match (get("seconds"), get("epoch-seconds"), get("count")) {
+                (Some(Val::Float64(x)), _, _) | (_, Some(Val::Float64(x)), _) => VclResult::Real(x),
+                (_, _, Some(Val::U64(n))) => VclResult::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                _ => match (get("address"), get("name"), get("pattern")) {
+                    (Some(Val::String(a)), _, _) => VclResult::Ip(a.parse().ok()),
+                    (_, Some(Val::String(n)), _) => VclResult::Backend(Some(n)),
+                    (_, _, Some(Val::String(p))) => VclResult::Str(Some(p)),
+                    _ => return Err("unexpected record result".into()),
+                },
+            }
+        }
+        other => return Err(format!("unexpected result {other:?}")),
+    })
+}
+
+// ---- the host side of the imports ----
+
+impl VmodData {
+    fn task(&self) -> Option<&Task> {
+        self.task.as_deref()
+    }
+
+    fn regex(&mut self, pattern: &str) -> Result<&pcre2::bytes::Regex, String> {
+        self.regexes
+            .entry(pattern.to_string())
+            .or_insert_with(|| crate::vre::compile(pattern))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// Whether the subroutine running may write `part` (Varnish's variable
+/// rules for `req.http.*`, `bereq.http.*`, `beresp.http.*`, `resp.http.*`).
+fn writable(m: Method, part: Http) -> bool {
+    let client = MethodSet::CLIENT.contains(m);
+    match part {
+        Http::Req => client,
+        Http::Bereq => matches!(
+            m,
+            Method::Pipe | Method::BackendFetch | Method::BackendResponse | Method::BackendError
+        ),
+        Http::Beresp => matches!(m, Method::BackendResponse | Method::BackendError),
+        Http::Resp => matches!(m, Method::Deliver | Method::Synth),
+        Http::ReqTop | Http::Obj => false,
+    }
+}
+
+fn headers(t: &Task, part: Http) -> Option<&crate::cache_obj::Headers> {
+    Some(match part {
+        Http::Req | Http::ReqTop => &t.req.headers,
+        Http::Bereq => &t.bereq.headers,
+        Http::Beresp => &t.beresp.headers,
+        Http::Resp => &t.resp.headers,
+        Http::Obj => return t.obj.as_ref().map(|o| &o.headers),
+    })
+}
+
+impl VmodData {
+    fn headers_mut(
+        &mut self,
+        part: Http,
+        name: &str,
+    ) -> Result<&mut crate::cache_obj::Headers, String> {
+        let Some(t) = self.task.as_deref_mut() else {
+            return Err("no task".into());
+        };
+        if !writable(t.method, part) {
+            return Err(format!(
+                "{}.http.{name} is not writable in {}",
+                http_name(part).replace('-', "_"),
+                t.method.sub_name()
+            ));
+        }
+        Ok(match part {
+            Http::Req => &mut t.req.headers,
+            Http::Bereq => &mut t.bereq.headers,
+            Http::Beresp => &mut t.beresp.headers,
+            Http::Resp => &mut t.resp.headers,
+            Http::ReqTop | Http::Obj => return Err("read only".into()),
+        })
+    }
+}
+
+impl shellac::vmod::types::Host for VmodData {}
+
+impl shellac::vmod::task::Host for VmodData {
+    fn get_header(&mut self, part: Http, name: String) -> Option<String> {
+        let h = headers(self.task()?, part)?;
+        crate::cache_obj::hdr_get(h, &name).map(str::to_string)
+    }
+
+    fn get_all(&mut self, part: Http, name: String) -> Vec<String> {
+        self.task()
+            .and_then(|t| headers(t, part))
+            .map(|h| {
+                h.iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn headers(&mut self, part: Http) -> Vec<(String, String)> {
+        self.task()
+            .and_then(|t| headers(t, part))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn set_header(&mut self, part: Http, name: String, value: String) -> Result<(), String> {
+        let h = self.headers_mut(part, &name)?;
+        h.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        h.push((name, value));
+        Ok(())
+    }
+
+    fn add_header(&mut self, part: Http, name: String, value: String) -> Result<(), String> {
+        self.headers_mut(part, &name)?.push((name, value));
+        Ok(())
+    }
+
+    fn unset_header(&mut self, part: Http, name: String) -> Result<(), String> {
+        self.headers_mut(part, &name)?
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        Ok(())
+    }
+
+    fn method(&mut self) -> String {
+        self.task()
+            .map(|t| {
+                if MethodSet::BACKEND.contains(t.method) {
+                    t.bereq.method.clone()
+                } else {
+                    t.req.method.clone()
+                }
+            })
+            .unwrap_or_default()
+    }
+
+    fn url(&mut self) -> String {
+        self.task()
+            .map(|t| {
+                if MethodSet::BACKEND.contains(t.method) {
+                    t.bereq.url.clone()
+                } else {
+                    t.req.url.clone()
+                }
+            })
+            .unwrap_or_default()
+    }
+
+    fn client_ip(&mut self) -> String {
+        self.task()
+            .map(|t| t.client_ip.to_string())
+            .unwrap_or_default()
+    }
+
+    fn xid(&mut self) -> u64 {
+        self.task().map_or(0, |t| t.xid)
+    }
+
+    fn subroutine(&mut self) -> String {
+        self.task()
+            .map(|t| t.method.sub_name().to_string())
+            .unwrap_or_default()
+    }
+
+    fn workspace_free(&mut self) -> u64 {
+        // A VMOD's arena is bounded by its instance's memory cap.
+        self.memory_cap as u64
+    }
+}
+
+impl shellac::vmod::host::Host for VmodData {
+    fn log(&mut self, message: String) {
+        let xid = self.task().map_or(0, |t| t.xid);
+        tracing::info!(xid, "VCL_Log: {message}");
+    }
+
+    fn error(&mut self, message: String) {
+        let xid = self.task().map_or(0, |t| t.xid);
+        tracing::warn!(xid, "VCL_Error: {message}");
+    }
+
+    fn now(&mut self) -> f64 {
+        crate::vrt_ctx::now()
+    }
+
+    fn random(&mut self) -> u64 {
+        crate::vmod_std::random_u64()
+    }
+
+    fn regex_match(&mut self, pattern: String, subject: String) -> Result<bool, String> {
+        let re = self.regex(&pattern)?;
+        re.is_match(subject.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn regex_sub(
+        &mut self,
+        pattern: String,
+        subject: String,
+        replacement: String,
+        all: bool,
+    ) -> Result<String, String> {
+        let re = self.regex(&pattern)?;
+        let out = crate::vre::regsub(re, all, subject.as_bytes(), replacement.as_bytes())?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl shellac::vmod::shared::Host for VmodData {
+    fn get(&mut self, key: String) -> Option<String> {
+        crate::cache_shared::get(&self.namespace, &key)
+    }
+
+    fn set(&mut self, key: String, value: String, ttl: Option<f64>) {
+        crate::cache_shared::set(&self.namespace, &key, value, ttl)
+    }
+
+    fn incr(&mut self, key: String, delta: i64, ttl: Option<f64>) -> i64 {
+        crate::cache_shared::incr(&self.namespace, &key, delta, ttl)
+    }
+
+    fn delete(&mut self, key: String) -> bool {
+        crate::cache_shared::delete(&self.namespace, &key)
+    }
+
+    fn ttl(&mut self, key: String) -> Option<f64> {
+        crate::cache_shared::ttl(&self.namespace, &key)
+    }
+}
+
+impl shellac::vmod::cache::Host for VmodData {
+    fn add_tags(&mut self, tags: Vec<String>) -> Result<(), String> {
+        let Some(t) = self.task.as_deref_mut() else {
+            return Err("no task".into());
+        };
+        if t.method != Method::BackendResponse {
+            return Err(format!(
+                "tags can only be added in vcl_backend_response, not {}",
+                t.method.sub_name()
+            ));
+        }
+        t.tags.extend(tags);
+        Ok(())
+    }
+
+    fn purge_tags(&mut self, tags: Vec<String>, soft: bool) -> u32 {
+        let Some(cache) = self.task().and_then(|t| t.cache.clone()) else {
+            return 0;
+        };
+        let n = cache.purge_tags(&tags, soft, crate::vrt_ctx::now());
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn ban(&mut self, expression: String) -> Result<(), String> {
+        let Some(t) = self.task.as_deref_mut() else {
+            return Err("no task".into());
+        };
+        let b = crate::cache_ban::parse(&expression, crate::vrt_ctx::now())?;
+        t.new_bans.push(b);
+        Ok(())
+    }
+}
+
+/// The VMOD instances one task holds, returned (after `end-task`) to their
+/// pools when the task is dropped.
+#[derive(Default)]
+pub struct TaskVmods(Vec<(Arc<VclVmod>, VmodInstance)>);
+
+impl TaskVmods {
+    fn take(&mut self, vv: &Arc<VclVmod>) -> Option<VmodInstance> {
+        let i = self.0.iter().position(|(v, _)| Arc::ptr_eq(v, vv))?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    /// The instances that ran `vcl_init`, for [`VclVmod::seal`].
+    pub fn drain(&mut self) -> Vec<(Arc<VclVmod>, VmodInstance)> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for TaskVmods {
+    fn drop(&mut self) {
+        for (vv, inst) in self.0.drain(..) {
+            vv.release(inst);
+        }
+    }
+}
+
+/// How a native call into a component VMOD is bound at load time.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub vmod: usize,
+    pub export: usize,
+}
+
+/// Runs a VCL call of a component VMOD function on `task`, converting the
+/// arguments by the export's types. The task moves into the VMOD's store
+/// for the call (its imports read and write the task's messages) and back.
+pub fn call_from_vcl(
+    vcl: &crate::cache_vcl::VclShared,
+    b: &Binding,
+    object: i32,
+    args: &[crate::vmod_std::Arg],
+    mut task: Box<Task>,
+) -> (Box<Task>, Result<VclResult, VmodError>) {
+    use crate::vmod_std::Arg;
+    let Some(vv) = vcl.vmods.get(b.vmod).cloned() else {
+        return (task, Err(VmodError::NotFound(format!("#{}", b.vmod))));
+    };
+    let Some(e) = vv.lib.exports.get(b.export) else {
+        return (task, Err(vv.err("?", "bad export index")));
+    };
+    let mut vals = Vec::with_capacity(args.len());
+    for (i, a) in args.iter().enumerate() {
+        let ty = e.params.get(i).map(|t| match t {
+            Type::Option(o) => o.ty(),
+            t => t.clone(),
+        });
+        let kind = ty.as_ref().and_then(vcl_type).map(|t| t.0);
+        vals.push(match (a, kind) {
+            (Arg::None, _) => VclValue::None,
+            (Arg::Str(s), Some(VclType::Blob)) => VclValue::Blob(s.clone().map(String::into_bytes)),
+            (Arg::Str(s), _) => VclValue::Str(s.clone()),
+            (Arg::Header(w, n), _) => VclValue::Header(*w, n.clone()),
+            (Arg::Int(n), _) => VclValue::Int(*n),
+            (Arg::Real(x), _) => VclValue::Real(*x),
+            (Arg::Bool(x), _) => VclValue::Bool(*x),
+            (Arg::Handle(h), Some(VclType::Ip)) => match task.ip(*h) {
+                Some(ip) => VclValue::Ip(ip),
+                None => VclValue::None,
+            },
+            (Arg::Handle(h), Some(VclType::Backend)) => {
+                VclValue::Backend(vcl.backend_name(*h).unwrap_or_default())
+            }
+            (Arg::Handle(h), Some(VclType::Regex)) => usize::try_from(*h)
+                .ok()
+                .and_then(|i| vcl.meta.regexes.get(i))
+                .map_or(VclValue::None, |p| VclValue::Regex(p.clone())),
+            (Arg::Handle(_), _) => VclValue::None,
+        });
+    }
+    let object = u32::try_from(object).ok();
+    let inst = match task.vmods.take(&vv) {
+        Some(i) => Ok(i),
+        None if task.method == Method::Init => vv.for_init(b.vmod),
+        None => vv.checkout(b.vmod),
+    };
+    let mut inst = match inst {
+        Ok(i) => i,
+        Err(e) => return (task, Err(e)),
+    };
+    inst.store.data_mut().task = Some(task);
+    let r = vv.call(&mut inst, b.export, object, &vals);
+    let Some(mut task) = inst.store.data_mut().task.take() else {
+        // The task only moves in and out here.
+        return (
+            Box::new(Task::new(0, [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), 0.0)),
+            Err(vv.err("?", "task lost")),
+        );
+    };
+    if r.is_ok() {
+        task.vmods.0.push((vv, inst));
+    }
+    // On error the instance is dropped: its state may be anything now.
+    (task, r)
+}
