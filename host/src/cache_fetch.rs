@@ -174,6 +174,7 @@ fn object(
         esi_parsed: std::sync::OnceLock::new(),
         tags: object_tags(bo),
         soft_purged: AtomicU64::new(0),
+        ban_mark: AtomicU64::new(0),
     })
 }
 

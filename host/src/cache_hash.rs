@@ -32,9 +32,12 @@ pub struct Cache {
     budget: u64,
     /// Bytes held now.
     used: AtomicU64,
-    /// Insertion order, oldest first: eviction takes from the front (FIFO
-    /// for now; Varnish's LRU also moves objects back on hits).
-    order: Mutex<VecDeque<(Digest, Weak<Object>)>>,
+    /// The LRU list, least recently used first, with each object's hit
+    /// count when it was queued: eviction takes from the front, and an
+    /// object hit since it was queued goes to the back instead (a second
+    /// chance, so hits cost no lock, as Varnish's `lru_interval` spares
+    /// them most list moves).
+    order: Mutex<VecDeque<(Digest, Weak<Object>, u64)>>,
     /// Objects by cache tag (`xkey`), for tag purges.
     tags: Mutex<HashMap<String, Vec<ObjRef>>>,
 }
@@ -151,10 +154,17 @@ impl Cache {
     /// Evicts the oldest objects until the cache fits its budget.
     fn evict(&self) {
         while self.used() > self.budget {
-            let Some((hash, weak)) = self.order.lock().ok().and_then(|mut q| q.pop_front()) else {
+            let Ok(mut q) = self.order.lock() else { return };
+            let Some((hash, weak, hits)) = q.pop_front() else {
                 return;
             };
             let Some(obj) = weak.upgrade() else { continue };
+            let now_hits = obj.hits.load(Ordering::Relaxed);
+            if now_hits > hits {
+                q.push_back((hash, weak, now_hits));
+                continue;
+            }
+            drop(q);
             if let Ok(mut s) = self.shard(&hash).lock() {
                 if let Some(oh) = s.get_mut(&hash) {
                     self.retain(&mut oh.variants, |o| std::ptr::eq(o, &*obj));
@@ -188,7 +198,7 @@ impl Cache {
         let bans = &self.bans;
         let mut variants = std::mem::take(&mut oh.variants);
         self.retain(&mut variants, |o| {
-            o.expired(now) || bans.banned(o, url, req)
+            o.expired(now) || bans.banned(o, url, req, now)
         });
         oh.variants = variants;
         let found = if always_miss {
@@ -236,9 +246,9 @@ impl Cache {
             self.used.fetch_add(c, Ordering::Relaxed);
             if self.budget != u64::MAX {
                 if let Ok(mut q) = self.order.lock() {
-                    q.push_back((hash, Arc::downgrade(&obj)));
+                    q.push_back((hash, Arc::downgrade(&obj), 0));
                     if q.len() >= 1024 && q.len().is_power_of_two() {
-                        q.retain(|(_, w)| w.strong_count() > 0);
+                        q.retain(|(_, w, _)| w.strong_count() > 0);
                     }
                 }
             }
@@ -304,6 +314,57 @@ impl Cache {
             }
             None => 0,
         }
+    }
+
+    /// Every object in the index, with its hash.
+    fn objects(&self) -> Vec<(Digest, Arc<Object>)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            if let Ok(s) = shard.lock() {
+                for (h, oh) in s.iter() {
+                    out.extend(oh.variants.iter().map(|o| (*h, o.clone())));
+                }
+            }
+        }
+        out
+    }
+
+    /// `ban.list`: the bans with how many objects point at each.
+    pub fn ban_list(&self) -> Vec<crate::cache_ban::BanEntry> {
+        let checks: Vec<f64> = self
+            .objects()
+            .iter()
+            .map(|(_, o)| o.ban_checked())
+            .collect();
+        self.bans.list(&checks)
+    }
+
+    /// One pass of the ban lurker (Varnish's `cache_ban_lurker`): tests
+    /// every object against the obj-only bans older than `age` seconds,
+    /// removes those that match, marks those bans completed, and trims the
+    /// bans no object needs any more. Returns how many objects it removed.
+    pub fn ban_lurk(&self, now: f64, age: f64) -> usize {
+        use crate::cache_ban::BanList;
+        let bans = self.bans.lurkable(now, age);
+        let mut removed = 0;
+        let mut oldest = f64::INFINITY;
+        let newest_lurked = bans.iter().map(|b| b.time).fold(f64::MIN, f64::max);
+        for (h, o) in self.objects() {
+            if !bans.is_empty() {
+                if BanList::lurk_hit(&bans, &o, now) {
+                    self.remove(h, &o);
+                    removed += 1;
+                    continue;
+                }
+                if !self.bans.req_pending_after(o.ban_checked()) {
+                    o.set_ban_checked(newest_lurked);
+                }
+            }
+            oldest = oldest.min(o.ban_checked());
+        }
+        BanList::complete(&bans);
+        self.bans.trim(oldest);
+        removed
     }
 
     /// Drops every object (a stopped child loses its `malloc` storage).

@@ -224,6 +224,9 @@ pub struct Object {
     /// When a soft purge expired it (f64 bits; 0: never): its TTL then
     /// ends there while grace and keep still count from it.
     pub soft_purged: AtomicU64,
+    /// The time of the newest ban it has been tested against (f64 bits;
+    /// starts at its insertion time: older bans never apply).
+    pub ban_mark: AtomicU64,
 }
 
 impl Object {
@@ -249,6 +252,22 @@ impl Object {
     /// Whether it is dead (past ttl + grace + keep) and may be dropped.
     pub fn expired(&self, now: f64) -> bool {
         now >= self.fresh_until() + self.grace + self.keep
+    }
+
+    /// The time of the newest ban it was tested against.
+    pub fn ban_checked(&self) -> f64 {
+        match self.ban_mark.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => self.t_insert,
+            bits => f64::from_bits(bits).max(self.t_insert),
+        }
+    }
+
+    /// Records that bans up to `t` were tested.
+    pub fn set_ban_checked(&self, t: f64) {
+        if t > self.ban_checked() {
+            self.ban_mark
+                .store(t.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Expires it now, keeping grace and keep (vmod_xkey's softpurge).

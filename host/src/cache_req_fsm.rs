@@ -946,7 +946,7 @@ pub fn vcl_call(
     let (mut t, r) = vcl.call(method, t, ws);
     for b in t.new_bans.drain(..) {
         tracing::info!(xid = t.xid, "ban: {}", b.text);
-        ctx.cache.bans.add(b);
+        ctx.cache.bans.add(b, ctx.params().flag("ban_dups"));
     }
     (t, r)
 }

@@ -161,13 +161,37 @@ async fn session(child: Arc<Child>, s: TcpStream, secret: Option<Arc<Vec<u8>>>) 
     }
 }
 
-/// Quotes a word for a ban expression when it needs it.
-fn ban_word(w: &str) -> String {
-    if w.is_empty() || w.contains(char::is_whitespace) || w.contains('"') {
-        format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
-    } else {
-        w.to_string()
+/// `ban.list -j`, in varnishd's JSON layout.
+fn ban_list_json(args: &[String], list: &[crate::cache_ban::BanEntry]) -> String {
+    let q = |s: &str| {
+        let mut o = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => o.push_str("\\\""),
+                '\\' => o.push_str("\\\\"),
+                c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+                c => o.push(c),
+            }
+        }
+        o.push('"');
+        o
+    };
+    let argv: Vec<String> = std::iter::once("ban.list")
+        .chain(args.iter().map(String::as_str))
+        .map(q)
+        .collect();
+    let mut out = format!("[ 2, [{}], {:.3}", argv.join(", "), crate::vrt_ctx::now());
+    for b in list {
+        out.push_str(&format!(
+            ",\n  {{\n    \"time\": {:.6},\n    \"refs\": {},\n    \"completed\": {},\n    \"spec\": {}\n}}",
+            b.time,
+            b.refs,
+            b.completed,
+            q(&b.text)
+        ));
     }
+    out.push_str("\n]");
+    out
 }
 
 /// `vcl.list`'s table.
@@ -344,19 +368,24 @@ async fn command(child: &Child, words: &[String]) -> String {
             if need(3) {
                 return frame(TOOFEW, "Too few parameters");
             }
-            let expr: Vec<String> = args.iter().map(|a| ban_word(a)).collect();
-            match crate::cache_ban::parse(&expr.join(" "), crate::vrt_ctx::now()) {
+            let words: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            match crate::cache_ban::parse_words(&words, crate::vrt_ctx::now()) {
                 Ok(b) => {
-                    ctx.cache.bans.add(b);
+                    ctx.cache.bans.add(b, ctx.params().flag("ban_dups"));
                     frame(OK, "")
                 }
                 Err(e) => frame(PARAM, &e),
             }
         }
         "ban.list" => {
+            let list = ctx.cache.ban_list();
+            if args.iter().any(|a| a == "-j") {
+                return frame(OK, &ban_list_json(args, &list));
+            }
             let mut out = String::from("Present bans:\n");
-            for (t, text) in ctx.cache.bans.list() {
-                out.push_str(&format!("{t:.6}     0 -  {text}\n"));
+            for b in &list {
+                let flag = if b.completed { "C" } else { "-" };
+                out.push_str(&format!("{:.6} {:>5} {flag}  {}\n", b.time, b.refs, b.text));
             }
             frame(OK, out.trim_end())
         }

@@ -247,7 +247,11 @@ pub fn call(
             }
         }
         Native::BanFalse => {
-            match crate::cache_ban::parse(s(args, 0).unwrap_or(""), crate::vrt_ctx::now()) {
+            let parsed = match s(args, 0) {
+                None => Err("Null argument".to_string()),
+                Some(text) => crate::cache_ban::parse(text, crate::vrt_ctx::now()),
+            };
+            match parsed {
                 Ok(b) => {
                     task.new_bans.push(b);
                     task.ban_error.clear();

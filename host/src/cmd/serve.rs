@@ -136,6 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(v) => Ctx::new(params, v),
             None => Ctx::empty(params, storage),
         });
+        tokio::spawn(shellac::cache_ban::lurker(Arc::downgrade(&ctx)));
         let child = Arc::new(Child::new(ctx.clone(), listens));
         let mut tasks = Vec::new();
         let mut admin_addr = None;
