@@ -104,6 +104,29 @@ pub fn incr(ns: &str, key: &str, delta: i64, ttl: Option<f64>) -> i64 {
     .unwrap_or(0)
 }
 
+/// Stores `value` if the live value under `key` is `expected` (`None`:
+/// absent or expired); whether it did.
+pub fn swap(ns: &str, key: &str, expected: Option<&str>, value: String, ttl: Option<f64>) -> bool {
+    with(ns, key, |m, now| {
+        let cur = m
+            .get(&k(ns, key))
+            .filter(|e| live(e, now))
+            .map(|e| e.value.as_str());
+        if cur != expected {
+            return false;
+        }
+        m.insert(
+            k(ns, key),
+            Entry {
+                value,
+                expires: expiry(now, ttl),
+            },
+        );
+        true
+    })
+    .unwrap_or(false)
+}
+
 /// Removes `key`; whether it was there (and live).
 pub fn delete(ns: &str, key: &str) -> bool {
     with(ns, key, |m, now| {
@@ -146,5 +169,16 @@ mod tests {
         // Expired at once: the next incr starts over.
         assert_eq!(incr("t/x", "e", 1, Some(0.0)), 1);
         assert_eq!(ttl("t/x", "n"), None);
+    }
+
+    #[test]
+    fn swap_compares_first() {
+        assert!(swap("t/s", "k", None, "1".into(), None));
+        assert!(!swap("t/s", "k", None, "2".into(), None));
+        assert!(!swap("t/s", "k", Some("0"), "2".into(), None));
+        assert!(swap("t/s", "k", Some("1"), "2".into(), Some(0.0)));
+        // Expired at once: absent again.
+        assert!(swap("t/s", "k", None, "3".into(), None));
+        assert_eq!(get("t/s", "k").as_deref(), Some("3"));
     }
 }

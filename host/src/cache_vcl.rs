@@ -242,6 +242,12 @@ impl Vcl {
                     .map_err(|e| setup(e.to_string()))?;
             let lib =
                 crate::cache_vmod::load(&imp.name, &file).map_err(|e| setup(e.to_string()))?;
+            let limits = crate::cache_vmod::VmodLimits::for_vmod(
+                limits,
+                &imp.name,
+                params.text("vmod_limits"),
+            )
+            .map_err(setup)?;
             vmods.push(Arc::new(crate::cache_vmod::VclVmod::new(
                 lib, "default", limits,
             )));

@@ -28,7 +28,7 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{
     Component, ComponentExportIndex, HasSelf, Instance, InstancePre, Linker, ResourceAny, Val,
 };
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -112,9 +112,42 @@ pub struct VmodData {
     pub task: Option<Box<Task>>,
     /// `tenant/vmod`: the namespace of its shared state.
     namespace: String,
-    limits: StoreLimits,
+    limits: MemoryCap,
     memory_cap: usize,
     regexes: HashMap<String, Result<pcre2::bytes::Regex, String>>,
+}
+
+/// The store's memory limiter: refuses growth past the cap and remembers
+/// that it did, so a trap that follows is reported as out of memory.
+struct MemoryCap {
+    bytes: usize,
+    refused: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = desired <= self.bytes;
+        self.refused |= !ok;
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        4
+    }
 }
 
 /// Limits applied to every VMOD instance.
@@ -124,6 +157,32 @@ pub struct VmodLimits {
     pub budget_ticks: u64,
     /// Linear memory cap per instance, in bytes.
     pub memory: usize,
+}
+
+impl VmodLimits {
+    /// `base` with the override for VMOD `name` from the `vmod_limits`
+    /// parameter (`name=CPU_MS/MEMORY,...`, either half may be empty),
+    /// so one untrusted VMOD can get a tighter budget than the rest.
+    pub fn for_vmod(base: VmodLimits, name: &str, spec: &str) -> Result<VmodLimits, String> {
+        let mut out = base;
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || format!("vmod_limits: {item:?} is not name=CPU_MS/MEMORY");
+            let (who, limits) = item.split_once('=').ok_or_else(bad)?;
+            if who.trim() != name {
+                continue;
+            }
+            let (cpu, mem) = limits.split_once('/').unwrap_or((limits, ""));
+            if !cpu.trim().is_empty() {
+                let ms: u64 = cpu.trim().parse().map_err(|_| bad())?;
+                out.budget_ticks = ms.max(1);
+            }
+            if !mem.trim().is_empty() {
+                let bytes = crate::mgt_param::parse_bytes(mem.trim()).ok_or_else(bad)?;
+                out.memory = (bytes as usize).max(1 << 20);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The directory of the VMODs built with Shellac (`scripts/build-wasm`
@@ -383,8 +442,12 @@ fn describe(
             params.push(pty);
         }
         let result = f.results().next();
-        let ret = vcl_result(result.as_ref())
-            .ok_or_else(|| format!("{fname}: its result has a type VCL cannot take"))?;
+        let ret = match (&kind, result.as_ref()) {
+            // A constructor returns its resource; VCL names it with `new`.
+            (ExportKind::Constructor, Some(Type::Own(_))) => VclType::Void,
+            _ => vcl_result(result.as_ref())
+                .ok_or_else(|| format!("{fname}: its result has a type VCL cannot take"))?,
+        };
         let index = component
             .get_export_index(Some(&iface_idx), fname.as_str())
             .ok_or_else(|| format!("{fname} cannot be looked up"))?;
@@ -535,10 +598,10 @@ impl VclVmod {
         let data = VmodData {
             task: None,
             namespace: self.namespace.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory)
-                .instances(4)
-                .build(),
+            limits: MemoryCap {
+                bytes: self.limits.memory,
+                refused: false,
+            },
             memory_cap: self.limits.memory,
             regexes: HashMap::new(),
         };
@@ -686,8 +749,18 @@ impl VclVmod {
             .ok_or_else(|| self.err(name, "export missing in instance"))?;
         let mut results = vec![Val::Bool(false); usize::from(e.result.is_some())];
         inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
+        inst.store.data_mut().limits.refused = false;
         func.call(&mut inst.store, &params, &mut results)
-            .map_err(|err| self.err(name, trap_text(&err)))?;
+            .map_err(|err| {
+                let cap = &inst.store.data().limits;
+                if cap.refused {
+                    // The guest's allocator traps when memory cannot grow:
+                    // name the cause rather than the `unreachable`.
+                    let why = format!("out of memory (instance cap {} bytes)", cap.bytes);
+                    return self.err(name, why);
+                }
+                self.err(name, trap_text(&err))
+            })?;
         let out = results.pop();
         if e.kind == ExportKind::Constructor {
             if let (Some(Val::Resource(r)), Some(o)) = (&out, object) {
@@ -1052,6 +1125,16 @@ impl shellac::vmod::shared::Host for VmodData {
         crate::cache_shared::incr(&self.namespace, &key, delta, ttl)
     }
 
+    fn swap(
+        &mut self,
+        key: String,
+        expected: Option<String>,
+        value: String,
+        ttl: Option<f64>,
+    ) -> bool {
+        crate::cache_shared::swap(&self.namespace, &key, expected.as_deref(), value, ttl)
+    }
+
     fn delete(&mut self, key: String) -> bool {
         crate::cache_shared::delete(&self.namespace, &key)
     }
@@ -1196,4 +1279,26 @@ pub fn call_from_vcl(
     }
     // On error the instance is dropped: its state may be anything now.
     (task, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VmodLimits;
+
+    #[test]
+    fn vmod_limits_override_only_the_named_vmod() {
+        let base = VmodLimits {
+            budget_ticks: 100,
+            memory: 64 << 20,
+        };
+        let spec = "hostile=20/16m, xkey=/2m";
+        let h = VmodLimits::for_vmod(base, "hostile", spec).unwrap();
+        assert_eq!((h.budget_ticks, h.memory), (20, 16 << 20));
+        let x = VmodLimits::for_vmod(base, "xkey", spec).unwrap();
+        assert_eq!((x.budget_ticks, x.memory), (100, 2 << 20));
+        let c = VmodLimits::for_vmod(base, "cookie", spec).unwrap();
+        assert_eq!((c.budget_ticks, c.memory), (100, 64 << 20));
+        assert!(VmodLimits::for_vmod(base, "cookie", "hostile").is_err());
+        assert!(VmodLimits::for_vmod(base, "hostile", "hostile=fast").is_err());
+    }
 }

@@ -90,6 +90,9 @@ const DEFS: &[Def] = &[
     d("vcl_cpu_budget_ms", Unit::Count, "100", Some(1.0)),
     // Shellac's own: linear memory cap of one VMOD instance.
     d("vmod_memory_cap", Unit::Bytes, "64m", Some(1048576.0)),
+    // Shellac's own: per-VMOD overrides of the two above,
+    // `name=CPU_MS/MEMORY,...` (either half may be empty).
+    d("vmod_limits", Unit::Text, "", None),
 ];
 
 /// The other parameters of Varnish 7.1: accepted and shown (so configs and
