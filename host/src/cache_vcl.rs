@@ -108,9 +108,20 @@ pub fn engine() -> Result<&'static Engine, String> {
             let ticker = e.clone();
             std::thread::Builder::new()
                 .name("shellac-epoch".into())
-                .spawn(move || loop {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                    ticker.increment_epoch();
+                .spawn(move || {
+                    // Ticks follow the clock, not the number of sleeps: a
+                    // sleep overshoots (timer slack, scheduling), and a
+                    // budget of 50 ticks should stop a guest after 50 ms.
+                    let start = std::time::Instant::now();
+                    let mut ticks: u128 = 0;
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        let due = start.elapsed().as_millis();
+                        while ticks < due {
+                            ticker.increment_epoch();
+                            ticks += 1;
+                        }
+                    }
                 })
                 .map_err(|e| format!("starting the epoch ticker: {e}"))?;
             Ok(e)

@@ -26,7 +26,8 @@ use vcl_to_wasm::types::{Method, MethodSet, Type as VclType};
 use vcl_to_wasm::vmods::{Arg as VmodArg, Func as VmodFunc, Object as VmodObject, Vmod};
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{
-    Component, ComponentExportIndex, HasSelf, Instance, InstancePre, Linker, ResourceAny, Val,
+    Component, ComponentExportIndex, Func, HasSelf, Instance, InstancePre, Linker, ResourceAny,
+    TypedFunc, Val,
 };
 use wasmtime::{Engine, Store};
 
@@ -76,6 +77,9 @@ struct Export {
     params: Vec<Type>,
     result: Option<Type>,
     kind: ExportKind,
+    /// `string -> string` functions, the commonest VMOD call, go through
+    /// a typed function: no `Val` boxing, no per-call type check.
+    str_to_str: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -479,12 +483,16 @@ fn describe(
                 });
             }
         }
+        let str_to_str = kind == ExportKind::Function
+            && matches!(params.as_slice(), [Type::String])
+            && matches!(result, Some(Type::String));
         exports.push(Export {
             vcl_name,
             index,
             params,
             result,
             kind,
+            str_to_str,
         });
     }
     Ok(VmodLib {
@@ -562,12 +570,18 @@ struct Recorded {
     args: Vec<VclValue>,
 }
 
+type StrFn = TypedFunc<(String,), (String,)>;
+
 /// A live instance serving (at most) one task at a time.
 pub struct VmodInstance {
     store: Store<VmodData>,
     instance: Instance,
     /// VCL objects (`new x = …`) by `ObjectId`.
     objects: HashMap<u32, ResourceAny>,
+    /// Exports looked up so far, by export index (a lookup walks the
+    /// instance's export map; a call should not).
+    funcs: Vec<Option<Func>>,
+    str_fns: Vec<Option<StrFn>>,
     /// Which `VclVmod` of the VCL it belongs to.
     pub vmod: usize,
 }
@@ -613,17 +627,20 @@ impl VclVmod {
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.err("instantiate", format!("{e:#}")))?;
+        let n = self.lib.exports.len();
         let mut inst = VmodInstance {
             store,
             instance,
             objects: HashMap::new(),
+            funcs: vec![None; n],
+            str_fns: vec![None; n],
             vmod: id,
         };
         self.event(&mut inst, Event::Load)?;
         if replay {
             let log = self.init_log.lock().map(|l| l.clone()).unwrap_or_default();
             for r in log {
-                self.invoke(&mut inst, r.export, r.object, &r.args)?;
+                self.invoke(&mut inst, r.export, r.object, r.args)?;
             }
             self.event(&mut inst, Event::Warm)?;
         }
@@ -698,7 +715,7 @@ impl VclVmod {
         inst: &mut VmodInstance,
         export: usize,
         object: Option<u32>,
-        args: &[VclValue],
+        args: Vec<VclValue>,
     ) -> Result<VclResult, VmodError> {
         let in_init = inst
             .store
@@ -706,15 +723,16 @@ impl VclVmod {
             .task
             .as_ref()
             .is_some_and(|t| t.method == Method::Init);
-        let r = self.invoke(inst, export, object, args)?;
-        if in_init {
-            if let Ok(mut log) = self.init_log.lock() {
-                log.push(Recorded {
-                    export,
-                    object,
-                    args: args.to_vec(),
-                });
-            }
+        if !in_init {
+            return self.invoke(inst, export, object, args);
+        }
+        let r = self.invoke(inst, export, object, args.clone())?;
+        if let Ok(mut log) = self.init_log.lock() {
+            log.push(Recorded {
+                export,
+                object,
+                args,
+            });
         }
         Ok(r)
     }
@@ -724,7 +742,7 @@ impl VclVmod {
         inst: &mut VmodInstance,
         export: usize,
         object: Option<u32>,
-        args: &[VclValue],
+        mut args: Vec<VclValue>,
     ) -> Result<VclResult, VmodError> {
         let e = self
             .lib
@@ -732,6 +750,31 @@ impl VclVmod {
             .get(export)
             .ok_or_else(|| self.err("?", "bad export index"))?;
         let name = e.vcl_name.as_str();
+        if e.str_to_str {
+            let arg = match args.pop() {
+                Some(VclValue::Str(s)) => s.unwrap_or_default(),
+                _ => String::new(),
+            };
+            let f = match inst.str_fns.get(export).copied().flatten() {
+                Some(f) => f,
+                None => {
+                    let f = inst
+                        .instance
+                        .get_typed_func::<(String,), (String,)>(&mut inst.store, e.index)
+                        .map_err(|err| self.err(name, format!("{err:#}")))?;
+                    if let Some(slot) = inst.str_fns.get_mut(export) {
+                        *slot = Some(f);
+                    }
+                    f
+                }
+            };
+            inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
+            inst.store.data_mut().limits.refused = false;
+            return match f.call(&mut inst.store, (arg,)) {
+                Ok((out,)) => Ok(VclResult::Str(Some(out))),
+                Err(err) => Err(self.call_error(inst, name, &err)),
+            };
+        }
         let mut params = Vec::with_capacity(e.params.len() + 1);
         if e.kind == ExportKind::Method {
             let o = object
@@ -743,24 +786,24 @@ impl VclVmod {
             let a = args.get(i).unwrap_or(&VclValue::None);
             params.push(to_val(a, ty).map_err(|m| self.err(name, m))?);
         }
-        let func = inst
-            .instance
-            .get_func(&mut inst.store, e.index)
-            .ok_or_else(|| self.err(name, "export missing in instance"))?;
+        let func = match inst.funcs.get(export).copied().flatten() {
+            Some(f) => f,
+            None => {
+                let f = inst
+                    .instance
+                    .get_func(&mut inst.store, e.index)
+                    .ok_or_else(|| self.err(name, "export missing in instance"))?;
+                if let Some(slot) = inst.funcs.get_mut(export) {
+                    *slot = Some(f);
+                }
+                f
+            }
+        };
         let mut results = vec![Val::Bool(false); usize::from(e.result.is_some())];
         inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
         inst.store.data_mut().limits.refused = false;
         func.call(&mut inst.store, &params, &mut results)
-            .map_err(|err| {
-                let cap = &inst.store.data().limits;
-                if cap.refused {
-                    // The guest's allocator traps when memory cannot grow:
-                    // name the cause rather than the `unreachable`.
-                    let why = format!("out of memory (instance cap {} bytes)", cap.bytes);
-                    return self.err(name, why);
-                }
-                self.err(name, trap_text(&err))
-            })?;
+            .map_err(|err| self.call_error(inst, name, &err))?;
         let out = results.pop();
         if e.kind == ExportKind::Constructor {
             if let (Some(Val::Resource(r)), Some(o)) = (&out, object) {
@@ -769,6 +812,20 @@ impl VclVmod {
             return Ok(VclResult::Void);
         }
         from_val(out).map_err(|m| self.err(name, m))
+    }
+}
+
+impl VclVmod {
+    /// The error for a failed call of `func`.
+    fn call_error(&self, inst: &VmodInstance, func: &str, err: &wasmtime::Error) -> VmodError {
+        let cap = &inst.store.data().limits;
+        if cap.refused {
+            // The guest's allocator traps when memory cannot grow: name
+            // the cause rather than the `unreachable`.
+            let why = format!("out of memory (instance cap {} bytes)", cap.bytes);
+            return self.err(func, why);
+        }
+        self.err(func, trap_text(err))
     }
 }
 
@@ -1216,7 +1273,7 @@ pub fn call_from_vcl(
     vcl: &crate::cache_vcl::VclShared,
     b: &Binding,
     object: i32,
-    args: &[crate::vmod_std::Arg],
+    args: Vec<crate::vmod_std::Arg>,
     mut task: Box<Task>,
 ) -> (Box<Task>, Result<VclResult, VmodError>) {
     use crate::vmod_std::Arg;
@@ -1227,7 +1284,7 @@ pub fn call_from_vcl(
         return (task, Err(vv.err("?", "bad export index")));
     };
     let mut vals = Vec::with_capacity(args.len());
-    for (i, a) in args.iter().enumerate() {
+    for (i, a) in args.into_iter().enumerate() {
         let ty = e.params.get(i).map(|t| match t {
             Type::Option(o) => o.ty(),
             t => t.clone(),
@@ -1235,20 +1292,20 @@ pub fn call_from_vcl(
         let kind = ty.as_ref().and_then(vcl_type).map(|t| t.0);
         vals.push(match (a, kind) {
             (Arg::None, _) => VclValue::None,
-            (Arg::Str(s), Some(VclType::Blob)) => VclValue::Blob(s.clone().map(String::into_bytes)),
-            (Arg::Str(s), _) => VclValue::Str(s.clone()),
-            (Arg::Header(w, n), _) => VclValue::Header(*w, n.clone()),
-            (Arg::Int(n), _) => VclValue::Int(*n),
-            (Arg::Real(x), _) => VclValue::Real(*x),
-            (Arg::Bool(x), _) => VclValue::Bool(*x),
-            (Arg::Handle(h), Some(VclType::Ip)) => match task.ip(*h) {
+            (Arg::Str(s), Some(VclType::Blob)) => VclValue::Blob(s.map(String::into_bytes)),
+            (Arg::Str(s), _) => VclValue::Str(s),
+            (Arg::Header(w, n), _) => VclValue::Header(w, n),
+            (Arg::Int(n), _) => VclValue::Int(n),
+            (Arg::Real(x), _) => VclValue::Real(x),
+            (Arg::Bool(x), _) => VclValue::Bool(x),
+            (Arg::Handle(h), Some(VclType::Ip)) => match task.ip(h) {
                 Some(ip) => VclValue::Ip(ip),
                 None => VclValue::None,
             },
             (Arg::Handle(h), Some(VclType::Backend)) => {
-                VclValue::Backend(vcl.backend_name(*h).unwrap_or_default())
+                VclValue::Backend(vcl.backend_name(h).unwrap_or_default())
             }
-            (Arg::Handle(h), Some(VclType::Regex)) => usize::try_from(*h)
+            (Arg::Handle(h), Some(VclType::Regex)) => usize::try_from(h)
                 .ok()
                 .and_then(|i| vcl.meta.regexes.get(i))
                 .map_or(VclValue::None, |p| VclValue::Regex(p.clone())),
@@ -1266,7 +1323,7 @@ pub fn call_from_vcl(
         Err(e) => return (task, Err(e)),
     };
     inst.store.data_mut().task = Some(task);
-    let r = vv.call(&mut inst, b.export, object, &vals);
+    let r = vv.call(&mut inst, b.export, object, vals);
     let Some(mut task) = inst.store.data_mut().task.take() else {
         // The task only moves in and out here.
         return (

@@ -175,7 +175,7 @@ fn component_call(
     vcl: &VclShared,
     b: &crate::cache_vmod::Binding,
     object: i32,
-    slots: &[vmod_std::Arg],
+    slots: Vec<vmod_std::Arg>,
 ) -> Result<Ret, String> {
     use crate::cache_vmod::VclResult as V;
     let Some(t) = c.data_mut().task.take() else {
@@ -424,7 +424,7 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
                 .get(index as usize)
                 .ok_or_else(|| herr("bad native index"))?;
             let r = if let vmod_std::Native::Component(b) = native {
-                component_call(&mut c, &vcl, b, object, &slots)
+                component_call(&mut c, &vcl, b, object, slots)
             } else {
                 vmod_std::call(native, object, &slots, task(&mut c)?, &vcl)
             };
