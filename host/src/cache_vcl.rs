@@ -82,8 +82,6 @@ impl VclShared {
 struct Warm {
     store: Store<Data>,
     ws_start: Global,
-    ws_ptr: Global,
-    ws_end: Global,
     heap_base: u32,
     subs: Vec<Option<TypedFunc<(), i32>>>,
 }
@@ -343,8 +341,6 @@ impl Vcl {
             vcl: self.shared.clone(),
             limits: StoreLimitsBuilder::new().memory_size(self.mem_cap).build(),
             mem: None,
-            ws_ptr: None,
-            ws_end: None,
         };
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
@@ -358,8 +354,6 @@ impl Vcl {
             inst.get_global(&mut *store, n).ok_or_else(|| missing(n))
         };
         let ws_start = g(&mut store, abi::GLOBAL_WS_START)?;
-        let ws_ptr = g(&mut store, abi::GLOBAL_WS_PTR)?;
-        let ws_end = g(&mut store, abi::GLOBAL_WS_END)?;
         let heap = g(&mut store, abi::GLOBAL_HEAP_BASE)?;
         let version = g(&mut store, abi::GLOBAL_ABI_VERSION)?;
         if version.get(&mut store).i32() != Some(abi::ABI_VERSION) {
@@ -375,13 +369,9 @@ impl Vcl {
             .collect();
         let d = store.data_mut();
         d.mem = Some(mem);
-        d.ws_ptr = Some(ws_ptr);
-        d.ws_end = Some(ws_end);
         Ok(Warm {
             store,
             ws_start,
-            ws_ptr,
-            ws_end,
             heap_base,
             subs,
         })
@@ -401,8 +391,11 @@ impl Vcl {
                 .map_err(|e| CallError::Trap(e.to_string()))
         };
         set(&mut w.store, w.ws_start, u64::from(w.heap_base))?;
-        set(&mut w.store, w.ws_ptr, u64::from(w.heap_base))?;
-        set(&mut w.store, w.ws_end, end)?;
+        let data = mem.data_mut(&mut w.store);
+        let end = u32::try_from(end).map_err(|_| CallError::WsOverflow)?;
+        crate::vrt::set_cell(data, abi::WS_PTR_ADDR, w.heap_base)
+            .and_then(|()| crate::vrt::set_cell(data, abi::WS_END_ADDR, end))
+            .ok_or(CallError::WsOverflow)?;
         // +1: the current tick may be about to end.
         w.store.set_epoch_deadline(self.budget_ticks + 1);
         Ok(())

@@ -9,7 +9,7 @@ use crate::vrt_var;
 use std::sync::Arc;
 use vcl_to_wasm::abi::{self, Tag};
 use vcl_to_wasm::tir::HttpWhere;
-use wasmtime::{Caller, Engine, Global, Linker, Memory, StoreLimits, Val};
+use wasmtime::{Caller, Engine, Linker, Memory, StoreLimits};
 
 /// Why a call into VCL failed other than by returning an action.
 #[derive(Debug, thiserror::Error)]
@@ -21,14 +21,27 @@ pub enum VrtError {
 }
 
 /// What a store holds: the current task (moved in for each call), the
-/// loaded VCL's shared state, and handles to the workspace globals.
+/// loaded VCL's shared state, and the module's memory (which holds the
+/// workspace cells, see `vcl_to_wasm::abi`).
 pub struct Data {
     pub task: Option<Box<Task>>,
     pub vcl: Arc<VclShared>,
     pub limits: StoreLimits,
     pub mem: Option<Memory>,
-    pub ws_ptr: Option<Global>,
-    pub ws_end: Option<Global>,
+}
+
+/// The `u32` at `addr` of guest memory `data` (the workspace cells).
+pub fn cell(data: &[u8], addr: u32) -> Option<u32> {
+    let a = addr as usize;
+    let b: [u8; 4] = data.get(a..a + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+/// Sets the `u32` at `addr` of guest memory `data`.
+pub fn set_cell(data: &mut [u8], addr: u32, v: u32) -> Option<()> {
+    let a = addr as usize;
+    data.get_mut(a..a + 4)?.copy_from_slice(&v.to_le_bytes());
+    Some(())
 }
 
 type R<T> = wasmtime::Result<T>;
@@ -70,20 +83,22 @@ pub fn read_str(c: &mut C<'_>, packed: i64) -> R<Option<String>> {
 /// Writes `s` into the workspace (WS_Alloc) and returns it packed.
 pub fn alloc(c: &mut C<'_>, s: Option<&[u8]>) -> R<i64> {
     let Some(s) = s else { return Ok(abi::NULL) };
-    let d = c.data();
-    let (mem, pg, eg) = match (d.mem, d.ws_ptr, d.ws_end) {
-        (Some(m), Some(p), Some(e)) => (m, p, e),
+    let overflow = || wasmtime::Error::new(VrtError::WsOverflow);
+    let mem = c.data().mem.ok_or_else(|| herr("no workspace"))?;
+    let data = mem.data_mut(&mut *c);
+    let (ptr, end) = match (cell(data, abi::WS_PTR_ADDR), cell(data, abi::WS_END_ADDR)) {
+        (Some(p), Some(e)) => (p, e),
         _ => return Err(herr("no workspace")),
     };
-    let ptr = pg.get(&mut *c).i32().unwrap_or(0) as u32;
-    let end = eg.get(&mut *c).i32().unwrap_or(0) as u32;
-    let len = u32::try_from(s.len()).map_err(|_| wasmtime::Error::new(VrtError::WsOverflow))?;
-    if u64::from(ptr) + u64::from(len) > u64::from(end) {
-        return Err(wasmtime::Error::new(VrtError::WsOverflow));
-    }
-    mem.write(&mut *c, ptr as usize, s)
-        .map_err(|_| wasmtime::Error::new(VrtError::WsOverflow))?;
-    pg.set(&mut *c, Val::I32((ptr + len) as i32))?;
+    let len = u32::try_from(s.len()).map_err(|_| overflow())?;
+    let new = ptr
+        .checked_add(len)
+        .filter(|&n| n <= end)
+        .ok_or_else(overflow)?;
+    data.get_mut(ptr as usize..new as usize)
+        .ok_or_else(overflow)?
+        .copy_from_slice(s);
+    set_cell(data, abi::WS_PTR_ADDR, new).ok_or_else(overflow)?;
     Ok(abi::pack(ptr, len))
 }
 

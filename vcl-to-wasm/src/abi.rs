@@ -44,17 +44,22 @@
 //! | reserved 0 | native-call slots (scratch) | constants (data)  | workspace ...  |
 //! ```
 //!
-//! * `[0, 16)` is never used, so no pointer is 0.
+//! * `[0, 16)` holds no string, so no pointer is 0; its bytes 4..12 are the
+//!   workspace cells (below).
 //! * The scratch area holds the argument slots of [`NATIVE_CALL`] (see
 //!   "Native calls"); its size is fixed by the largest call in the program.
 //! * Constants (string literals, header names) are deduplicated into one
 //!   active data segment. They are immutable by construction: the generated
 //!   code never writes there.
 //! * The workspace is Varnish's per-task WS_Alloc arena: a bump allocator
-//!   over `[ws_start, ws_end)` whose next free byte is `ws_ptr`. All three
-//!   are exported mutable `i32` globals ([`GLOBAL_WS_START`], …). Before a
-//!   task the host sets `ws_start = ws_ptr = heap_base` (or anywhere at or
-//!   above [`GLOBAL_HEAP_BASE`]) and `ws_end = ws_start + workspace size`,
+//!   over `[ws_start, ws_end)` whose next free byte is `ws_ptr`.
+//!   `ws_start` is an exported mutable `i32` global ([`GLOBAL_WS_START`]);
+//!   `ws_ptr` and `ws_end` are little-endian `u32` cells in the reserved
+//!   bytes, at [`WS_PTR_ADDR`] and [`WS_END_ADDR`], because the host reads
+//!   and writes them on every string it returns and a memory access costs
+//!   it far less than wasmtime's `Global::get`/`set`. Before a task the
+//!   host sets `ws_start = ws_ptr = heap_base` (or anywhere at or above
+//!   [`GLOBAL_HEAP_BASE`]) and `ws_end = ws_start + workspace size`,
 //!   growing the memory if needed; resetting `ws_ptr` ends the task. The
 //!   module's initial values describe a default 64 KiB workspace
 //!   ([`DEFAULT_WORKSPACE`]) so a module works without any setup.
@@ -127,7 +132,7 @@ use crate::types::Type;
 
 /// The version of this interface; exported as the immutable global
 /// [`GLOBAL_ABI_VERSION`] so a host can refuse modules it cannot run.
-pub const ABI_VERSION: i32 = 1;
+pub const ABI_VERSION: i32 = 2;
 
 /// The wasm import module name of every host function.
 pub const MODULE: &str = "shellac";
@@ -139,10 +144,11 @@ pub const META_SECTION: &str = "shellac:meta";
 pub const EXPORT_MEMORY: &str = "memory";
 /// Exported mutable `i32` global: first byte of the task's workspace.
 pub const GLOBAL_WS_START: &str = "ws_start";
-/// Exported mutable `i32` global: next free byte of the workspace.
-pub const GLOBAL_WS_PTR: &str = "ws_ptr";
-/// Exported mutable `i32` global: one past the last usable workspace byte.
-pub const GLOBAL_WS_END: &str = "ws_end";
+/// Memory address of the `u32` cell holding the next free workspace byte.
+pub const WS_PTR_ADDR: u32 = 4;
+/// Memory address of the `u32` cell holding one past the last usable
+/// workspace byte.
+pub const WS_END_ADDR: u32 = 8;
 /// Exported immutable `i32` global: the first byte after constants and the
 /// scratch area; the workspace may start anywhere from here.
 pub const GLOBAL_HEAP_BASE: &str = "heap_base";

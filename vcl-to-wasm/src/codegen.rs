@@ -54,11 +54,9 @@ pub enum CodegenError {
 pub(crate) type Result<T> = std::result::Result<T, CodegenError>;
 
 /// Global indices (all `i32`).
-pub(crate) const G_WS_START: u32 = 0;
-pub(crate) const G_WS_PTR: u32 = 1;
-pub(crate) const G_WS_END: u32 = 2;
-const G_HEAP_BASE: u32 = 3;
-const G_ABI_VERSION: u32 = 4;
+const G_WS_START: u32 = 0;
+const G_HEAP_BASE: u32 = 1;
+const G_ABI_VERSION: u32 = 2;
 
 /// State shared by all functions of one module.
 pub(crate) struct Ctx {
@@ -248,12 +246,7 @@ pub fn generate(program: &tir::Program) -> Result<(Vec<u8>, Metadata)> {
     });
     let mut globals = GlobalSection::new();
     let as_i32 = |v: u32| -> Result<i32> { i32::try_from(v).map_err(|_| too_many("constants")) };
-    for (value, mutable) in [
-        (heap_base, true),
-        (heap_base, true),
-        (ws_end, true),
-        (heap_base, false),
-    ] {
+    for (value, mutable) in [(heap_base, true), (heap_base, false)] {
         globals.global(
             GlobalType {
                 val_type: wasm_encoder::ValType::I32,
@@ -274,8 +267,6 @@ pub fn generate(program: &tir::Program) -> Result<(Vec<u8>, Metadata)> {
     exports.export(abi::EXPORT_MEMORY, ExportKind::Memory, 0);
     for (name, g) in [
         (abi::GLOBAL_WS_START, G_WS_START),
-        (abi::GLOBAL_WS_PTR, G_WS_PTR),
-        (abi::GLOBAL_WS_END, G_WS_END),
         (abi::GLOBAL_HEAP_BASE, G_HEAP_BASE),
         (abi::GLOBAL_ABI_VERSION, G_ABI_VERSION),
     ] {
@@ -283,6 +274,14 @@ pub fn generate(program: &tir::Program) -> Result<(Vec<u8>, Metadata)> {
     }
 
     let mut data = DataSection::new();
+    // The workspace cells (`ws_ptr`, `ws_end`) start out describing the
+    // default workspace.
+    let cells: Vec<u8> = heap_base
+        .to_le_bytes()
+        .into_iter()
+        .chain(ws_end.to_le_bytes())
+        .collect();
+    data.active(0, &ConstExpr::i32_const(as_i32(abi::WS_PTR_ADDR)?), cells);
     let bytes = cx.pool.bytes();
     if !bytes.is_empty() {
         data.active(

@@ -4,8 +4,7 @@
 //! equality, ordering (`VRT_strcmp`) and copying.
 
 use super::func::{mem, mem8, FuncBuilder};
-use super::{G_WS_END, G_WS_PTR};
-use crate::abi::{Import, ValType};
+use crate::abi::{self, Import, ValType};
 use wasm_encoder::{BlockType, Function, Instruction as I};
 
 /// The helpers, in function-index order after the imports.
@@ -83,23 +82,26 @@ fn ws_alloc(f: &mut FuncBuilder) {
     f.emit_all([
         // if (u64)ws_ptr + n > (u64)ws_end: overflow. In i64 nothing wraps,
         // and a ws_ptr beyond ws_end (a host mistake) also overflows.
-        I::GlobalGet(G_WS_PTR),
+        I::I32Const(0),
+        I::I32Load(mem(abi::WS_PTR_ADDR, 2)),
         I::LocalTee(p),
         I::I64ExtendI32U,
         I::LocalGet(n),
         I::I64Add,
-        I::GlobalGet(G_WS_END),
+        I::I32Const(0),
+        I::I32Load(mem(abi::WS_END_ADDR, 2)),
         I::I64ExtendI32U,
         I::I64GtU,
         I::If(BlockType::Empty),
         I::Call(Import::WsOverflow.func_index()),
         I::Unreachable,
         I::End,
+        I::I32Const(0),
         I::LocalGet(p),
         I::LocalGet(n),
         I::I32WrapI64,
         I::I32Add,
-        I::GlobalSet(G_WS_PTR),
+        I::I32Store(mem(abi::WS_PTR_ADDR, 2)),
         I::LocalGet(p),
     ]);
 }

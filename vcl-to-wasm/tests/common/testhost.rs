@@ -170,15 +170,16 @@ fn memory(c: &mut Caller<'_, State>) -> HResult<wasmtime::Memory> {
         .ok_or_else(|| host_err("no memory export"))
 }
 
-fn global_i32(c: &mut Caller<'_, State>, name: &str) -> HResult<(wasmtime::Global, u32)> {
-    let g = c
-        .get_export(name)
-        .and_then(Extern::into_global)
-        .ok_or_else(|| host_err(format!("no global {name}")))?;
-    match g.get(&mut *c) {
-        Val::I32(v) => Ok((g, v as u32)),
-        _ => Err(host_err(format!("global {name} is not i32"))),
-    }
+/// The workspace cell (a little-endian `u32`) at `addr`.
+fn cell(data: &[u8], addr: u32) -> Option<u32> {
+    let a = addr as usize;
+    Some(u32::from_le_bytes(data.get(a..a + 4)?.try_into().ok()?))
+}
+
+fn set_cell(data: &mut [u8], addr: u32, v: u32) -> Option<()> {
+    let a = addr as usize;
+    data.get_mut(a..a + 4)?.copy_from_slice(&v.to_le_bytes());
+    Some(())
 }
 
 /// Reads a packed string; NULL is `None`.
@@ -198,16 +199,19 @@ fn read_str(c: &mut Caller<'_, State>, packed: i64) -> HResult<Option<String>> {
 /// Copies `s` into the workspace, as a host does for returned strings.
 fn alloc_str(c: &mut Caller<'_, State>, s: Option<&str>) -> HResult<i64> {
     let Some(s) = s else { return Ok(abi::NULL) };
-    let (ptr_g, ptr) = global_i32(c, abi::GLOBAL_WS_PTR)?;
-    let (_, end) = global_i32(c, abi::GLOBAL_WS_END)?;
+    let mem = memory(c)?;
+    let data = mem.data(&*c);
+    let (ptr, end) = cell(data, abi::WS_PTR_ADDR)
+        .zip(cell(data, abi::WS_END_ADDR))
+        .ok_or_else(|| host_err("no workspace cells"))?;
     let len = u32::try_from(s.len()).map_err(|_| host_err("huge string"))?;
     if u64::from(ptr) + u64::from(len) > u64::from(end) {
         return Err(wasmtime::Error::new(HostError::WsOverflow));
     }
-    let mem = memory(c)?;
     mem.write(&mut *c, ptr as usize, s.as_bytes())
         .map_err(|e| host_err(e.to_string()))?;
-    ptr_g.set(&mut *c, Val::I32((ptr + len) as i32))?;
+    set_cell(mem.data_mut(&mut *c), abi::WS_PTR_ADDR, ptr + len)
+        .ok_or_else(|| host_err("no workspace cells"))?;
     Ok(abi::pack(ptr, len))
 }
 
@@ -751,21 +755,26 @@ pub fn run(wasm: &[u8], sub: &str, state: &mut State) -> Result<Option<Action>, 
         if ws != 0 {
             // Reset the workspace the way a host does per task.
             let (start, _) = global(&mut store, abi::GLOBAL_WS_START)?;
-            let (ptr, _) = global(&mut store, abi::GLOBAL_WS_PTR)?;
-            let (end, _) = global(&mut store, abi::GLOBAL_WS_END)?;
-            let set = |store: &mut Store<State>, g: wasmtime::Global, v: u32| {
-                g.set(&mut *store, Val::I32(v as i32))
-                    .map_err(|e| RunError::Trap(e.to_string()))
-            };
-            set(&mut store, start, heap)?;
-            set(&mut store, ptr, heap)?;
-            set(&mut store, end, heap + ws)?;
+            start
+                .set(&mut store, Val::I32(heap as i32))
+                .map_err(|e| RunError::Trap(e.to_string()))?;
+            let mem = inst
+                .get_memory(&mut store, abi::EXPORT_MEMORY)
+                .ok_or_else(|| RunError::Trap("no memory".into()))?;
+            let data = mem.data_mut(&mut store);
+            set_cell(data, abi::WS_PTR_ADDR, heap)
+                .and_then(|()| set_cell(data, abi::WS_END_ADDR, heap + ws))
+                .ok_or_else(|| RunError::Trap("no workspace cells".into()))?;
         }
         let f = inst
             .get_typed_func::<(), i32>(&mut store, sub)
             .map_err(|e| RunError::Trap(format!("no sub {sub}: {e}")))?;
         let code = f.call(&mut store, ()).map_err(classify);
-        let (_, ptr) = global(&mut store, abi::GLOBAL_WS_PTR)?;
+        let mem = inst
+            .get_memory(&mut store, abi::EXPORT_MEMORY)
+            .ok_or_else(|| RunError::Trap("no memory".into()))?;
+        let ptr = cell(mem.data(&store), abi::WS_PTR_ADDR)
+            .ok_or_else(|| RunError::Trap("no workspace cells".into()))?;
         let (_, start) = global(&mut store, abi::GLOBAL_WS_START)?;
         store.data_mut().ws_used = ptr - start;
         let code = code?;
