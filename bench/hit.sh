@@ -17,14 +17,7 @@ if [ -n "${SMOKE:-}" ]; then ROUNDS=1; SECS=1; fi
 SIZES=${SIZES:-"1024 102400"}
 CONNS=${CONNS:-32}
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
-need varnishd varnish
-need wrk wrk
-need taskset util-linux
-if [ -z "${SHELLAC:-}" ]; then
-    cargo build --release --locked -p shellac -q
-    SHELLAC=$PWD/target/release/shellac
-fi
+. bench/common.sh varnish wrk
 
 work=$(mktemp -d)
 pids=()

@@ -18,14 +18,7 @@ SECS=${2:-4}
 N=${CALLS:-1000}
 if [ -n "${SMOKE:-}" ]; then ROUNDS=1; SECS=1; fi
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
-need varnishd varnish
-need wrk wrk
-need taskset util-linux
-if [ -z "${SHELLAC:-}" ]; then
-    cargo build --release --locked -p shellac -q
-    SHELLAC=$PWD/target/release/shellac
-fi
+. bench/common.sh varnish wrk
 [ -f target/samples/hello.wasm ] || scripts/build-wasm
 
 work=$(mktemp -d)

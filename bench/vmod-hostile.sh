@@ -22,13 +22,7 @@ ATTACKERS=${ATTACKERS:-6}
 LIMITS=${LIMITS:-hostile=50/64m}
 if [ -n "${SMOKE:-}" ]; then SECS=2; CONNS=100; fi
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
-need wrk wrk
-need taskset util-linux
-if [ -z "${SHELLAC:-}" ]; then
-    cargo build --release --locked -p shellac -q
-    SHELLAC=$PWD/target/release/shellac
-fi
+. bench/common.sh wrk
 [ -f target/samples/hostile.wasm ] || scripts/build-wasm
 ulimit -n $((CONNS * 2 + 1024)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
