@@ -26,6 +26,23 @@ pub struct Backend {
     pub admin_health: std::sync::atomic::AtomicU8,
     /// Whether a probe decides `healthy` (shown by `backend.list`).
     pub probed: bool,
+    /// `.max_connections`: fetches at once; one more fails as busy.
+    pub max_connections: Option<u32>,
+    /// Fetches holding a connection now.
+    busy: std::sync::atomic::AtomicU32,
+}
+
+/// A fetch's claim on one of its backend's `.max_connections`, given back
+/// when the fetch (head and body) is done.
+#[derive(Debug)]
+pub struct ConnSlot(std::sync::Arc<Backend>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// `backend.set_health auto`: the probe decides.
@@ -102,7 +119,20 @@ impl Backend {
             healthy: std::sync::atomic::AtomicBool::new(true),
             admin_health: std::sync::atomic::AtomicU8::new(ADMIN_AUTO),
             probed: def.probe.is_some(),
+            max_connections: def.max_connections.filter(|&n| n > 0),
+            busy: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// Claims a connection slot, or `None` when `.max_connections` are
+    /// all in use (Varnish's "backend busy": the fetch fails, 503).
+    pub fn claim(self: &std::sync::Arc<Self>) -> Option<ConnSlot> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let max = self.max_connections.unwrap_or(u32::MAX);
+        self.busy
+            .fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| ConnSlot(self.clone()))
     }
 
     /// Whether the backend may be used: the admin's word, else the probe's.

@@ -50,6 +50,9 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
     if !be.is_healthy() {
         return Err(format!("backend {}: unhealthy", be.name));
     }
+    let slot = be
+        .claim()
+        .ok_or_else(|| format!("backend {}: busy (max_connections reached)", be.name))?;
     let params = ctx.params();
     let pick = |task: Option<f64>, backend: Option<f64>, param: &str| {
         task.or(backend).unwrap_or_else(|| params.num(param))
@@ -94,6 +97,7 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
             reader,
             backend: be,
             max,
+            _slot: slot,
         },
     ))
 }
@@ -105,6 +109,8 @@ pub struct Pump {
     reader: BodyReader,
     backend: Arc<crate::cache_backend::Backend>,
     max: u64,
+    /// Held until the body is read: the connection is in use till then.
+    _slot: crate::cache_backend::ConnSlot,
 }
 
 impl Pump {
