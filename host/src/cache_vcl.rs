@@ -57,6 +57,8 @@ pub struct VclShared {
     pub directors: Mutex<Vec<Option<Arc<crate::vmod_directors::Director>>>>,
     /// The component VMODs it imports, in `Binding::vmod` order.
     pub vmods: Vec<Arc<crate::cache_vmod::VclVmod>>,
+    /// What `std.fileread()` may read: `fileread_path` at load time.
+    pub files: crate::vmod_std::FileReader,
 }
 
 impl VclShared {
@@ -302,6 +304,7 @@ impl Vcl {
             storage_budget: storage,
             directors: Mutex::new(Vec::new()),
             vmods,
+            files: crate::vmod_std::FileReader::new(params.text("fileread_path")),
         });
         let vcl = Arc::new(Vcl {
             shared,

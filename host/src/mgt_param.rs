@@ -93,6 +93,15 @@ const DEFS: &[Def] = &[
     // Shellac's own: per-VMOD overrides of the two above,
     // `name=CPU_MS/MEMORY,...` (either half may be empty).
     d("vmod_limits", Unit::Text, "", None),
+    // Shellac's own: the directories `std.fileread()` and
+    // `std.file_exists()` may look into (colon-separated), so an
+    // untrusted VCL cannot read the host's files.
+    d(
+        "fileread_path",
+        Unit::Text,
+        "/etc/varnish:/usr/share/varnish",
+        None,
+    ),
 ];
 
 /// The other parameters of Varnish 7.1: accepted and shown (so configs and

@@ -74,7 +74,64 @@ pub enum Native {
     Fnmatch,
     Time,
     FileExists,
+    FileRead,
     CacheReqBody,
+}
+
+/// `std.fileread()` and `std.file_exists()` confined to the directories
+/// of `fileread_path`. A file is read once per VCL, as Varnish's
+/// PRIV_CALL cache does: later changes to it are not seen until reload.
+#[derive(Debug, Default)]
+pub struct FileReader {
+    dirs: Vec<std::path::PathBuf>,
+    cache: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl FileReader {
+    /// The reader for a `fileread_path` value.
+    pub fn new(path: &str) -> FileReader {
+        FileReader {
+            dirs: path
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .filter_map(|d| std::fs::canonicalize(d).ok())
+                .collect(),
+            cache: Default::default(),
+        }
+    }
+
+    /// `path` resolved (symlinks, `..`) if it lies inside an allowed
+    /// directory.
+    fn allowed(&self, path: &str) -> Result<std::path::PathBuf, String> {
+        let real = std::fs::canonicalize(path)
+            .map_err(|e| format!("std.fileread: cannot read {path}: {e}"))?;
+        if self.dirs.iter().any(|d| real.starts_with(d)) {
+            Ok(real)
+        } else {
+            Err(format!("std.fileread: {path} is outside fileread_path"))
+        }
+    }
+
+    /// The contents of `path` (lossy UTF-8), from the cache after the
+    /// first read.
+    pub fn read(&self, path: &str) -> Result<String, String> {
+        if let Some(s) = self.cache.lock().ok().and_then(|c| c.get(path).cloned()) {
+            return Ok(s);
+        }
+        let real = self.allowed(path)?;
+        let bytes =
+            std::fs::read(&real).map_err(|e| format!("std.fileread: cannot read {path}: {e}"))?;
+        let s = String::from_utf8_lossy(&bytes).into_owned();
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(path.to_string(), s.clone());
+        }
+        Ok(s)
+    }
+
+    /// Whether `path` exists inside an allowed directory.
+    pub fn exists(&self, path: &str) -> bool {
+        self.allowed(path).is_ok_and(|p| p.exists())
+    }
 }
 
 /// Binds a `Metadata::natives` entry.
@@ -95,6 +152,7 @@ pub fn bind(f: &NativeFn) -> Native {
         ("std", "fnmatch") => Native::Fnmatch,
         ("std", "time") => Native::Time,
         ("std", "file_exists") => Native::FileExists,
+        ("std", "fileread") => Native::FileRead,
         ("std", "cache_req_body") => Native::CacheReqBody,
         ("std", "integer") => Native::Integer,
         ("std", "real") => Native::Real,
@@ -354,7 +412,8 @@ pub fn call(
             }
         }
         // The sandbox sees no files.
-        Native::FileExists => Ret::Bool(false),
+        Native::FileExists => Ret::Bool(s(args, 0).is_some_and(|p| vcl.files.exists(p))),
+        Native::FileRead => Ret::Str(Some(vcl.files.read(s(args, 0).unwrap_or(""))?)),
         // Request bodies are always read whole before vcl_recv, so the
         // body is cached already; only the size limit is left to check.
         Native::CacheReqBody => Ret::Bool(task.req_body_len as f64 <= num(args, 0).unwrap_or(0.0)),
