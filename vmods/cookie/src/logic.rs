@@ -69,41 +69,13 @@ pub fn names(list: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `Thu, 01 Jan 1970 00:00:00 GMT` for a time in seconds since the epoch.
+/// `Thu, 01 Jan 1970 00:00:00 GMT` for a time in seconds since the epoch,
+/// clamped to what an HTTP date can say (1970 to 9999).
 pub fn rfc1123(t: f64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = if t.is_finite() { t.floor() as i64 } else { 0 };
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        DAYS[days.rem_euclid(7) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01, in the
-/// proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    const LAST: f64 = 253_402_300_799.0; // 9999-12-31T23:59:59Z
+    let secs = if t.is_finite() { t.floor().clamp(0.0, LAST) } else { 0.0 };
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    httpdate::fmt_http_date(when)
 }
 
 #[cfg(test)]
@@ -123,6 +95,8 @@ mod tests {
         assert_eq!(rfc1123(0.0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(rfc1123(784111777.0), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(rfc1123(951782400.0), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(rfc1123(-5.0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(rfc1123(1e300), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 
     #[test]
