@@ -73,7 +73,11 @@ pub fn names(list: &str) -> Vec<&str> {
 /// clamped to what an HTTP date can say (1970 to 9999).
 pub fn rfc1123(t: f64) -> String {
     const LAST: f64 = 253_402_300_799.0; // 9999-12-31T23:59:59Z
-    let secs = if t.is_finite() { t.floor().clamp(0.0, LAST) } else { 0.0 };
+    let secs = if t.is_finite() {
+        t.floor().clamp(0.0, LAST)
+    } else {
+        0.0
+    };
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
     httpdate::fmt_http_date(when)
 }
