@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 type ChunkFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ()>> + Send>>;
 
-/// The body hyper writes to the client.
+/// The body written to the client.
 pub enum RespBody {
     /// Whole, made here; `None` once sent.
     Full(Option<Bytes>),
@@ -40,10 +40,36 @@ impl RespBody {
             wait: None,
         }
     }
+
+    /// The body of a reply. ESI and gunzip output are made by a task of
+    /// their own, so includes run and inflation happens as the client
+    /// reads; a full channel holds that task back. A pipe has no body.
+    pub fn from_reply(body: crate::cache_req_fsm::ReplyBody) -> RespBody {
+        use crate::cache_req_fsm::ReplyBody;
+        match body {
+            ReplyBody::Bytes(b) => RespBody::full(b),
+            ReplyBody::Object(o) => RespBody::object(o),
+            b @ ReplyBody::Gunzip(_) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                tokio::spawn(async move {
+                    crate::cache_esi::send_body(b, &tx).await;
+                });
+                RespBody::Channel(rx)
+            }
+            ReplyBody::Esi(job) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                tokio::spawn(async move {
+                    crate::cache_esi::deliver(*job, &tx).await;
+                });
+                RespBody::Channel(rx)
+            }
+            ReplyBody::Pipe(_) => RespBody::Full(None),
+        }
+    }
 }
 
-/// The fetch behind a streamed body failed: hyper then closes the
-/// connection without finishing the body, as Varnish does.
+/// The fetch behind a streamed body failed: the connection is then
+/// closed without finishing the body, as Varnish does.
 fn fetch_failed() -> std::io::Error {
     std::io::Error::other("backend fetch failed while streaming")
 }

@@ -177,6 +177,8 @@ pub async fn send_body(body: crate::cache_req_fsm::ReplyBody, sink: &Sink) -> bo
             }
         }
         ReplyBody::Esi(job) => Box::pin(deliver(*job, sink)).await,
+        // A pipe inside an include has nothing to include.
+        ReplyBody::Pipe(_) => true,
         ReplyBody::Gunzip(o) => match o
             .body
             .collect()

@@ -47,7 +47,8 @@ pub struct ConnPool {
 }
 
 impl ConnPool {
-    fn take(&self) -> Option<TcpStream> {
+    /// An idle connection, if there is one.
+    pub(crate) fn take(&self) -> Option<TcpStream> {
         self.idle.lock().ok()?.pop()
     }
 
@@ -96,7 +97,7 @@ async fn connect(addr: SocketAddr, limits: &Limits) -> Result<TcpStream, FetchEr
 
 /// Serialises `bereq` (Varnish adds nothing the VCL did not set, except
 /// a Content-Length for a body and the Host from `.host_header`).
-fn request_bytes(req: &ReqMsg, body: &[u8], host_header: Option<&str>) -> Vec<u8> {
+pub(crate) fn request_bytes(req: &ReqMsg, body: &[u8], host_header: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
@@ -257,7 +258,12 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RespMsg, usize)>, F
             Ok(Some((
                 RespMsg {
                     status,
-                    reason: r.reason.unwrap_or("").to_string(),
+                    // A backend that sends no reason gets the standard
+                    // one, as in Varnish.
+                    reason: match r.reason.map(str::trim) {
+                        Some(r) if !r.is_empty() => r.to_string(),
+                        _ => crate::cache_http::status_reason(status).to_string(),
+                    },
                     proto: proto.to_string(),
                     headers,
                 },

@@ -204,6 +204,9 @@ pub enum ReplyBody {
     Esi(Box<crate::cache_esi::EsiJob>),
     /// A gzipped object's body, gunzipped.
     Gunzip(Arc<Object>),
+    /// `return (pipe)`: no response, the connection becomes a tunnel to
+    /// the backend.
+    Pipe(Box<crate::cache_pipe::PipeJob>),
 }
 
 /// A response to write to the client.
@@ -227,6 +230,8 @@ enum Step {
     Synth(u16, Option<String>),
     Deliver(Arc<Object>, Option<u64>),
     Fail(String),
+    /// `pipe` from `vcl_pipe`: the session becomes a tunnel.
+    Pipe(Box<crate::cache_pipe::PipeJob>),
 }
 
 fn client_ws(ctx: &Ctx) -> u32 {
@@ -295,6 +300,16 @@ pub async fn handle_at_level(
                 match r {
                     Ok(reply) => return reply,
                     Err(s) => s,
+                }
+            }
+            Step::Pipe(job) => {
+                return Reply {
+                    status: 0,
+                    reason: String::new(),
+                    headers: Vec::new(),
+                    body: ReplyBody::Pipe(job),
+                    close: true,
+                    head_length: None,
                 }
             }
             Step::Synth(status, reason) => {
@@ -438,14 +453,18 @@ async fn recv_to_delivery(
         }
     }
     if pipe {
-        // vcl_pipe sees the backend request; its `pipe` is served as a
-        // pass for now (no byte tunnel yet), `synth` as usual.
+        // vcl_pipe sees the backend request: the client's, hop-by-hop
+        // headers gone, `Connection: close` so the backend does not keep
+        // the tunnel open for requests Varnish never sees, and X-Varnish.
         t.bereq = t.req.clone();
         crate::cache_http::filter_hop_by_hop(&mut t.bereq.headers);
+        hdr_set(&mut t.bereq.headers, "Connection", "close");
+        hdr_set(&mut t.bereq.headers, "X-Varnish", &t.xid.to_string());
+        t.bereq_backend = t.backend_hint;
         let (tt, r) = vcl_call(ctx, vcl, Method::Pipe, t, ws);
         t = tt;
         let s = match r {
-            Ok(None | Some(Action::Pipe)) => run_fetch(ctx, vcl, &t, body, true, None).await,
+            Ok(None | Some(Action::Pipe)) => pipe_job(ctx, vcl, &t, body),
             Ok(Some(a)) => common(&t, "vcl_pipe", a),
             Err(e) => fail_of(&t, e),
         };
@@ -646,6 +665,25 @@ async fn complete_fetch(
 
 /// Runs the fetch in its own task (a client that goes away does not abort
 /// it) and waits until the object may be delivered.
+/// The tunnel for a `pipe`, to the backend `vcl_pipe` left in
+/// `bereq.backend`; without one (or one that is `none`) it is a 503.
+fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task, body: &Bytes) -> Step {
+    let Some(be) = vcl.shared.backend(t.bereq_backend).cloned() else {
+        return Step::Synth(503, Some("Backend fetch failed".into()));
+    };
+    let params = ctx.params();
+    Step::Pipe(Box::new(crate::cache_pipe::PipeJob {
+        connect_timeout: t
+            .connect_timeout
+            .or(be.connect_timeout)
+            .unwrap_or_else(|| params.num("connect_timeout")),
+        pipe_timeout: params.num("pipe_timeout"),
+        backend: be,
+        bereq: t.bereq.clone(),
+        body: body.clone(),
+    }))
+}
+
 async fn run_fetch(
     ctx: &Arc<Ctx>,
     vcl: &Arc<Vcl>,
@@ -873,6 +911,14 @@ fn synth(
     t.obj = None;
     let (tt, r) = vcl_call(ctx, vcl, Method::Synth, t, client_ws(ctx));
     t = tt;
+    // With the restarts used up, a restart from vcl_synth delivers what
+    // it made, as in Varnish.
+    let r = match r {
+        Ok(Some(Action::Restart)) if t.restarts > ctx.params().num("max_restarts") as u32 => {
+            Ok(Some(Action::Deliver))
+        }
+        r => r,
+    };
     match r {
         Ok(None | Some(Action::Deliver)) => {
             let mut body = Bytes::from(std::mem::take(&mut t.synth_body));

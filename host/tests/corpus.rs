@@ -1,8 +1,11 @@
 //! Real VCL written by others (`../shared/corpus/`), checked against
-//! varnishd 7.1.1's verdict per file (MANIFEST.tsv).
+//! varnishd 7.1.1's verdict per file (MANIFEST.tsv). It lives with the host
+//! because `import` finds the bundled VMOD components (`target/vmods`,
+//! built by `scripts/build-wasm`) through the host's resolver, as
+//! `shellac compile` does.
 //!
 //! - Every `accept` file that is not an include fragment compiles, unless it
-//!   imports a VMOD Shellac does not have yet: then the error names that
+//!   imports a VMOD Shellac does not have: then the error names that
 //!   import.
 //! - Every `reject` file is refused; the test reports whether the error is
 //!   on the same line varnishd points at.
@@ -16,11 +19,28 @@
 //! prefix to the repository's root.
 
 use std::path::{Path, PathBuf};
-use vcl_to_wasm::{compile_source, CompileOptions};
+use vcl_to_wasm::{compile_source, CompileOptions, VmodResolverRef};
 
 fn corpus_dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
     d.join("MANIFEST.tsv").is_file().then_some(d)
+}
+
+/// The bundled VMODs, as `shellac compile` finds them.
+fn resolver() -> VmodResolverRef {
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("vmods");
+    if !dir.join("xkey.wasm").is_file() {
+        eprintln!(
+            "{}: no bundled VMODs (run scripts/build-wasm)",
+            dir.display()
+        );
+    }
+    VmodResolverRef(std::sync::Arc::new(shellac::cache_vmod::Resolver {
+        vmod_path: dir.display().to_string(),
+    }))
 }
 
 /// VMODs that exist for varnishd (varnish-modules) but not yet in Shellac.
@@ -66,11 +86,13 @@ fn corpus_matches_varnishd_verdicts() {
         std::fs::write(&dest, text).expect("write");
         laid_out.insert(cols[0].to_string(), dest);
     }
+    let resolver = resolver();
     let mut failures = Vec::new();
     let (mut compiled, mut total_accept, mut missing, mut refused, mut total_reject) =
         (0, 0, 0, 0, 0);
     let mut same_line = 0;
     let mut inline_c_refused = 0;
+    let mut missing_names = std::collections::BTreeSet::new();
     let mut fragments_ok = 0;
     let mut fragments = 0;
     for row in manifest.lines().skip(1) {
@@ -93,6 +115,7 @@ fn corpus_matches_varnishd_verdicts() {
         // this one with vcc_allow_inline_c on.
         let inline_c = file.contains("@2016-08-07__resources__config__varnish-4__fos_custom_ttl");
         let mut opts = CompileOptions::new();
+        opts.vmod_resolver = Some(resolver.clone());
         let (name, text) = if fragment {
             (
                 "wrapper.vcl".to_string(),
@@ -122,7 +145,24 @@ fn corpus_matches_varnishd_verdicts() {
                 total_accept += 1;
                 let msg = e.0.first().map(|d| d.message.clone()).unwrap_or_default();
                 match missing_vmod(&msg) {
-                    Some(v) if !matches!(v.as_str(), "std" | "directors") => missing += 1,
+                    Some(v) if !matches!(v.as_str(), "std" | "directors") => {
+                        // The error points at the import line.
+                        let line = e.0.first().and_then(|d| d.span.as_ref()).and_then(|s| {
+                            let l = s.line_col().0;
+                            s.source
+                                .text
+                                .lines()
+                                .nth(l.saturating_sub(1))
+                                .map(str::to_string)
+                        });
+                        if !line.is_some_and(|l| l.contains("import")) {
+                            failures.push(format!(
+                                "{file}: missing VMOD {v} not reported at its import:\n{e}"
+                            ));
+                        }
+                        missing += 1;
+                        missing_names.insert(v);
+                    }
                     _ if inline_c && msg.starts_with("Inline-C") => inline_c_refused += 1,
                     _ => failures.push(format!("{file}: refused but varnishd accepts:\n{e}")),
                 }
@@ -181,7 +221,7 @@ fn corpus_matches_varnishd_verdicts() {
         }
     }
     println!(
-        "corpus: {compiled}/{total_accept} accepted files compile ({missing} need a VMOD Shellac lacks); \
+        "corpus: {compiled}/{total_accept} accepted files compile ({missing} need a VMOD Shellac lacks: {missing_names:?}); \
          {refused}/{total_reject} rejected files refused ({same_line} at varnishd's line); \
          {fragments_ok}/{fragments} accepted fragments compile standalone; \
          {inline_c_refused} refused for inline C"

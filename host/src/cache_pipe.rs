@@ -1,0 +1,145 @@
+//! `return (pipe)` (Varnish's `cache_pipe`): the backend request is sent
+//! as `vcl_pipe` left it, then the client's connection and a fresh
+//! backend connection are joined byte for byte until one side is done or
+//! nothing moves for `pipe_timeout`. Nothing after the first request is
+//! parsed: later requests on the connection go to the backend as they are.
+
+use crate::cache_backend::Backend;
+use crate::vrt_ctx::ReqMsg;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What the request state machine hands the session for a pipe.
+pub struct PipeJob {
+    pub backend: Arc<Backend>,
+    pub bereq: ReqMsg,
+    /// The request body as already read from the client.
+    pub body: Bytes,
+    pub connect_timeout: f64,
+    pub pipe_timeout: f64,
+}
+
+/// Why a pipe ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    #[error("backend {0} has no address")]
+    NoAddress(String),
+    #[error("connect to backend {0} failed: {1}")]
+    Connect(String, String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the pipe. `leftover` is what the client sent after the first
+/// request's head and body (the start of its next request, say).
+/// When the backend cannot be reached the client gets a 503.
+pub async fn run(mut client: TcpStream, leftover: &[u8], job: PipeJob) -> Result<(), PipeError> {
+    let name = job.backend.name.clone();
+    let mut backend = match connect(&job).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ =
+                crate::cache_http1_deliver::write_minimal(&mut client, 503, "Service Unavailable")
+                    .await;
+            return Err(e);
+        }
+    };
+    let mut first = crate::cache_http1_fetch::request_bytes(
+        &job.bereq,
+        &job.body,
+        job.backend.host_header.as_deref(),
+    );
+    first.extend_from_slice(leftover);
+    backend.write_all(&first).await?;
+    let idle = crate::vrt_ctx::secs(job.pipe_timeout.max(0.001));
+    let (cr, cw) = client.split();
+    let (br, bw) = backend.split();
+    // Either direction failing or going idle ends both; one side closing
+    // its half is passed on and the other direction runs to its end.
+    let clock = Activity::new();
+    let r = tokio::try_join!(copy(cr, bw, idle, &clock), copy(br, cw, idle, &clock));
+    tracing::debug!(backend = %name, "pipe done: {:?}", r.as_ref().map(|_| ()));
+    r.map(|_| ()).map_err(PipeError::from)
+}
+
+async fn connect(job: &PipeJob) -> Result<TcpStream, PipeError> {
+    let be = &job.backend;
+    // Like Varnish, a pipe starts on an idle connection of the backend's
+    // when there is one.
+    if let Some(s) = be.conns.take() {
+        return Ok(s);
+    }
+    let addr = be
+        .addr
+        .ok_or_else(|| PipeError::NoAddress(be.name.clone()))?;
+    let t = crate::vrt_ctx::secs(job.connect_timeout.max(0.001));
+    let s = tokio::time::timeout(t, TcpStream::connect(addr))
+        .await
+        .map_err(|_| PipeError::Connect(be.name.clone(), "timed out".into()))?
+        .map_err(|e| PipeError::Connect(be.name.clone(), e.to_string()))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// When bytes last moved in either direction: `pipe_timeout` is idleness
+/// of the whole pipe, not of one direction.
+struct Activity {
+    start: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long until the pipe has been idle for `idle`.
+    fn left(&self, idle: Duration) -> Option<Duration> {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        (last + idle).checked_sub(self.start.elapsed())
+    }
+}
+
+/// Copies until end of input, then half-closes the output.
+async fn copy<R, W>(
+    mut from: R,
+    mut to: W,
+    idle: Duration,
+    clock: &Activity,
+) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = loop {
+            let Some(left) = clock.left(idle) else {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            };
+            // The other direction may have moved meanwhile: look again.
+            if let Ok(r) = tokio::time::timeout(left, from.read(&mut buf)).await {
+                break r?;
+            }
+        };
+        clock.touch();
+        if n == 0 {
+            let _ = to.shutdown().await;
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        total += n as u64;
+    }
+}
