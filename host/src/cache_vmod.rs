@@ -1293,6 +1293,8 @@ pub fn call_from_vcl(
         vals.push(match (a, kind) {
             (Arg::None, _) => VclValue::None,
             (Arg::Str(s), Some(VclType::Blob)) => VclValue::Blob(s.map(String::into_bytes)),
+            (Arg::Blob(b), Some(VclType::Blob) | None) => VclValue::Blob(b),
+            (Arg::Blob(b), _) => VclValue::Str(b.map(|b| String::from_utf8_lossy(&b).into_owned())),
             (Arg::Str(s), _) => VclValue::Str(s),
             (Arg::Header(w, n), _) => VclValue::Header(w, n),
             (Arg::Int(n), _) => VclValue::Int(n),

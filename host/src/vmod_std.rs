@@ -14,6 +14,8 @@ use vcl_to_wasm::tir::NativeFn;
 pub enum Arg {
     None,
     Str(Option<String>),
+    /// A BLOB: bytes, not necessarily UTF-8.
+    Blob(Option<Vec<u8>>),
     /// A HEADER argument: where (`HttpWhere` code) and the name.
     Header(i32, String),
     Int(i64),

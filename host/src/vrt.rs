@@ -59,6 +59,24 @@ fn task<'a>(c: &'a mut C<'_>) -> R<&'a mut Task> {
 }
 
 /// Copies a packed guest string out; NULL is `None`.
+/// A BLOB as VCL prints it: `:base64:`. varnishd 7.1's table has 'q' and
+/// 'r' swapped (42 prints as 'r', 43 as 'q'); Shellac prints what varnishd
+/// prints, so a VCL that compares or logs such strings sees the same text.
+pub fn blob_string(b: &[u8]) -> String {
+    use base64::engine::{general_purpose::PAD, GeneralPurpose};
+    use base64::{alphabet::Alphabet, Engine as _};
+    static ENGINE: std::sync::OnceLock<Option<GeneralPurpose>> = std::sync::OnceLock::new();
+    let engine = ENGINE.get_or_init(|| {
+        Alphabet::new("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnoprqstuvwxyz0123456789+/")
+            .ok()
+            .map(|a| GeneralPurpose::new(&a, PAD))
+    });
+    match engine {
+        Some(e) => format!(":{}:", e.encode(b)),
+        None => format!(":{}:", base64::engine::general_purpose::STANDARD.encode(b)),
+    }
+}
+
 pub fn read_bytes(c: &mut C<'_>, packed: i64) -> R<Option<Vec<u8>>> {
     if packed == abi::NULL {
         return Ok(None);
@@ -155,9 +173,8 @@ fn read_slot(c: &mut C<'_>, addr: u32) -> R<Arg> {
             let w = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
             Arg::Header(w, read_str(c, raw)?.unwrap_or_default())
         }
-        Tag::String | Tag::Strands | Tag::Enum | Tag::Body | Tag::Blob => {
-            Arg::Str(read_str(c, raw)?)
-        }
+        Tag::String | Tag::Strands | Tag::Enum | Tag::Body => Arg::Str(read_str(c, raw)?),
+        Tag::Blob => Arg::Blob(read_bytes(c, raw)?),
         Tag::Int | Tag::Bytes => Arg::Int(raw),
         Tag::Real | Tag::Duration | Tag::Time => Arg::Real(f64::from_bits(raw as u64)),
         Tag::Bool => Arg::Bool(raw != 0),
@@ -262,8 +279,8 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         },
     )?;
     l.func_wrap(m, abi::VAR_GET_STRING, |mut c: C<'_>, id: i32| -> R<i64> {
-        let v = vrt_var::get_string(task(&mut c)?, id).map_err(herr)?;
-        alloc(&mut c, v.as_deref().map(str::as_bytes))
+        let v = vrt_var::get_bytes(task(&mut c)?, id).map_err(herr)?;
+        alloc(&mut c, v.as_deref())
     })?;
     l.func_wrap(
         m,
@@ -348,6 +365,10 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             alloc(&mut c, s.as_deref().map(str::as_bytes))
         },
     )?;
+    l.func_wrap(m, abi::BLOB_TO_STRING, |mut c: C<'_>, b: i64| -> R<i64> {
+        let s = read_bytes(&mut c, b)?.map(|b| blob_string(&b));
+        alloc(&mut c, s.as_deref().map(str::as_bytes))
+    })?;
     l.func_wrap(m, abi::IP_EQ, |mut c: C<'_>, a: i32, b: i32| -> R<i32> {
         let t = task(&mut c)?;
         Ok(i32::from(t.ip(a).is_some() && t.ip(a) == t.ip(b)))

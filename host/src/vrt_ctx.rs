@@ -179,14 +179,15 @@ impl Task {
         self.hasher = Some(Sha256::new());
     }
 
-    /// `hash_data(s)`: Varnish feeds each input followed by a separator
-    /// byte, so ("ab","c") and ("a","bc") differ.
+    /// `hash_data(s)`: Varnish 7.1 feeds each input followed by a NUL byte,
+    /// so ("ab","c") and ("a","bc") differ and `req.hash` is the digest
+    /// varnishd computes (checked against varnishd 7.1.1).
     pub fn hash_data(&mut self, s: Option<&[u8]>) {
         if let Some(h) = self.hasher.as_mut() {
             if let Some(s) = s {
                 h.update(s);
             }
-            h.update([b'#']);
+            h.update([0u8]);
         }
     }
 

@@ -22,6 +22,15 @@ fn now() -> f64 {
     crate::vrt_ctx::now()
 }
 
+/// STRING and BLOB variables as bytes; `None` when unset. The BLOBs
+/// `req.hash` and `bereq.hash` are the object's digest.
+pub fn get_bytes(t: &mut Task, id: i32) -> R<Option<Vec<u8>>> {
+    match name(id)? {
+        "req.hash" | "bereq.hash" => Ok(Some(t.hash.to_vec())),
+        _ => Ok(get_string(t, id)?.map(String::into_bytes)),
+    }
+}
+
 /// STRING variables; `None` when unset.
 pub fn get_string(t: &mut Task, id: i32) -> R<Option<String>> {
     let n = name(id)?;

@@ -132,7 +132,7 @@ use crate::types::Type;
 
 /// The version of this interface; exported as the immutable global
 /// [`GLOBAL_ABI_VERSION`] so a host can refuse modules it cannot run.
-pub const ABI_VERSION: i32 = 2;
+pub const ABI_VERSION: i32 = 3;
 
 /// The wasm import module name of every host function.
 pub const MODULE: &str = "shellac";
@@ -402,11 +402,12 @@ pub enum Import {
     SetSynth,
     SetPassTtl,
     SetVcl,
+    BlobToString,
 }
 
 impl Import {
     /// Every import, in [`IMPORTS`] order.
-    pub const ALL: [Import; 30] = [
+    pub const ALL: [Import; 31] = [
         Import::WsOverflow,
         Import::Fail,
         Import::HeaderGet,
@@ -437,6 +438,7 @@ impl Import {
         Import::SetSynth,
         Import::SetPassTtl,
         Import::SetVcl,
+        Import::BlobToString,
     ];
 
     /// The wasm function index of this import.
@@ -499,6 +501,9 @@ pub const REAL_TO_STRING: &str = "real_to_string";
 /// `handle_to_string(tag: i32, h: i32) -> str`: IP as the address without
 /// port, BACKEND as its name, STEVEDORE as its name; NULL for handle 0.
 pub const HANDLE_TO_STRING: &str = "handle_to_string";
+/// `blob_to_string(b: blob) -> str`: a BLOB as `:base64:` (Varnish's
+/// `VRT_BLOB_string`); NULL for a NULL BLOB.
+pub const BLOB_TO_STRING: &str = "blob_to_string";
 /// `ip_eq(a: i32, b: i32) -> i32`: `VRT_ipcmp(a, b) == 0` (IP handles
 /// need not be interned, so equality asks the host).
 pub const IP_EQ: &str = "ip_eq";
@@ -580,6 +585,7 @@ pub static IMPORTS: &[ImportDesc] = &[
     imp(SET_SYNTH, &[I64, I64], &[]),
     imp(SET_PASS_TTL, &[F64], &[]),
     imp(SET_VCL, &[I32], &[]),
+    imp(BLOB_TO_STRING, &[I64], &[I64]),
 ];
 
 /// Why [`read_metadata`] failed.
@@ -624,6 +630,7 @@ mod tests {
         }
         assert_eq!(Import::NativeCall.desc().name, NATIVE_CALL);
         assert_eq!(Import::SetVcl.desc().name, SET_VCL);
+        assert_eq!(Import::BlobToString.desc().name, BLOB_TO_STRING);
         assert_eq!(Import::WsOverflow.desc().name, WS_OVERFLOW);
         let mut names: Vec<_> = IMPORTS.iter().map(|d| d.name).collect();
         names.sort_unstable();

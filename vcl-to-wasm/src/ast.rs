@@ -178,6 +178,8 @@ pub struct Expr {
 #[derive(Clone, Debug)]
 pub enum ExprKind {
     Str(String),
+    /// A BLOB literal `:base64:`; the base64 text, already validated.
+    Blob(String),
     /// An integer or real literal, with an optional unit (`10s`, `1KB`).
     Number {
         text: String,

@@ -217,6 +217,8 @@ pub enum ExprKind {
     Bytes(i64),
     /// BOOL literal.
     Bool(bool),
+    /// BLOB literal (`:base64:`), decoded.
+    Blob(Vec<u8>),
     /// Read a variable (its type is `ty`).
     Var(VarId),
     /// Read a header: STRING, null when absent.

@@ -130,6 +130,12 @@ impl Checker {
         match &e.kind {
             A::Paren(inner) => self.expr0(inner, fmt),
             A::Str(s) => Ok(Expr::new(Type::String, K::Str(s.clone()))),
+            A::Blob(b) => {
+                // The lexer has validated it already.
+                let bytes = crate::vcc_token::decode_blob(b.as_bytes())
+                    .map_err(|x| err(x.message, &e.span))?;
+                Ok(Expr::new(Type::Blob, K::Blob(bytes)))
+            }
             A::Number { text, real, unit } => self.number(text, *real, unit.as_deref(), fmt, e),
             A::Sym(name) => self.symbol(name, &e.span, fmt),
             A::Call { func, args } => self.call(func, args, &e.span),

@@ -749,6 +749,13 @@ impl Parser {
                     span: t.span,
                 })
             }
+            TokKind::Blob => {
+                self.next();
+                Ok(Expr {
+                    kind: ExprKind::Blob(t.value),
+                    span: t.span,
+                })
+            }
             TokKind::Int | TokKind::Real => {
                 self.next();
                 let mut unit = None;

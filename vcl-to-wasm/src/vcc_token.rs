@@ -191,22 +191,40 @@ pub fn tokenize(source: &Arc<Source>, allow_inline_c: bool) -> Result<Vec<Token>
             continue;
         }
         if c == b':' {
+            // A BLOB literal (RFC 8941 byte sequence): `:` base64 `:`.
+            // In VCL a colon begins nothing else.
             let start = i;
             let mut j = i + 1;
-            while j < text.len()
-                && (text[j].is_ascii_alphanumeric() || matches!(text[j], b'+' | b'/' | b'='))
-            {
+            while j < text.len() && (is_base64(text[j]) || text[j] == b'=') {
                 j += 1;
             }
-            if j < text.len() && text[j] == b':' {
-                toks.push(Token {
-                    kind: TokKind::Blob,
-                    value: source.text[i + 1..j].to_string(),
-                    span: span(start, j + 1),
-                });
-                i = j + 1;
-                continue;
+            if j >= text.len() {
+                let end = (text.len().saturating_sub(1)).max(start + 1);
+                return Err(Diagnostic::new(
+                    "Missing colon at end of BLOB:",
+                    Some(span(start, end)),
+                ));
             }
+            if text[j] != b':' {
+                return Err(Diagnostic::new(
+                    "Illegal BLOB character:",
+                    Some(span(start, j + 1)),
+                ));
+            }
+            if let Err(e) = decode_blob(&text[i + 1..j]) {
+                let end = match e.upto {
+                    Some(k) => i + 1 + k,
+                    None => j + 1,
+                };
+                return Err(Diagnostic::new(e.message, Some(span(start, end))));
+            }
+            toks.push(Token {
+                kind: TokKind::Blob,
+                value: source.text[i + 1..j].to_string(),
+                span: span(start, j + 1),
+            });
+            i = j + 1;
+            continue;
         }
         if is_ident1(c) {
             let start = i;
@@ -287,6 +305,78 @@ pub fn tokenize(source: &Arc<Source>, allow_inline_c: bool) -> Result<Vec<Token>
         span: span(text.len(), text.len()),
     });
     Ok(toks)
+}
+
+fn is_base64(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+}
+
+fn base64_value(c: u8) -> u32 {
+    match c {
+        b'A'..=b'Z' => u32::from(c - b'A'),
+        b'a'..=b'z' => u32::from(c - b'a') + 26,
+        b'0'..=b'9' => u32::from(c - b'0') + 52,
+        b'+' => 62,
+        _ => 63,
+    }
+}
+
+/// Why the text of a BLOB literal is not strict base64.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BlobError {
+    /// varnishd's message.
+    pub message: &'static str,
+    /// How many bytes of the text the error marker covers (none: the whole
+    /// literal).
+    pub upto: Option<usize>,
+}
+
+/// Decodes the text between the colons of a BLOB literal as varnishd 7.1
+/// does: standard alphabet, padded to a multiple of four, `=` only at the
+/// end of the last group, and no stray bits before the padding.
+pub fn decode_blob(body: &[u8]) -> Result<Vec<u8>, BlobError> {
+    let mut out = Vec::with_capacity(body.len() / 4 * 3);
+    let (mut acc, mut bits, mut pad) = (0u32, 0u32, 0usize);
+    let wrong_padding = |k: usize| BlobError {
+        message: "Wrong padding ('=') in BLOB:",
+        upto: Some(k + 1),
+    };
+    for (k, &c) in body.iter().enumerate() {
+        let pos = k % 4;
+        if c == b'=' {
+            match pos {
+                0 | 1 => return Err(wrong_padding(k)),
+                2 | 3 if pad == 0 => {
+                    if acc & ((1 << bits) - 1) != 0 {
+                        return Err(BlobError {
+                            message: "Illegal BLOB character:",
+                            upto: Some(k),
+                        });
+                    }
+                    pad = 1;
+                }
+                _ => pad += 1,
+            }
+            continue;
+        }
+        if pad > 0 {
+            return Err(wrong_padding(k));
+        }
+        acc = (acc << 6) | base64_value(c);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if body.len() % 4 != 0 {
+        return Err(BlobError {
+            message: "BLOB must have n*4 base64 characters",
+            upto: None,
+        });
+    }
+    Ok(out)
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
@@ -434,6 +524,52 @@ mod tests {
         tokenize(&src, false)
             .map(|v| v.into_iter().map(|t| (t.kind, t.value)).collect())
             .unwrap_or_default()
+    }
+
+    /// The message and marker width of a lexer error, or the BLOB's bytes.
+    fn blob(s: &str) -> Result<Vec<u8>, (String, usize)> {
+        let src = Arc::new(Source {
+            name: "t.vcl".into(),
+            text: s.into(),
+        });
+        match tokenize(&src, false) {
+            Ok(t) => Ok(decode_blob(t[0].value.as_bytes()).unwrap_or_default()),
+            Err(d) => {
+                let w = d.span.map(|s| s.end - s.start).unwrap_or(0);
+                Err((d.message, w))
+            }
+        }
+    }
+
+    #[test]
+    fn blob_literals_as_varnishd_reads_them() {
+        // Widths of the markers are those varnishd 7.1.1 prints.
+        assert_eq!(blob(":aGk=:"), Ok(b"hi".to_vec()));
+        assert_eq!(blob(":AAEC/w==:"), Ok(vec![0, 1, 2, 255]));
+        assert_eq!(blob("::"), Ok(vec![]));
+        assert_eq!(blob(":aaE=:").map(|b| b.len()), Ok(2));
+        let n4 = "BLOB must have n*4 base64 characters".to_string();
+        let illegal = "Illegal BLOB character:".to_string();
+        let padding = "Wrong padding ('=') in BLOB:".to_string();
+        assert_eq!(blob(":a:"), Err((n4.clone(), 3)));
+        assert_eq!(blob(":aQ=:"), Err((n4, 5)));
+        assert_eq!(blob(":aa?:"), Err((illegal.clone(), 4)));
+        assert_eq!(blob(": aGk=:"), Err((illegal.clone(), 2)));
+        assert_eq!(blob(":AB==:"), Err((illegal.clone(), 3)));
+        assert_eq!(blob(":aaa=:"), Err((illegal.clone(), 4)));
+        assert_eq!(blob(":aa==aaaa:"), Err((illegal, 3)));
+        assert_eq!(blob(":aaaa=aa:"), Err((padding.clone(), 6)));
+        assert_eq!(blob(":a===:"), Err((padding.clone(), 3)));
+        assert_eq!(blob(":====:"), Err((padding.clone(), 2)));
+        assert_eq!(blob(":aQ==aaaa:").map_err(|e| e.0), Err(padding));
+        assert_eq!(
+            blob(":aaaa").map_err(|e| e.0),
+            Err("Missing colon at end of BLOB:".to_string())
+        );
+        assert_eq!(
+            blob(":").map_err(|e| e.0),
+            Err("Missing colon at end of BLOB:".to_string())
+        );
     }
 
     #[test]

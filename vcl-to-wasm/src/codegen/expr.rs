@@ -76,6 +76,11 @@ impl Gen<'_> {
                 self.f.emit(I::I64Const(v));
                 Ok(Some(Repr::Str))
             }
+            ExprKind::Blob(b) => {
+                let v = self.cx.pool.intern(b)?;
+                self.f.emit(I::I64Const(v));
+                Ok(Some(Repr::Str))
+            }
             ExprKind::Int(n) | ExprKind::Bytes(n) => {
                 if repr == Some(Repr::F64) {
                     self.f.emit(I::F64Const(Ieee64::from(*n as f64)));
@@ -317,6 +322,12 @@ impl Gen<'_> {
                 self.f.emit(I::I32Const(i32::from(Tag::of(e.ty) as u8)));
                 self.value(e, Repr::Handle)?;
                 self.call_import(Import::HandleToString);
+                Ok(())
+            }
+            Type::Blob => {
+                // `VRT_BLOB_string`: `:base64:`, as in a BLOB literal.
+                self.value(e, Repr::Str)?;
+                self.call_import(Import::BlobToString);
                 Ok(())
             }
             t => Err(CodegenError::Unsupported(format!(

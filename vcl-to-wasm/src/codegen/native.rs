@@ -52,6 +52,7 @@ fn visit_stmts(stmts: &[Stmt], f: &mut dyn FnMut(usize)) {
 fn visit_expr(e: &Expr, f: &mut dyn FnMut(usize)) {
     match &e.kind {
         ExprKind::Str(_)
+        | ExprKind::Blob(_)
         | ExprKind::Int(_)
         | ExprKind::Real(_)
         | ExprKind::Duration(_)
@@ -118,6 +119,7 @@ fn is_constant(e: &Expr) -> bool {
     matches!(
         e.kind,
         ExprKind::Str(_)
+            | ExprKind::Blob(_)
             | ExprKind::Int(_)
             | ExprKind::Real(_)
             | ExprKind::Duration(_)

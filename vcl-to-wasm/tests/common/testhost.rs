@@ -570,6 +570,28 @@ fn linker() -> HResult<Linker<State>> {
     )?;
     l.func_wrap(
         m,
+        abi::BLOB_TO_STRING,
+        |mut c: Caller<'_, State>, b: i64| -> HResult<i64> {
+            use base64::Engine as _;
+            let s = if b == abi::NULL {
+                None
+            } else {
+                let (ptr, len) = abi::unpack(b);
+                let mem = memory(&mut c)?;
+                let bytes = mem
+                    .data(&c)
+                    .get(ptr as usize..ptr as usize + len as usize)
+                    .ok_or_else(|| host_err("blob out of bounds"))?;
+                Some(format!(
+                    ":{}:",
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                ))
+            };
+            alloc_str(&mut c, s.as_deref())
+        },
+    )?;
+    l.func_wrap(
+        m,
         abi::IP_EQ,
         |c: Caller<'_, State>, a: i32, b: i32| -> HResult<i32> {
             Ok(i32::from(ip_of(c.data(), a)? == ip_of(c.data(), b)?))
