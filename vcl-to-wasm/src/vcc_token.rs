@@ -370,7 +370,7 @@ pub fn decode_blob(body: &[u8]) -> Result<Vec<u8>, BlobError> {
             acc &= (1 << bits) - 1;
         }
     }
-    if body.len() % 4 != 0 {
+    if !body.len().is_multiple_of(4) {
         return Err(BlobError {
             message: "BLOB must have n*4 base64 characters",
             upto: None,
