@@ -8,6 +8,8 @@ use crate::cache_req_fsm::Reply;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// A first body chunk up to this size is copied behind the head, so a
@@ -83,57 +85,83 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
         return Ok(close);
     }
     let mut pending: Option<Bytes> = Some(head.freeze());
-    loop {
-        let frame = match body.frame().await {
-            None => break,
-            Some(Ok(f)) => f,
-            Some(Err(e)) => {
-                if let Some(h) = pending.take() {
-                    out.write_all(&h).await?;
+    let mut ended = false;
+    while !ended {
+        // Wait for one frame, then take every frame that is ready without
+        // waiting (a cached object's chunks all are), so a complete body
+        // leaves in one writev, as varnishd's does.
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut failed = None;
+        match body.frame().await {
+            None => ended = true,
+            Some(Ok(f)) => batch.extend(f.into_data().ok()),
+            Some(Err(e)) => failed = Some(e),
+        }
+        let mut total: usize = batch.iter().map(Bytes::len).sum();
+        while !ended && failed.is_none() && batch.len() < MAX_BATCH && total < MAX_BATCH_BYTES {
+            match ready_frame(&mut body) {
+                Poll::Pending => break,
+                Poll::Ready(None) => ended = true,
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        total += d.len();
+                        batch.push(d);
+                    }
                 }
-                return Err(e);
+                Poll::Ready(Some(Err(e))) => failed = Some(e),
             }
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if data.is_empty() {
-            continue;
         }
+        batch.retain(|d| !d.is_empty());
         let prefix = pending.take();
-        if chunked {
-            let size = format!("{:x}\r\n", data.len());
-            write_parts(
-                out,
-                &[
-                    prefix.as_deref(),
-                    Some(size.as_bytes()),
-                    Some(&data),
-                    Some(b"\r\n"),
-                ],
-            )
-            .await?;
-        } else if let Some(h) = prefix {
-            if data.len() <= COALESCE {
-                let mut b = BytesMut::with_capacity(h.len() + data.len());
-                b.put_slice(&h);
-                b.put_slice(&data);
-                out.write_all(&b).await?;
-            } else {
-                write_parts(out, &[Some(&h), Some(&data)]).await?;
-            }
+        let last = ended && failed.is_none();
+        if !chunked && batch.len() == 1 && prefix.is_some() && batch[0].len() <= COALESCE {
+            // A small response: one buffer, one write.
+            let h = prefix.unwrap_or_default();
+            let mut b = BytesMut::with_capacity(h.len() + batch[0].len());
+            b.put_slice(&h);
+            b.put_slice(&batch[0]);
+            out.write_all(&b).await?;
         } else {
-            out.write_all(&data).await?;
+            let sizes: Vec<String> = if chunked {
+                batch.iter().map(|d| format!("{:x}\r\n", d.len())).collect()
+            } else {
+                Vec::new()
+            };
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() * 3 + 2);
+            parts.extend(prefix.as_deref());
+            for (i, d) in batch.iter().enumerate() {
+                if chunked {
+                    parts.push(sizes[i].as_bytes());
+                    parts.push(d);
+                    parts.push(b"\r\n");
+                } else {
+                    parts.push(d);
+                }
+            }
+            if chunked && last {
+                parts.push(b"0\r\n\r\n");
+            }
+            write_parts(out, parts).await?;
         }
-    }
-    let prefix = pending.take();
-    if chunked {
-        write_parts(out, &[prefix.as_deref(), Some(b"0\r\n\r\n")]).await?;
-    } else if let Some(h) = prefix {
-        out.write_all(&h).await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     out.flush().await?;
     Ok(close)
+}
+
+/// At most this many body frames, or about this many bytes, go into one
+/// writev (Linux's IOV_MAX is 1024; three slices a frame when chunked).
+const MAX_BATCH: usize = 128;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// The next frame if it is ready now, without waiting. Polling with a
+/// no-op waker is sound: a body registers the waker of its latest poll,
+/// and the next wait polls again with the task's own.
+fn ready_frame(body: &mut RespBody) -> Poll<Option<std::io::Result<http_body::Frame<Bytes>>>> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    http_body::Body::poll_frame(Pin::new(body), &mut cx)
 }
 
 /// A header that cannot be written as is (VCL can set anything) is left
@@ -147,27 +175,23 @@ fn valid_header(n: &str, v: &str) -> bool {
 /// Writes the present parts in as few system calls as the socket allows.
 async fn write_parts<W: AsyncWrite + Unpin>(
     out: &mut W,
-    parts: &[Option<&[u8]>],
+    mut parts: Vec<&[u8]>,
 ) -> std::io::Result<()> {
-    let mut bufs: Vec<&[u8]> = parts
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|b| !b.is_empty())
-        .collect();
-    while !bufs.is_empty() {
-        let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+    parts.retain(|b| !b.is_empty());
+    let mut first = 0;
+    while first < parts.len() {
+        let slices: Vec<IoSlice<'_>> = parts[first..].iter().map(|b| IoSlice::new(b)).collect();
         let mut n = out.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while n > 0 {
-            let first = bufs[0].len();
-            if n >= first {
-                n -= first;
-                bufs.remove(0);
+        while n > 0 && first < parts.len() {
+            let len = parts[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
             } else {
-                bufs[0] = &bufs[0][n..];
+                parts[first] = &parts[first][n..];
                 n = 0;
             }
         }
