@@ -15,21 +15,27 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 CORPUS=${CORPUS:-../shared/corpus}
 
-if ! command -v varnishd >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq varnish >/dev/null
+# varnish-modules: the corpus's verdicts were taken with it (xkey, cookie, …).
+if ! command -v varnishd >/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/varnish/vmods/libvmod_xkey.so ]; then
+    apt-get update -qq && apt-get install -y -qq varnish varnish-modules >/dev/null
 fi
 if [ -z "${SHELLAC:-}" ]; then
     cargo build --release --locked -p shellac -q
     SHELLAC=$PWD/target/release/shellac
 fi
+SHELLAC=$(realpath "$SHELLAC")  # the loop below runs from the work directory
 
 work=$(mktemp -d)
+chmod 755 "$work"  # varnishd reads the files as its unprivileged user
 trap 'rm -rf "$work"' EXIT
 # Lay the files out at their paths in their repositories (they include each
 # other by those paths); /etc/varnish/ includes map to the repository root.
 files=()
 while IFS=$'\t' read -r file repo path _commit _license kind verdict _err; do
     [ "$file" = file ] && continue
+    # A raw template shares its path with its rendered form; only the
+    # rendered one is valid VCL.
+    [ "$kind" = template-raw ] && continue
     root="$work/$(echo "$file" | awk -F'__' '{print $1"__"$2}')"
     mkdir -p "$root/$(dirname "$path")"
     # Backend host names become 127.0.0.1, as for the manifest's verdicts:
@@ -45,8 +51,11 @@ done < "$CORPUS/MANIFEST.tsv"
 cd "$work"
 both=()
 for f in "${files[@]}"; do
-    if "$SHELLAC" compile "$f" --native >/dev/null 2>&1 &&
-        varnishd -C -f "$f" >/dev/null 2>&1; then
+    if ! "$SHELLAC" compile "$f" --native >/dev/null 2>"$work/err"; then
+        echo "shellac refuses ${f#"$work"/}: $(grep -v "^Message from" "$work/err" | head -2 | tr "\\n" " ")"
+    elif ! varnishd -C -p vcl_path="$(dirname "$f")" -f "$f" >/dev/null 2>"$work/err"; then
+        echo "varnishd refuses ${f#"$work"/}: $(grep -v '^Could not delete' "$work/err" | head -2 | tr '\n' ' ')"
+    else
         both+=("$f")
     fi
 done
@@ -61,11 +70,11 @@ for ((r = 0; r < ROUNDS; r++)); do
     for f in "${both[@]}"; do "$SHELLAC" compile "$f" --native >/dev/null 2>&1; done
     t_shellac+=("$(echo "$(now) - $s" | bc)")
     s=$(now)
-    for f in "${both[@]}"; do varnishd -C -f "$f" >/dev/null 2>&1; done
+    for f in "${both[@]}"; do varnishd -C -p vcl_path="$(dirname "$f")" -f "$f" >/dev/null 2>&1; done
     t_vcc+=("$(echo "$(now) - $s" | bc)")
     s=$(now)
     for f in "${both[@]}"; do
-        varnishd -C -f "$f" 2>&1 >/dev/null | grep -v '^Could not delete' >"$work/vgc.c" || true
+        varnishd -C -p vcl_path="$(dirname "$f")" -f "$f" 2>&1 >/dev/null | grep -v '^Could not delete' >"$work/vgc.c" || true
         cc_cmd "$work/vgc.c" 2>/dev/null || true
     done
     t_vcc_cc+=("$(echo "$(now) - $s" | bc)")
