@@ -297,7 +297,8 @@ pub fn call(
             Ret::Real(lo + (hi - lo) * r)
         }
         Native::Ip => {
-            let parsed = s(args, 0).and_then(|v| v.trim().parse::<IpAddr>().ok());
+            let resolve = !matches!(args.get(2), Some(Arg::Bool(false)));
+            let parsed = s(args, 0).and_then(|v| parse_ip(v, resolve));
             match parsed {
                 Some(ip) => Ret::Handle(Tag::Ip, task.ip_handle(ip)),
                 None => match args.get(1) {
@@ -466,6 +467,40 @@ pub fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(N.fetch_add(1, Ordering::Relaxed));
     h.finish()
+}
+
+/// An address as `std.ip()` takes it: an IP, optionally with a port
+/// (`1.2.3.4:80`, `[::1]:80`, or Varnish's `1.2.3.4 80`), or a host name
+/// when `resolve` is set (the first address it resolves to).
+fn parse_ip(s: &str, resolve: bool) -> Option<IpAddr> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    let host = match s.rsplit_once(' ') {
+        Some((h, _port)) => h.trim(),
+        None => match s.rsplit_once(':') {
+            Some((h, _port)) if !h.contains(':') => h,
+            _ => s,
+        },
+    };
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Some(ip);
+    }
+    if !resolve || host.is_empty() {
+        return None;
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+        .ok()?
+        .next()
+        .map(|a| a.ip())
 }
 
 #[cfg(test)]

@@ -510,8 +510,19 @@ pub fn check_header_name(name: &str) -> Result<(), String> {
         let short: String = name.chars().take(20).collect();
         return Err(format!("HTTP header ({short}..) is too long."));
     }
-    match name.chars().find(|&c| !is_tchar(c)) {
-        Some(c) => Err(format!("Invalid character '{c}' in header name.")),
+    // varnishd prints the first offending byte as C would: `\n`, `\t`,
+    // `\r`, a printable character as itself, anything else in octal.
+    match name.bytes().find(|&b| !is_tchar(char::from(b))) {
+        Some(b) => {
+            let shown = match b {
+                b'\n' => "\\n".to_string(),
+                b'\t' => "\\t".to_string(),
+                b'\r' => "\\r".to_string(),
+                0x20..=0x7e => char::from(b).to_string(),
+                _ => format!("\\{b:03o}"),
+            };
+            Err(format!("Invalid character '{shown}' in header name."))
+        }
         None => Ok(()),
     }
 }

@@ -75,7 +75,9 @@ impl Checker {
                     return Err(err("Conflicting ACL entries:", &e.addr_span));
                 }
             }
-            if ip.is_none() && !crate::vcc_backend::valid_hostname(&e.addr) {
+            // A parenthesised (optional) entry that cannot resolve is
+            // skipped when the VCL loads, never refused.
+            if ip.is_none() && !e.optional && !crate::vcc_backend::valid_hostname(&e.addr) {
                 return Err(err(
                     format!("DNS lookup({}): Name or service not known", e.addr),
                     &e.addr_span,

@@ -51,6 +51,10 @@ pub(crate) fn plausible_address(s: &str) -> bool {
             None => false,
         };
     }
+    // "host port", as Varnish's address parser also takes it.
+    if let Some((h, p)) = s.rsplit_once(' ') {
+        return !h.contains(' ') && valid_port(p) && plausible_address(h) && !h.contains(']');
+    }
     let (host, port) = match s.rsplit_once(':') {
         // `:80` is the local host's port 80.
         Some(("", p)) => return valid_port(p),
@@ -281,9 +285,13 @@ impl Checker {
                                             ))
                                         }
                                     },
+                                    // Probes resolve in file order, as in varnishd.
+                                    None if n.name == "default" => {
+                                        return Err(err("No default probe defined", &n.span))
+                                    }
                                     None => {
                                         return Err(err(
-                                            format!("Undefined probe {}, first reference:", n.name),
+                                            format!("Symbol not found: '{}'", n.name),
                                             &n.span,
                                         ))
                                     }

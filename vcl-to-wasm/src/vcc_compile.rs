@@ -102,6 +102,7 @@ fn check_here(
         text: text.to_string(),
     });
     let mut loader = Loader::new(&opts.include_path, opts.allow_inline_c);
+    loader.unsafe_path = opts.unsafe_path;
     let toks = loader.load(source, dir)?;
     let user = Parser::new(toks).program()?;
 
@@ -123,6 +124,7 @@ fn check_here(
         .collect();
     ck.declare(&user.items, false)?;
     ck.declare(&builtin.items, true)?;
+    ck.apply_default_probe();
     ck.check_all()?;
     ck.xref()?;
     if ck.meta.backends.is_empty() && ck.meta.objects.is_empty() {
@@ -359,6 +361,24 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// A probe named `default` probes every backend declared without a
+    /// `.probe`, wherever it stands in the file (as varnishd does).
+    fn apply_default_probe(&mut self) {
+        let Some(SymKind::Probe(p)) = self.symbols.get("default").map(|s| s.kind) else {
+            return;
+        };
+        let mut used = false;
+        for b in &mut self.meta.backends {
+            if b.probe.is_none() && !b.none {
+                b.probe = Some(p);
+                used = true;
+            }
+        }
+        if used {
+            self.reference("default");
+        }
     }
 
     fn declare_import(&mut self, imp: &ast::Import) -> CResult<()> {

@@ -81,6 +81,12 @@ impl Checker {
                 if te.ty.stringifies() {
                     return Ok(Expr::new(Type::String, K::ToString(Box::new(te))));
                 }
+                // An ACL prints as its name.
+                if let K::Acl(id) = te.kind {
+                    if let Some(a) = self.meta.acls.get(id as usize) {
+                        return Ok(Expr::new(Type::String, K::Str(a.name.clone())));
+                    }
+                }
             }
             Type::Bool => {
                 if matches!(
@@ -116,6 +122,17 @@ impl Checker {
                 }
             }
             _ => {}
+        }
+        if let K::SubRef(id) = te.kind {
+            let name = self
+                .subs
+                .get(id as usize)
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            return Err(err(
+                format!("Symbol '{}' can only be used as a SUB expression", name),
+                span,
+            ));
         }
         if matches!(fmt, Type::String | Type::Strands) && !matches!(te.ty, Type::Sub | Type::Void) {
             return Err(err(format!("Cannot convert {} to STRING", te.ty), span));
@@ -270,6 +287,18 @@ impl Checker {
                 return Ok(Expr::new(Type::Http, K::Http(w)));
             }
         }
+        // BODY variables (`resp.body`, `beresp.body`) are write only; varnishd
+        // refuses a read by its type first.
+        if let Some((_, def)) = crate::vars::lookup(name, self.version) {
+            if def.ty == Type::Body && def.read.is_empty() {
+                let msg = if matches!(fmt, Type::String | Type::Strands) {
+                    "Cannot convert BODY to STRING.".to_string()
+                } else {
+                    format!("Expression has type BODY, expected {}", fmt)
+                };
+                return Err(err(msg, span));
+            }
+        }
         if let Some(e) = self.variable_read(name, span)? {
             return Ok(e);
         }
@@ -323,6 +352,9 @@ impl Checker {
                 ),
                 span,
             ));
+        }
+        if name == "default" {
+            return Err(err("Symbol 'default' is a reserved word.", span));
         }
         Err(err(format!("Symbol not found: '{}'", name), span))
     }
@@ -455,19 +487,38 @@ impl Checker {
                             &rhs.span,
                         ))
                     }
-                    A::Sym(name) => match self.symbols.get(name).map(|s| s.kind) {
-                        Some(SymKind::Acl(id)) => {
-                            self.reference(name);
-                            id
+                    A::Sym(name) => {
+                        match self.symbols.get(name).map(|s| (s.kind, s.span.clone())) {
+                            Some((SymKind::Acl(id), _)) => {
+                                self.reference(name);
+                                id
+                            }
+                            Some((kind, def)) => {
+                                return Err(self.not_an_acl(name, kind, &def, &rhs.span))
+                            }
+                            None if name == "default" => {
+                                return Err(err("Symbol 'default' is a reserved word.", &rhs.span))
+                            }
+                            None if name.starts_with("vcl_") => {
+                                return Err(err("Symbols named 'vcl_*' are reserved.", &rhs.span))
+                            }
+                            None if name.eq_ignore_ascii_case("true")
+                                || name.eq_ignore_ascii_case("false") =>
+                            {
+                                return Err(err(
+                                    "Expression has type BOOL, expected ACL",
+                                    &rhs.span,
+                                ))
+                            }
+                            None => {
+                                self.undefined.push(err(
+                                    format!("Undefined acl {}, first reference:", name),
+                                    &rhs.span,
+                                ));
+                                u32::MAX
+                            }
                         }
-                        _ => {
-                            self.undefined.push(err(
-                                format!("Undefined acl {}, first reference:", name),
-                                &rhs.span,
-                            ));
-                            u32::MAX
-                        }
-                    },
+                    }
                     _ => return Err(err("Expected ACL name", &rhs.span)),
                 };
                 return Ok(Expr::new(
@@ -559,6 +610,46 @@ impl Checker {
         Ok(Expr::new(Type::Bool, K::Cmp(cop, Box::new(l), Box::new(r))))
     }
 
+    /// varnishd's error for `ip ~ name` where `name` is declared, but not
+    /// as an ACL. varnishd resolves names in file order, so its message
+    /// depends on whether the declaration comes before the use.
+    fn not_an_acl(
+        &self,
+        name: &str,
+        kind: SymKind,
+        def: &Span,
+        at: &Span,
+    ) -> crate::error::Diagnostic {
+        let after = std::sync::Arc::ptr_eq(&def.source, &at.source) && def.start > at.start;
+        match kind {
+            SymKind::Sub(_) if after => err(
+                format!("Symbol '{}' has wrong type (acl), expected sub:", name),
+                def,
+            ),
+            SymKind::Sub(_) => err(
+                format!("Symbol '{}' can only be used as a SUB expression", name),
+                at,
+            ),
+            SymKind::Backend(_) | SymKind::Probe(_) if after => {
+                err(format!("Name {} must have type 'acl'.", name), at)
+            }
+            SymKind::Backend(_) => err("Expression has type BACKEND, expected ACL", at),
+            SymKind::Probe(_) => err("Expression has type PROBE, expected ACL", at),
+            SymKind::Object(id) => {
+                let ty = self
+                    .meta
+                    .objects
+                    .get(id as usize)
+                    .map(|o| format!("{}.{}", o.vmod, o.class))
+                    .unwrap_or_else(|| "INSTANCE".to_string());
+                err(format!("Expression has type {}, expected ACL", ty), at)
+            }
+            SymKind::Vmod | SymKind::Acl(_) => {
+                err(format!("Undefined acl {}, first reference:", name), at)
+            }
+        }
+    }
+
     /// The right side of `~`: a constant string (a literal, or literals
     /// joined with `+`), compiled now.
     pub(crate) fn regex_literal(&mut self, e: &ast::Expr) -> CResult<u32> {
@@ -647,6 +738,13 @@ impl Checker {
             _ => None,
         };
         let Some(result) = result else {
+            // No arithmetic for these types: where a string is wanted,
+            // varnishd concatenates (`1 + 1s` is "11.000" in a header).
+            if op == "+" && wants_string && l.ty.stringifies() && r.ty.stringifies() {
+                let l = self.convert(l, Type::String, lspan)?;
+                let r = self.convert(r, Type::String, &rhs.span)?;
+                return Ok(concat(l, r));
+            }
             return Err(err(
                 format!("{} {} {} not possible.", l.ty, op, r.ty),
                 &span_join(op_span, &rhs.span),
@@ -904,6 +1002,19 @@ impl Checker {
                 Ok(Expr::new(Type::Enum, K::Str(v)))
             }
             Type::Header => match &e.kind {
+                A::Sym(name) if name.contains(".\"") => {
+                    let Some((_, def, member)) = self.quoted_member(name, &e.span)? else {
+                        return Err(err(format!("Symbol not found: '{}'", name), &e.span));
+                    };
+                    let Some(w) = def.header_family else {
+                        return Err(err(
+                            format!("Expected a header, '{}' is not one", name),
+                            &e.span,
+                        ));
+                    };
+                    self.record_use(def.read, &e.span, UseKind::Read);
+                    Ok(Expr::new(Type::Header, K::HeaderRef(w, member)))
+                }
                 A::Sym(name) => {
                     let Some((_, def)) = crate::vars::lookup(name, self.version) else {
                         return Err(err(format!("Symbol not found: '{}'", name), &e.span));
@@ -918,7 +1029,13 @@ impl Checker {
                     let hdr = &name[def.name.len()..];
                     Ok(Expr::new(Type::Header, K::HeaderRef(w, hdr.to_string())))
                 }
-                _ => Err(err("Expected a header name", &e.span)),
+                _ => {
+                    let te = self.expr0(e, Type::Header)?;
+                    Err(err(
+                        format!("Expression has type {}, expected HEADER", te.ty),
+                        &e.span,
+                    ))
+                }
             },
             Type::Http => match &e.kind {
                 A::Sym(name) => match http_where(name) {

@@ -330,22 +330,22 @@ impl Parser {
         self.expect_op("{")?;
         let mut entries = Vec::new();
         while !self.peek().is_op("}") {
-            let mut negated = false;
-            if self.peek().is_op("!") {
-                self.next();
-                negated = true;
-            }
+            // As varnishd: `[(] [!] "addr" [/ bits] [)] ;` — parentheses
+            // make an entry optional (a name that does not resolve is
+            // skipped instead of refused).
             let mut optional = false;
             if self.peek().is_op("(") {
                 self.next();
                 optional = true;
             }
+            let mut negated = false;
+            if self.peek().is_op("!") {
+                self.next();
+                negated = true;
+            }
             let t = self.next();
             if t.kind != TokKind::Str {
                 return Err(self.err_at(format!("Expected a string got '{}'", t.describe()), &t));
-            }
-            if optional {
-                self.expect_op(")")?;
             }
             let mut mask = None;
             if self.peek().is_op("/") {
@@ -356,6 +356,9 @@ impl Parser {
                 }
                 let bits = m.value.parse::<u32>().unwrap_or(u32::MAX);
                 mask = Some((bits, m.span));
+            }
+            if optional {
+                self.expect_op(")")?;
             }
             self.expect_op(";")?;
             entries.push(AclEntry {
@@ -655,10 +658,56 @@ impl Parser {
             .any(|o| t.is_op(o));
         if is_cmp {
             let op = self.next();
-            let rhs = self.expr_add()?;
+            let rhs = if op.is_op("~") || op.is_op("!~") {
+                self.regex_operand()?
+            } else {
+                self.expr_add()?
+            };
             return Ok(self.binary(op, lhs, rhs));
         }
         Ok(lhs)
+    }
+
+    /// The right side of `~`: as in varnishd, a string constant or
+    /// constants joined with `+` (a regex, compiled now), or a name (an
+    /// ACL, or something the checker refuses with its type).
+    fn regex_operand(&mut self) -> PResult<Expr> {
+        let t = self.peek().clone();
+        match t.kind {
+            TokKind::Str => {
+                let first = self.primary()?;
+                if !self.peek().is_op("+") {
+                    return Ok(first);
+                }
+                let mut rest = Vec::new();
+                let mut span = first.span.clone();
+                while self.peek().is_op("+") {
+                    let op = self.next();
+                    let s = self.peek().clone();
+                    if s.kind != TokKind::Str {
+                        return Err(
+                            self.err_at(format!("Expected CSTR got '{}'", s.describe()), &s)
+                        );
+                    }
+                    let e = self.primary()?;
+                    span.end = e.span.end;
+                    rest.push((op.value, op.span, e));
+                }
+                Ok(Expr {
+                    kind: ExprKind::Chain {
+                        first: Box::new(first),
+                        rest,
+                    },
+                    span,
+                })
+            }
+            TokKind::Id => self.expr_add(),
+            TokKind::Op if t.value == "(" => self.expr_add(),
+            _ => Err(self.err_at(
+                format!("Unknown token '{}' when looking for REGEX", t.describe()),
+                &t,
+            )),
+        }
     }
 
     fn expr_add(&mut self) -> PResult<Expr> {
@@ -705,6 +754,30 @@ impl Parser {
         self.primary()
     }
 
+    /// Methods called on a value: `(a + b).lower()`,
+    /// `req.http."x-y".upper()`.
+    fn methods(&mut self, mut e: Expr, span: &mut Span) -> PResult<Expr> {
+        while self.peek().is_op(".")
+            && self.peek_at(1).kind == TokKind::Id
+            && self.peek_at(2).is_op("(")
+        {
+            self.next();
+            let name = self.expect_id()?;
+            self.next();
+            let args = self.arg_list(")")?;
+            span.end = self.toks[self.pos.saturating_sub(1)].span.end;
+            e = Expr {
+                kind: ExprKind::Method {
+                    recv: Box::new(e),
+                    name,
+                    args,
+                },
+                span: span.clone(),
+            };
+        }
+        Ok(e)
+    }
+
     fn primary(&mut self) -> PResult<Expr> {
         let t = self.peek().clone();
         match t.kind {
@@ -717,30 +790,12 @@ impl Parser {
                     start: t.span.start,
                     end: close.span.end,
                 };
-                let mut e = Expr {
+                let e = Expr {
                     kind: ExprKind::Paren(Box::new(e)),
                     span: span.clone(),
                 };
                 // Methods on a parenthesized value: `(a + b).lower()`.
-                while self.peek().is_op(".")
-                    && self.peek_at(1).kind == TokKind::Id
-                    && self.peek_at(2).is_op("(")
-                {
-                    self.next();
-                    let name = self.expect_id()?;
-                    self.next();
-                    let args = self.arg_list(")")?;
-                    span.end = self.toks[self.pos.saturating_sub(1)].span.end;
-                    e = Expr {
-                        kind: ExprKind::Method {
-                            recv: Box::new(e),
-                            name,
-                            args,
-                        },
-                        span: span.clone(),
-                    };
-                }
-                Ok(e)
+                self.methods(e, &mut span)
             }
             TokKind::Str => {
                 self.next();
@@ -803,10 +858,17 @@ impl Parser {
                     name: t.value,
                     span: t.span,
                 });
-                Ok(Expr {
+                let quoted = id.name.ends_with('"');
+                let mut span = id.span.clone();
+                let e = Expr {
                     kind: ExprKind::Sym(id.name),
                     span: id.span,
-                })
+                };
+                if quoted {
+                    self.methods(e, &mut span)
+                } else {
+                    Ok(e)
+                }
             }
             _ => Err(self.err_at(
                 format!(

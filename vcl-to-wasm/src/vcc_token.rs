@@ -393,6 +393,8 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 pub struct Loader<'a> {
     pub include_path: &'a [PathBuf],
     pub allow_inline_c: bool,
+    /// `vcc_unsafe_path`: absolute include paths are allowed.
+    pub unsafe_path: bool,
     /// Every source read, in order, for `vcl.show` and diagnostics.
     pub sources: Vec<Arc<Source>>,
 }
@@ -405,6 +407,7 @@ impl<'a> Loader<'a> {
         Loader {
             include_path,
             allow_inline_c,
+            unsafe_path: true,
             sources: Vec::new(),
         }
     }
@@ -433,70 +436,119 @@ impl<'a> Loader<'a> {
         while i < toks.len() {
             if toks[i].is_id("include") {
                 let inc = &toks[i];
-                let Some(name) = toks.get(i + 1).filter(|t| t.kind == TokKind::Str) else {
-                    let at = toks.get(i + 1).unwrap_or(inc);
+                // `include +glob "pattern";` includes every match, in order.
+                let glob = toks.get(i + 1).is_some_and(|t| t.is_op("+"))
+                    && toks.get(i + 2).is_some_and(|t| t.is_id("glob"));
+                let at = if glob { i + 3 } else { i + 1 };
+                let Some(name) = toks.get(at).filter(|t| t.kind == TokKind::Str) else {
+                    let t = toks.get(at).unwrap_or(inc);
                     return Err(Diagnostic::new(
                         "include not followed by string constant.",
-                        Some(at.span.clone()),
+                        Some(t.span.clone()),
                     ));
                 };
-                let Some(semi) = toks.get(i + 2).filter(|t| t.is_op(";")) else {
-                    let at = toks.get(i + 2).unwrap_or(name);
+                if !toks.get(at + 1).is_some_and(|t| t.is_op(";")) {
+                    let t = toks.get(at + 1).unwrap_or(name);
                     return Err(Diagnostic::new(
                         "include <string> not followed by semicolon.",
-                        Some(at.span.clone()),
+                        Some(t.span.clone()),
                     ));
-                };
-                let _ = semi;
+                }
                 if name.value.starts_with("./") && dir.is_none() {
                     return Err(Diagnostic::new(
                         "include \"./...\" needs absolute filename of including file.",
                         Some(name.span.clone()),
                     ));
                 }
-                let path = self.resolve(&name.value, dir);
-                let Some(path) = path else {
-                    return Err(Diagnostic::new(
-                        format!(
-                            "Cannot read file '{}' (No such file or directory)",
-                            name.value
-                        ),
-                        Some(name.span.clone()),
-                    ));
-                };
-                let canon = path.canonicalize().unwrap_or_else(|_| path.clone());
-                if stack.contains(&canon) || stack.len() >= MAX_INCLUDE_DEPTH {
-                    return Err(Diagnostic::new(
-                        "Recursive use of file",
-                        Some(name.span.clone()),
-                    ));
-                }
-                let text = match std::fs::read(&path) {
-                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                    Err(e) => {
+                let paths = if glob {
+                    let matches = self.glob(&name.value, dir);
+                    if matches.is_empty() {
                         return Err(Diagnostic::new(
-                            format!("Cannot read file '{}' ({})", name.value, e),
+                            "glob pattern matched no files.",
                             Some(name.span.clone()),
-                        ))
+                        ));
+                    }
+                    matches
+                } else {
+                    match self.resolve(&name.value, dir) {
+                        Some(p) => vec![p],
+                        None => {
+                            return Err(Diagnostic::new(
+                                format!(
+                                    "Cannot read file '{}' (No such file or directory)",
+                                    name.value
+                                ),
+                                Some(name.span.clone()),
+                            ))
+                        }
                     }
                 };
-                let inc_source = Arc::new(Source {
-                    name: path.display().to_string(),
-                    text,
-                });
-                stack.push(canon);
-                let sub_dir = path.parent().map(Path::to_path_buf);
-                let mut sub = self.load_inner(inc_source, sub_dir.as_deref(), stack)?;
-                stack.pop();
-                sub.pop(); // its Eof
-                out.extend(sub);
-                i += 3;
+                for path in paths {
+                    if !self.unsafe_path && Path::new(&name.value).is_absolute() {
+                        return Err(Diagnostic::new(
+                            format!("VCL filename '{}' is unsafe.", path.display()),
+                            Some(name.span.clone()),
+                        ));
+                    }
+                    let sub = self.include_file(&path, &name.value, &name.span, stack)?;
+                    out.extend(sub);
+                }
+                i = at + 2;
                 continue;
             }
             out.push(toks[i].clone());
             i += 1;
         }
         Ok(out)
+    }
+
+    /// Reads one included file and returns its tokens (without its Eof).
+    fn include_file(
+        &mut self,
+        path: &Path,
+        name: &str,
+        span: &Span,
+        stack: &mut Vec<PathBuf>,
+    ) -> Result<Vec<Token>, Diagnostic> {
+        let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if stack.contains(&canon) || stack.len() >= MAX_INCLUDE_DEPTH {
+            return Err(Diagnostic::new("Recursive use of file", Some(span.clone())));
+        }
+        let text = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                return Err(Diagnostic::new(
+                    format!("Cannot read file '{}' ({})", name, e),
+                    Some(span.clone()),
+                ))
+            }
+        };
+        let inc_source = Arc::new(Source {
+            name: path.display().to_string(),
+            text,
+        });
+        stack.push(canon);
+        let sub_dir = path.parent().map(Path::to_path_buf);
+        let sub = self.load_inner(inc_source, sub_dir.as_deref(), stack);
+        stack.pop();
+        let mut sub = sub?;
+        sub.pop(); // its Eof
+        Ok(sub)
+    }
+
+    /// The files `include +glob` names, sorted: a `./` pattern is relative
+    /// to the including file, any other is taken as written.
+    fn glob(&self, pattern: &str, dir: Option<&Path>) -> Vec<PathBuf> {
+        let full = match (pattern.strip_prefix("./"), dir) {
+            (Some(rest), Some(d)) => d.join(rest).display().to_string(),
+            _ => pattern.to_string(),
+        };
+        let mut found: Vec<PathBuf> = match glob::glob(&full) {
+            Ok(paths) => paths.flatten().filter(|p| p.is_file()).collect(),
+            Err(_) => Vec::new(),
+        };
+        found.sort();
+        found
     }
 
     fn resolve(&self, name: &str, dir: Option<&Path>) -> Option<PathBuf> {
