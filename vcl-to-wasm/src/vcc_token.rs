@@ -539,11 +539,20 @@ impl<'a> Loader<'a> {
     /// The files `include +glob` names, sorted: a `./` pattern is relative
     /// to the including file, any other is taken as written.
     fn glob(&self, pattern: &str, dir: Option<&Path>) -> Vec<PathBuf> {
-        let full = match (pattern.strip_prefix("./"), dir) {
+        let mut full = match (pattern.strip_prefix("./"), dir) {
             (Some(rest), Some(d)) => d.join(rest).display().to_string(),
             _ => pattern.to_string(),
         };
-        let mut found: Vec<PathBuf> = match glob::glob(&full) {
+        // glob(3), which varnishd uses, has no recursive `**`: it is `*`.
+        while full.contains("**") {
+            full = full.replace("**", "*");
+        }
+        let opts = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+        };
+        let mut found: Vec<PathBuf> = match glob::glob_with(&full, opts) {
             Ok(paths) => paths.flatten().filter(|p| p.is_file()).collect(),
             Err(_) => Vec::new(),
         };
