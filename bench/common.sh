@@ -14,3 +14,20 @@ if [ -z "${SHELLAC:-}" ]; then
     cargo build --release --locked -p shellac -q
     SHELLAC=$PWD/target/release/shellac
 fi
+
+# wrk_run CONNS SECS WRK_ARGS…: one wrk run (one thread, on CPU 1) and
+# its "req/s p50_ms p99_ms".
+wrk_run() {
+    local conns=$1 secs=$2
+    shift 2
+    taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" 2>/dev/null | awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /Requests\/sec/ { rps = $2 }
+        $1 == "50.000%" || $1 == "50%" { p50 = ms($2) }
+        $1 == "99.000%" || $1 == "99%" { p99 = ms($2) }
+        END { printf "%s %s %s\n", rps, p50, p99 }'
+}
+# The median of the numbers on standard input (0 when there are none).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print 0 }'; }
+# ratio A B: A / B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }

@@ -36,16 +36,7 @@ for port in 8090 6091 6092; do
     done
 done
 
-# One wrk run: prints "req/s p50_ms p99_ms".
-run() {
-    taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$1" 2>/dev/null | awk '
-        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        /Requests\/sec/ { rps = $2 }
-        $1 == "50.000%" || $1 == "50%" { p50 = ms($2) }
-        $1 == "99.000%" || $1 == "99%" { p99 = ms($2) }
-        END { printf "%s %s %s\n", rps, p50, p99 }'
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+run() { wrk_run "$CONNS" "$SECS" "$@"; }
 
 echo "| scenario | varnishd req/s | Shellac req/s | ratio | varnishd p50 / p99 ms | Shellac p50 / p99 ms |"
 echo "| --- | --- | --- | --- | --- | --- |"
@@ -61,6 +52,5 @@ for size in $SIZES; do
     vr=$(cut -d' ' -f1 "$work/v" | median); sr=$(cut -d' ' -f1 "$work/s" | median)
     v50=$(cut -d' ' -f2 "$work/v" | median); s50=$(cut -d' ' -f2 "$work/s" | median)
     v99=$(cut -d' ' -f3 "$work/v" | median); s99=$(cut -d' ' -f3 "$work/s" | median)
-    ratio=$(awk -v a="$sr" -v b="$vr" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-    echo "| hit, $size B | $vr | $sr | $ratio | $v50 / $v99 | $s50 / $s99 |"
+    echo "| hit, $size B | $vr | $sr | $(ratio "$sr" "$vr") | $v50 / $v99 | $s50 / $s99 |"
 done

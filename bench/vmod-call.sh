@@ -67,7 +67,6 @@ rps() {
     taskset -c 1 wrk -t1 -c1 -d"${SECS}s" -H 'X: Hello-World-AbC' "http://127.0.0.1:$1/" 2>/dev/null |
         awk '/Requests\/sec/ { print $2 }'
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 for port in 6201 6202 6203 6204 6205; do : >"$work/r$port"; done
 for _ in $(seq "$ROUNDS"); do
     for port in 6201 6202 6203 6204 6205; do rps "$port" >>"$work/r$port"; done

@@ -194,8 +194,12 @@ impl VmodLimits {
 /// `vmod_path`, so `import cookie;` finds the bundled one.
 pub fn bundled_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?.join("vmods");
-    dir.is_dir().then_some(dir)
+    // `target/<profile>/shellac`, or `target/<profile>/examples/…`.
+    exe.ancestors()
+        .skip(2)
+        .take(2)
+        .map(|d| d.join("vmods"))
+        .find(|d| d.is_dir())
 }
 
 /// Where `import name [from "path"];` finds its file.
