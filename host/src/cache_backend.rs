@@ -30,6 +30,10 @@ pub struct Backend {
     pub max_connections: Option<u32>,
     /// Fetches holding a connection now.
     busy: std::sync::atomic::AtomicU32,
+    /// When its health last changed (f64 seconds as bits): creation, a
+    /// probe's verdict flipping, `backend.set_health`. The shard
+    /// director's rampup counts from it.
+    changed: std::sync::atomic::AtomicU64,
 }
 
 /// A fetch's claim on one of its backend's `.max_connections`, given back
@@ -121,6 +125,7 @@ impl Backend {
             probed: def.probe.is_some(),
             max_connections: def.max_connections.filter(|&n| n > 0),
             busy: std::sync::atomic::AtomicU32::new(0),
+            changed: std::sync::atomic::AtomicU64::new(crate::vrt_ctx::now().to_bits()),
         })
     }
 
@@ -133,6 +138,31 @@ impl Backend {
             .fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1))
             .ok()
             .map(|_| ConnSlot(self.clone()))
+    }
+
+    /// When its health last changed.
+    pub fn changed(&self) -> f64 {
+        f64::from_bits(self.changed.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Notes that its health changed now.
+    pub fn mark_changed(&self) {
+        self.changed.store(
+            crate::vrt_ctx::now().to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// `backend.set_health`: [`ADMIN_AUTO`], [`ADMIN_HEALTHY`] or
+    /// [`ADMIN_SICK`].
+    pub fn set_admin_health(&self, v: u8) {
+        if self
+            .admin_health
+            .swap(v, std::sync::atomic::Ordering::Relaxed)
+            != v
+        {
+            self.mark_changed();
+        }
     }
 
     /// Whether the backend may be used: the admin's word, else the probe's.

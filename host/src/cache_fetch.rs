@@ -39,11 +39,8 @@ pub struct Abandoned(pub String);
 const HOP_BY_HOP: &[&str] = &["transfer-encoding", "content-length"];
 
 async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
-    let be = vcl
-        .shared
-        .backend(bo.bereq_backend)
-        .cloned()
-        .ok_or_else(|| "no backend".to_string())?;
+    // A director picks its backend now (Varnish's resolve step).
+    let be = vcl.shared.resolve(bo.bereq_backend, bo)?;
     let addr = be
         .addr
         .ok_or_else(|| format!("backend {} is none", be.name))?;

@@ -1293,6 +1293,7 @@ pub fn call_from_vcl(
         vals.push(match (a, kind) {
             (Arg::None, _) => VclValue::None,
             (Arg::Str(s), Some(VclType::Blob)) => VclValue::Blob(s.map(String::into_bytes)),
+            (Arg::Blob(b), _) => VclValue::Blob(b),
             (Arg::Str(s), _) => VclValue::Str(s),
             (Arg::Header(w, n), _) => VclValue::Header(w, n),
             (Arg::Int(n), _) => VclValue::Int(n),

@@ -250,6 +250,19 @@ fn backend_list(ctx: &Ctx, args: &[String]) -> String {
                 crate::cache_expire::http_date(crate::vrt_ctx::now())
             ));
         }
+        // Directors are backends too, listed after the declared ones.
+        for d in vcl.shared.directors.all() {
+            let full = format!("{vname}.{}", d.name);
+            if pattern.is_some_and(|p| !crate::vmod_std::fnmatch(p, &full, false)) {
+                continue;
+            }
+            let (probe, health) = d.probe_label(&vcl.shared);
+            out.push_str(&format!(
+                "\n{full:<30} {:<10} {probe:<10} {health:<10} {}",
+                d.admin_label(),
+                crate::cache_expire::http_date(d.changed())
+            ));
+        }
     }
     out
 }
@@ -273,7 +286,16 @@ fn set_health(ctx: &Ctx, args: &[String]) -> String {
             if crate::vmod_std::fnmatch(pat, &full, false)
                 || (ctx.active_name() == vname && crate::vmod_std::fnmatch(pat, &b.name, false))
             {
-                b.admin_health.store(v, Ordering::Relaxed);
+                b.set_admin_health(v);
+                n += 1;
+            }
+        }
+        for d in vcl.shared.directors.all() {
+            let full = format!("{vname}.{}", d.name);
+            if crate::vmod_std::fnmatch(pat, &full, false)
+                || (ctx.active_name() == vname && crate::vmod_std::fnmatch(pat, &d.name, false))
+            {
+                d.set_admin_health(v);
                 n += 1;
             }
         }

@@ -155,9 +155,8 @@ fn read_slot(c: &mut C<'_>, addr: u32) -> R<Arg> {
             let w = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
             Arg::Header(w, read_str(c, raw)?.unwrap_or_default())
         }
-        Tag::String | Tag::Strands | Tag::Enum | Tag::Body | Tag::Blob => {
-            Arg::Str(read_str(c, raw)?)
-        }
+        Tag::String | Tag::Strands | Tag::Enum | Tag::Body => Arg::Str(read_str(c, raw)?),
+        Tag::Blob => Arg::Blob(read_bytes(c, raw)?),
         Tag::Int | Tag::Bytes => Arg::Int(raw),
         Tag::Real | Tag::Duration | Tag::Time => Arg::Real(f64::from_bits(raw as u64)),
         Tag::Bool => Arg::Bool(raw != 0),
@@ -207,8 +206,7 @@ fn component_call(
         Ok(V::Ip(ip)) => Ok(Ret::Handle(Tag::Ip, ip.map_or(0, |ip| t.ip_handle(ip)))),
         Ok(V::Backend(n)) => Ok(Ret::Handle(
             Tag::Backend,
-            n.and_then(|n| vcl.backends.iter().position(|be| be.name == n))
-                .map_or(abi::BACKEND_NONE, |i| i as i32 + 1),
+            n.map_or(abi::BACKEND_NONE, |n| vcl.backend_by_name(&n)),
         )),
         Err(e) => Err(e.to_string()),
     };

@@ -108,6 +108,9 @@ pub struct Task {
     /// The VMOD instances this task has checked out; returned to their
     /// pools when the task ends.
     pub vmods: crate::cache_vmod::TaskVmods,
+    /// `directors` state of this task (shard parameters and queued
+    /// changes, applied when the task ends).
+    pub directors: crate::vmod_directors_shard::TaskPriv,
 }
 
 impl Task {
@@ -169,6 +172,7 @@ impl Task {
             tags: Vec::new(),
             cache: None,
             vmods: Default::default(),
+            directors: Default::default(),
             new_bans: Vec::new(),
             ban_error: String::new(),
         }
