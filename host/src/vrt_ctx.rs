@@ -184,13 +184,16 @@ impl Task {
     }
 
     /// `hash_data(s)`: Varnish feeds each input followed by a separator
-    /// byte, so ("ab","c") and ("a","bc") differ.
+    /// byte, so ("ab","c") and ("a","bc") differ. The bytes are
+    /// varnishd's (a NUL separator, a NUL for a NULL string), so the
+    /// digest is the same: the shard director's `by=HASH` keys on it.
     pub fn hash_data(&mut self, s: Option<&[u8]>) {
         if let Some(h) = self.hasher.as_mut() {
-            if let Some(s) = s {
-                h.update(s);
+            match s {
+                Some(s) => h.update(s),
+                None => h.update([0]),
             }
-            h.update([b'#']);
+            h.update([0]);
         }
     }
 
