@@ -242,6 +242,8 @@ pub async fn fetch(
             match send(ctx, vcl, &bo, &body).await {
                 Ok((resp, p)) => {
                     bo.beresp = resp;
+                    bo.beresp_backend = vcl.shared.handle_of(&p.backend);
+                    bo.beresp_backend_name = Some(p.backend.name.clone());
                     pump = Some(p);
                     if bo.beresp.status == 304 {
                         if let Some(stale) = bo.stale_obj.clone() {

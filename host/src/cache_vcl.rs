@@ -94,6 +94,15 @@ impl VclShared {
     pub fn resolve(&self, h: i32, t: &Task) -> Result<Arc<Backend>, String> {
         crate::vmod_directors::resolve(self, h, t)
     }
+
+    /// The BACKEND handle of a declared backend (0 if it is not this
+    /// VCL's).
+    pub fn handle_of(&self, be: &Arc<Backend>) -> i32 {
+        self.backends
+            .iter()
+            .position(|b| Arc::ptr_eq(b, be))
+            .map_or(0, |i| i as i32 + 1)
+    }
 }
 
 /// One warm instance with its store.

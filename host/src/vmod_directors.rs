@@ -378,6 +378,50 @@ impl Director {
         (format!("{nh}/{}", hs.len()), health)
     }
 
+    /// `backend.list -p`: one line per member (hash lists none), as
+    /// Varnish's `list` methods show them.
+    pub fn details(&self, vcl: &VclShared) -> Option<String> {
+        let name = |h: i32| vcl.backend_name(h).unwrap_or_default();
+        let label = |ok: bool| if ok { "healthy" } else { "sick" };
+        let v = match &self.imp {
+            Imp::Shard(s) => return Some(s.details(vcl)),
+            Imp::Vdir(v) if self.kind == Kind::Hash => {
+                let _ = v;
+                return None;
+            }
+            Imp::Vdir(v) => v,
+        };
+        let members = v.members();
+        let healthy: Vec<bool> = members.iter().map(|m| health(vcl, m.h, 1).0).collect();
+        let mut out = String::new();
+        if self.kind == Kind::Fallback {
+            out.push_str(&format!("\n  {:<30} {:<8} Health", "Backend", "Current"));
+            let cur = v.cur.load(Ordering::Relaxed);
+            for (u, (m, ok)) in members.iter().zip(&healthy).enumerate() {
+                let mark = if u == cur { "*" } else { "" };
+                out.push_str(&format!("\n  {:<30} {mark:<8} {}", name(m.h), label(*ok)));
+            }
+        } else {
+            out.push_str(&format!("\n  {:<30} {:<8} Health", "Backend", "Weight"));
+            let total: f64 = members
+                .iter()
+                .zip(&healthy)
+                .filter(|(_, ok)| **ok)
+                .map(|(m, _)| m.w)
+                .sum();
+            for (m, ok) in members.iter().zip(&healthy) {
+                let w = if self.kind == Kind::Random {
+                    let w = if *ok { m.w } else { 0.0 };
+                    format!("{:6.2}%", 100.0 * w / total)
+                } else {
+                    "-".into()
+                };
+                out.push_str(&format!("\n  {:<30} {w:<8} {}", name(m.h), label(*ok)));
+            }
+        }
+        Some(out)
+    }
+
     fn member_handles(&self) -> Vec<i32> {
         match &self.imp {
             Imp::Vdir(v) => v.members().iter().map(|m| m.h).collect(),
@@ -488,32 +532,38 @@ pub fn health(vcl: &VclShared, h: i32, depth: u32) -> (bool, f64) {
     (false, changed)
 }
 
-/// Varnish's `VDI_Resolve`: follows directors from `h` down to a real
-/// backend, as the fetch starts. `t` is the task the fetch runs in
-/// (shard reads its parameters and key from it).
+/// Varnish's `VRT_DirectorResolve`: follows directors from `h` down to
+/// a declared backend's handle, if they pick one. `t` is the task it
+/// runs in (shard reads its parameters and key from it).
+pub fn resolve_handle(vcl: &VclShared, h: i32, t: &Task) -> Option<i32> {
+    let mut cur = h;
+    for depth in 0..MAX_DEPTH {
+        if cur == 0 || vcl.backend(cur).is_some() {
+            return (cur != 0).then_some(cur);
+        }
+        let d = vcl.directors.director(cur)?;
+        cur = match &d.imp {
+            Imp::Vdir(v) => v.resolve(vcl, depth + 1)?,
+            Imp::Shard(s) => s.resolve(vcl, &d, t, depth + 1)?,
+        };
+    }
+    tracing::warn!("directors nest too deep (a loop?): no backend");
+    None
+}
+
+/// Varnish's `VDI_Resolve`: the backend a fetch of `t` from `h` goes to,
+/// picked as the fetch starts; `Err` is Varnish's FetchError text.
 pub fn resolve(vcl: &VclShared, h: i32, t: &Task) -> Result<Arc<Backend>, String> {
     if h == 0 {
         return Err("No backend".into());
     }
-    let mut cur = h;
-    for depth in 0..MAX_DEPTH {
-        if let Some(be) = vcl.backend(cur) {
-            return Ok(be.clone());
-        }
-        let Some(d) = vcl.directors.director(cur) else {
-            break;
-        };
-        let next = match &d.imp {
-            Imp::Vdir(v) => v.resolve(vcl, depth + 1),
-            Imp::Shard(s) => s.resolve(vcl, &d, t, depth + 1),
-        };
-        match next {
-            Some(n) => cur = n,
-            None => break,
-        }
+    match resolve_handle(vcl, h, t).and_then(|b| vcl.backend(b)) {
+        Some(be) => Ok(be.clone()),
+        None => Err(format!(
+            "Director {} returned no backend",
+            vcl.backend_name(h).unwrap_or_default()
+        )),
     }
-    let name = vcl.backend_name(h).unwrap_or_default();
-    Err(format!("Director {name} returned no backend"))
 }
 
 /// The BACKEND named `name` (a backend or a director), 0 if none.
@@ -565,6 +615,16 @@ pub fn call(
     task: &mut Task,
     vcl: &VclShared,
 ) -> Result<Ret, String> {
+    // `backend x none;` is no backend at all to a director (Varnish's NULL).
+    let none = |h: &i32| vcl.backend(*h).is_some_and(|b| b.addr.is_none());
+    let args: Vec<Arg> = args
+        .iter()
+        .map(|a| match a {
+            Arg::Handle(h) if none(h) => Arg::Handle(0),
+            a => a.clone(),
+        })
+        .collect();
+    let args = args.as_slice();
     match native {
         Native::DirectorLookup => {
             if !housekeeping(task.method) {

@@ -442,6 +442,39 @@ impl ShardDir {
         }
     }
 
+    /// `backend.list -p`: each backend with its ident, health and rampup.
+    pub fn details(&self, vcl: &VclShared) -> String {
+        let ring = self.ring();
+        let now = crate::vrt_ctx::now();
+        let mut out = format!(
+            "\n  {:<20} {:<20} {:<8} Rampup  Remaining",
+            "Backend", "Ident", "Health"
+        );
+        for b in &ring.backends {
+            let (ok, changed) = health(vcl, b.h, 1);
+            let d = now - changed;
+            let r = b
+                .rampup
+                .unwrap_or_else(|| f64::from_bits(self.rampup.load(Ordering::Relaxed)));
+            let (p, left) = if !ok {
+                (0.0, 0.0)
+            } else if d < r {
+                (d / r, r - d)
+            } else {
+                (1.0, 0.0)
+            };
+            out.push_str(&format!(
+                "\n  {:<20} {:<20} {:<8} {:6.2}% {:8.3}s",
+                b.name,
+                b.ident(),
+                if ok { "healthy" } else { "sick" },
+                p * 100.0,
+                left
+            ));
+        }
+        out
+    }
+
     /// The backends' handles, for health and `backend.list`.
     pub fn member_handles(&self) -> Vec<i32> {
         self.ring().backends.iter().map(|b| b.h).collect()
@@ -642,13 +675,20 @@ impl ShardDir {
         Some(be(last))
     }
 
-    /// Resolution when the fetch starts (Varnish's `vmod_shard_resolve`),
-    /// with the backend task's parameters.
+    /// Resolution (Varnish's `vmod_shard_resolve`): when the fetch
+    /// starts, with the backend task's parameters and object hash; from
+    /// `.resolve()` on the client side, with the VCL's parameters and the
+    /// URL.
     pub fn resolve(&self, vcl: &VclShared, d: &Director, t: &Task, depth: u32) -> Option<i32> {
-        let p = task_r(t, self.id, self.param_ref());
+        let bo = bereq_ctx(t.method);
+        let p = if bo {
+            task_r(t, self.id, self.param_ref())
+        } else {
+            self.param_ref()
+        };
         let mut pp = Params::over(p);
         merge(&mut pp, p, t, vcl);
-        let key = shard_key(t, &pp, true);
+        let key = shard_key(t, &pp, bo);
         self.pick(
             vcl,
             &d.name,

@@ -319,8 +319,12 @@ pub fn call(
             }
         }
         Native::BanError => Ret::Str(Some(task.ban_error.clone())),
+        // `BACKEND.resolve()`: what a director picks now.
         Native::Resolve => match args.first() {
-            Some(Arg::Handle(h)) => Ret::Handle(Tag::Backend, *h),
+            Some(Arg::Handle(h)) => Ret::Handle(
+                Tag::Backend,
+                crate::vmod_directors::resolve_handle(vcl, *h, task).unwrap_or(0),
+            ),
             _ => Ret::Handle(Tag::Backend, 0),
         },
         Native::Storage => Ret::Handle(

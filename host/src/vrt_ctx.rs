@@ -50,6 +50,10 @@ pub struct Task {
     pub ips: Vec<IpAddr>,
     pub backend_hint: i32,
     pub bereq_backend: i32,
+    /// `beresp.backend`: the backend the fetch went to (a director in
+    /// `bereq.backend` resolved), and its name.
+    pub beresp_backend: i32,
+    pub beresp_backend_name: Option<String>,
     pub hash_always_miss: bool,
     pub hash_ignore_busy: bool,
     pub hash_ignore_vary: bool,
@@ -134,6 +138,8 @@ impl Task {
             ips: vec![client_ip, server_ip],
             backend_hint: 0,
             bereq_backend: 0,
+            beresp_backend: 0,
+            beresp_backend_name: None,
             hash_always_miss: false,
             hash_ignore_busy: false,
             hash_ignore_vary: false,
