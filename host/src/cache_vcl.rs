@@ -72,7 +72,7 @@ impl VclShared {
     /// Whether a BACKEND handle (a backend or a director) is healthy
     /// (false for none), as `std.healthy()` sees it.
     pub fn backend_healthy(&self, h: i32) -> bool {
-        crate::vmod_directors::health(self, h, 0).0
+        crate::vmod_directors::health(self, h).0
     }
 
     /// A BACKEND handle's name (a backend's or a director's).

@@ -10,9 +10,10 @@
 //! starts ([`resolve`], Varnish's `VRT_DirectorResolve`), so it sees the
 //! health at that moment. hash's `.backend(key)` picks at call time.
 //!
-//! Members are kept as handles and looked up through the VCL, so nesting
-//! works at any depth; a director that (directly or not) contains itself
-//! is cut off after [`MAX_DEPTH`] levels instead of recursing for ever.
+//! Members are kept as handles and looked up through the VCL, so
+//! directors nest; a director that (directly or not) contains itself is
+//! sick to itself and resolution stops after [`MAX_DEPTH`] levels, where
+//! varnishd would recurse until it crashes.
 
 use crate::cache_backend::{Backend, ADMIN_HEALTHY, ADMIN_SICK};
 use crate::cache_vcl::VclShared;
@@ -246,12 +247,9 @@ impl Vdir {
 
     /// Varnish's `vdir_pick_be`: the member where `r` (in `[0, 1)`) falls
     /// on the line of the healthy members' weights.
-    fn pick_by_weight(&self, vcl: &VclShared, r: f64, depth: u32) -> Option<i32> {
+    fn pick_by_weight(&self, vcl: &VclShared, r: f64) -> Option<i32> {
         let members = self.members();
-        let healthy: Vec<&Member> = members
-            .iter()
-            .filter(|m| health(vcl, m.h, depth).0)
-            .collect();
+        let healthy: Vec<&Member> = members.iter().filter(|m| health(vcl, m.h).0).collect();
         let total: f64 = healthy.iter().map(|m| m.w).sum();
         if total.is_nan() || total <= 0.0 {
             return None;
@@ -268,7 +266,7 @@ impl Vdir {
     }
 
     /// One resolve step (`vdi_resolve_f`): the member to use now.
-    fn resolve(&self, vcl: &VclShared, depth: u32) -> Option<i32> {
+    fn resolve(&self, vcl: &VclShared) -> Option<i32> {
         let members = self.members();
         let n = members.len();
         match self.kind {
@@ -281,7 +279,7 @@ impl Vdir {
                 for _ in 0..n {
                     let m = members[nxt];
                     nxt = (nxt + 1) % n;
-                    if health(vcl, m.h, depth).0 {
+                    if health(vcl, m.h).0 {
                         found = Some(m.h);
                         break;
                     }
@@ -301,7 +299,7 @@ impl Vdir {
                 let mut found = None;
                 for _ in 0..n {
                     let m = members[cur];
-                    if health(vcl, m.h, depth).0 {
+                    if health(vcl, m.h).0 {
                         found = Some(m.h);
                         break;
                     }
@@ -310,7 +308,7 @@ impl Vdir {
                 self.cur.store(cur, Ordering::Release);
                 found
             }
-            Kind::Random => self.pick_by_weight(vcl, random_unit(), depth),
+            Kind::Random => self.pick_by_weight(vcl, random_unit()),
             // hash has no resolve method: only `.backend(key)` picks.
             _ => None,
         }
@@ -373,7 +371,7 @@ impl Director {
             return ("0/0".into(), "healthy");
         }
         let hs = self.member_handles();
-        let nh = hs.iter().filter(|&&h| health(vcl, h, 1).0).count();
+        let nh = hs.iter().filter(|&&h| health(vcl, h).0).count();
         let health = if nh > 0 { "healthy" } else { "sick" };
         (format!("{nh}/{}", hs.len()), health)
     }
@@ -392,7 +390,7 @@ impl Director {
             Imp::Vdir(v) => v,
         };
         let members = v.members();
-        let healthy: Vec<bool> = members.iter().map(|m| health(vcl, m.h, 1).0).collect();
+        let healthy: Vec<bool> = members.iter().map(|m| health(vcl, m.h).0).collect();
         let mut out = String::new();
         if self.kind == Kind::Fallback {
             out.push_str(&format!("\n  {:<30} {:<8} Health", "Backend", "Current"));
@@ -495,11 +493,51 @@ impl Directors {
     }
 }
 
+/// How many directors one health check may visit: a wide and deep
+/// nesting is cut off instead of taking exponential time.
+const MAX_VISITS: u32 = 10_000;
+
+thread_local! {
+    /// The directors whose health is being computed on this thread (to
+    /// catch a director inside itself) and the visits so far.
+    static WALK: std::cell::RefCell<(Vec<i32>, u32)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+/// Leaves a director's health check (pops it off [`WALK`]).
+struct Visit;
+
+impl Visit {
+    /// Enters director `h`, unless that loops, nests too deep or takes
+    /// too long.
+    fn enter(h: i32) -> Option<Visit> {
+        WALK.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.0.is_empty() {
+                w.1 = 0;
+            }
+            if w.0.contains(&h) || w.0.len() >= MAX_DEPTH as usize || w.1 >= MAX_VISITS {
+                return None;
+            }
+            w.0.push(h);
+            w.1 += 1;
+            Some(Visit)
+        })
+    }
+}
+
+impl Drop for Visit {
+    fn drop(&mut self) {
+        WALK.with(|w| {
+            w.borrow_mut().0.pop();
+        });
+    }
+}
+
 /// Varnish's `VRT_Healthy`: whether BACKEND `h` is healthy, and when its
 /// health last changed. A director is healthy when any member is (hash,
 /// which has no health method, always is), unless the admin says
-/// otherwise.
-pub fn health(vcl: &VclShared, h: i32, depth: u32) -> (bool, f64) {
+/// otherwise. A director that contains itself is sick to itself.
+pub fn health(vcl: &VclShared, h: i32) -> (bool, f64) {
     if h == 0 {
         return (false, 0.0);
     }
@@ -517,13 +555,13 @@ pub fn health(vcl: &VclShared, h: i32, depth: u32) -> (bool, f64) {
     if d.kind == Kind::Hash {
         return (true, d.changed());
     }
-    if depth >= MAX_DEPTH {
-        tracing::warn!(director = %d.name, "directors nest too deep (a loop?): taken as sick");
+    let Some(_visit) = Visit::enter(h) else {
+        tracing::warn!(director = %d.name, "directors loop or nest too deep: taken as sick");
         return (false, 0.0);
-    }
+    };
     let mut changed = 0.0f64;
     for m in d.member_handles() {
-        let (ok, c) = health(vcl, m, depth + 1);
+        let (ok, c) = health(vcl, m);
         changed = changed.max(c);
         if ok {
             return (true, changed);
@@ -537,14 +575,14 @@ pub fn health(vcl: &VclShared, h: i32, depth: u32) -> (bool, f64) {
 /// runs in (shard reads its parameters and key from it).
 pub fn resolve_handle(vcl: &VclShared, h: i32, t: &Task) -> Option<i32> {
     let mut cur = h;
-    for depth in 0..MAX_DEPTH {
+    for _ in 0..MAX_DEPTH {
         if cur == 0 || vcl.backend(cur).is_some() {
             return (cur != 0).then_some(cur);
         }
         let d = vcl.directors.director(cur)?;
         cur = match &d.imp {
-            Imp::Vdir(v) => v.resolve(vcl, depth + 1)?,
-            Imp::Shard(s) => s.resolve(vcl, &d, t, depth + 1)?,
+            Imp::Vdir(v) => v.resolve(vcl)?,
+            Imp::Shard(s) => s.resolve(vcl, &d, t)?,
         };
     }
     tracing::warn!("directors nest too deep (a loop?): no backend");
@@ -706,7 +744,7 @@ fn vdir_call(
             let r = f64::from(hash_strands32(&[key.as_bytes()])) / 4_294_967_296.0;
             Ok(Ret::Handle(
                 Tag::Backend,
-                v.pick_by_weight(vcl, r, 1).unwrap_or(0),
+                v.pick_by_weight(vcl, r).unwrap_or(0),
             ))
         }
         Call::Backend => Ok(Ret::Handle(Tag::Backend, d.handle)),

@@ -349,7 +349,6 @@ fn lookup(circle: &[Point], key: u32) -> usize {
 struct Walk<'a> {
     vcl: &'a VclShared,
     ring: &'a Ring,
-    depth: u32,
     idx: usize,
     picked: Vec<bool>,
     pickcount: usize,
@@ -371,7 +370,7 @@ impl Walk<'_> {
             if c < n && !self.picked[c] {
                 self.picked[c] = true;
                 self.pickcount += 1;
-                let (ok, changed) = health(self.vcl, self.ring.backends[c].h, self.depth);
+                let (ok, changed) = health(self.vcl, self.ring.backends[c].h);
                 let mut to_last = false;
                 let mut to_prev = false;
                 if ok {
@@ -451,7 +450,7 @@ impl ShardDir {
             "Backend", "Ident", "Health"
         );
         for b in &ring.backends {
-            let (ok, changed) = health(vcl, b.h, 1);
+            let (ok, changed) = health(vcl, b.h);
             let d = now - changed;
             let r = b
                 .rampup
@@ -599,7 +598,6 @@ impl ShardDir {
         warmup: f64,
         rampup: bool,
         healthy: Healthy,
-        depth: u32,
     ) -> Option<i32> {
         let ring = self.ring();
         let n = ring.backends.len();
@@ -623,7 +621,6 @@ impl ShardDir {
         let mut w = Walk {
             vcl,
             ring: &ring,
-            depth,
             idx: lookup(&ring.circle, key),
             picked: vec![false; n],
             pickcount: 0,
@@ -679,7 +676,7 @@ impl ShardDir {
     /// starts, with the backend task's parameters and object hash; from
     /// `.resolve()` on the client side, with the VCL's parameters and the
     /// URL.
-    pub fn resolve(&self, vcl: &VclShared, d: &Director, t: &Task, depth: u32) -> Option<i32> {
+    pub fn resolve(&self, vcl: &VclShared, d: &Director, t: &Task) -> Option<i32> {
         let bo = bereq_ctx(t.method);
         let p = if bo {
             task_r(t, self.id, self.param_ref())
@@ -697,7 +694,6 @@ impl ShardDir {
             pp.warmup,
             pp.rampup,
             pp.healthy.unwrap_or(Healthy::Chosen),
-            depth,
         )
     }
 }
@@ -1166,7 +1162,6 @@ fn shard_backend(
         p.warmup,
         p.rampup,
         p.healthy.unwrap_or(Healthy::Chosen),
-        1,
     );
     Ok(Ret::Handle(Tag::Backend, be.unwrap_or(0)))
 }
