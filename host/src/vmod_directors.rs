@@ -542,7 +542,8 @@ pub fn health(vcl: &VclShared, h: i32) -> (bool, f64) {
         return (false, 0.0);
     }
     if let Some(be) = vcl.backend(h) {
-        return (be.is_healthy(), be.changed());
+        // `backend x none;` is Varnish's NULL backend: never healthy.
+        return (be.addr.is_some() && be.is_healthy(), be.changed());
     }
     let Some(d) = vcl.directors.director(h) else {
         return (false, 0.0);
@@ -654,15 +655,18 @@ pub fn call(
     vcl: &VclShared,
 ) -> Result<Ret, String> {
     // `backend x none;` is no backend at all to a director (Varnish's NULL).
-    let none = |h: &i32| vcl.backend(*h).is_some_and(|b| b.addr.is_none());
-    let args: Vec<Arg> = args
-        .iter()
-        .map(|a| match a {
-            Arg::Handle(h) if none(h) => Arg::Handle(0),
-            a => a.clone(),
-        })
-        .collect();
-    let args = args.as_slice();
+    let none =
+        |a: &Arg| matches!(a, Arg::Handle(h) if vcl.backend(*h).is_some_and(|b| b.addr.is_none()));
+    let owned: Vec<Arg>;
+    let args = if args.iter().any(none) {
+        owned = args
+            .iter()
+            .map(|a| if none(a) { Arg::Handle(0) } else { a.clone() })
+            .collect();
+        owned.as_slice()
+    } else {
+        args
+    };
     match native {
         Native::DirectorLookup => {
             if !housekeeping(task.method) {

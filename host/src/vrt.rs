@@ -260,6 +260,9 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         },
     )?;
     l.func_wrap(m, abi::VAR_GET_STRING, |mut c: C<'_>, id: i32| -> R<i64> {
+        if let Some(b) = vrt_var::get_blob(task(&mut c)?, id) {
+            return alloc(&mut c, Some(&b));
+        }
         let v = vrt_var::get_string(task(&mut c)?, id).map_err(herr)?;
         alloc(&mut c, v.as_deref().map(str::as_bytes))
     })?;

@@ -59,6 +59,15 @@ pub fn get_string(t: &mut Task, id: i32) -> R<Option<String>> {
     }))
 }
 
+/// BLOB variables read byte for byte (`req.hash`, `bereq.hash`: the
+/// object digest, the same bytes as varnishd's); `None` for the others.
+pub fn get_blob(t: &Task, id: i32) -> Option<Vec<u8>> {
+    match name(id).ok()? {
+        "req.hash" | "bereq.hash" => Some(t.hash.to_vec()),
+        _ => None,
+    }
+}
+
 fn text(v: Option<Vec<u8>>) -> String {
     String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()
 }
