@@ -18,8 +18,10 @@ pub struct Backend {
     pub connect_timeout: Option<f64>,
     pub first_byte_timeout: Option<f64>,
     pub between_bytes_timeout: Option<f64>,
-    /// Idle keep-alive connections.
-    pub conns: ConnPool,
+    /// Idle keep-alive connections, shared by every backend (of any
+    /// loaded VCL) with the same endpoint, as Varnish's connection pools
+    /// are: a new VCL keeps using the connections the old one opened.
+    pub conns: std::sync::Arc<ConnPool>,
     /// Health as the probe sees it; always true without a probe.
     pub healthy: std::sync::atomic::AtomicBool,
     /// `backend.set_health`: [`ADMIN_AUTO`], [`ADMIN_HEALTHY`] or [`ADMIN_SICK`].
@@ -30,6 +32,10 @@ pub struct Backend {
     pub max_connections: Option<u32>,
     /// Fetches holding a connection now.
     busy: std::sync::atomic::AtomicU32,
+    /// When its health last changed (f64 seconds as bits): creation, a
+    /// probe's verdict flipping, `backend.set_health`. The shard
+    /// director's rampup counts from it.
+    changed: std::sync::atomic::AtomicU64,
 }
 
 /// A fetch's claim on one of its backend's `.max_connections`, given back
@@ -74,6 +80,29 @@ fn split_host_port<'a>(host: &'a str, port: Option<&'a str>) -> (&'a str, &'a st
     }
 }
 
+/// The connection pool for an endpoint (address, PROXY version, preamble),
+/// shared while any backend uses it.
+fn shared_pool(addr: Option<SocketAddr>, def: &BackendDef) -> std::sync::Arc<ConnPool> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+    type Key = (SocketAddr, Option<u32>, Option<String>);
+    static POOLS: OnceLock<Mutex<HashMap<Key, Weak<ConnPool>>>> = OnceLock::new();
+    let Some(addr) = addr else {
+        return Arc::default();
+    };
+    let key = (addr, def.proxy_header, def.preamble.clone());
+    let Ok(mut pools) = POOLS.get_or_init(Default::default).lock() else {
+        return Arc::default();
+    };
+    if let Some(p) = pools.get(&key).and_then(Weak::upgrade) {
+        return p;
+    }
+    pools.retain(|_, w| w.strong_count() > 0);
+    let p = Arc::new(ConnPool::default());
+    pools.insert(key, Arc::downgrade(&p));
+    p
+}
+
 impl Backend {
     /// Resolves the host (first address, as varnishd) and builds the pool.
     pub async fn build(def: &BackendDef, _params: &Params) -> Result<Backend, String> {
@@ -115,12 +144,13 @@ impl Backend {
             connect_timeout: def.connect_timeout,
             first_byte_timeout: def.first_byte_timeout,
             between_bytes_timeout: def.between_bytes_timeout,
-            conns: ConnPool::default(),
+            conns: shared_pool(addr, def),
             healthy: std::sync::atomic::AtomicBool::new(true),
             admin_health: std::sync::atomic::AtomicU8::new(ADMIN_AUTO),
             probed: def.probe.is_some(),
             max_connections: def.max_connections.filter(|&n| n > 0),
             busy: std::sync::atomic::AtomicU32::new(0),
+            changed: std::sync::atomic::AtomicU64::new(crate::vrt_ctx::now().to_bits()),
         })
     }
 
@@ -133,6 +163,31 @@ impl Backend {
             .fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1))
             .ok()
             .map(|_| ConnSlot(self.clone()))
+    }
+
+    /// When its health last changed.
+    pub fn changed(&self) -> f64 {
+        f64::from_bits(self.changed.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Notes that its health changed now.
+    pub fn mark_changed(&self) {
+        self.changed.store(
+            crate::vrt_ctx::now().to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// `backend.set_health`: [`ADMIN_AUTO`], [`ADMIN_HEALTHY`] or
+    /// [`ADMIN_SICK`].
+    pub fn set_admin_health(&self, v: u8) {
+        if self
+            .admin_health
+            .swap(v, std::sync::atomic::Ordering::Relaxed)
+            != v
+        {
+            self.mark_changed();
+        }
     }
 
     /// Whether the backend may be used: the admin's word, else the probe's.

@@ -97,6 +97,7 @@ pub fn start(be: &Arc<Backend>, p: Probe) {
             bits = ((bits << 1) | u64::from(ok)) & mask;
             let healthy = bits.count_ones() >= p.threshold;
             if be.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+                be.mark_changed();
                 tracing::info!(
                     backend = %be.name,
                     "Backend_health: {} {}/{}",

@@ -39,11 +39,8 @@ pub struct Abandoned(pub String);
 const HOP_BY_HOP: &[&str] = &["transfer-encoding", "content-length"];
 
 async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
-    let be = vcl
-        .shared
-        .backend(bo.bereq_backend)
-        .cloned()
-        .ok_or_else(|| "no backend".to_string())?;
+    // A director picks its backend now (Varnish's resolve step).
+    let be = vcl.shared.resolve(bo.bereq_backend, bo)?;
     let addr = be
         .addr
         .ok_or_else(|| format!("backend {} is none", be.name))?;
@@ -245,6 +242,8 @@ pub async fn fetch(
             match send(ctx, vcl, &bo, &body).await {
                 Ok((resp, p)) => {
                     bo.beresp = resp;
+                    bo.beresp_backend = vcl.shared.handle_of(&p.backend);
+                    bo.beresp_backend_name = Some(p.backend.name.clone());
                     pump = Some(p);
                     if bo.beresp.status == 304 {
                         if let Some(stale) = bo.stale_obj.clone() {

@@ -668,7 +668,7 @@ async fn complete_fetch(
 /// The tunnel for a `pipe`, to the backend `vcl_pipe` left in
 /// `bereq.backend`; without one (or one that is `none`) it is a 503.
 fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task, body: &Bytes) -> Step {
-    let Some(be) = vcl.shared.backend(t.bereq_backend).cloned() else {
+    let Ok(be) = vcl.shared.resolve(t.bereq_backend, t) else {
         return Step::Synth(503, Some("Backend fetch failed".into()));
     };
     let params = ctx.params();

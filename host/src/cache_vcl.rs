@@ -53,8 +53,8 @@ pub struct VclShared {
     pub backends: Vec<Arc<Backend>>,
     /// `-s malloc,SIZE` (reported by `storage.*.free_space`).
     pub storage_budget: u64,
-    /// Director objects by `ObjectId`, created in `vcl_init`.
-    pub directors: Mutex<Vec<Option<Arc<crate::vmod_directors::Director>>>>,
+    /// `directors` objects by `ObjectId`, created in `vcl_init`.
+    pub directors: crate::vmod_directors::Directors,
     /// The component VMODs it imports, in `Binding::vmod` order.
     pub vmods: Vec<Arc<crate::cache_vmod::VclVmod>>,
     /// What `std.fileread()` may read: `fileread_path` at load time.
@@ -62,21 +62,46 @@ pub struct VclShared {
 }
 
 impl VclShared {
-    /// The backend behind a BACKEND handle.
+    /// The declared backend behind a BACKEND handle (not a director).
     pub fn backend(&self, h: i32) -> Option<&Arc<Backend>> {
-        usize::try_from(h - 1)
+        usize::try_from(h.checked_sub(1)?)
             .ok()
             .and_then(|i| self.backends.get(i))
     }
 
-    /// Whether a BACKEND handle is healthy (false for none).
+    /// Whether a BACKEND handle (a backend or a director) is healthy
+    /// (false for none), as `std.healthy()` sees it.
     pub fn backend_healthy(&self, h: i32) -> bool {
-        self.backend(h).is_some_and(|b| b.is_healthy())
+        crate::vmod_directors::health(self, h).0
     }
 
-    /// A BACKEND handle's name.
+    /// A BACKEND handle's name (a backend's or a director's).
     pub fn backend_name(&self, h: i32) -> Option<String> {
-        self.backend(h).map(|b| b.name.clone())
+        match self.backend(h) {
+            Some(b) => Some(b.name.clone()),
+            None => self.directors.director(h).map(|d| d.name.clone()),
+        }
+    }
+
+    /// The BACKEND handle named `name`, 0 (none) if there is none.
+    pub fn backend_by_name(&self, name: &str) -> i32 {
+        crate::vmod_directors::by_name(self, name)
+    }
+
+    /// The backend a fetch of `t` goes to: `h` itself, or what the
+    /// director `h` picks now (Varnish's resolve step when the fetch
+    /// starts). `Err` says why there is none, as Varnish's FetchError.
+    pub fn resolve(&self, h: i32, t: &Task) -> Result<Arc<Backend>, String> {
+        crate::vmod_directors::resolve(self, h, t)
+    }
+
+    /// The BACKEND handle of a declared backend (0 if it is not this
+    /// VCL's).
+    pub fn handle_of(&self, be: &Arc<Backend>) -> i32 {
+        self.backends
+            .iter()
+            .position(|b| Arc::ptr_eq(b, be))
+            .map_or(0, |i| i as i32 + 1)
     }
 }
 
@@ -302,7 +327,7 @@ impl Vcl {
             natives,
             backends,
             storage_budget: storage,
-            directors: Mutex::new(Vec::new()),
+            directors: Default::default(),
             vmods,
             files: crate::vmod_std::FileReader::new(params.text("fileread_path")),
         });

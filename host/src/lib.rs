@@ -29,6 +29,7 @@ pub mod mgt_cli;
 pub mod mgt_param;
 pub mod sandbox;
 pub mod vmod_directors;
+pub mod vmod_directors_shard;
 pub mod vmod_std;
 pub mod vre;
 pub mod vrt;

@@ -211,9 +211,25 @@ fn vcl_list(ctx: &Ctx) -> String {
         .join("\n")
 }
 
+/// Varnish's `VCL_IterDirector` patterns: none (or `*`) is every backend
+/// and director of the active VCL, a pattern without a dot is matched
+/// against names in the active VCL, one with a dot against `vcl.name` in
+/// every VCL.
+fn backend_matches(active: &str, pat: Option<&str>, vname: &str, name: &str) -> bool {
+    match pat {
+        None | Some("") | Some("*") => vname == active,
+        Some(p) if !p.contains('.') => vname == active && crate::vmod_std::fnmatch(p, name, false),
+        Some(p) => crate::vmod_std::fnmatch(p, &format!("{vname}.{name}"), false),
+    }
+}
+
 /// `backend.list [-p] [PATTERN]`.
 fn backend_list(ctx: &Ctx, args: &[String]) -> String {
-    let pattern = args.iter().find(|a| !a.starts_with('-'));
+    let pattern = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str);
+    let active = ctx.active_name();
     let mut out = format!(
         "{:<30} {:<10} {:<10} {:<10} {}",
         "Backend name", "Admin", "Probe", "Health", "Last change"
@@ -221,7 +237,7 @@ fn backend_list(ctx: &Ctx, args: &[String]) -> String {
     for (vname, vcl) in ctx.vcl_table() {
         for b in vcl.shared.backends.iter() {
             let full = format!("{vname}.{}", b.name);
-            if pattern.is_some_and(|p| !crate::vmod_std::fnmatch(p, &full, false)) {
+            if !backend_matches(&active, pattern, &vname, &b.name) {
                 continue;
             }
             let admin = match b.admin_health.load(Ordering::Relaxed) {
@@ -247,8 +263,24 @@ fn backend_list(ctx: &Ctx, args: &[String]) -> String {
             let health = if b.is_healthy() { "healthy" } else { "sick" };
             out.push_str(&format!(
                 "\n{full:<30} {admin:<10} {probe:<10} {health:<10} {}",
-                crate::cache_expire::http_date(crate::vrt_ctx::now())
+                crate::cache_expire::http_date(b.changed())
             ));
+        }
+        // Directors are backends too, listed after the declared ones.
+        for d in vcl.shared.directors.all() {
+            let full = format!("{vname}.{}", d.name);
+            if !backend_matches(&active, pattern, &vname, &d.name) {
+                continue;
+            }
+            let (probe, health) = d.probe_label(&vcl.shared);
+            out.push_str(&format!(
+                "\n{full:<30} {:<10} {probe:<10} {health:<10} {}",
+                d.admin_label(),
+                crate::cache_expire::http_date(d.changed())
+            ));
+            if args.iter().any(|a| a.starts_with('-') && a.contains('p')) {
+                out.push_str(&d.details(&vcl.shared).unwrap_or_default());
+            }
         }
     }
     out
@@ -266,14 +298,17 @@ fn set_health(ctx: &Ctx, args: &[String]) -> String {
         _ => return frame(PARAM, &format!("Invalid state {state}")),
     };
     let mut n = 0;
+    let active = ctx.active_name();
     for (vname, vcl) in ctx.vcl_table() {
         for b in vcl.shared.backends.iter() {
-            let full = format!("{vname}.{}", b.name);
-            // A bare name matches that backend of the active VCL.
-            if crate::vmod_std::fnmatch(pat, &full, false)
-                || (ctx.active_name() == vname && crate::vmod_std::fnmatch(pat, &b.name, false))
-            {
-                b.admin_health.store(v, Ordering::Relaxed);
+            if backend_matches(&active, Some(pat), &vname, &b.name) {
+                b.set_admin_health(v);
+                n += 1;
+            }
+        }
+        for d in vcl.shared.directors.all() {
+            if backend_matches(&active, Some(pat), &vname, &d.name) {
+                d.set_admin_health(v);
                 n += 1;
             }
         }

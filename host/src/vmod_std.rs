@@ -61,8 +61,10 @@ pub enum Native {
     Happy,
     /// `new x = directors.kind(…)`.
     DirectorNew(crate::vmod_directors::Kind),
-    /// A director method, by name.
-    DirectorMethod(String),
+    /// A method of a `directors` object.
+    DirectorMethod(crate::vmod_directors::Kind, crate::vmod_directors::Call),
+    /// `directors.lookup()`.
+    DirectorLookup,
     /// Not implemented: calling it fails the task with this message.
     Missing(String),
     /// A function of a component VMOD (`cache_vmod`).
@@ -170,15 +172,8 @@ pub fn bind(f: &NativeFn) -> Native {
         ("vcl", "storage") => Native::Storage,
         ("vcl", "free_space") | ("vcl", "used_space") => Native::StorageSpace,
         ("vcl", "happy") => Native::Happy,
-        ("directors", "round_robin") => {
-            Native::DirectorNew(crate::vmod_directors::Kind::RoundRobin)
-        }
-        ("directors", "fallback") => Native::DirectorNew(crate::vmod_directors::Kind::Fallback),
-        ("directors", "random") => Native::DirectorNew(crate::vmod_directors::Kind::Random),
-        ("directors", "hash") => Native::DirectorNew(crate::vmod_directors::Kind::Hash),
-        ("directors", m) if m.contains('.') && !m.starts_with("shard") => {
-            Native::DirectorMethod(m.rsplit('.').next().unwrap_or("").to_string())
-        }
+        ("directors", f) => crate::vmod_directors::bind(f)
+            .unwrap_or_else(|| Native::Missing(format!("directors.{f}() is not implemented"))),
         (v, n) => Native::Missing(format!("{v}.{n}() is not implemented yet")),
     }
 }
@@ -325,8 +320,12 @@ pub fn call(
             }
         }
         Native::BanError => Ret::Str(Some(task.ban_error.clone())),
+        // `BACKEND.resolve()`: what a director picks now.
         Native::Resolve => match args.first() {
-            Some(Arg::Handle(h)) => Ret::Handle(Tag::Backend, *h),
+            Some(Arg::Handle(h)) => Ret::Handle(
+                Tag::Backend,
+                crate::vmod_directors::resolve_handle(vcl, *h, task).unwrap_or(0),
+            ),
             _ => Ret::Handle(Tag::Backend, 0),
         },
         Native::Storage => Ret::Handle(
@@ -339,33 +338,8 @@ pub fn call(
         ),
         Native::StorageSpace => Ret::Int(vcl.storage_budget as i64),
         Native::Happy => Ret::Bool(true),
-        Native::DirectorNew(kind) => {
-            let mut objs = vcl
-                .directors
-                .lock()
-                .map_err(|_| "director table poisoned".to_string())?;
-            let id =
-                usize::try_from(object).map_err(|_| "constructor without object".to_string())?;
-            if objs.len() <= id {
-                objs.resize_with(id + 1, || None);
-            }
-            objs[id] = Some(std::sync::Arc::new(crate::vmod_directors::Director::new(
-                *kind,
-            )));
-            Ret::Void
-        }
-        Native::DirectorMethod(m) => {
-            let d = vcl
-                .directors
-                .lock()
-                .ok()
-                .and_then(|o| {
-                    usize::try_from(object)
-                        .ok()
-                        .and_then(|i| o.get(i).cloned().flatten())
-                })
-                .ok_or_else(|| format!("no director object {object}"))?;
-            d.call(m, args, &|h| vcl.backend_healthy(h))?
+        Native::DirectorNew(_) | Native::DirectorMethod(..) | Native::DirectorLookup => {
+            crate::vmod_directors::call(native, object, args, task, vcl)?
         }
         Native::Missing(msg) => return Err(msg.clone()),
         Native::Component(_) => return Err("component VMOD called as native".into()),

@@ -224,8 +224,7 @@ fn component_call(
         Ok(V::Ip(ip)) => Ok(Ret::Handle(Tag::Ip, ip.map_or(0, |ip| t.ip_handle(ip)))),
         Ok(V::Backend(n)) => Ok(Ret::Handle(
             Tag::Backend,
-            n.and_then(|n| vcl.backends.iter().position(|be| be.name == n))
-                .map_or(abi::BACKEND_NONE, |i| i as i32 + 1),
+            n.map_or(abi::BACKEND_NONE, |n| vcl.backend_by_name(&n)),
         )),
         Err(e) => Err(e.to_string()),
     };

@@ -50,6 +50,10 @@ pub struct Task {
     pub ips: Vec<IpAddr>,
     pub backend_hint: i32,
     pub bereq_backend: i32,
+    /// `beresp.backend`: the backend the fetch went to (a director in
+    /// `bereq.backend` resolved), and its name.
+    pub beresp_backend: i32,
+    pub beresp_backend_name: Option<String>,
     pub hash_always_miss: bool,
     pub hash_ignore_busy: bool,
     pub hash_ignore_vary: bool,
@@ -108,6 +112,9 @@ pub struct Task {
     /// The VMOD instances this task has checked out; returned to their
     /// pools when the task ends.
     pub vmods: crate::cache_vmod::TaskVmods,
+    /// `directors` state of this task (shard parameters and queued
+    /// changes, applied when the task ends).
+    pub directors: crate::vmod_directors_shard::TaskPriv,
 }
 
 impl Task {
@@ -131,6 +138,8 @@ impl Task {
             ips: vec![client_ip, server_ip],
             backend_hint: 0,
             bereq_backend: 0,
+            beresp_backend: 0,
+            beresp_backend_name: None,
             hash_always_miss: false,
             hash_ignore_busy: false,
             hash_ignore_vary: false,
@@ -169,6 +178,7 @@ impl Task {
             tags: Vec::new(),
             cache: None,
             vmods: Default::default(),
+            directors: Default::default(),
             new_bans: Vec::new(),
             ban_error: String::new(),
         }
@@ -179,15 +189,17 @@ impl Task {
         self.hasher = Some(Sha256::new());
     }
 
-    /// `hash_data(s)`: Varnish 7.1 feeds each input followed by a NUL byte,
-    /// so ("ab","c") and ("a","bc") differ and `req.hash` is the digest
-    /// varnishd computes (checked against varnishd 7.1.1).
+    /// `hash_data(s)`: Varnish feeds each input followed by a separator
+    /// byte, so ("ab","c") and ("a","bc") differ. The bytes are
+    /// varnishd's (a NUL separator, a NUL for a NULL string), so the
+    /// digest is the same: the shard director's `by=HASH` keys on it.
     pub fn hash_data(&mut self, s: Option<&[u8]>) {
         if let Some(h) = self.hasher.as_mut() {
-            if let Some(s) = s {
-                h.update(s);
+            match s {
+                Some(s) => h.update(s),
+                None => h.update([0]),
             }
-            h.update([0u8]);
+            h.update([0]);
         }
     }
 

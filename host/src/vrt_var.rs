@@ -50,7 +50,7 @@ pub fn get_string(t: &mut Task, id: i32) -> R<Option<String>> {
         "bereq.proto" => t.bereq.proto.clone(),
         "beresp.proto" => t.beresp.proto.clone(),
         "beresp.reason" => t.beresp.reason.clone(),
-        "beresp.backend.name" => return Ok(None),
+        "beresp.backend.name" => return Ok(t.beresp_backend_name.clone()),
         "beresp.filters" | "resp.filters" => String::new(),
         "resp.proto" => t.resp.proto.clone(),
         "resp.reason" => t.resp.reason.clone(),
@@ -245,7 +245,8 @@ pub fn get_handle(t: &mut Task, id: i32) -> R<i32> {
         "client.ip" | "remote.ip" => 1,
         "server.ip" | "local.ip" => 2,
         "req.backend_hint" => t.backend_hint,
-        "bereq.backend" | "beresp.backend" => t.bereq_backend,
+        "bereq.backend" => t.bereq_backend,
+        "beresp.backend" => t.beresp_backend,
         "req.storage" | "beresp.storage" | "obj.storage" => 1,
         _ => return Err(unsupported("reading", n)),
     })

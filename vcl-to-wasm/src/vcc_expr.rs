@@ -932,7 +932,8 @@ impl Checker {
     }
 
     /// Matches call arguments to a VMOD signature: positional first, then
-    /// by name; defaults filled in; optional arguments left out as `None`.
+    /// by name; defaults filled in; optional arguments (`[...]`, with a
+    /// default or not) left out as `None`.
     pub(crate) fn bind_args(
         &mut self,
         params: &[vmods::Arg],
@@ -966,10 +967,12 @@ impl Checker {
             match slot {
                 Some(a) => out.push(Some(self.vmod_arg(p, &a.value)?)),
                 None => {
-                    if let Some(d) = &p.default {
-                        out.push(self.default_arg(p, d));
-                    } else if p.optional {
+                    // `[X x=default]` left out is "not given" (Varnish's
+                    // `valid_x` is 0): the VMOD applies the default.
+                    if p.optional {
                         out.push(None);
+                    } else if let Some(d) = &p.default {
+                        out.push(self.default_arg(p, d));
                     } else {
                         return Err(err(format!("Argument '{}' missing", p.name), fspan));
                     }
