@@ -139,18 +139,46 @@ impl Pump {
     }
 }
 
-fn vary_of(beresp: &Headers, req: &Headers) -> Vec<(String, Option<String>)> {
+/// The `Vary` instructions of `beresp` for the request headers `req`
+/// (Varnish's `VRY_Create`): each named header with the request's value
+/// (trailing blanks trimmed), or `Err` for a malformed `Vary` (a name
+/// followed by anything but a comma, or a name over 127 bytes), which
+/// makes the object uncacheable.
+fn vary_of(beresp: &Headers, req: &Headers) -> Result<Vec<(String, Option<String>)>, ()> {
     let Some(v) = hdr_get(beresp, "vary") else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    v.split(',')
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .map(|n| {
-            let val = hdr_get(req, &n).map(str::to_string);
-            (n, val)
-        })
-        .collect()
+    let blank = |c: u8| c == b' ' || c == b'\t';
+    let b = v.as_bytes();
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < b.len() {
+        if blank(b[p]) {
+            p += 1;
+            continue;
+        }
+        let mut q = p;
+        while q < b.len() && !blank(b[q]) && b[q] != b',' {
+            q += 1;
+        }
+        if q - p > 127 {
+            return Err(());
+        }
+        let name = v[p..q].to_ascii_lowercase();
+        let val = hdr_get(req, &name).map(|v| v.trim_end_matches([' ', '\t']).to_string());
+        out.push((name, val));
+        while q < b.len() && blank(b[q]) {
+            q += 1;
+        }
+        if q == b.len() {
+            break;
+        }
+        if b[q] != b',' {
+            return Err(());
+        }
+        p = q + 1;
+    }
+    Ok(out)
 }
 
 fn object(
@@ -350,7 +378,7 @@ pub async fn fetch(
                     ObjKind::HitPass,
                     Body::complete(Bytes::new()),
                     t_fetch,
-                    vary_of(&bo.beresp.headers, req_headers),
+                    vary_of(&bo.beresp.headers, req_headers).unwrap_or_default(),
                 );
                 if let Some(m) = Arc::get_mut(&mut marker) {
                     m.ttl = bo.pass_ttl.unwrap_or(bo.ttl);
@@ -426,7 +454,17 @@ pub async fn fetch(
             }
             crate::cache_gzip::weaken_etag(h);
         }
-        let vary = vary_of(&bo.beresp.headers, req_headers);
+        let vary = match vary_of(&bo.beresp.headers, req_headers) {
+            Ok(v) => v,
+            Err(()) => {
+                tracing::warn!(
+                    xid = bo.xid,
+                    "Illegal 'Vary' header from backend, making this a pass."
+                );
+                bo.uncacheable = true;
+                Vec::new()
+            }
+        };
         let obj = object(
             &bo,
             ObjKind::Normal,

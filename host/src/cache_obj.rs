@@ -285,8 +285,8 @@ impl Object {
 
     /// Whether this variant matches the request headers (`Vary`).
     pub fn vary_matches(&self, req: &Headers) -> bool {
-        self.vary
-            .iter()
-            .all(|(name, v)| hdr_get(req, name) == v.as_deref())
+        self.vary.iter().all(|(name, v)| {
+            hdr_get(req, name).map(|h| h.trim_end_matches([' ', '\t'])) == v.as_deref()
+        })
     }
 }
