@@ -69,8 +69,9 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
             be.between_bytes_timeout,
             "between_bytes_timeout",
         ),
-        max_head: (params.num("http_resp_size") as usize).max(1024),
-        max_headers: (params.num("http_max_hdr") as usize).max(1),
+        max_head: params.num("http_resp_size") as usize,
+        max_hdr_len: params.num("http_resp_hdr_len") as usize,
+        max_headers: params.num("http_max_hdr") as usize,
     };
     let (mut resp, reader) = fetch_head(
         &be.conns,

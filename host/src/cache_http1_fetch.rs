@@ -5,7 +5,7 @@
 //! whose body was read to its end and that did not say `close` goes back
 //! to the backend's idle pool.
 
-use crate::cache_obj::{hdr_get, Headers};
+use crate::cache_obj::hdr_get;
 use crate::vrt_ctx::{ReqMsg, RespMsg};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -76,9 +76,11 @@ pub struct Limits {
     pub connect_timeout: f64,
     pub first_byte_timeout: f64,
     pub between_bytes_timeout: f64,
-    /// `http_resp_hdr_len`-ish bound on the whole response head.
+    /// `http_resp_size`: the whole response head.
     pub max_head: usize,
-    /// `http_max_hdr`.
+    /// `http_resp_hdr_len`: one header, folds included.
+    pub max_hdr_len: usize,
+    /// `http_max_hdr`: header slots (the status line takes five).
     pub max_headers: usize,
 }
 
@@ -194,9 +196,6 @@ async fn exchange(
             }
             break (resp, n);
         }
-        if buf.len() > limits.max_head {
-            return Err(FetchError::TooLong);
-        }
         let n = tokio::time::timeout(fbt, s.read_buf(&mut buf))
             .await
             .map_err(|_| FetchError::FirstByteTimeout)??;
@@ -232,47 +231,15 @@ async fn exchange(
 }
 
 fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RespMsg, usize)>, FetchError> {
-    let mut hdrs = vec![httparse::EMPTY_HEADER; limits.max_headers.max(1)];
-    let mut r = httparse::Response::new(&mut hdrs);
-    match r.parse(buf) {
-        Ok(httparse::Status::Partial) => Ok(None),
-        Ok(httparse::Status::Complete(n)) => {
-            let status = r.code.unwrap_or(0);
-            if !(100..=999).contains(&status) {
-                return Err(FetchError::Malformed(format!("status {status}")));
-            }
-            let proto = match r.version {
-                Some(0) => "HTTP/1.0",
-                _ => "HTTP/1.1",
-            };
-            let headers: Headers = r
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).trim().to_string(),
-                    )
-                })
-                .collect();
-            Ok(Some((
-                RespMsg {
-                    status,
-                    // A backend that sends no reason gets the standard
-                    // one, as in Varnish.
-                    reason: match r.reason.map(str::trim) {
-                        Some(r) if !r.is_empty() => r.to_string(),
-                        _ => crate::cache_http::status_reason(status).to_string(),
-                    },
-                    proto: proto.to_string(),
-                    headers,
-                },
-                n,
-            )))
-        }
-        Err(httparse::Error::TooManyHeaders) => Err(FetchError::TooLong),
-        Err(e) => Err(FetchError::Malformed(e.to_string())),
-    }
+    let lim = crate::cache_http1_proto::HeadLimits {
+        req_size: limits.max_head,
+        hdr_len: limits.max_hdr_len,
+        max_hdr: limits.max_headers,
+    };
+    crate::cache_http1_proto::dissect_response(buf, &lim).map_err(|e| match e {
+        crate::cache_http1_proto::HeadError::Overflow => FetchError::TooLong,
+        crate::cache_http1_proto::HeadError::Bad(why) => FetchError::Malformed(why),
+    })
 }
 
 fn framing_of(req: &ReqMsg, resp: &RespMsg) -> Result<Framing, FetchError> {
