@@ -708,8 +708,12 @@ async fn run_fetch(
     match rx.await {
         Ok(Ok(obj)) => Step::Deliver(obj, None),
         Ok(Err(e)) => {
+            // A failed fetch (abandon, fail, a body that broke before
+            // delivery) is a plain 503 for the client, as in Varnish's
+            // cnt_fetch; "Backend fetch failed" is what
+            // vcl_backend_error's object says.
             tracing::warn!(xid = t.xid, "{e}");
-            Step::Synth(503, Some("Backend fetch failed".into()))
+            Step::Synth(503, None)
         }
         Err(e) => Step::Fail(format!("fetch task: {e}")),
     }

@@ -63,20 +63,31 @@ fn text(v: Option<Vec<u8>>) -> String {
     String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()
 }
 
+/// A start-line field (`req.url`, `resp.reason`, …): never empty, as
+/// in Varnish, where setting one to an empty string (or a missing
+/// header) fails the VCL.
+fn line1(n: &str, v: Option<Vec<u8>>) -> R<String> {
+    let s = text(v);
+    if s.is_empty() {
+        return Err(format!("Setting {n} to empty string"));
+    }
+    Ok(s)
+}
+
 /// Assigns a STRING (or BODY) variable.
 pub fn set_string(t: &mut Task, id: i32, v: Option<Vec<u8>>) -> R<()> {
     let n = name(id)?;
     match n {
-        "req.method" => t.req.method = text(v),
-        "req.url" => t.req.url = text(v),
-        "req.proto" => t.req.proto = text(v),
-        "bereq.method" => t.bereq.method = text(v),
-        "bereq.url" => t.bereq.url = text(v),
-        "bereq.proto" => t.bereq.proto = text(v),
-        "beresp.proto" => t.beresp.proto = text(v),
-        "beresp.reason" => t.beresp.reason = text(v),
-        "resp.proto" => t.resp.proto = text(v),
-        "resp.reason" => t.resp.reason = text(v),
+        "req.method" => t.req.method = line1(n, v)?,
+        "req.url" => t.req.url = line1(n, v)?,
+        "req.proto" => t.req.proto = line1(n, v)?,
+        "bereq.method" => t.bereq.method = line1(n, v)?,
+        "bereq.url" => t.bereq.url = line1(n, v)?,
+        "bereq.proto" => t.bereq.proto = line1(n, v)?,
+        "beresp.proto" => t.beresp.proto = line1(n, v)?,
+        "beresp.reason" => t.beresp.reason = line1(n, v)?,
+        "resp.proto" => t.resp.proto = line1(n, v)?,
+        "resp.reason" => t.resp.reason = line1(n, v)?,
         "client.identity" => t.client_identity = Some(text(v)),
         "resp.body" | "beresp.body" => t.synth_body = v.unwrap_or_default(),
         "beresp.filters" | "resp.filters" => {}
