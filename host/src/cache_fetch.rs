@@ -35,8 +35,10 @@ pub struct Abandoned(pub String);
 
 /// Response headers that describe one hop, not the object.
 /// `Connection` and its kin stay visible to `vcl_backend_response` (as in
-/// Varnish) and are dropped when an object is delivered.
-const HOP_BY_HOP: &[&str] = &["transfer-encoding", "content-length"];
+/// Varnish) and are dropped when an object is delivered. `Content-Length`
+/// stays too, as in Varnish (VCL sees it; the client side writes the
+/// length of what it actually sends), unless a filter changes the body.
+const HOP_BY_HOP: &[&str] = &["transfer-encoding"];
 
 async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
     let be = vcl
@@ -83,12 +85,8 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
     )
     .await
     .map_err(|e| format!("backend {}: {e}", be.name))?;
-    // A pass of HEAD keeps the backend's length for the client.
-    let keep_length = bo.bereq.method == "HEAD";
-    resp.headers.retain(|(n, _)| {
-        (keep_length && n.eq_ignore_ascii_case("content-length"))
-            || !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h))
-    });
+    resp.headers
+        .retain(|(n, _)| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h)));
     crate::cache_http::collect(&mut resp.headers, "cache-control");
     crate::cache_http::collect(&mut resp.headers, "vary");
     let max = vcl.shared.storage_budget.min(1 << 30);
@@ -281,6 +279,8 @@ pub async fn fetch(
                             // object's and reuse its body.
                             // Every header the 304 names replaces the
                             // stale object's of that name (all of them).
+                            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-length");
+                            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-encoding");
                             let mut headers = stale.headers.clone();
                             headers.retain(|(n, _)| {
                                 !bo.beresp
@@ -447,6 +447,7 @@ pub async fn fetch(
                 }
             }
             let h = &mut bo.beresp.headers;
+            crate::cache_obj::hdr_unset(h, "content-length");
             if compress {
                 crate::cache_obj::hdr_set(h, "Content-Encoding", "gzip");
                 crate::cache_gzip::vary_ae(h);
@@ -454,6 +455,10 @@ pub async fn fetch(
                 crate::cache_obj::hdr_unset(h, "content-encoding");
             }
             crate::cache_gzip::weaken_etag(h);
+        }
+        if bo.do_esi {
+            // The ESI parse may change the body (Varnish's VFP esi).
+            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-length");
         }
         let vary = match vary_of(&bo.beresp.headers, req_headers) {
             Ok(v) => v,
