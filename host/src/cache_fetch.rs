@@ -25,6 +25,10 @@ pub struct Fetched {
     pub pump: Option<Pump>,
     /// `beresp.do_stream`: deliver while the body arrives.
     pub stream: bool,
+    /// Whether the fetch, once complete, replaces the stale object it
+    /// was started for: always, but for a `vcl_backend_error` object
+    /// without a TTL.
+    pub replaces_stale: bool,
 }
 
 /// The fetch was abandoned (`abandon`, `fail`, or an error with no
@@ -200,6 +204,7 @@ fn object(
         ttl: bo.ttl,
         grace: bo.grace,
         keep: bo.keep,
+        uncacheable: bo.uncacheable,
         vary,
         hits: AtomicU64::new(0),
         charged: AtomicU64::new(0),
@@ -265,7 +270,6 @@ pub async fn fetch(
                 return Err(Abandoned(e.to_string()));
             }
         };
-        let t_fetch = now();
         let mut fetched_body = None;
         let mut pump = None;
         if error.is_none() {
@@ -301,7 +305,10 @@ pub async fn fetch(
                 Err(e) => error = Some(e),
             }
         }
-        let lt = if error.is_none() {
+        // Objects are born when their headers arrive (Varnish's t_origin
+        // is taken after the response head).
+        let t_fetch = now();
+        let mut lt = if error.is_none() {
             rfc2616_ttl(
                 bo.beresp.status,
                 &bo.beresp.headers,
@@ -319,6 +326,13 @@ pub async fn fetch(
                 keep: 0.0,
             }
         };
+        if bo.bereq_uncacheable {
+            // A pass: the object is private and expires at once, keeping
+            // only its origin for `Age` (Varnish's RFC2616_Ttl).
+            lt.ttl = -1.0;
+            lt.grace = 0.0;
+            lt.keep = 0.0;
+        }
         bo.ttl = lt.ttl;
         bo.grace = lt.grace;
         bo.keep = lt.keep;
@@ -353,6 +367,7 @@ pub async fn fetch(
                         insert,
                         pump: None,
                         stream: true,
+                        replaces_stale: bo.ttl > 0.0,
                     });
                 }
                 Ok(Some(Action::Retry)) if bo.retries < max_retries => {
@@ -399,6 +414,7 @@ pub async fn fetch(
                     insert,
                     pump,
                     stream: bo.do_stream,
+                    replaces_stale: true,
                 });
             }
             Ok(Some(Action::Retry)) if bo.retries < max_retries => {
@@ -527,6 +543,7 @@ pub async fn fetch(
             insert,
             pump,
             stream: bo.do_stream,
+            replaces_stale: true,
         });
     }
 }

@@ -486,14 +486,17 @@ async fn recv_to_delivery(
         return pass_fetch(ctx, vcl, t, body).await;
     }
     loop {
-        let found = ctx.cache.lookup(
-            t.hash,
-            &t.req.url,
-            &t.req.headers,
-            now(),
-            t.hash_always_miss,
-            t.hash_ignore_busy,
-        );
+        let found = ctx.cache.lookup(&crate::cache_hash::LookupReq {
+            hash: t.hash,
+            url: &t.req.url,
+            headers: &t.req.headers,
+            t_req: t.req_time,
+            always_miss: t.hash_always_miss,
+            ignore_busy: t.hash_ignore_busy,
+            ignore_vary: t.hash_ignore_vary,
+            ttl: t.req_ttl,
+            grace: t.req_grace,
+        });
         let obj = match found {
             Lookup::Wait(mut rx) => {
                 // Woken when the busy fetch ends (its sender is dropped).
@@ -520,11 +523,12 @@ async fn recv_to_delivery(
                     t.stale_obj = None;
                     let (ctx2, vcl2, hdrs, hash) =
                         (ctx.clone(), vcl.clone(), t.req.headers.clone(), t.hash);
+                    let stale = o.clone();
                     tokio::spawn(async move {
                         let mut bo = bo;
                         bo.is_bgfetch = true;
                         let r = fetch(&ctx2, &vcl2, bo, Bytes::new(), &hdrs).await;
-                        complete_fetch(&ctx2, hash, r, Some(g), None).await;
+                        complete_fetch(&ctx2, hash, r, Some(g), None, Some(stale)).await;
                     });
                 }
                 o
@@ -594,13 +598,16 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
 /// `do_stream` the object is inserted and handed to `deliver` as soon as
 /// its headers are in, so the client and any waiting list stream it; a
 /// body that then fails is removed from the cache. Without `do_stream`
-/// the body is read first.
+/// the body is read first. A fetch that completes replaces `stale`, the
+/// expired object it refreshed (Varnish's `HSH_Kill` of the stale
+/// object at the end of a fetch).
 async fn complete_fetch(
     ctx: &Arc<Ctx>,
     hash: [u8; 32],
     r: Result<Fetched, crate::cache_fetch::Abandoned>,
     guard: Option<crate::cache_hash::BusyGuard>,
     deliver: Option<tokio::sync::oneshot::Sender<Result<Arc<Object>, String>>>,
+    stale: Option<Arc<Object>>,
 ) {
     let f = match r {
         Ok(f) => f,
@@ -617,7 +624,9 @@ async fn complete_fetch(
         insert,
         pump,
         stream,
+        replaces_stale,
     } = f;
+    let stale = stale.filter(|_| replaces_stale);
     let mut deliver = deliver;
     if stream || pump.is_none() {
         if let Some(i) = &insert {
@@ -627,15 +636,24 @@ async fn complete_fetch(
         if let Some(tx) = deliver.take() {
             let _ = tx.send(Ok(obj.clone()));
         }
-        if let Some(p) = pump {
-            if let Err(e) = p.run(&obj.body).await {
-                tracing::warn!(xid = obj.xid, "FetchError: {e}");
-                ctx.cache.remove(hash, &obj);
-                obj.body.finish(false);
-            } else {
-                obj.body.finish(true);
-                ctx.cache.account(&obj);
-            }
+        let ok = match pump {
+            Some(p) => match p.run(&obj.body).await {
+                Err(e) => {
+                    tracing::warn!(xid = obj.xid, "FetchError: {e}");
+                    ctx.cache.remove(hash, &obj);
+                    obj.body.finish(false);
+                    false
+                }
+                Ok(()) => {
+                    obj.body.finish(true);
+                    ctx.cache.account(&obj);
+                    true
+                }
+            },
+            None => true,
+        };
+        if let (true, Some(s)) = (ok, stale) {
+            ctx.cache.remove(hash, &s);
         }
     } else {
         let ok = match pump {
@@ -647,6 +665,9 @@ async fn complete_fetch(
             Ok(()) => {
                 if let Some(i) = &insert {
                     ctx.cache.insert(hash, i.clone());
+                }
+                if let Some(s) = stale {
+                    ctx.cache.remove(hash, &s);
                 }
                 drop(guard);
                 if let Some(tx) = deliver.take() {
@@ -693,6 +714,7 @@ async fn run_fetch(
     guard: Option<crate::cache_hash::BusyGuard>,
 ) -> Step {
     let bo = make_bo(ctx, t, pass);
+    let stale = bo.stale_obj.clone();
     let (ctx2, vcl2, hdrs, hash, body) = (
         ctx.clone(),
         vcl.clone(),
@@ -703,7 +725,7 @@ async fn run_fetch(
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
-        complete_fetch(&ctx2, hash, r, guard, Some(tx)).await;
+        complete_fetch(&ctx2, hash, r, guard, Some(tx), stale).await;
     });
     match rx.await {
         Ok(Ok(obj)) => Step::Deliver(obj, None),
