@@ -85,6 +85,7 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
         &bo.bereq,
         body,
         be.host_header.as_deref(),
+        be.preamble.as_deref(),
         &limits,
     )
     .await

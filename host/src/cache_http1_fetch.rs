@@ -88,12 +88,19 @@ fn secs(s: f64) -> Duration {
     crate::vrt_ctx::secs(s.max(0.001))
 }
 
-async fn connect(addr: SocketAddr, limits: &Limits) -> Result<TcpStream, FetchError> {
-    let s = tokio::time::timeout(secs(limits.connect_timeout), TcpStream::connect(addr))
+async fn connect(
+    addr: SocketAddr,
+    limits: &Limits,
+    preamble: Option<&[u8]>,
+) -> Result<TcpStream, FetchError> {
+    let mut s = tokio::time::timeout(secs(limits.connect_timeout), TcpStream::connect(addr))
         .await
         .map_err(|_| FetchError::ConnectTimeout(addr))?
         .map_err(|err| FetchError::Connect { addr, err })?;
     let _ = s.set_nodelay(true);
+    if let Some(p) = preamble {
+        s.write_all(p).await?;
+    }
     Ok(s)
 }
 
@@ -155,6 +162,7 @@ pub async fn fetch_head(
     req: &ReqMsg,
     body: &[u8],
     host_header: Option<&str>,
+    preamble: Option<&[u8]>,
     limits: &Limits,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
     let wire = request_bytes(req, body, host_header);
@@ -169,7 +177,7 @@ pub async fn fetch_head(
     }
     let (resp, mut reader) = match r {
         Some(x) => x,
-        None => exchange(connect(addr, limits).await?, &wire, req, limits).await?,
+        None => exchange(connect(addr, limits, preamble).await?, &wire, req, limits).await?,
     };
     // Nothing to read (HEAD, 204, 304): the connection is free now.
     if reader.done {
