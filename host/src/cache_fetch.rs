@@ -6,6 +6,7 @@ use crate::cache_expire::rfc2616_ttl;
 use crate::cache_http1_fetch::{fetch_head, BodyReader, Limits};
 use crate::cache_obj::Body;
 use crate::cache_obj::{hdr_get, Headers, ObjKind, Object};
+use crate::cache_req_body::BereqBody;
 use crate::cache_req_fsm::{vcl_call, Ctx};
 use crate::cache_vcl::Vcl;
 use crate::vrt_ctx::{now, RespMsg, Task};
@@ -44,7 +45,12 @@ pub struct Abandoned(pub String);
 /// length of what it actually sends), unless a filter changes the body.
 const HOP_BY_HOP: &[&str] = &["transfer-encoding"];
 
-async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
+async fn send(
+    ctx: &Ctx,
+    vcl: &Vcl,
+    bo: &Task,
+    body: &mut BereqBody,
+) -> Result<(RespMsg, Pump), String> {
     let be = vcl
         .shared
         .backend(bo.bereq_backend)
@@ -79,6 +85,7 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
         max_hdr_len: params.num("http_resp_hdr_len") as usize,
         max_headers: params.num("http_max_hdr") as usize,
     };
+    let body = body.attempt().map_err(|e| e.to_string())?;
     let (mut resp, reader) = fetch_head(
         &be.conns,
         addr,
@@ -242,7 +249,7 @@ pub async fn fetch(
     ctx: &Ctx,
     vcl: &Arc<Vcl>,
     mut bo: Box<Task>,
-    body: Bytes,
+    mut body: BereqBody,
     req_headers: &Headers,
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
@@ -274,7 +281,7 @@ pub async fn fetch(
         let mut fetched_body = None;
         let mut pump = None;
         if error.is_none() {
-            match send(ctx, vcl, &bo, &body).await {
+            match send(ctx, vcl, &bo, &mut body).await {
                 Ok((resp, p)) => {
                     bo.beresp = resp;
                     pump = Some(p);
@@ -372,6 +379,9 @@ pub async fn fetch(
                     });
                 }
                 Ok(Some(Action::Retry)) if bo.retries < max_retries => {
+                    if let Some(why) = body.no_retry() {
+                        return Err(Abandoned(format!("Retry not possible, {why}")));
+                    }
                     bo.retries += 1;
                     continue;
                 }
@@ -419,6 +429,9 @@ pub async fn fetch(
                 });
             }
             Ok(Some(Action::Retry)) if bo.retries < max_retries => {
+                if let Some(why) = body.no_retry() {
+                    return Err(Abandoned(format!("Retry not possible, {why}")));
+                }
                 bo.retries += 1;
                 continue;
             }

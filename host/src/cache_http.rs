@@ -79,6 +79,22 @@ pub fn collect(h: &mut Headers, name: &str) {
     crate::vmod_std::collect_with(h, name, ", ");
 }
 
+/// Removes `Connection` and the headers it names: all Varnish filters
+/// from a piped request (its `Transfer-Encoding` stays, the body follows
+/// on the tunnel as the client frames it).
+pub fn filter_connection_named(h: &mut Headers) {
+    let named: Vec<String> = h
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    h.retain(|(n, _)| {
+        let n = n.to_ascii_lowercase();
+        n != "connection" && !named.contains(&n)
+    });
+}
+
 /// Headers that describe one connection and never travel from the
 /// client's request to the backend's, plus those the request's own
 /// `Connection` header names (Varnish's HTTPH_R_FETCH filtering).

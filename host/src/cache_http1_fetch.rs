@@ -6,6 +6,7 @@
 //! to the backend's idle pool.
 
 use crate::cache_obj::hdr_get;
+use crate::cache_req_body::FetchBody;
 use crate::vrt_ctx::{ReqMsg, RespMsg};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub enum FetchError {
     TooLong,
     #[error("body ended early")]
     Truncated,
+    #[error("req.body read error: {0}")]
+    ReqBody(String),
 }
 
 /// Idle keep-alive connections of one backend.
@@ -104,10 +107,28 @@ async fn connect(
     Ok(s)
 }
 
-/// Serialises `bereq` (Varnish adds nothing the VCL did not set, except
-/// a Content-Length for a body and the Host from `.host_header`).
+/// How the body of a backend request is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framed {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Serialises a piped `bereq` with its headers as they are (the body's
+/// framing included: an unread body follows on the tunnel) and `body`,
+/// a cached body, behind it.
 pub(crate) fn request_bytes(req: &ReqMsg, body: &[u8], host_header: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + body.len());
+    let mut out = request_head(req, None, host_header);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Serialises `bereq`'s head (Varnish adds nothing the VCL did not set,
+/// except the Host from `.host_header` and, given `body`, the body's
+/// framing in place of the client's).
+fn request_head(req: &ReqMsg, body: Option<Framed>, host_header: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.url.as_bytes());
@@ -117,7 +138,10 @@ pub(crate) fn request_bytes(req: &ReqMsg, body: &[u8], host_header: Option<&str>
     let mut has_host = false;
     let mut had_length = false;
     for (n, v) in &req.headers {
-        if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding") {
+        if body.is_some()
+            && (n.eq_ignore_ascii_case("content-length")
+                || n.eq_ignore_ascii_case("transfer-encoding"))
+        {
             had_length = true;
             continue;
         }
@@ -132,11 +156,15 @@ pub(crate) fn request_bytes(req: &ReqMsg, body: &[u8], host_header: Option<&str>
             out.extend_from_slice(format!("Host: {h}\r\n").as_bytes());
         }
     }
-    if !body.is_empty() || had_length {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    match body {
+        Some(Framed::Length(n)) => {
+            out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+        }
+        Some(Framed::None) if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
+        Some(Framed::None) | None => {}
+        Some(Framed::Chunked) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }
 
@@ -153,31 +181,43 @@ pub struct BodyReader {
     between_bytes_timeout: f64,
 }
 
-/// Sends `req` to `addr` (on an idle pooled connection if there is one,
-/// retrying once on a fresh one if that turns out dead) and reads the
-/// response head.
+/// Sends `req` with `body` to `addr` (on an idle pooled connection if
+/// there is one, retrying once on a fresh one if that turns out dead and
+/// the body can be sent again) and reads the response head.
 pub async fn fetch_head(
     pool: &ConnPool,
     addr: SocketAddr,
     req: &ReqMsg,
-    body: &[u8],
+    mut body: FetchBody,
     host_header: Option<&str>,
     preamble: Option<&[u8]>,
     limits: &Limits,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
-    let wire = request_bytes(req, body, host_header);
+    let framed = match &body {
+        FetchBody::None => Framed::None,
+        FetchBody::Bytes(b) if b.is_empty() => Framed::None,
+        FetchBody::Bytes(b) => Framed::Length(b.len() as u64),
+        FetchBody::Stream(s) => match s.length() {
+            Some(n) => Framed::Length(n),
+            None => Framed::Chunked,
+        },
+    };
+    let head = request_head(req, Some(framed), host_header);
     let mut r = None;
     if let Some(s) = pool.take() {
-        match exchange(s, &wire, req, limits).await {
+        match exchange(s, &head, &mut body, framed, req, limits).await {
             Ok(x) => r = Some(x),
             // A recycled connection the backend had closed: try a new one.
-            Err(FetchError::Closed | FetchError::Io(_)) => {}
+            Err(FetchError::Closed | FetchError::Io(_)) if !body.started() => {}
             Err(e) => return Err(e),
         }
     }
     let (resp, mut reader) = match r {
         Some(x) => x,
-        None => exchange(connect(addr, limits, preamble).await?, &wire, req, limits).await?,
+        None => {
+            let s = connect(addr, limits, preamble).await?;
+            exchange(s, &head, &mut body, framed, req, limits).await?
+        }
     };
     // Nothing to read (HEAD, 204, 304): the connection is free now.
     if reader.done {
@@ -186,13 +226,59 @@ pub async fn fetch_head(
     Ok((resp, reader))
 }
 
+/// Writes the request head and its body (streaming one from the client
+/// as it arrives, chunked when its length is unknown).
+async fn send_request(
+    s: &mut TcpStream,
+    head: &[u8],
+    body: &mut FetchBody,
+    framed: Framed,
+) -> Result<(), FetchError> {
+    match body {
+        FetchBody::None => s.write_all(head).await?,
+        FetchBody::Bytes(b) => {
+            let mut w = Vec::with_capacity(head.len() + b.len());
+            w.extend_from_slice(head);
+            w.extend_from_slice(b);
+            s.write_all(&w).await?;
+        }
+        FetchBody::Stream(st) => {
+            s.write_all(head).await?;
+            loop {
+                let piece = st
+                    .next()
+                    .await
+                    .map_err(|e| FetchError::ReqBody(e.to_string()))?;
+                match (piece, framed) {
+                    (Some(p), Framed::Chunked) if !p.is_empty() => {
+                        let mut w = Vec::with_capacity(p.len() + 16);
+                        w.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
+                        w.extend_from_slice(&p);
+                        w.extend_from_slice(b"\r\n");
+                        s.write_all(&w).await?;
+                    }
+                    (Some(p), _) => s.write_all(&p).await?,
+                    (None, Framed::Chunked) => {
+                        s.write_all(b"0\r\n\r\n").await?;
+                        break;
+                    }
+                    (None, _) => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn exchange(
     mut s: TcpStream,
-    wire: &[u8],
+    head: &[u8],
+    body: &mut FetchBody,
+    framed: Framed,
     req: &ReqMsg,
     limits: &Limits,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
-    s.write_all(wire).await?;
+    send_request(&mut s, head, body, framed).await?;
     let mut buf = BytesMut::with_capacity(8192);
     let fbt = secs(limits.first_byte_timeout);
     let (resp, head_len) = loop {

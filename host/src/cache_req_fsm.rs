@@ -222,6 +222,20 @@ pub struct Reply {
     pub head_length: Option<u64>,
 }
 
+impl Reply {
+    /// No response at all: the connection just closes (status 0).
+    pub fn hangup() -> Reply {
+        Reply {
+            status: 0,
+            reason: String::new(),
+            headers: Vec::new(),
+            body: ReplyBody::Bytes(Bytes::new()),
+            close: true,
+            head_length: None,
+        }
+    }
+}
+
 /// Where the state machine goes next.
 enum Step {
     Recv,
@@ -232,6 +246,8 @@ enum Step {
     Fail(String),
     /// `pipe` from `vcl_pipe`: the session becomes a tunnel.
     Pipe(Box<crate::cache_pipe::PipeJob>),
+    /// No response: the connection closes (the request body failed).
+    Hangup,
 }
 
 fn client_ws(ctx: &Ctx) -> u32 {
@@ -242,7 +258,7 @@ fn client_ws(ctx: &Ctx) -> u32 {
 pub async fn handle(
     ctx: Arc<Ctx>,
     req: ReqMsg,
-    body: Bytes,
+    body: crate::cache_req_body::ReqBody,
     client: IpAddr,
     server: IpAddr,
 ) -> Reply {
@@ -254,7 +270,7 @@ pub async fn handle(
 pub async fn handle_at_level(
     ctx: Arc<Ctx>,
     req: ReqMsg,
-    body: Bytes,
+    body: crate::cache_req_body::ReqBody,
     client: IpAddr,
     server: IpAddr,
     esi_level: u32,
@@ -266,7 +282,7 @@ pub async fn handle_at_level(
     let mut t = Box::new(Task::new(xid, client, server, now()));
     t.cache = Some(ctx.cache.clone());
     t.req = req;
-    t.req_body_len = body.len() as u64;
+    t.req_body = body;
     t.esi_level = esi_level;
     if esi_level == 0 {
         recv_prep(&mut t.req, client);
@@ -280,7 +296,7 @@ pub async fn handle_at_level(
     loop {
         let next = match step {
             Step::Recv => {
-                let (tt, s) = recv_to_delivery(&ctx, &vcl, t, &body).await;
+                let (tt, s) = recv_to_delivery(&ctx, &vcl, t).await;
                 t = tt;
                 s
             }
@@ -302,6 +318,7 @@ pub async fn handle_at_level(
                     Err(s) => s,
                 }
             }
+            Step::Hangup => return Reply::hangup(),
             Step::Pipe(job) => {
                 return Reply {
                     status: 0,
@@ -406,15 +423,15 @@ fn common(t: &Task, sub: &str, a: Action) -> Step {
 
 /// vcl_recv, vcl_hash and the lookup, up to an object to deliver or a
 /// synthetic response.
-async fn recv_to_delivery(
-    ctx: &Arc<Ctx>,
-    vcl: &Arc<Vcl>,
-    mut t: Box<Task>,
-    body: &Bytes,
-) -> (Box<Task>, Step) {
+async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (Box<Task>, Step) {
     let ws = client_ws(ctx);
     let (tt, r) = vcl_call(ctx, vcl, Method::Recv, t, ws);
     t = tt;
+    // A body that failed to be cached (too big, client gone) ends the
+    // request without an answer, as Varnish's cnt_recv.
+    if t.req_body.failed() {
+        return (t, Step::Hangup);
+    }
     let action = match r {
         Ok(a) => a.unwrap_or(Action::Hash),
         Err(e) => {
@@ -453,18 +470,18 @@ async fn recv_to_delivery(
         }
     }
     if pipe {
-        // vcl_pipe sees the backend request: the client's, hop-by-hop
-        // headers gone, `Connection: close` so the backend does not keep
+        // vcl_pipe sees the backend request: the client's, the headers
+        // `Connection` names gone, `Connection: close` so the backend does not keep
         // the tunnel open for requests Varnish never sees, and X-Varnish.
         t.bereq = t.req.clone();
-        crate::cache_http::filter_hop_by_hop(&mut t.bereq.headers);
+        crate::cache_http::filter_connection_named(&mut t.bereq.headers);
         hdr_set(&mut t.bereq.headers, "Connection", "close");
         hdr_set(&mut t.bereq.headers, "X-Varnish", &t.xid.to_string());
         t.bereq_backend = t.backend_hint;
         let (tt, r) = vcl_call(ctx, vcl, Method::Pipe, t, ws);
         t = tt;
         let s = match r {
-            Ok(None | Some(Action::Pipe)) => pipe_job(ctx, vcl, &t, body),
+            Ok(None | Some(Action::Pipe)) => pipe_job(ctx, vcl, &t),
             Ok(Some(a)) => common(&t, "vcl_pipe", a),
             Err(e) => fail_of(&t, e),
         };
@@ -483,7 +500,7 @@ async fn recv_to_delivery(
         return (t, s);
     }
     if pass {
-        return pass_fetch(ctx, vcl, t, body).await;
+        return pass_fetch(ctx, vcl, t).await;
     }
     loop {
         let found = ctx.cache.lookup(&crate::cache_hash::LookupReq {
@@ -505,15 +522,15 @@ async fn recv_to_delivery(
             }
             Lookup::HitPass(_) => {
                 t.is_hitpass = true;
-                return pass_fetch(ctx, vcl, t, body).await;
+                return pass_fetch(ctx, vcl, t).await;
             }
             Lookup::HitMiss(_) => {
                 t.is_hitmiss = true;
-                return miss(ctx, vcl, t, body, None).await;
+                return miss(ctx, vcl, t, None).await;
             }
             Lookup::Miss(g, stale) => {
                 t.stale_obj = stale;
-                return miss(ctx, vcl, t, body, Some(g)).await;
+                return miss(ctx, vcl, t, Some(g)).await;
             }
             Lookup::Hit(o) => o,
             Lookup::Grace(o, guard) => {
@@ -524,10 +541,14 @@ async fn recv_to_delivery(
                     let (ctx2, vcl2, hdrs, hash) =
                         (ctx.clone(), vcl.clone(), t.req.headers.clone(), t.hash);
                     let stale = o.clone();
+                    // The background fetch sends the request body too;
+                    // the client side waits for it to be done with it
+                    // before it reads the next request.
+                    let body = crate::cache_req_body::BereqBody::claim(&t.req_body);
                     tokio::spawn(async move {
                         let mut bo = bo;
                         bo.is_bgfetch = true;
-                        let r = fetch(&ctx2, &vcl2, bo, Bytes::new(), &hdrs).await;
+                        let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
                         complete_fetch(&ctx2, hash, r, Some(g), None, Some(stale)).await;
                     });
                 }
@@ -543,7 +564,7 @@ async fn recv_to_delivery(
             Ok(None | Some(Action::Deliver)) => Step::Deliver(obj.clone(), Some(obj.xid)),
             Ok(Some(Action::Pass)) => {
                 t.obj = None;
-                return pass_fetch(ctx, vcl, t, body).await;
+                return pass_fetch(ctx, vcl, t).await;
             }
             Ok(Some(a)) => common(&t, "vcl_hit", a),
             Err(e) => fail_of(&t, e),
@@ -688,7 +709,7 @@ async fn complete_fetch(
 /// it) and waits until the object may be delivered.
 /// The tunnel for a `pipe`, to the backend `vcl_pipe` left in
 /// `bereq.backend`; without one (or one that is `none`) it is a 503.
-fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task, body: &Bytes) -> Step {
+fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task) -> Step {
     let Some(be) = vcl.shared.backend(t.bereq_backend).cloned() else {
         return Step::Synth(503, Some("Backend fetch failed".into()));
     };
@@ -701,7 +722,8 @@ fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task, body: &Bytes) -> Step {
         pipe_timeout: params.num("pipe_timeout"),
         backend: be,
         bereq: t.bereq.clone(),
-        body: body.clone(),
+        // A cached body goes first; an unread one follows on the tunnel.
+        body: t.req_body.cached().unwrap_or_default(),
     }))
 }
 
@@ -709,7 +731,6 @@ async fn run_fetch(
     ctx: &Arc<Ctx>,
     vcl: &Arc<Vcl>,
     t: &Task,
-    body: &Bytes,
     pass: bool,
     guard: Option<crate::cache_hash::BusyGuard>,
 ) -> Step {
@@ -720,7 +741,7 @@ async fn run_fetch(
         vcl.clone(),
         t.req.headers.clone(),
         t.hash,
-        body.clone(),
+        crate::cache_req_body::BereqBody::claim(&t.req_body),
     );
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -745,16 +766,15 @@ async fn miss(
     ctx: &Arc<Ctx>,
     vcl: &Arc<Vcl>,
     mut t: Box<Task>,
-    body: &Bytes,
     guard: Option<crate::cache_hash::BusyGuard>,
 ) -> (Box<Task>, Step) {
     let (tt, r) = vcl_call(ctx, vcl, Method::Miss, t, client_ws(ctx));
     t = tt;
     let s = match r {
-        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, body, false, guard).await,
+        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, false, guard).await,
         Ok(Some(Action::Pass)) => {
             drop(guard);
-            return pass_fetch(ctx, vcl, t, body).await;
+            return pass_fetch(ctx, vcl, t).await;
         }
         Ok(Some(a)) => common(&t, "vcl_miss", a),
         Err(e) => fail_of(&t, e),
@@ -762,16 +782,11 @@ async fn miss(
     (t, s)
 }
 
-async fn pass_fetch(
-    ctx: &Arc<Ctx>,
-    vcl: &Arc<Vcl>,
-    mut t: Box<Task>,
-    body: &Bytes,
-) -> (Box<Task>, Step) {
+async fn pass_fetch(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (Box<Task>, Step) {
     let (tt, r) = vcl_call(ctx, vcl, Method::Pass, t, client_ws(ctx));
     t = tt;
     let s = match r {
-        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, body, true, None).await,
+        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, true, None).await,
         Ok(Some(a)) => common(&t, "vcl_pass", a),
         Err(e) => fail_of(&t, e),
     };

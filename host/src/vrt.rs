@@ -9,7 +9,7 @@ use crate::vrt_var;
 use std::sync::Arc;
 use vcl_to_wasm::abi::{self, Tag};
 use vcl_to_wasm::tir::HttpWhere;
-use wasmtime::{Caller, Engine, Linker, Memory, StoreLimits};
+use wasmtime::{AsContextMut, Caller, Engine, Linker, Memory, StoreLimits};
 
 /// Why a call into VCL failed other than by returning an action.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,9 @@ pub struct Data {
     pub vcl: Arc<VclShared>,
     pub limits: StoreLimits,
     pub mem: Option<Memory>,
+    /// The CPU budget of one call, in epoch ticks (a host call that
+    /// waits for I/O grants it afresh).
+    pub budget_ticks: u64,
 }
 
 /// The `u32` at `addr` of guest memory `data` (the workspace cells).
@@ -441,7 +444,13 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             let r = if let vmod_std::Native::Component(b) = native {
                 component_call(&mut c, &vcl, b, object, slots)
             } else {
-                vmod_std::call(native, object, &slots, task(&mut c)?, &vcl)
+                let r = vmod_std::call(native, object, &slots, task(&mut c)?, &vcl);
+                if matches!(native, vmod_std::Native::CacheReqBody) {
+                    // Waiting for the client's body is not CPU time.
+                    let budget = c.data().budget_ticks;
+                    c.as_context_mut().set_epoch_deadline(budget + 1);
+                }
+                r
             };
             match r {
                 Ok(r) => write_ret(&mut c, ret as u32, r),

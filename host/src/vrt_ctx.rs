@@ -59,8 +59,8 @@ pub struct Task {
     pub is_hitpass: bool,
     /// The lookup found an object (`X-Varnish` then names its XID).
     pub is_hit: bool,
-    /// Length of the client's request body (bodies are read whole).
-    pub req_body_len: u64,
+    /// The client's request body (read when something needs it).
+    pub req_body: crate::cache_req_body::ReqBody,
     /// `return (vcl(label))`: the label to continue with.
     pub vcl_label: Option<String>,
     /// `beresp.do_esi`.
@@ -139,7 +139,7 @@ impl Task {
             is_hitmiss: false,
             is_hitpass: false,
             is_hit: false,
-            req_body_len: 0,
+            req_body: Default::default(),
             vcl_label: None,
             do_esi: false,
             do_gzip: false,
