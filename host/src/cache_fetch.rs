@@ -204,7 +204,10 @@ fn object(
         status: bo.beresp.status,
         reason: bo.beresp.reason.clone(),
         proto: bo.beresp.proto.clone(),
-        headers: bo.beresp.headers.clone(),
+        headers: crate::cache_http::filter_obj_headers(
+            &bo.beresp.headers,
+            bo.uncacheable || kind != ObjKind::Normal,
+        ),
         body,
         xid: bo.xid,
         t_origin,
@@ -284,6 +287,17 @@ pub async fn fetch(
             match send(ctx, vcl, &bo, &mut body).await {
                 Ok((resp, p)) => {
                     bo.beresp = resp;
+                    // A response without a Date gets one (RFC 9110 6.6.1),
+                    // before VCL sees it, as in Varnish.
+                    if hdr_get(&bo.beresp.headers, "date").is_none() {
+                        if bo.beresp.headers.len() < bo.max_hdr {
+                            bo.beresp
+                                .headers
+                                .push(("Date".into(), crate::cache_expire::http_date(now())));
+                        } else {
+                            tracing::warn!(xid = bo.xid, "LostHeader: Date");
+                        }
+                    }
                     pump = Some(p);
                     if bo.beresp.status == 304 {
                         if let Some(stale) = bo.stale_obj.clone() {

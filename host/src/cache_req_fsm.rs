@@ -250,6 +250,11 @@ enum Step {
     Hangup,
 }
 
+/// Headers a message may hold (`http_max_hdr` less the start line's).
+fn max_hdr(ctx: &Ctx) -> usize {
+    (ctx.params().num("http_max_hdr") as usize).saturating_sub(crate::cache_http1_proto::HDR_FIRST)
+}
+
 fn client_ws(ctx: &Ctx) -> u32 {
     ctx.params().num("workspace_client") as u32
 }
@@ -283,6 +288,7 @@ pub async fn handle_at_level(
     t.cache = Some(ctx.cache.clone());
     t.req = req;
     t.req_body = body;
+    t.max_hdr = max_hdr(&ctx);
     t.esi_level = esi_level;
     if esi_level == 0 {
         recv_prep(&mut t.req, client);
@@ -607,6 +613,7 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     }
     hdr_set(&mut bo.bereq.headers, "X-Varnish", &bo.xid.to_string());
     bo.bereq_uncacheable = pass;
+    bo.max_hdr = t.max_hdr;
     bo.bereq_backend = t.backend_hint;
     bo.is_hitmiss = t.is_hitmiss;
     bo.is_hitpass = t.is_hitpass;
@@ -803,6 +810,12 @@ fn deliver(
     let n = now();
     // One read of the parameters per delivery.
     let params = ctx.params();
+    // An object with every header slot taken leaves none for the
+    // response: Varnish cannot set up the delivery and answers 500.
+    if obj.headers.len() >= t.max_hdr {
+        tracing::warn!(xid = t.xid, "Too many headers to Decode object");
+        return (t, Err(Step::Synth(500, None)));
+    }
     let mut headers = obj.headers.clone();
     // What described the backend's connection does not describe the
     // client's (Varnish's HTTPH_A_DELIVER filter).

@@ -250,7 +250,19 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             let name = read_str(&mut c, name)?.unwrap_or_default();
             let v = read_str(&mut c, v)?.unwrap_or_default();
             let w = where_of(w)?;
-            hdr_set(headers_mut(task(&mut c)?, w)?, &name, &v);
+            let t = task(&mut c)?;
+            let (max, xid) = (t.max_hdr, t.xid);
+            let h = headers_mut(t, w)?;
+            let same = h
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
+                .count();
+            if h.len() - same >= max {
+                // No slot left: the header is lost, as in Varnish.
+                tracing::warn!(xid, "LostHeader: {name}: {v}");
+                return Ok(());
+            }
+            hdr_set(h, &name, &v);
             Ok(())
         },
     )?;

@@ -59,6 +59,9 @@ pub struct Task {
     pub is_hitpass: bool,
     /// The lookup found an object (`X-Varnish` then names its XID).
     pub is_hit: bool,
+    /// Headers one message may hold: `http_max_hdr` less the five slots
+    /// Varnish's start lines take. A header set beyond is lost.
+    pub max_hdr: usize,
     /// The client's request body (read when something needs it).
     pub req_body: crate::cache_req_body::ReqBody,
     /// `return (vcl(label))`: the label to continue with.
@@ -140,6 +143,7 @@ impl Task {
             is_hitpass: false,
             is_hit: false,
             req_body: Default::default(),
+            max_hdr: 64 - crate::cache_http1_proto::HDR_FIRST,
             vcl_label: None,
             do_esi: false,
             do_gzip: false,
