@@ -13,6 +13,9 @@ pub struct Backend {
     /// `None` for `backend x none;`.
     pub addr: Option<SocketAddr>,
     pub host_header: Option<String>,
+    /// `.preamble`: bytes written on every new connection before anything
+    /// else (fetches, pipes and probes alike, as Varnish's `VCP_Open`).
+    pub preamble: Option<Vec<u8>>,
     /// Timeouts declared on the backend; unset ones come from the
     /// parameters in force at fetch time, as in Varnish.
     pub connect_timeout: Option<f64>,
@@ -137,10 +140,21 @@ impl Backend {
                     .ok_or_else(|| format!("backend {}: \"{host}\" has no address", def.name))?,
             )
         };
+        let preamble = match &def.preamble {
+            Some(b64) => {
+                use base64::Engine as _;
+                let b = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| format!("backend {}: bad .preamble ({e})", def.name))?;
+                (!b.is_empty()).then_some(b)
+            }
+            None => None,
+        };
         Ok(Backend {
             name: def.name.clone(),
             addr,
             host_header: def.host_header.clone(),
+            preamble,
             connect_timeout: def.connect_timeout,
             first_byte_timeout: def.first_byte_timeout,
             between_bytes_timeout: def.between_bytes_timeout,
@@ -187,6 +201,15 @@ impl Backend {
             != v
         {
             self.mark_changed();
+        }
+    }
+
+    /// Writes `.preamble` (if any) on a connection just opened.
+    pub async fn send_preamble(&self, s: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match &self.preamble {
+            Some(p) => s.write_all(p).await,
+            None => Ok(()),
         }
     }
 

@@ -58,6 +58,7 @@ async fn once(be: &Backend, p: &Probe) -> bool {
     let Some(addr) = be.addr else { return false };
     let attempt = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
+        be.send_preamble(&mut s).await.ok()?;
         s.write_all(p.request.as_bytes()).await.ok()?;
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];

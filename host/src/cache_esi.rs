@@ -241,7 +241,7 @@ pub async fn deliver(job: EsiJob, sink: &Sink) -> bool {
                 let reply = Box::pin(crate::cache_req_fsm::handle_at_level(
                     job.ctx.clone(),
                     req,
-                    Bytes::new(),
+                    crate::cache_req_body::ReqBody::none(),
                     job.client,
                     job.server,
                     job.level + 1,

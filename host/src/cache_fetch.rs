@@ -6,6 +6,7 @@ use crate::cache_expire::rfc2616_ttl;
 use crate::cache_http1_fetch::{fetch_head, BodyReader, Limits};
 use crate::cache_obj::Body;
 use crate::cache_obj::{hdr_get, Headers, ObjKind, Object};
+use crate::cache_req_body::BereqBody;
 use crate::cache_req_fsm::{vcl_call, Ctx};
 use crate::cache_vcl::Vcl;
 use crate::vrt_ctx::{now, RespMsg, Task};
@@ -25,6 +26,10 @@ pub struct Fetched {
     pub pump: Option<Pump>,
     /// `beresp.do_stream`: deliver while the body arrives.
     pub stream: bool,
+    /// Whether the fetch, once complete, replaces the stale object it
+    /// was started for: always, but for a `vcl_backend_error` object
+    /// without a TTL.
+    pub replaces_stale: bool,
 }
 
 /// The fetch was abandoned (`abandon`, `fail`, or an error with no
@@ -35,10 +40,17 @@ pub struct Abandoned(pub String);
 
 /// Response headers that describe one hop, not the object.
 /// `Connection` and its kin stay visible to `vcl_backend_response` (as in
-/// Varnish) and are dropped when an object is delivered.
-const HOP_BY_HOP: &[&str] = &["transfer-encoding", "content-length"];
+/// Varnish) and are dropped when an object is delivered. `Content-Length`
+/// stays too, as in Varnish (VCL sees it; the client side writes the
+/// length of what it actually sends), unless a filter changes the body.
+const HOP_BY_HOP: &[&str] = &["transfer-encoding"];
 
-async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
+async fn send(
+    ctx: &Ctx,
+    vcl: &Vcl,
+    bo: &Task,
+    body: &mut BereqBody,
+) -> Result<(RespMsg, Pump), String> {
     // A director picks its backend now (Varnish's resolve step).
     let be = vcl.shared.resolve(bo.bereq_backend, bo)?;
     let addr = be
@@ -66,25 +78,24 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
             be.between_bytes_timeout,
             "between_bytes_timeout",
         ),
-        max_head: (params.num("http_resp_size") as usize).max(1024),
-        max_headers: (params.num("http_max_hdr") as usize).max(1),
+        max_head: params.num("http_resp_size") as usize,
+        max_hdr_len: params.num("http_resp_hdr_len") as usize,
+        max_headers: params.num("http_max_hdr") as usize,
     };
+    let body = body.attempt().map_err(|e| e.to_string())?;
     let (mut resp, reader) = fetch_head(
         &be.conns,
         addr,
         &bo.bereq,
         body,
         be.host_header.as_deref(),
+        be.preamble.as_deref(),
         &limits,
     )
     .await
     .map_err(|e| format!("backend {}: {e}", be.name))?;
-    // A pass of HEAD keeps the backend's length for the client.
-    let keep_length = bo.bereq.method == "HEAD";
-    resp.headers.retain(|(n, _)| {
-        (keep_length && n.eq_ignore_ascii_case("content-length"))
-            || !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h))
-    });
+    resp.headers
+        .retain(|(n, _)| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h)));
     crate::cache_http::collect(&mut resp.headers, "cache-control");
     crate::cache_http::collect(&mut resp.headers, "vary");
     let max = vcl.shared.storage_budget.min(1 << 30);
@@ -136,18 +147,46 @@ impl Pump {
     }
 }
 
-fn vary_of(beresp: &Headers, req: &Headers) -> Vec<(String, Option<String>)> {
+/// The `Vary` instructions of `beresp` for the request headers `req`
+/// (Varnish's `VRY_Create`): each named header with the request's value
+/// (trailing blanks trimmed), or `Err` for a malformed `Vary` (a name
+/// followed by anything but a comma, or a name over 127 bytes), which
+/// makes the object uncacheable.
+fn vary_of(beresp: &Headers, req: &Headers) -> Result<Vec<(String, Option<String>)>, ()> {
     let Some(v) = hdr_get(beresp, "vary") else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    v.split(',')
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .map(|n| {
-            let val = hdr_get(req, &n).map(str::to_string);
-            (n, val)
-        })
-        .collect()
+    let blank = |c: u8| c == b' ' || c == b'\t';
+    let b = v.as_bytes();
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < b.len() {
+        if blank(b[p]) {
+            p += 1;
+            continue;
+        }
+        let mut q = p;
+        while q < b.len() && !blank(b[q]) && b[q] != b',' {
+            q += 1;
+        }
+        if q - p > 127 {
+            return Err(());
+        }
+        let name = v[p..q].to_ascii_lowercase();
+        let val = hdr_get(req, &name).map(|v| v.trim_end_matches([' ', '\t']).to_string());
+        out.push((name, val));
+        while q < b.len() && blank(b[q]) {
+            q += 1;
+        }
+        if q == b.len() {
+            break;
+        }
+        if b[q] != b',' {
+            return Err(());
+        }
+        p = q + 1;
+    }
+    Ok(out)
 }
 
 fn object(
@@ -162,7 +201,10 @@ fn object(
         status: bo.beresp.status,
         reason: bo.beresp.reason.clone(),
         proto: bo.beresp.proto.clone(),
-        headers: bo.beresp.headers.clone(),
+        headers: crate::cache_http::filter_obj_headers(
+            &bo.beresp.headers,
+            bo.uncacheable || kind != ObjKind::Normal,
+        ),
         body,
         xid: bo.xid,
         t_origin,
@@ -170,6 +212,7 @@ fn object(
         ttl: bo.ttl,
         grace: bo.grace,
         keep: bo.keep,
+        uncacheable: bo.uncacheable,
         vary,
         hits: AtomicU64::new(0),
         charged: AtomicU64::new(0),
@@ -206,7 +249,7 @@ pub async fn fetch(
     ctx: &Ctx,
     vcl: &Arc<Vcl>,
     mut bo: Box<Task>,
-    body: Bytes,
+    mut body: BereqBody,
     req_headers: &Headers,
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
@@ -235,15 +278,25 @@ pub async fn fetch(
                 return Err(Abandoned(e.to_string()));
             }
         };
-        let t_fetch = now();
         let mut fetched_body = None;
         let mut pump = None;
         if error.is_none() {
-            match send(ctx, vcl, &bo, &body).await {
+            match send(ctx, vcl, &bo, &mut body).await {
                 Ok((resp, p)) => {
                     bo.beresp = resp;
                     bo.beresp_backend = vcl.shared.handle_of(&p.backend);
                     bo.beresp_backend_name = Some(p.backend.name.clone());
+                    // A response without a Date gets one (RFC 9110 6.6.1),
+                    // before VCL sees it, as in Varnish.
+                    if hdr_get(&bo.beresp.headers, "date").is_none() {
+                        if bo.beresp.headers.len() < bo.max_hdr {
+                            bo.beresp
+                                .headers
+                                .push(("Date".into(), crate::cache_expire::http_date(now())));
+                        } else {
+                            tracing::warn!(xid = bo.xid, "LostHeader: Date");
+                        }
+                    }
                     pump = Some(p);
                     if bo.beresp.status == 304 {
                         if let Some(stale) = bo.stale_obj.clone() {
@@ -251,6 +304,8 @@ pub async fn fetch(
                             // object's and reuse its body.
                             // Every header the 304 names replaces the
                             // stale object's of that name (all of them).
+                            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-length");
+                            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-encoding");
                             let mut headers = stale.headers.clone();
                             headers.retain(|(n, _)| {
                                 !bo.beresp
@@ -271,7 +326,10 @@ pub async fn fetch(
                 Err(e) => error = Some(e),
             }
         }
-        let lt = if error.is_none() {
+        // Objects are born when their headers arrive (Varnish's t_origin
+        // is taken after the response head).
+        let t_fetch = now();
+        let mut lt = if error.is_none() {
             rfc2616_ttl(
                 bo.beresp.status,
                 &bo.beresp.headers,
@@ -289,6 +347,13 @@ pub async fn fetch(
                 keep: 0.0,
             }
         };
+        if bo.bereq_uncacheable {
+            // A pass: the object is private and expires at once, keeping
+            // only its origin for `Age` (Varnish's RFC2616_Ttl).
+            lt.ttl = -1.0;
+            lt.grace = 0.0;
+            lt.keep = 0.0;
+        }
         bo.ttl = lt.ttl;
         bo.grace = lt.grace;
         bo.keep = lt.keep;
@@ -323,9 +388,13 @@ pub async fn fetch(
                         insert,
                         pump: None,
                         stream: true,
+                        replaces_stale: bo.ttl > 0.0,
                     });
                 }
                 Ok(Some(Action::Retry)) if bo.retries < max_retries => {
+                    if let Some(why) = body.no_retry() {
+                        return Err(Abandoned(format!("Retry not possible, {why}")));
+                    }
                     bo.retries += 1;
                     continue;
                 }
@@ -349,7 +418,7 @@ pub async fn fetch(
                     ObjKind::HitPass,
                     Body::complete(Bytes::new()),
                     t_fetch,
-                    vary_of(&bo.beresp.headers, req_headers),
+                    vary_of(&bo.beresp.headers, req_headers).unwrap_or_default(),
                 );
                 if let Some(m) = Arc::get_mut(&mut marker) {
                     m.ttl = bo.pass_ttl.unwrap_or(bo.ttl);
@@ -369,9 +438,13 @@ pub async fn fetch(
                     insert,
                     pump,
                     stream: bo.do_stream,
+                    replaces_stale: true,
                 });
             }
             Ok(Some(Action::Retry)) if bo.retries < max_retries => {
+                if let Some(why) = body.no_retry() {
+                    return Err(Abandoned(format!("Retry not possible, {why}")));
+                }
                 bo.retries += 1;
                 continue;
             }
@@ -417,6 +490,7 @@ pub async fn fetch(
                 }
             }
             let h = &mut bo.beresp.headers;
+            crate::cache_obj::hdr_unset(h, "content-length");
             if compress {
                 crate::cache_obj::hdr_set(h, "Content-Encoding", "gzip");
                 crate::cache_gzip::vary_ae(h);
@@ -425,7 +499,21 @@ pub async fn fetch(
             }
             crate::cache_gzip::weaken_etag(h);
         }
-        let vary = vary_of(&bo.beresp.headers, req_headers);
+        if bo.do_esi {
+            // The ESI parse may change the body (Varnish's VFP esi).
+            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-length");
+        }
+        let vary = match vary_of(&bo.beresp.headers, req_headers) {
+            Ok(v) => v,
+            Err(()) => {
+                tracing::warn!(
+                    xid = bo.xid,
+                    "Illegal 'Vary' header from backend, making this a pass."
+                );
+                bo.uncacheable = true;
+                Vec::new()
+            }
+        };
         let obj = object(
             &bo,
             ObjKind::Normal,
@@ -482,6 +570,7 @@ pub async fn fetch(
             insert,
             pump,
             stream: bo.do_stream,
+            replaces_stale: true,
         });
     }
 }

@@ -1,7 +1,7 @@
 //! The cache index (Varnish's `cache_hash`): objects by the SHA-256 of
-//! their `hash_data` inputs, with `Vary` variants, a busy marker per hash
-//! so one fetch serves every waiting client (request coalescing), and
-//! purge.
+//! their `hash_data` inputs, with `Vary` variants, busy markers for the
+//! fetches under way so one fetch serves every waiting client (request
+//! coalescing), each with the `Vary` it is predicted to have, and purge.
 
 use crate::cache_obj::{Headers, ObjKind, Object};
 use std::collections::{HashMap, VecDeque};
@@ -14,11 +14,55 @@ type Digest = [u8; 32];
 /// An object by its hash, without keeping it alive.
 type ObjRef = (Digest, Weak<Object>);
 
+/// The request header values an object varies on (`Vary`).
+pub type Vary = Vec<(String, Option<String>)>;
+
+/// Whether `req` has the header values `vary` names (trailing blanks
+/// ignored, as Varnish's `VRY_Match`).
+pub fn vary_match(vary: &Vary, req: &Headers) -> bool {
+    vary.iter().all(|(name, v)| {
+        crate::cache_obj::hdr_get(req, name).map(|h| h.trim_end_matches([' ', '\t']))
+            == v.as_deref()
+    })
+}
+
+/// A fetch under way for a hash.
+struct Busy {
+    id: u64,
+    /// Dropped when the fetch ends, which wakes its waiting list.
+    tx: watch::Sender<()>,
+    /// Predictive Vary: the values of the request that started the fetch
+    /// for the headers the objects already cached vary on. A request
+    /// that differs in them does not wait for this fetch.
+    vary: Option<Vary>,
+}
+
 #[derive(Default)]
 struct Objhead {
     /// Newest first.
     variants: Vec<Arc<Object>>,
-    busy: Option<watch::Sender<()>>,
+    /// Fetches under way, newest first.
+    busy: Vec<Busy>,
+}
+
+/// What a lookup is for: the request's side of Varnish's `HSH_Lookup`.
+pub struct LookupReq<'a> {
+    pub hash: Digest,
+    pub url: &'a str,
+    pub headers: &'a Headers,
+    /// The request's start (`t_req`): freshness is judged against it,
+    /// also after waiting for a busy fetch.
+    pub t_req: f64,
+    /// `req.hash_always_miss`: fetch anew without looking (and without
+    /// waiting for other fetches).
+    pub always_miss: bool,
+    /// `req.hash_ignore_busy`: do not wait for fetches under way.
+    pub ignore_busy: bool,
+    /// `req.hash_ignore_vary`: any variant will do.
+    pub ignore_vary: bool,
+    /// `req.ttl` and `req.grace`: caps on the objects' own.
+    pub ttl: Option<f64>,
+    pub grace: Option<f64>,
 }
 
 const SHARDS: usize = 64;
@@ -40,6 +84,8 @@ pub struct Cache {
     order: Mutex<VecDeque<(Digest, Weak<Object>, u64)>>,
     /// Objects by cache tag (`xkey`), for tag purges.
     tags: Mutex<HashMap<String, Vec<ObjRef>>>,
+    /// Numbers busy markers.
+    busy_ids: AtomicU64,
 }
 
 /// What an object costs against the storage budget.
@@ -48,19 +94,20 @@ fn cost(o: &Object) -> u64 {
     o.body.len() + (h + 256) as u64
 }
 
-/// Held by the one task fetching an object; dropping it clears the busy
+/// Held by the one task fetching an object; dropping it clears its busy
 /// marker and wakes the waiting list.
 pub struct BusyGuard {
     cache: Arc<Cache>,
     hash: Digest,
+    id: u64,
 }
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
         if let Ok(mut s) = self.cache.shard(&self.hash).lock() {
             if let Some(oh) = s.get_mut(&self.hash) {
-                oh.busy = None;
-                if oh.variants.is_empty() {
+                oh.busy.retain(|b| b.id != self.id);
+                if oh.variants.is_empty() && oh.busy.is_empty() {
                     s.remove(&self.hash);
                 }
             }
@@ -102,6 +149,7 @@ impl Cache {
             used: AtomicU64::new(0),
             order: Mutex::new(VecDeque::new()),
             tags: Mutex::new(HashMap::new()),
+            busy_ids: AtomicU64::new(0),
         }
     }
 
@@ -133,7 +181,7 @@ impl Cache {
                 let mut variants = std::mem::take(&mut oh.variants);
                 self.retain(&mut variants, |o| std::ptr::eq(o, &**obj));
                 oh.variants = variants;
-                if oh.variants.is_empty() && oh.busy.is_none() {
+                if oh.variants.is_empty() && oh.busy.is_empty() {
                     s.remove(&hash);
                 }
             }
@@ -177,70 +225,117 @@ impl Cache {
         &self.shards[usize::from(h[0]) % SHARDS]
     }
 
-    /// Looks `hash` up for a request with headers `req`.
-    pub fn lookup(
-        self: &Arc<Self>,
-        hash: Digest,
-        url: &str,
-        req: &Headers,
-        now: f64,
-        always_miss: bool,
-        ignore_busy: bool,
-    ) -> Lookup {
-        let guard = |c: &Arc<Cache>| BusyGuard {
-            cache: c.clone(),
-            hash,
+    /// Looks an object up for a request (Varnish's `HSH_Lookup`): the
+    /// newest fresh variant that matches, else a fetch of its own (with
+    /// the newest expired variant to serve in grace or revalidate), else
+    /// a fetch under way to wait for. Objects whose TTL was set to zero
+    /// or less are never found.
+    pub fn lookup(self: &Arc<Self>, r: &LookupReq<'_>) -> Lookup {
+        let hash = r.hash;
+        let busy = |c: &Arc<Cache>, oh: &mut Objhead, vary: Option<Vary>| {
+            let id = c.busy_ids.fetch_add(1, Ordering::Relaxed);
+            let (tx, _) = watch::channel(());
+            oh.busy.insert(0, Busy { id, tx, vary });
+            BusyGuard {
+                cache: c.clone(),
+                hash,
+                id,
+            }
         };
         let Ok(mut s) = self.shard(&hash).lock() else {
-            return Lookup::Miss(guard(self), None);
+            let id = self.busy_ids.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Miss(
+                BusyGuard {
+                    cache: self.clone(),
+                    hash,
+                    id,
+                },
+                None,
+            );
         };
         let oh = s.entry(hash).or_default();
         let bans = &self.bans;
         let mut variants = std::mem::take(&mut oh.variants);
         self.retain(&mut variants, |o| {
-            o.expired(now) || bans.banned(o, url, req, now)
+            o.expired(r.t_req) || bans.banned(o, r.url, r.headers, r.t_req)
         });
         oh.variants = variants;
-        let found = if always_miss {
+        if r.always_miss {
+            return Lookup::Miss(busy(self, oh, None), None);
+        }
+        let waiting = if r.ignore_busy {
             None
         } else {
-            oh.variants.iter().find(|o| o.vary_matches(req)).cloned()
+            oh.busy
+                .iter()
+                .find(|b| r.ignore_vary || b.vary.as_ref().is_none_or(|v| vary_match(v, r.headers)))
+                .map(|b| b.tx.subscribe())
         };
-        if let Some(o) = &found {
-            if o.fresh(now) {
-                match o.kind {
-                    ObjKind::Normal => return Lookup::Hit(o.clone()),
-                    ObjKind::HitPass => return Lookup::HitPass(o.clone()),
-                    ObjKind::HitMiss => return Lookup::HitMiss(o.clone()),
+        // The request's values for every header a cached variant varies
+        // on: the Vary predicted for a fetch this request starts.
+        let mut predicted: Vary = Vec::new();
+        let mut hit = None;
+        let mut expired: Option<&Arc<Object>> = None;
+        for o in &oh.variants {
+            if o.ttl <= 0.0 {
+                continue;
+            }
+            if !r.ignore_vary && !o.vary.is_empty() {
+                for (name, _) in &o.vary {
+                    if !predicted.iter().any(|(n, _)| n == name) {
+                        let v = crate::cache_obj::hdr_get(r.headers, name)
+                            .map(|h| h.trim_end_matches([' ', '\t']).to_string());
+                        predicted.push((name.clone(), v));
+                    }
+                }
+                if !o.vary_matches(r.headers) {
+                    continue;
                 }
             }
-        }
-        let stale = found.filter(|o| o.kind == ObjKind::Normal);
-        let graced = stale.clone().filter(|o| o.in_grace(now));
-        if let Some(busy) = &oh.busy {
-            if let Some(o) = graced {
-                return Lookup::Grace(o, None);
+            if o.ttl_end(r.ttl) > r.t_req {
+                hit = Some(o.clone());
+                break;
             }
-            if !ignore_busy {
-                return Lookup::Wait(busy.subscribe());
+            if o.fresh_until() < r.t_req && expired.is_none_or(|e| o.t_origin > e.t_origin) {
+                expired = Some(o);
             }
-            return Lookup::Miss(guard(self), None);
         }
-        let (tx, _) = watch::channel(());
-        oh.busy = Some(tx);
-        match graced {
-            Some(o) => Lookup::Grace(o, Some(guard(self))),
-            None => Lookup::Miss(guard(self), stale),
+        if let Some(o) = hit {
+            return match o.kind {
+                ObjKind::Normal => Lookup::Hit(o),
+                ObjKind::HitPass => Lookup::HitPass(o),
+                ObjKind::HitMiss => Lookup::HitMiss(o),
+            };
+        }
+        let expired = expired.cloned();
+        if let Some(e) = &expired {
+            // An expired marker still makes this a hit-for-miss.
+            if e.kind != ObjKind::Normal {
+                return Lookup::HitMiss(e.clone());
+            }
+        }
+        let in_grace = |e: &Arc<Object>| e.grace_end(r.ttl, r.grace) >= r.t_req;
+        match (waiting, expired) {
+            (None, e) => {
+                let vary = (!predicted.is_empty()).then_some(predicted);
+                let g = busy(self, oh, vary);
+                match e {
+                    Some(e) if in_grace(&e) => Lookup::Grace(e, Some(g)),
+                    e => Lookup::Miss(g, e),
+                }
+            }
+            (Some(_), Some(e)) if in_grace(&e) => Lookup::Grace(e, None),
+            (Some(rx), _) => Lookup::Wait(rx),
         }
     }
 
-    /// Inserts a new object, replacing the variant with the same `Vary`
-    /// values.
+    /// Inserts a new object in front of the others (older objects stay
+    /// until they expire, are purged or banned, or a fetch that refreshed
+    /// one of them removes it, as in Varnish; lookups find the newest).
     pub fn insert(&self, hash: Digest, obj: Arc<Object>) {
         if let Ok(mut s) = self.shard(&hash).lock() {
             let oh = s.entry(hash).or_default();
             let mut variants = std::mem::take(&mut oh.variants);
-            self.retain(&mut variants, |o| o.vary == obj.vary);
             let c = cost(&obj);
             obj.charged.store(c, Ordering::Relaxed);
             self.used.fetch_add(c, Ordering::Relaxed);
@@ -307,7 +402,7 @@ impl Cache {
                 let n = oh.variants.len();
                 let mut variants = std::mem::take(&mut oh.variants);
                 self.retain(&mut variants, |_| true);
-                if oh.busy.is_none() {
+                if oh.busy.is_empty() {
                     s.remove(&hash);
                 }
                 n
@@ -375,7 +470,7 @@ impl Cache {
                     let mut variants = std::mem::take(&mut oh.variants);
                     self.retain(&mut variants, |_| true);
                 }
-                s.retain(|_, oh| oh.busy.is_some());
+                s.retain(|_, oh| !oh.busy.is_empty());
             }
         }
     }

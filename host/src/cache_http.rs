@@ -79,6 +79,62 @@ pub fn collect(h: &mut Headers, name: &str) {
     crate::vmod_std::collect_with(h, name, ", ");
 }
 
+/// Removes `Connection` and the headers it names: all Varnish filters
+/// from a piped request (its `Transfer-Encoding` stays, the body follows
+/// on the tunnel as the client frames it).
+pub fn filter_connection_named(h: &mut Headers) {
+    let named: Vec<String> = h
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    h.retain(|(n, _)| {
+        let n = n.to_ascii_lowercase();
+        n != "connection" && !named.contains(&n)
+    });
+}
+
+/// The headers an object keeps of its backend response (Varnish's
+/// `http_FilterResp` with `HTTPH_A_INS`, or for an uncacheable object
+/// `HTTPH_A_PASS`): what describes the backend's connection goes, and
+/// for a cacheable object also what delivery recomputes (`Age`,
+/// `Accept-Ranges`) or what only made sense to the backend's client.
+pub fn filter_obj_headers(h: &Headers, uncacheable: bool) -> Headers {
+    const PASS: &[&str] = &[
+        "age",
+        "connection",
+        "http2-settings",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    const INS: &[&str] = &[
+        "accept-ranges",
+        "content-range",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+    ];
+    let named: Vec<String> = h
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    h.iter()
+        .filter(|(n, _)| {
+            let n = n.to_ascii_lowercase();
+            !PASS.contains(&n.as_str())
+                && (uncacheable || !INS.contains(&n.as_str()))
+                && !named.contains(&n)
+        })
+        .cloned()
+        .collect()
+}
+
 /// Headers that describe one connection and never travel from the
 /// client's request to the backend's, plus those the request's own
 /// `Connection` header names (Varnish's HTTPH_R_FETCH filtering).

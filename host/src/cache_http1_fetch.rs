@@ -5,7 +5,8 @@
 //! whose body was read to its end and that did not say `close` goes back
 //! to the backend's idle pool.
 
-use crate::cache_obj::{hdr_get, Headers};
+use crate::cache_obj::hdr_get;
+use crate::cache_req_body::FetchBody;
 use crate::vrt_ctx::{ReqMsg, RespMsg};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub enum FetchError {
     TooLong,
     #[error("body ended early")]
     Truncated,
+    #[error("req.body read error: {0}")]
+    ReqBody(String),
 }
 
 /// Idle keep-alive connections of one backend.
@@ -76,9 +79,11 @@ pub struct Limits {
     pub connect_timeout: f64,
     pub first_byte_timeout: f64,
     pub between_bytes_timeout: f64,
-    /// `http_resp_hdr_len`-ish bound on the whole response head.
+    /// `http_resp_size`: the whole response head.
     pub max_head: usize,
-    /// `http_max_hdr`.
+    /// `http_resp_hdr_len`: one header, folds included.
+    pub max_hdr_len: usize,
+    /// `http_max_hdr`: header slots (the status line takes five).
     pub max_headers: usize,
 }
 
@@ -86,19 +91,44 @@ fn secs(s: f64) -> Duration {
     crate::vrt_ctx::secs(s.max(0.001))
 }
 
-async fn connect(addr: SocketAddr, limits: &Limits) -> Result<TcpStream, FetchError> {
-    let s = tokio::time::timeout(secs(limits.connect_timeout), TcpStream::connect(addr))
+async fn connect(
+    addr: SocketAddr,
+    limits: &Limits,
+    preamble: Option<&[u8]>,
+) -> Result<TcpStream, FetchError> {
+    let mut s = tokio::time::timeout(secs(limits.connect_timeout), TcpStream::connect(addr))
         .await
         .map_err(|_| FetchError::ConnectTimeout(addr))?
         .map_err(|err| FetchError::Connect { addr, err })?;
     let _ = s.set_nodelay(true);
+    if let Some(p) = preamble {
+        s.write_all(p).await?;
+    }
     Ok(s)
 }
 
-/// Serialises `bereq` (Varnish adds nothing the VCL did not set, except
-/// a Content-Length for a body and the Host from `.host_header`).
+/// How the body of a backend request is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framed {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Serialises a piped `bereq` with its headers as they are (the body's
+/// framing included: an unread body follows on the tunnel) and `body`,
+/// a cached body, behind it.
 pub(crate) fn request_bytes(req: &ReqMsg, body: &[u8], host_header: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + body.len());
+    let mut out = request_head(req, None, host_header);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Serialises `bereq`'s head (Varnish adds nothing the VCL did not set,
+/// except the Host from `.host_header` and, given `body`, the body's
+/// framing in place of the client's).
+fn request_head(req: &ReqMsg, body: Option<Framed>, host_header: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.url.as_bytes());
@@ -108,7 +138,10 @@ pub(crate) fn request_bytes(req: &ReqMsg, body: &[u8], host_header: Option<&str>
     let mut has_host = false;
     let mut had_length = false;
     for (n, v) in &req.headers {
-        if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding") {
+        if body.is_some()
+            && (n.eq_ignore_ascii_case("content-length")
+                || n.eq_ignore_ascii_case("transfer-encoding"))
+        {
             had_length = true;
             continue;
         }
@@ -123,11 +156,15 @@ pub(crate) fn request_bytes(req: &ReqMsg, body: &[u8], host_header: Option<&str>
             out.extend_from_slice(format!("Host: {h}\r\n").as_bytes());
         }
     }
-    if !body.is_empty() || had_length {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    match body {
+        Some(Framed::Length(n)) => {
+            out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+        }
+        Some(Framed::None) if had_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
+        Some(Framed::None) | None => {}
+        Some(Framed::Chunked) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }
 
@@ -144,30 +181,43 @@ pub struct BodyReader {
     between_bytes_timeout: f64,
 }
 
-/// Sends `req` to `addr` (on an idle pooled connection if there is one,
-/// retrying once on a fresh one if that turns out dead) and reads the
-/// response head.
+/// Sends `req` with `body` to `addr` (on an idle pooled connection if
+/// there is one, retrying once on a fresh one if that turns out dead and
+/// the body can be sent again) and reads the response head.
 pub async fn fetch_head(
     pool: &ConnPool,
     addr: SocketAddr,
     req: &ReqMsg,
-    body: &[u8],
+    mut body: FetchBody,
     host_header: Option<&str>,
+    preamble: Option<&[u8]>,
     limits: &Limits,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
-    let wire = request_bytes(req, body, host_header);
+    let framed = match &body {
+        FetchBody::None => Framed::None,
+        FetchBody::Bytes(b) if b.is_empty() => Framed::None,
+        FetchBody::Bytes(b) => Framed::Length(b.len() as u64),
+        FetchBody::Stream(s) => match s.length() {
+            Some(n) => Framed::Length(n),
+            None => Framed::Chunked,
+        },
+    };
+    let head = request_head(req, Some(framed), host_header);
     let mut r = None;
     if let Some(s) = pool.take() {
-        match exchange(s, &wire, req, limits).await {
+        match exchange(s, &head, &mut body, framed, req, limits).await {
             Ok(x) => r = Some(x),
             // A recycled connection the backend had closed: try a new one.
-            Err(FetchError::Closed | FetchError::Io(_)) => {}
+            Err(FetchError::Closed | FetchError::Io(_)) if !body.started() => {}
             Err(e) => return Err(e),
         }
     }
     let (resp, mut reader) = match r {
         Some(x) => x,
-        None => exchange(connect(addr, limits).await?, &wire, req, limits).await?,
+        None => {
+            let s = connect(addr, limits, preamble).await?;
+            exchange(s, &head, &mut body, framed, req, limits).await?
+        }
     };
     // Nothing to read (HEAD, 204, 304): the connection is free now.
     if reader.done {
@@ -176,13 +226,59 @@ pub async fn fetch_head(
     Ok((resp, reader))
 }
 
+/// Writes the request head and its body (streaming one from the client
+/// as it arrives, chunked when its length is unknown).
+async fn send_request(
+    s: &mut TcpStream,
+    head: &[u8],
+    body: &mut FetchBody,
+    framed: Framed,
+) -> Result<(), FetchError> {
+    match body {
+        FetchBody::None => s.write_all(head).await?,
+        FetchBody::Bytes(b) => {
+            let mut w = Vec::with_capacity(head.len() + b.len());
+            w.extend_from_slice(head);
+            w.extend_from_slice(b);
+            s.write_all(&w).await?;
+        }
+        FetchBody::Stream(st) => {
+            s.write_all(head).await?;
+            loop {
+                let piece = st
+                    .next()
+                    .await
+                    .map_err(|e| FetchError::ReqBody(e.to_string()))?;
+                match (piece, framed) {
+                    (Some(p), Framed::Chunked) if !p.is_empty() => {
+                        let mut w = Vec::with_capacity(p.len() + 16);
+                        w.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
+                        w.extend_from_slice(&p);
+                        w.extend_from_slice(b"\r\n");
+                        s.write_all(&w).await?;
+                    }
+                    (Some(p), _) => s.write_all(&p).await?,
+                    (None, Framed::Chunked) => {
+                        s.write_all(b"0\r\n\r\n").await?;
+                        break;
+                    }
+                    (None, _) => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn exchange(
     mut s: TcpStream,
-    wire: &[u8],
+    head: &[u8],
+    body: &mut FetchBody,
+    framed: Framed,
     req: &ReqMsg,
     limits: &Limits,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
-    s.write_all(wire).await?;
+    send_request(&mut s, head, body, framed).await?;
     let mut buf = BytesMut::with_capacity(8192);
     let fbt = secs(limits.first_byte_timeout);
     let (resp, head_len) = loop {
@@ -193,9 +289,6 @@ async fn exchange(
                 continue;
             }
             break (resp, n);
-        }
-        if buf.len() > limits.max_head {
-            return Err(FetchError::TooLong);
         }
         let n = tokio::time::timeout(fbt, s.read_buf(&mut buf))
             .await
@@ -232,47 +325,15 @@ async fn exchange(
 }
 
 fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RespMsg, usize)>, FetchError> {
-    let mut hdrs = vec![httparse::EMPTY_HEADER; limits.max_headers.max(1)];
-    let mut r = httparse::Response::new(&mut hdrs);
-    match r.parse(buf) {
-        Ok(httparse::Status::Partial) => Ok(None),
-        Ok(httparse::Status::Complete(n)) => {
-            let status = r.code.unwrap_or(0);
-            if !(100..=999).contains(&status) {
-                return Err(FetchError::Malformed(format!("status {status}")));
-            }
-            let proto = match r.version {
-                Some(0) => "HTTP/1.0",
-                _ => "HTTP/1.1",
-            };
-            let headers: Headers = r
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).trim().to_string(),
-                    )
-                })
-                .collect();
-            Ok(Some((
-                RespMsg {
-                    status,
-                    // A backend that sends no reason gets the standard
-                    // one, as in Varnish.
-                    reason: match r.reason.map(str::trim) {
-                        Some(r) if !r.is_empty() => r.to_string(),
-                        _ => crate::cache_http::status_reason(status).to_string(),
-                    },
-                    proto: proto.to_string(),
-                    headers,
-                },
-                n,
-            )))
-        }
-        Err(httparse::Error::TooManyHeaders) => Err(FetchError::TooLong),
-        Err(e) => Err(FetchError::Malformed(e.to_string())),
-    }
+    let lim = crate::cache_http1_proto::HeadLimits {
+        req_size: limits.max_head,
+        hdr_len: limits.max_hdr_len,
+        max_hdr: limits.max_headers,
+    };
+    crate::cache_http1_proto::dissect_response(buf, &lim).map_err(|e| match e {
+        crate::cache_http1_proto::HeadError::Overflow => FetchError::TooLong,
+        crate::cache_http1_proto::HeadError::Bad(why) => FetchError::Malformed(why),
+    })
 }
 
 fn framing_of(req: &ReqMsg, resp: &RespMsg) -> Result<Framing, FetchError> {

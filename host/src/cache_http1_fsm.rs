@@ -1,134 +1,29 @@
 //! One client connection over HTTP/1 (Varnish's `cache_http1_fsm`): wait
-//! for a request head within `timeout_idle`, dissect it, read its body,
-//! run the request through VCL, write the response, and go round again
-//! while the connection may be kept. Bytes the client sent ahead (a
-//! pipelined request) stay in the buffer for the next round.
+//! for a request head within `timeout_idle`, dissect it, run the request
+//! through VCL (which reads the body when it needs it, see
+//! `cache_req_body`), write the response, and go round again while the
+//! connection may be kept. Bytes the client sent ahead (a pipelined
+//! request) stay in the buffer for the next round.
 
 use crate::cache_http1_deliver::{write_minimal, write_reply, Exchange};
 use crate::cache_http1_proto::{
     connection_has, dissect, leading_space, BodyFraming, HeadError, HeadLimits,
 };
+use crate::cache_req_body::{ClientReader, ReqBody};
 use crate::cache_req_fsm::{handle, Ctx, ReplyBody};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// The largest request body accepted (bodies are read whole before VCL
-/// runs).
-const MAX_REQ_BODY: u64 = 64 << 20;
-
-/// Why a request body could not be read.
-#[derive(Debug, thiserror::Error)]
-enum BodyError {
-    #[error("client closed the connection in the body")]
-    Closed,
-    #[error("timeout_idle passed while reading the body")]
-    Timeout,
-    #[error("body larger than {MAX_REQ_BODY} bytes")]
-    TooLarge,
-    #[error("malformed chunked body")]
-    BadChunk,
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// A client connection and what has been read from it but not used.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    idle: Duration,
-}
-
-impl Conn {
-    /// Reads more into the buffer within `idle`; 0 at end of stream.
-    async fn fill(&mut self) -> Result<usize, BodyError> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 << 10);
-        }
-        match tokio::time::timeout(self.idle, self.stream.read_buf(&mut self.buf)).await {
-            Ok(Ok(0)) => Err(BodyError::Closed),
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(BodyError::Timeout),
-        }
-    }
-
-    /// The next line (without its CRLF) of a chunked body.
-    async fn line(&mut self) -> Result<Vec<u8>, BodyError> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|&c| c == b'\n') {
-                let mut l = self.buf.split_to(i + 1).to_vec();
-                l.pop();
-                if l.last() == Some(&b'\r') {
-                    l.pop();
-                }
-                return Ok(l);
-            }
-            if self.buf.len() > 4096 {
-                return Err(BodyError::BadChunk);
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// Exactly `n` bytes of body.
-    async fn take(&mut self, n: usize, out: &mut BytesMut) -> Result<(), BodyError> {
-        let mut left = n;
-        loop {
-            let k = left.min(self.buf.len());
-            out.extend_from_slice(&self.buf.split_to(k));
-            left -= k;
-            if left == 0 {
-                return Ok(());
-            }
-            self.fill().await?;
-        }
-    }
-
-    async fn body(&mut self, framing: BodyFraming) -> Result<Bytes, BodyError> {
-        let mut out = BytesMut::new();
-        match framing {
-            BodyFraming::None => {}
-            BodyFraming::Length(n) => {
-                if n > MAX_REQ_BODY {
-                    return Err(BodyError::TooLarge);
-                }
-                self.take(n as usize, &mut out).await?;
-            }
-            BodyFraming::Chunked => loop {
-                let line = self.line().await?;
-                let size = line.split(|&c| c == b';').next().unwrap_or_default();
-                let size = std::str::from_utf8(size)
-                    .ok()
-                    .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                    .ok_or(BodyError::BadChunk)?;
-                if size == 0 {
-                    // Trailers, up to the blank line.
-                    while !self.line().await?.is_empty() {}
-                    break;
-                }
-                if out.len() as u64 + size > MAX_REQ_BODY {
-                    return Err(BodyError::TooLarge);
-                }
-                self.take(size as usize, &mut out).await?;
-                if !self.line().await?.is_empty() {
-                    return Err(BodyError::BadChunk);
-                }
-            },
-        }
-        Ok(out.freeze())
-    }
-}
-
 /// Serves one connection until it closes.
 pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
     let idle = crate::vrt_ctx::secs(ctx.params().num("timeout_idle").max(0.001));
-    let mut conn = Conn {
-        stream,
+    let (rd, mut wr) = stream.into_split();
+    let mut conn = ClientReader {
+        rd,
         buf: BytesMut::with_capacity(16 << 10),
         idle,
     };
@@ -159,14 +54,14 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
                 }
                 Err(HeadError::Bad(why)) => {
                     tracing::debug!(%peer, "bad request: {why}");
-                    let _ = write_minimal(&mut conn.stream, 400, "Bad Request").await;
-                    return close(conn.stream).await;
+                    let _ = write_minimal(&mut wr, 400, "Bad Request").await;
+                    return close(wr).await;
                 }
             }
             if conn.buf.capacity() - conn.buf.len() < 4096 {
                 conn.buf.reserve(16 << 10);
             }
-            match tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut conn.buf)).await {
+            match tokio::time::timeout_at(deadline, conn.rd.read_buf(&mut conn.buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
@@ -180,68 +75,69 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             .find(|(n, _)| n.eq_ignore_ascii_case("expect"))
             .map(|(_, v)| v.trim().to_ascii_lowercase());
         if expect.as_deref().is_some_and(|e| e != "100-continue") {
-            let _ = write_minimal(&mut conn.stream, 417, "Expectation Failed").await;
-            return close(conn.stream).await;
+            let _ = write_minimal(&mut wr, 417, "Expectation Failed").await;
+            return close(wr).await;
         }
         if req.version == 10
             && (msg.method == "POST" || msg.method == "PUT")
             && req.body == BodyFraming::None
         {
-            let _ = write_minimal(&mut conn.stream, 400, "Bad Request").await;
-            return close(conn.stream).await;
+            let _ = write_minimal(&mut wr, 400, "Bad Request").await;
+            return close(wr).await;
         }
         let mut close_after = connection_has(&msg.headers, "close")
             || (req.version == 10 && !connection_has(&msg.headers, "keep-alive"));
         if expect.is_some()
             && req.body != BodyFraming::None
             && conn.buf.is_empty()
-            && conn
-                .stream
+            && wr
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()
         {
             return;
         }
-        let body = match conn.body(req.body).await {
-            Ok(b) => b,
-            Err(BodyError::TooLarge) => {
-                let _ = write_minimal(&mut conn.stream, 413, "Content Too Large").await;
-                return close(conn.stream).await;
-            }
-            Err(BodyError::BadChunk) => {
-                let _ = write_minimal(&mut conn.stream, 400, "Bad Request").await;
-                return close(conn.stream).await;
-            }
-            Err(e) => {
-                // The request still gets its answer (from cache or
-                // synth), but the connection cannot be used again.
-                tracing::debug!(%peer, "request body: {e}");
-                close_after = true;
-                Bytes::new()
-            }
-        };
         let ex = Exchange {
             head: msg.method == "HEAD",
             version: req.version,
-            close: close_after,
+            close: false,
         };
-        let mut reply = handle(ctx.clone(), msg, body, peer.ip(), local.ip()).await;
+        // The body stays on the connection until something reads it.
+        let body = ReqBody::new(conn, req.body);
+        let mut reply = handle(ctx.clone(), msg, body.clone(), peer.ip(), local.ip()).await;
         if let ReplyBody::Pipe(_) = reply.body {
             let ReplyBody::Pipe(job) =
                 std::mem::replace(&mut reply.body, ReplyBody::Bytes(Bytes::new()))
             else {
                 return;
             };
-            let leftover = std::mem::take(&mut conn.buf);
-            if let Err(e) = crate::cache_pipe::run(conn.stream, &leftover, *job).await {
+            let Some(mut reader) = body.into_reader().await else {
+                return;
+            };
+            let leftover = std::mem::take(&mut reader.buf);
+            let Ok(stream) = reader.rd.reunite(wr) else {
+                return;
+            };
+            if let Err(e) = crate::cache_pipe::run(stream, &leftover, *job).await {
                 tracing::debug!(%peer, "pipe: {e}");
             }
             return;
         }
-        match tokio::time::timeout(send_timeout, write_reply(&mut conn.stream, reply, ex)).await {
+        if reply.status == 0 {
+            // No answer: the request body failed.
+            return close(wr).await;
+        }
+        // What nobody read of the body is read and dropped now, so the
+        // connection is at the next request; a body that failed closes it.
+        let next = body.finish().await;
+        close_after |= next.is_none();
+        let ex = Exchange {
+            close: close_after,
+            ..ex
+        };
+        match tokio::time::timeout(send_timeout, write_reply(&mut wr, reply, ex)).await {
             Ok(Ok(false)) => {}
-            Ok(Ok(true)) => return close(conn.stream).await,
+            Ok(Ok(true)) => return close(wr).await,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, "delivery: {e}");
                 return;
@@ -251,10 +147,14 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
                 return;
             }
         }
+        match next {
+            Some(r) => conn = r,
+            None => return close(wr).await,
+        }
     }
 }
 
 /// Closes after a response: the FIN goes out after everything written.
-async fn close(mut stream: TcpStream) {
-    let _ = stream.shutdown().await;
+async fn close(mut wr: tokio::net::tcp::OwnedWriteHalf) {
+    let _ = wr.shutdown().await;
 }

@@ -95,14 +95,7 @@ pub fn dissect(buf: &[u8], lim: &HeadLimits) -> Result<Option<(Request, usize)>,
     if end > lim.req_size {
         return Err(HeadError::Overflow);
     }
-    let head = &buf[..end];
-    // Each line without its end, and the length of that end (1 or 2).
-    let mut lines = head
-        .split(|&c| c == b'\n')
-        .map(|l| match l.strip_suffix(b"\r") {
-            Some(l) => (l, 2),
-            None => (l, 1),
-        });
+    let mut lines = head_lines(&buf[..end]);
     let (first, _) = lines.next().unwrap_or_default();
     let (method, url, proto) = request_line(first)?;
     let version = match proto {
@@ -110,8 +103,30 @@ pub fn dissect(buf: &[u8], lim: &HeadLimits) -> Result<Option<(Request, usize)>,
         "HTTP/1.0" => 10,
         _ => return Err(bad(format!("unsupported protocol {proto:?}"))),
     };
+    let headers = dissect_headers(lines, lim)?;
+    let body = body_framing(&headers)?;
+    let mut msg = ReqMsg {
+        method: method.to_string(),
+        url: url.to_string(),
+        proto: proto.to_string(),
+        headers,
+    };
+    absolute_url(&mut msg);
+    Ok(Some((Request { msg, version, body }, end)))
+}
+
+/// The header lines after the start line, up to the blank line, as
+/// Varnish's `http1_dissect_hdrs` takes them (for requests and responses
+/// alike): obsolete line folding joins a continuation to the header
+/// before it, the line end and the continuation's leading blanks each
+/// becoming a space; `hdr_len` bounds one header, folds included;
+/// `max_hdr` is `http_max_hdr`, of whose slots the start line takes five.
+fn dissect_headers<'a>(
+    lines: impl Iterator<Item = (&'a [u8], usize)>,
+    lim: &HeadLimits,
+) -> Result<Vec<(String, String)>, HeadError> {
     let mut headers: Vec<(String, String)> = Vec::new();
-    // The raw length of the header being built, for http_req_hdr_len.
+    // The raw length of the header being built, for the length limit.
     let mut cur_len = 0usize;
     // The end of the line before, which a continuation turns into spaces.
     let mut prev_end = 0usize;
@@ -124,8 +139,6 @@ pub fn dissect(buf: &[u8], lim: &HeadLimits) -> Result<Option<(Request, usize)>,
             return Err(bad(format!("control character 0x{c:02x} in a header")));
         }
         if matches!(line[0], b' ' | b'\t') {
-            // Obsolete line folding: as in Varnish, the line end before
-            // a continuation becomes spaces and the value runs on.
             let Some((_, v)) = headers.last_mut() else {
                 return Err(bad("continuation line before any header"));
             };
@@ -133,10 +146,12 @@ pub fn dissect(buf: &[u8], lim: &HeadLimits) -> Result<Option<(Request, usize)>,
             if cur_len > lim.hdr_len {
                 return Err(bad("header too long"));
             }
-            v.extend(std::iter::repeat_n(' ', ended));
-            v.push_str(&String::from_utf8_lossy(line));
-            let keep = v.trim_end_matches([' ', '\t']).len();
-            v.truncate(keep);
+            let blanks = line
+                .iter()
+                .take_while(|c| matches!(c, b' ' | b'\t'))
+                .count();
+            v.extend(std::iter::repeat_n(' ', ended + blanks));
+            v.push_str(&String::from_utf8_lossy(&line[blanks..]));
             continue;
         }
         if line.len() > lim.hdr_len {
@@ -152,33 +167,111 @@ pub fn dissect(buf: &[u8], lim: &HeadLimits) -> Result<Option<(Request, usize)>,
         if let Some(&c) = name.iter().find(|&&c| !is_tchar(c)) {
             return Err(bad(format!("illegal char 0x{c:02x} in header name")));
         }
-        if headers.len() >= lim.max_hdr {
+        if headers.len() + HDR_FIRST >= lim.max_hdr {
             return Err(bad("too many headers"));
         }
         cur_len = line.len();
+        let value = &line[colon + 1..];
+        let lead = value
+            .iter()
+            .take_while(|c| matches!(c, b' ' | b'\t'))
+            .count();
         headers.push((
             String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(trim(&line[colon + 1..])).into_owned(),
+            String::from_utf8_lossy(&value[lead..]).into_owned(),
         ));
     }
-    let body = body_framing(&headers)?;
-    let mut msg = ReqMsg {
-        method: method.to_string(),
-        url: url.to_string(),
-        proto: proto.to_string(),
-        headers,
-    };
-    absolute_url(&mut msg);
-    Ok(Some((Request { msg, version, body }, end)))
+    for (_, v) in headers.iter_mut() {
+        let keep = v.trim_end_matches([' ', '\t']).len();
+        v.truncate(keep);
+    }
+    Ok(headers)
 }
 
-fn trim(b: &[u8]) -> &[u8] {
-    let s = b.iter().position(|c| !matches!(c, b' ' | b'\t'));
-    let e = b.iter().rposition(|c| !matches!(c, b' ' | b'\t'));
-    match (s, e) {
-        (Some(s), Some(e)) => &b[s..=e],
-        _ => &[],
+/// The header slots Varnish's start lines take (`HTTP_HDR_FIRST`): a
+/// message holds at most `http_max_hdr` minus these headers.
+pub const HDR_FIRST: usize = 5;
+
+/// Each line of a complete head (request or status line first) without
+/// its end, and the length of that end (1 or 2).
+fn head_lines(head: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
+    head.split(|&c| c == b'\n')
+        .map(|l| match l.strip_suffix(b"\r") {
+            Some(l) => (l, 2),
+            None => (l, 1),
+        })
+}
+
+/// Dissects a backend's response head at the start of `buf` (Varnish's
+/// `HTTP1_DissectResponse`): `hdr_len` is `http_resp_hdr_len`, `req_size`
+/// `http_resp_size`. The status line is `PROTO SP STATUS [SP REASON]`
+/// with a three-digit status and an HTTP/1.x or later protocol.
+/// `Ok(None)`: not complete yet; `Ok(Some((resp, n)))`: the head took
+/// `n` bytes.
+pub fn dissect_response(
+    buf: &[u8],
+    lim: &HeadLimits,
+) -> Result<Option<(crate::vrt_ctx::RespMsg, usize)>, HeadError> {
+    let skip = leading_space(buf);
+    let Some(end) = head_end(&buf[skip..]).map(|e| e + skip) else {
+        if buf.len() > lim.req_size {
+            return Err(HeadError::Overflow);
+        }
+        return Ok(None);
+    };
+    if end > lim.req_size {
+        return Err(HeadError::Overflow);
     }
+    let mut lines = head_lines(&buf[skip..end]);
+    let (first, _) = lines.next().unwrap_or_default();
+    if let Some(&c) = first.iter().find(|&&c| is_ctl(c) && c != b'\t') {
+        return Err(bad(format!(
+            "control character 0x{c:02x} in the status line"
+        )));
+    }
+    let blank = |c: &u8| matches!(c, b' ' | b'\t');
+    let p_end = first.iter().position(blank).unwrap_or(first.len());
+    let proto = &first[..p_end];
+    let rest = &first[p_end..];
+    let rest = &rest[rest.iter().take_while(|c| blank(c)).count()..];
+    let s_end = rest.iter().position(blank).unwrap_or(rest.len());
+    let status = &rest[..s_end];
+    let reason = &rest[s_end..];
+    let reason = &reason[reason.iter().take_while(|c| blank(c)).count()..];
+    let version = match proto {
+        b"HTTP/1.0" => 10,
+        b"HTTP/1.1" => 11,
+        p if p.starts_with(b"HTTP/") && p.len() > 5 && p[5].is_ascii_digit() && p[5] >= b'2' => 20,
+        _ => return Err(bad("unsupported protocol in the status line")),
+    };
+    let status = match status {
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9'] => {
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => return Err(bad("status is not three digits")),
+    };
+    let headers = dissect_headers(lines, lim)?;
+    let reason = String::from_utf8_lossy(reason).trim_end().to_string();
+    Ok(Some((
+        crate::vrt_ctx::RespMsg {
+            status,
+            // A backend that sends no reason gets the standard one.
+            reason: if reason.is_empty() {
+                crate::cache_http::status_reason(status).to_string()
+            } else {
+                reason
+            },
+            // A later protocol than the request's is answered as 1.1.
+            proto: if version == 10 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            }
+            .to_string(),
+            headers,
+        },
+        end,
+    )))
 }
 
 /// `METHOD SP URL SP PROTO`, fields separated by one or more spaces.
@@ -372,6 +465,36 @@ mod tests {
         assert_eq!(r.body, BodyFraming::Length(12));
         let (r, _) = ok("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(r.body, BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn response_heads() {
+        let r = |s: &str| dissect_response(s.as_bytes(), &LIM);
+        let Ok(Some((m, n))) = r("\r\nHTTP/1.1 404 Gone Away\r\nA: 1\r\n\r\nbody") else {
+            panic!("not dissected");
+        };
+        assert_eq!((m.status, m.reason.as_str(), n), (404, "Gone Away", 34));
+        let Ok(Some((m, _))) = r("HTTP/1.0 200\nFoo: bar,\n \t\n\tbarf: x\n\n") else {
+            panic!("not dissected");
+        };
+        assert_eq!((m.reason.as_str(), m.proto.as_str()), ("OK", "HTTP/1.0"));
+        assert_eq!(m.headers[0].1, "bar,     barf: x");
+        assert!(matches!(r("HTTP/1.1 200 OK\r\nA: 1"), Ok(None)));
+        for bad in [
+            "HTTP/0.9 200 OK\r\n\r\n",
+            "HTTP/1.1 20 OK\r\n\r\n",
+            "HTTP/1.1 099 OK\r\n\r\n",
+            "FOO 200 OK\r\n\r\n",
+        ] {
+            assert!(matches!(r(bad), Err(HeadError::Bad(_))), "{bad:?}");
+        }
+        // http_max_hdr 8: three headers, the status line takes five slots.
+        assert!(r("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n").is_ok());
+        assert!(r("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n").is_err());
+        assert!(matches!(
+            r(&format!("HTTP/1.1 200 OK\r\n{}", "A: 1\r\n".repeat(60))),
+            Err(HeadError::Overflow)
+        ));
     }
 
     #[test]

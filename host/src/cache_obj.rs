@@ -207,6 +207,9 @@ pub struct Object {
     pub ttl: f64,
     pub grace: f64,
     pub keep: f64,
+    /// Made by an uncacheable fetch (a pass, `beresp.uncacheable`):
+    /// `obj.uncacheable`.
+    pub uncacheable: bool,
     /// The request header values named by `Vary`, at insert time.
     pub vary: Vec<(String, Option<String>)>,
     pub hits: AtomicU64,
@@ -242,6 +245,25 @@ impl Object {
     /// Whether the object is still fresh at `now`.
     pub fn fresh(&self, now: f64) -> bool {
         now < self.fresh_until()
+    }
+
+    /// When its TTL ends for a request with `req.ttl` (`None`, or not
+    /// positive: no cap), as Varnish's `EXP_Ttl`.
+    pub fn ttl_end(&self, req_ttl: Option<f64>) -> f64 {
+        match req_ttl {
+            Some(t) if t > 0.0 && t < self.ttl => self.fresh_until().min(self.t_origin + t),
+            _ => self.fresh_until(),
+        }
+    }
+
+    /// When its grace ends for a request with `req.ttl` and `req.grace`
+    /// (a negative `req.grace`: no cap), as Varnish's `EXP_Ttl_grace`.
+    pub fn grace_end(&self, req_ttl: Option<f64>, req_grace: Option<f64>) -> f64 {
+        let g = match req_grace {
+            Some(g) if g >= 0.0 && g < self.grace => g,
+            _ => self.grace,
+        };
+        self.ttl_end(req_ttl) + g
     }
 
     /// Whether it may still be served stale (in grace).
@@ -285,8 +307,6 @@ impl Object {
 
     /// Whether this variant matches the request headers (`Vary`).
     pub fn vary_matches(&self, req: &Headers) -> bool {
-        self.vary
-            .iter()
-            .all(|(name, v)| hdr_get(req, name) == v.as_deref())
+        crate::cache_hash::vary_match(&self.vary, req)
     }
 }

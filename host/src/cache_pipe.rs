@@ -76,11 +76,14 @@ async fn connect(job: &PipeJob) -> Result<TcpStream, PipeError> {
         .addr
         .ok_or_else(|| PipeError::NoAddress(be.name.clone()))?;
     let t = crate::vrt_ctx::secs(job.connect_timeout.max(0.001));
-    let s = tokio::time::timeout(t, TcpStream::connect(addr))
+    let mut s = tokio::time::timeout(t, TcpStream::connect(addr))
         .await
         .map_err(|_| PipeError::Connect(be.name.clone(), "timed out".into()))?
         .map_err(|e| PipeError::Connect(be.name.clone(), e.to_string()))?;
     let _ = s.set_nodelay(true);
+    be.send_preamble(&mut s)
+        .await
+        .map_err(|e| PipeError::Connect(be.name.clone(), e.to_string()))?;
     Ok(s)
 }
 

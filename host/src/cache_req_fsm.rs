@@ -222,6 +222,20 @@ pub struct Reply {
     pub head_length: Option<u64>,
 }
 
+impl Reply {
+    /// No response at all: the connection just closes (status 0).
+    pub fn hangup() -> Reply {
+        Reply {
+            status: 0,
+            reason: String::new(),
+            headers: Vec::new(),
+            body: ReplyBody::Bytes(Bytes::new()),
+            close: true,
+            head_length: None,
+        }
+    }
+}
+
 /// Where the state machine goes next.
 enum Step {
     Recv,
@@ -232,6 +246,13 @@ enum Step {
     Fail(String),
     /// `pipe` from `vcl_pipe`: the session becomes a tunnel.
     Pipe(Box<crate::cache_pipe::PipeJob>),
+    /// No response: the connection closes (the request body failed).
+    Hangup,
+}
+
+/// Headers a message may hold (`http_max_hdr` less the start line's).
+fn max_hdr(ctx: &Ctx) -> usize {
+    (ctx.params().num("http_max_hdr") as usize).saturating_sub(crate::cache_http1_proto::HDR_FIRST)
 }
 
 fn client_ws(ctx: &Ctx) -> u32 {
@@ -242,7 +263,7 @@ fn client_ws(ctx: &Ctx) -> u32 {
 pub async fn handle(
     ctx: Arc<Ctx>,
     req: ReqMsg,
-    body: Bytes,
+    body: crate::cache_req_body::ReqBody,
     client: IpAddr,
     server: IpAddr,
 ) -> Reply {
@@ -254,7 +275,7 @@ pub async fn handle(
 pub async fn handle_at_level(
     ctx: Arc<Ctx>,
     req: ReqMsg,
-    body: Bytes,
+    body: crate::cache_req_body::ReqBody,
     client: IpAddr,
     server: IpAddr,
     esi_level: u32,
@@ -266,7 +287,8 @@ pub async fn handle_at_level(
     let mut t = Box::new(Task::new(xid, client, server, now()));
     t.cache = Some(ctx.cache.clone());
     t.req = req;
-    t.req_body_len = body.len() as u64;
+    t.req_body = body;
+    t.max_hdr = max_hdr(&ctx);
     t.esi_level = esi_level;
     if esi_level == 0 {
         recv_prep(&mut t.req, client);
@@ -280,7 +302,7 @@ pub async fn handle_at_level(
     loop {
         let next = match step {
             Step::Recv => {
-                let (tt, s) = recv_to_delivery(&ctx, &vcl, t, &body).await;
+                let (tt, s) = recv_to_delivery(&ctx, &vcl, t).await;
                 t = tt;
                 s
             }
@@ -302,6 +324,7 @@ pub async fn handle_at_level(
                     Err(s) => s,
                 }
             }
+            Step::Hangup => return Reply::hangup(),
             Step::Pipe(job) => {
                 return Reply {
                     status: 0,
@@ -406,15 +429,15 @@ fn common(t: &Task, sub: &str, a: Action) -> Step {
 
 /// vcl_recv, vcl_hash and the lookup, up to an object to deliver or a
 /// synthetic response.
-async fn recv_to_delivery(
-    ctx: &Arc<Ctx>,
-    vcl: &Arc<Vcl>,
-    mut t: Box<Task>,
-    body: &Bytes,
-) -> (Box<Task>, Step) {
+async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (Box<Task>, Step) {
     let ws = client_ws(ctx);
     let (tt, r) = vcl_call(ctx, vcl, Method::Recv, t, ws);
     t = tt;
+    // A body that failed to be cached (too big, client gone) ends the
+    // request without an answer, as Varnish's cnt_recv.
+    if t.req_body.failed() {
+        return (t, Step::Hangup);
+    }
     let action = match r {
         Ok(a) => a.unwrap_or(Action::Hash),
         Err(e) => {
@@ -453,18 +476,18 @@ async fn recv_to_delivery(
         }
     }
     if pipe {
-        // vcl_pipe sees the backend request: the client's, hop-by-hop
-        // headers gone, `Connection: close` so the backend does not keep
+        // vcl_pipe sees the backend request: the client's, the headers
+        // `Connection` names gone, `Connection: close` so the backend does not keep
         // the tunnel open for requests Varnish never sees, and X-Varnish.
         t.bereq = t.req.clone();
-        crate::cache_http::filter_hop_by_hop(&mut t.bereq.headers);
+        crate::cache_http::filter_connection_named(&mut t.bereq.headers);
         hdr_set(&mut t.bereq.headers, "Connection", "close");
         hdr_set(&mut t.bereq.headers, "X-Varnish", &t.xid.to_string());
         t.bereq_backend = t.backend_hint;
         let (tt, r) = vcl_call(ctx, vcl, Method::Pipe, t, ws);
         t = tt;
         let s = match r {
-            Ok(None | Some(Action::Pipe)) => pipe_job(ctx, vcl, &t, body),
+            Ok(None | Some(Action::Pipe)) => pipe_job(ctx, vcl, &t),
             Ok(Some(a)) => common(&t, "vcl_pipe", a),
             Err(e) => fail_of(&t, e),
         };
@@ -483,17 +506,20 @@ async fn recv_to_delivery(
         return (t, s);
     }
     if pass {
-        return pass_fetch(ctx, vcl, t, body).await;
+        return pass_fetch(ctx, vcl, t).await;
     }
     loop {
-        let found = ctx.cache.lookup(
-            t.hash,
-            &t.req.url,
-            &t.req.headers,
-            now(),
-            t.hash_always_miss,
-            t.hash_ignore_busy,
-        );
+        let found = ctx.cache.lookup(&crate::cache_hash::LookupReq {
+            hash: t.hash,
+            url: &t.req.url,
+            headers: &t.req.headers,
+            t_req: t.req_time,
+            always_miss: t.hash_always_miss,
+            ignore_busy: t.hash_ignore_busy,
+            ignore_vary: t.hash_ignore_vary,
+            ttl: t.req_ttl,
+            grace: t.req_grace,
+        });
         let obj = match found {
             Lookup::Wait(mut rx) => {
                 // Woken when the busy fetch ends (its sender is dropped).
@@ -502,15 +528,15 @@ async fn recv_to_delivery(
             }
             Lookup::HitPass(_) => {
                 t.is_hitpass = true;
-                return pass_fetch(ctx, vcl, t, body).await;
+                return pass_fetch(ctx, vcl, t).await;
             }
             Lookup::HitMiss(_) => {
                 t.is_hitmiss = true;
-                return miss(ctx, vcl, t, body, None).await;
+                return miss(ctx, vcl, t, None).await;
             }
             Lookup::Miss(g, stale) => {
                 t.stale_obj = stale;
-                return miss(ctx, vcl, t, body, Some(g)).await;
+                return miss(ctx, vcl, t, Some(g)).await;
             }
             Lookup::Hit(o) => o,
             Lookup::Grace(o, guard) => {
@@ -520,11 +546,16 @@ async fn recv_to_delivery(
                     t.stale_obj = None;
                     let (ctx2, vcl2, hdrs, hash) =
                         (ctx.clone(), vcl.clone(), t.req.headers.clone(), t.hash);
+                    let stale = o.clone();
+                    // The background fetch sends the request body too;
+                    // the client side waits for it to be done with it
+                    // before it reads the next request.
+                    let body = crate::cache_req_body::BereqBody::claim(&t.req_body);
                     tokio::spawn(async move {
                         let mut bo = bo;
                         bo.is_bgfetch = true;
-                        let r = fetch(&ctx2, &vcl2, bo, Bytes::new(), &hdrs).await;
-                        complete_fetch(&ctx2, hash, r, Some(g), None).await;
+                        let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
+                        complete_fetch(&ctx2, hash, r, Some(g), None, Some(stale)).await;
                     });
                 }
                 o
@@ -539,7 +570,7 @@ async fn recv_to_delivery(
             Ok(None | Some(Action::Deliver)) => Step::Deliver(obj.clone(), Some(obj.xid)),
             Ok(Some(Action::Pass)) => {
                 t.obj = None;
-                return pass_fetch(ctx, vcl, t, body).await;
+                return pass_fetch(ctx, vcl, t).await;
             }
             Ok(Some(a)) => common(&t, "vcl_hit", a),
             Err(e) => fail_of(&t, e),
@@ -582,6 +613,7 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     }
     hdr_set(&mut bo.bereq.headers, "X-Varnish", &bo.xid.to_string());
     bo.bereq_uncacheable = pass;
+    bo.max_hdr = t.max_hdr;
     bo.bereq_backend = t.backend_hint;
     bo.is_hitmiss = t.is_hitmiss;
     bo.is_hitpass = t.is_hitpass;
@@ -594,13 +626,16 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
 /// `do_stream` the object is inserted and handed to `deliver` as soon as
 /// its headers are in, so the client and any waiting list stream it; a
 /// body that then fails is removed from the cache. Without `do_stream`
-/// the body is read first.
+/// the body is read first. A fetch that completes replaces `stale`, the
+/// expired object it refreshed (Varnish's `HSH_Kill` of the stale
+/// object at the end of a fetch).
 async fn complete_fetch(
     ctx: &Arc<Ctx>,
     hash: [u8; 32],
     r: Result<Fetched, crate::cache_fetch::Abandoned>,
     guard: Option<crate::cache_hash::BusyGuard>,
     deliver: Option<tokio::sync::oneshot::Sender<Result<Arc<Object>, String>>>,
+    stale: Option<Arc<Object>>,
 ) {
     let f = match r {
         Ok(f) => f,
@@ -617,7 +652,9 @@ async fn complete_fetch(
         insert,
         pump,
         stream,
+        replaces_stale,
     } = f;
+    let stale = stale.filter(|_| replaces_stale);
     let mut deliver = deliver;
     if stream || pump.is_none() {
         if let Some(i) = &insert {
@@ -627,15 +664,24 @@ async fn complete_fetch(
         if let Some(tx) = deliver.take() {
             let _ = tx.send(Ok(obj.clone()));
         }
-        if let Some(p) = pump {
-            if let Err(e) = p.run(&obj.body).await {
-                tracing::warn!(xid = obj.xid, "FetchError: {e}");
-                ctx.cache.remove(hash, &obj);
-                obj.body.finish(false);
-            } else {
-                obj.body.finish(true);
-                ctx.cache.account(&obj);
-            }
+        let ok = match pump {
+            Some(p) => match p.run(&obj.body).await {
+                Err(e) => {
+                    tracing::warn!(xid = obj.xid, "FetchError: {e}");
+                    ctx.cache.remove(hash, &obj);
+                    obj.body.finish(false);
+                    false
+                }
+                Ok(()) => {
+                    obj.body.finish(true);
+                    ctx.cache.account(&obj);
+                    true
+                }
+            },
+            None => true,
+        };
+        if let (true, Some(s)) = (ok, stale) {
+            ctx.cache.remove(hash, &s);
         }
     } else {
         let ok = match pump {
@@ -647,6 +693,9 @@ async fn complete_fetch(
             Ok(()) => {
                 if let Some(i) = &insert {
                     ctx.cache.insert(hash, i.clone());
+                }
+                if let Some(s) = stale {
+                    ctx.cache.remove(hash, &s);
                 }
                 drop(guard);
                 if let Some(tx) = deliver.take() {
@@ -667,7 +716,7 @@ async fn complete_fetch(
 /// it) and waits until the object may be delivered.
 /// The tunnel for a `pipe`, to the backend `vcl_pipe` left in
 /// `bereq.backend`; without one (or one that is `none`) it is a 503.
-fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task, body: &Bytes) -> Step {
+fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task) -> Step {
     let Ok(be) = vcl.shared.resolve(t.bereq_backend, t) else {
         return Step::Synth(503, Some("Backend fetch failed".into()));
     };
@@ -680,7 +729,8 @@ fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task, body: &Bytes) -> Step {
         pipe_timeout: params.num("pipe_timeout"),
         backend: be,
         bereq: t.bereq.clone(),
-        body: body.clone(),
+        // A cached body goes first; an unread one follows on the tunnel.
+        body: t.req_body.cached().unwrap_or_default(),
     }))
 }
 
@@ -688,28 +738,32 @@ async fn run_fetch(
     ctx: &Arc<Ctx>,
     vcl: &Arc<Vcl>,
     t: &Task,
-    body: &Bytes,
     pass: bool,
     guard: Option<crate::cache_hash::BusyGuard>,
 ) -> Step {
     let bo = make_bo(ctx, t, pass);
+    let stale = bo.stale_obj.clone();
     let (ctx2, vcl2, hdrs, hash, body) = (
         ctx.clone(),
         vcl.clone(),
         t.req.headers.clone(),
         t.hash,
-        body.clone(),
+        crate::cache_req_body::BereqBody::claim(&t.req_body),
     );
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
-        complete_fetch(&ctx2, hash, r, guard, Some(tx)).await;
+        complete_fetch(&ctx2, hash, r, guard, Some(tx), stale).await;
     });
     match rx.await {
         Ok(Ok(obj)) => Step::Deliver(obj, None),
         Ok(Err(e)) => {
+            // A failed fetch (abandon, fail, a body that broke before
+            // delivery) is a plain 503 for the client, as in Varnish's
+            // cnt_fetch; "Backend fetch failed" is what
+            // vcl_backend_error's object says.
             tracing::warn!(xid = t.xid, "{e}");
-            Step::Synth(503, Some("Backend fetch failed".into()))
+            Step::Synth(503, None)
         }
         Err(e) => Step::Fail(format!("fetch task: {e}")),
     }
@@ -719,16 +773,15 @@ async fn miss(
     ctx: &Arc<Ctx>,
     vcl: &Arc<Vcl>,
     mut t: Box<Task>,
-    body: &Bytes,
     guard: Option<crate::cache_hash::BusyGuard>,
 ) -> (Box<Task>, Step) {
     let (tt, r) = vcl_call(ctx, vcl, Method::Miss, t, client_ws(ctx));
     t = tt;
     let s = match r {
-        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, body, false, guard).await,
+        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, false, guard).await,
         Ok(Some(Action::Pass)) => {
             drop(guard);
-            return pass_fetch(ctx, vcl, t, body).await;
+            return pass_fetch(ctx, vcl, t).await;
         }
         Ok(Some(a)) => common(&t, "vcl_miss", a),
         Err(e) => fail_of(&t, e),
@@ -736,16 +789,11 @@ async fn miss(
     (t, s)
 }
 
-async fn pass_fetch(
-    ctx: &Arc<Ctx>,
-    vcl: &Arc<Vcl>,
-    mut t: Box<Task>,
-    body: &Bytes,
-) -> (Box<Task>, Step) {
+async fn pass_fetch(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (Box<Task>, Step) {
     let (tt, r) = vcl_call(ctx, vcl, Method::Pass, t, client_ws(ctx));
     t = tt;
     let s = match r {
-        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, body, true, None).await,
+        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, true, None).await,
         Ok(Some(a)) => common(&t, "vcl_pass", a),
         Err(e) => fail_of(&t, e),
     };
@@ -762,6 +810,12 @@ fn deliver(
     let n = now();
     // One read of the parameters per delivery.
     let params = ctx.params();
+    // An object with every header slot taken leaves none for the
+    // response: Varnish cannot set up the delivery and answers 500.
+    if obj.headers.len() >= t.max_hdr {
+        tracing::warn!(xid = t.xid, "Too many headers to Decode object");
+        return (t, Err(Step::Synth(500, None)));
+    }
     let mut headers = obj.headers.clone();
     // What described the backend's connection does not describe the
     // client's (Varnish's HTTPH_A_DELIVER filter).

@@ -369,6 +369,7 @@ impl Vcl {
             vcl: self.shared.clone(),
             limits: StoreLimitsBuilder::new().memory_size(self.mem_cap).build(),
             mem: None,
+            budget_ticks: self.budget_ticks,
         };
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);

@@ -86,6 +86,11 @@ const DEFS: &[Def] = &[
     d("gzip_level", Unit::Count, "6", Some(0.0)),
     d("nuke_limit", Unit::Count, "50", Some(0.0)),
     d("max_vcl", Unit::Count, "100", Some(0.0)),
+    // Without effect (Shellac has no thread pools), but checked against
+    // each other as Varnish does (see `dynamic_bounds`).
+    d("thread_pool_min", Unit::Count, "100", Some(5.0)),
+    d("thread_pool_max", Unit::Count, "5000", None),
+    d("thread_pool_reserve", Unit::Count, "0", None),
     // Shellac's own: CPU budget of one call into VCL, in milliseconds.
     d("vcl_cpu_budget_ms", Unit::Count, "100", Some(1.0)),
     // Shellac's own: linear memory cap of one VMOD instance.
@@ -162,9 +167,6 @@ const INERT: &[&str] = &[
     "thread_pool_add_delay",
     "thread_pool_destroy_delay",
     "thread_pool_fail_delay",
-    "thread_pool_max",
-    "thread_pool_min",
-    "thread_pool_reserve",
     "thread_pool_stack",
     "thread_pool_timeout",
     "thread_pool_watchdog",
@@ -290,12 +292,44 @@ impl Params {
             self.values.insert(inert, Value::Text(value.to_string()));
             return Ok(());
         };
-        let v = parse(def, value).map_err(|why| ParamError::BadValue {
+        let bad = |why| ParamError::BadValue {
             name: name.to_string(),
             why,
-        })?;
+        };
+        let v = parse(def, value).map_err(bad)?;
+        if let Value::Num(x) = v {
+            let (lo, hi) = self.dynamic_bounds(name);
+            if let Some((lo, why)) = lo.filter(|(lo, _)| x < *lo) {
+                return Err(bad(format!("must be at least {lo} ({why})")));
+            }
+            if let Some((hi, why)) = hi.filter(|(hi, _)| x > *hi) {
+                return Err(bad(format!("must be no more than {hi} ({why})")));
+            }
+        }
         self.values.insert(def.name, v);
         Ok(())
+    }
+
+    /// Bounds that depend on other parameters, as in Varnish:
+    /// `thread_pool_min` <= `thread_pool_max`, and `thread_pool_reserve`
+    /// at most 95% of `thread_pool_min`.
+    #[allow(clippy::type_complexity)]
+    fn dynamic_bounds(
+        &self,
+        name: &str,
+    ) -> (Option<(f64, &'static str)>, Option<(f64, &'static str)>) {
+        match name {
+            "thread_pool_min" => (None, Some((self.num("thread_pool_max"), "thread_pool_max"))),
+            "thread_pool_max" => (Some((self.num("thread_pool_min"), "thread_pool_min")), None),
+            "thread_pool_reserve" => (
+                None,
+                Some((
+                    (self.num("thread_pool_min") * 950.0 / 1000.0).floor(),
+                    "95% of thread_pool_min",
+                )),
+            ),
+            _ => (None, None),
+        }
     }
 
     /// Back to the default (`param.reset`).
@@ -389,5 +423,20 @@ mod tests {
         assert!(p.set_arg("default_ttl=-1").is_err());
         assert!(p.set_arg("http_gzip_support=maybe").is_err());
         assert!(p.set_arg("default_ttl").is_err());
+    }
+
+    #[test]
+    fn thread_pool_bounds() {
+        let mut p = Params::default();
+        p.set_arg("thread_pool_min=10").expect("min");
+        p.set_arg("thread_pool_reserve=9").expect("95%");
+        assert!(p.set_arg("thread_pool_reserve=10").is_err());
+        p.set_arg("thread_pool_max=100").expect("max");
+        assert!(p.set_arg("thread_pool_min=101").is_err());
+        assert!(p.set_arg("thread_pool_max=9").is_err());
+        assert!(p.set_arg("thread_pool_min=4").is_err());
+        p.set_arg("thread_pool_min=100").expect("min = max");
+        p.set_arg("thread_pool_reserve=95").expect("95%");
+        assert!(p.set_arg("thread_pool_reserve=96").is_err());
     }
 }

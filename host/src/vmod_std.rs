@@ -391,10 +391,45 @@ pub fn call(
         // The sandbox sees no files.
         Native::FileExists => Ret::Bool(s(args, 0).is_some_and(|p| vcl.files.exists(p))),
         Native::FileRead => Ret::Str(Some(vcl.files.read(s(args, 0).unwrap_or(""))?)),
-        // Request bodies are always read whole before vcl_recv, so the
-        // body is cached already; only the size limit is left to check.
-        Native::CacheReqBody => Ret::Bool(task.req_body_len as f64 <= num(args, 0).unwrap_or(0.0)),
+        Native::CacheReqBody => Ret::Bool(cache_req_body(task, num(args, 0).unwrap_or(0.0))),
     })
+}
+
+/// `std.cache_req_body(max)`: reads the request body into memory (in
+/// `vcl_recv` only, and before any restart, as in Varnish). A cached body
+/// that came chunked is announced with its length from then on.
+fn cache_req_body(task: &mut Task, max: f64) -> bool {
+    use crate::cache_req_body::BodyError;
+    if task.method != vcl_to_wasm::types::Method::Recv {
+        tracing::warn!(
+            xid = task.xid,
+            "VCL_Error: req.body can only be cached in vcl_recv{{}}"
+        );
+        return false;
+    }
+    let body = task.req_body.clone();
+    if task.restarts > 0 && body.cached().is_none() && body.is_present() {
+        tracing::warn!(xid = task.xid, "VCL_Error: {}", BodyError::NotFirst);
+        return false;
+    }
+    let max = if max.is_finite() {
+        max.max(0.0) as u64
+    } else {
+        u64::MAX
+    };
+    match body.cache_blocking(max) {
+        Ok(n) => {
+            if body.was_chunked() {
+                crate::cache_obj::hdr_unset(&mut task.req.headers, "transfer-encoding");
+                crate::cache_obj::hdr_set(&mut task.req.headers, "Content-Length", &n.to_string());
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(xid = task.xid, "FetchError: {e}");
+            false
+        }
+    }
 }
 
 /// `std.collect`: joins every `name` header into the first, with `sep`.

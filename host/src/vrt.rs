@@ -9,7 +9,7 @@ use crate::vrt_var;
 use std::sync::Arc;
 use vcl_to_wasm::abi::{self, Tag};
 use vcl_to_wasm::tir::HttpWhere;
-use wasmtime::{Caller, Engine, Linker, Memory, StoreLimits};
+use wasmtime::{AsContextMut, Caller, Engine, Linker, Memory, StoreLimits};
 
 /// Why a call into VCL failed other than by returning an action.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,9 @@ pub struct Data {
     pub vcl: Arc<VclShared>,
     pub limits: StoreLimits,
     pub mem: Option<Memory>,
+    /// The CPU budget of one call, in epoch ticks (a host call that
+    /// waits for I/O grants it afresh).
+    pub budget_ticks: u64,
 }
 
 /// The `u32` at `addr` of guest memory `data` (the workspace cells).
@@ -263,7 +266,19 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             let name = read_str(&mut c, name)?.unwrap_or_default();
             let v = read_str(&mut c, v)?.unwrap_or_default();
             let w = where_of(w)?;
-            hdr_set(headers_mut(task(&mut c)?, w)?, &name, &v);
+            let t = task(&mut c)?;
+            let (max, xid) = (t.max_hdr, t.xid);
+            let h = headers_mut(t, w)?;
+            let same = h
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
+                .count();
+            if h.len() - same >= max {
+                // No slot left: the header is lost, as in Varnish.
+                tracing::warn!(xid, "LostHeader: {name}: {v}");
+                return Ok(());
+            }
+            hdr_set(h, &name, &v);
             Ok(())
         },
     )?;
@@ -461,7 +476,13 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             let r = if let vmod_std::Native::Component(b) = native {
                 component_call(&mut c, &vcl, b, object, slots)
             } else {
-                vmod_std::call(native, object, &slots, task(&mut c)?, &vcl)
+                let r = vmod_std::call(native, object, &slots, task(&mut c)?, &vcl);
+                if matches!(native, vmod_std::Native::CacheReqBody) {
+                    // Waiting for the client's body is not CPU time.
+                    let budget = c.data().budget_ticks;
+                    c.as_context_mut().set_epoch_deadline(budget + 1);
+                }
+                r
             };
             match r {
                 Ok(r) => write_ret(&mut c, ret as u32, r),

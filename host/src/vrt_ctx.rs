@@ -63,8 +63,11 @@ pub struct Task {
     pub is_hitpass: bool,
     /// The lookup found an object (`X-Varnish` then names its XID).
     pub is_hit: bool,
-    /// Length of the client's request body (bodies are read whole).
-    pub req_body_len: u64,
+    /// Headers one message may hold: `http_max_hdr` less the five slots
+    /// Varnish's start lines take. A header set beyond is lost.
+    pub max_hdr: usize,
+    /// The client's request body (read when something needs it).
+    pub req_body: crate::cache_req_body::ReqBody,
     /// `return (vcl(label))`: the label to continue with.
     pub vcl_label: Option<String>,
     /// `beresp.do_esi`.
@@ -148,7 +151,8 @@ impl Task {
             is_hitmiss: false,
             is_hitpass: false,
             is_hit: false,
-            req_body_len: 0,
+            req_body: Default::default(),
+            max_hdr: 64 - crate::cache_http1_proto::HDR_FIRST,
             vcl_label: None,
             do_esi: false,
             do_gzip: false,

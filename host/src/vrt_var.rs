@@ -72,20 +72,31 @@ fn text(v: Option<Vec<u8>>) -> String {
     String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()
 }
 
+/// A start-line field (`req.url`, `resp.reason`, …): never empty, as
+/// in Varnish, where setting one to an empty string (or a missing
+/// header) fails the VCL.
+fn line1(n: &str, v: Option<Vec<u8>>) -> R<String> {
+    let s = text(v);
+    if s.is_empty() {
+        return Err(format!("Setting {n} to empty string"));
+    }
+    Ok(s)
+}
+
 /// Assigns a STRING (or BODY) variable.
 pub fn set_string(t: &mut Task, id: i32, v: Option<Vec<u8>>) -> R<()> {
     let n = name(id)?;
     match n {
-        "req.method" => t.req.method = text(v),
-        "req.url" => t.req.url = text(v),
-        "req.proto" => t.req.proto = text(v),
-        "bereq.method" => t.bereq.method = text(v),
-        "bereq.url" => t.bereq.url = text(v),
-        "bereq.proto" => t.bereq.proto = text(v),
-        "beresp.proto" => t.beresp.proto = text(v),
-        "beresp.reason" => t.beresp.reason = text(v),
-        "resp.proto" => t.resp.proto = text(v),
-        "resp.reason" => t.resp.reason = text(v),
+        "req.method" => t.req.method = line1(n, v)?,
+        "req.url" => t.req.url = line1(n, v)?,
+        "req.proto" => t.req.proto = line1(n, v)?,
+        "bereq.method" => t.bereq.method = line1(n, v)?,
+        "bereq.url" => t.bereq.url = line1(n, v)?,
+        "bereq.proto" => t.bereq.proto = line1(n, v)?,
+        "beresp.proto" => t.beresp.proto = line1(n, v)?,
+        "beresp.reason" => t.beresp.reason = line1(n, v)?,
+        "resp.proto" => t.resp.proto = line1(n, v)?,
+        "resp.reason" => t.resp.reason = line1(n, v)?,
         "client.identity" => t.client_identity = Some(text(v)),
         "resp.body" | "beresp.body" => t.synth_body = v.unwrap_or_default(),
         "beresp.filters" | "resp.filters" => {}
@@ -144,13 +155,23 @@ pub fn get_real(t: &mut Task, id: i32) -> R<f64> {
         "req.ttl" => t.req_ttl.unwrap_or(-1.0),
         "req.grace" => t.req_grace.unwrap_or(-1.0),
         // Relative to now, as Varnish shows it: an `Age` shortens it.
-        "beresp.ttl" => t.ttl - t.beresp_age,
-        "beresp.grace" => t.grace,
-        "beresp.keep" => t.keep,
+        "beresp.ttl" => t.ttl.max(0.0) - t.beresp_age,
+        "beresp.grace" => t.grace.max(0.0),
+        "beresp.keep" => t.keep.max(0.0),
         "beresp.age" => t.beresp_age,
-        "obj.ttl" => obj(|o| o.t_origin + o.ttl - now()),
-        "obj.grace" => obj(|o| o.grace),
-        "obj.keep" => obj(|o| o.keep),
+        // Relative to the request's start, but in vcl_deliver to now.
+        "obj.ttl" => {
+            let at = if t.method == vcl_to_wasm::types::Method::Deliver {
+                now()
+            } else {
+                t.req_time
+            };
+            t.obj
+                .as_deref()
+                .map_or(0.0, |o| o.ttl.max(0.0) - (at - o.t_origin))
+        }
+        "obj.grace" => obj(|o| o.grace.max(0.0)),
+        "obj.keep" => obj(|o| o.keep.max(0.0)),
         "obj.age" => obj(|o| now() - o.t_origin),
         "obj.time" => obj(|o| o.t_origin),
         "bereq.connect_timeout" => t.connect_timeout.unwrap_or(0.0),
@@ -170,9 +191,10 @@ pub fn set_real(t: &mut Task, id: i32, v: f64) -> R<()> {
     match n {
         "req.ttl" => t.req_ttl = Some(v),
         "req.grace" => t.req_grace = Some(v),
-        "beresp.ttl" => t.ttl = v + t.beresp_age,
-        "beresp.grace" => t.grace = v,
-        "beresp.keep" => t.keep = v,
+        // Stored relative to the object's origin, never below zero.
+        "beresp.ttl" => t.ttl = (v + t.beresp_age).max(0.0),
+        "beresp.grace" => t.grace = v.max(0.0),
+        "beresp.keep" => t.keep = v.max(0.0),
         "bereq.connect_timeout" => t.connect_timeout = Some(v),
         "bereq.first_byte_timeout" => t.first_byte_timeout = Some(v),
         "bereq.between_bytes_timeout" => t.between_bytes_timeout = Some(v),
@@ -210,7 +232,7 @@ pub fn get_bool(t: &mut Task, id: i32) -> R<bool> {
         "obj.uncacheable" => t
             .obj
             .as_ref()
-            .is_some_and(|o| o.kind != crate::cache_obj::ObjKind::Normal),
+            .is_some_and(|o| o.uncacheable || o.kind != crate::cache_obj::ObjKind::Normal),
         "resp.is_streaming" => false,
         _ => return Err(unsupported("reading", n)),
     })

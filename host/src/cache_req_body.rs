@@ -1,0 +1,555 @@
+//! The client's request body (Varnish's `cache_req_body`): read from the
+//! connection only when something needs it, not before `vcl_recv`.
+//!
+//! - `std.cache_req_body(max)` reads it into memory (failing when it is
+//!   longer than `max`); a cached body can be sent to the backend any
+//!   number of times (retries, restarts).
+//! - Otherwise the first fetch that needs it streams it from the client
+//!   to the backend as it arrives; it can be consumed only once.
+//! - Whatever nobody read is drained before the response goes out, so
+//!   the connection can carry the next request; a body that failed
+//!   (client gone, malformed, too big to cache) closes the connection.
+//!
+//! The connection's read side travels with the body: the session hands it
+//! over with the request and takes it back afterwards.
+
+use crate::cache_http1_proto::BodyFraming;
+use bytes::{Bytes, BytesMut};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::watch;
+
+/// Why a request body could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("client closed the connection in the body")]
+    Closed,
+    #[error("timeout_idle passed while reading the body")]
+    Timeout,
+    #[error("malformed chunked body")]
+    BadChunk,
+    #[error("I/O: {0}")]
+    Io(String),
+    #[error("Request body too big to cache")]
+    TooBig,
+    #[error("Uncached req.body can only be consumed once.")]
+    Taken,
+    #[error("Had failed reading req.body before.")]
+    Failed,
+    #[error("req.body must be cached before restarts")]
+    NotFirst,
+    #[error("the request body is being read elsewhere")]
+    Busy,
+    #[error("reading req.body from VCL needs the multi-threaded runtime")]
+    Runtime,
+}
+
+/// The read side of a client connection: the socket, bytes read ahead
+/// (a body's start, a pipelined request) and the idle timeout.
+pub struct ClientReader {
+    pub rd: OwnedReadHalf,
+    pub buf: BytesMut,
+    pub idle: Duration,
+}
+
+impl ClientReader {
+    /// Reads more into the buffer within `idle`.
+    pub async fn fill(&mut self) -> Result<usize, BodyError> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 << 10);
+        }
+        match tokio::time::timeout(self.idle, self.rd.read_buf(&mut self.buf)).await {
+            Ok(Ok(0)) => Err(BodyError::Closed),
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(BodyError::Io(e.to_string())),
+            Err(_) => Err(BodyError::Timeout),
+        }
+    }
+
+    /// The next line (without its line end) of a chunked body.
+    async fn line(&mut self) -> Result<Vec<u8>, BodyError> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&c| c == b'\n') {
+                let mut l = self.buf.split_to(i + 1).to_vec();
+                l.pop();
+                if l.last() == Some(&b'\r') {
+                    l.pop();
+                }
+                return Ok(l);
+            }
+            if self.buf.len() > 4096 {
+                return Err(BodyError::BadChunk);
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+/// Where a body's decoding stands.
+enum Decoder {
+    /// Bytes left of a Content-Length body.
+    Length(u64),
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Bytes left of the current chunk.
+    ChunkData(u64),
+    /// Expecting the line end after a chunk.
+    ChunkEnd,
+    Done,
+}
+
+/// A body not read yet, with the connection it comes from.
+struct Source {
+    reader: ClientReader,
+    dec: Decoder,
+}
+
+impl Source {
+    /// The next piece of the body; `None` at its end (the connection is
+    /// then at the next request).
+    async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            match self.dec {
+                Decoder::Done | Decoder::Length(0) => {
+                    self.dec = Decoder::Done;
+                    return Ok(None);
+                }
+                Decoder::Length(left) | Decoder::ChunkData(left) => {
+                    if self.reader.buf.is_empty() {
+                        self.reader.fill().await?;
+                    }
+                    let n = (self.reader.buf.len() as u64).min(left);
+                    let piece = self.reader.buf.split_to(n as usize).freeze();
+                    self.dec = match self.dec {
+                        Decoder::Length(_) => Decoder::Length(left - n),
+                        _ if left == n => Decoder::ChunkEnd,
+                        _ => Decoder::ChunkData(left - n),
+                    };
+                    return Ok(Some(piece));
+                }
+                Decoder::ChunkSize => {
+                    let line = self.reader.line().await?;
+                    let size = line.split(|&c| c == b';').next().unwrap_or_default();
+                    let size = std::str::from_utf8(size)
+                        .ok()
+                        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                        .ok_or(BodyError::BadChunk)?;
+                    if size == 0 {
+                        // Trailers, up to the blank line.
+                        while !self.reader.line().await?.is_empty() {}
+                        self.dec = Decoder::Done;
+                    } else {
+                        self.dec = Decoder::ChunkData(size);
+                    }
+                }
+                Decoder::ChunkEnd => {
+                    if !self.reader.line().await?.is_empty() {
+                        return Err(BodyError::BadChunk);
+                    }
+                    self.dec = Decoder::ChunkSize;
+                }
+            }
+        }
+    }
+}
+
+/// What VCL and the fetches can know of the body (Varnish's
+/// `req_body_status`).
+#[derive(Clone, Debug)]
+enum Status {
+    None,
+    Unread,
+    Cached(Bytes),
+    Taken,
+    Error,
+}
+
+/// Where the connection's read side is.
+enum Place {
+    /// Positioned after the body (read, or none at all).
+    Idle(ClientReader),
+    /// The body is still to be read.
+    Unread(Source),
+    /// Someone is reading the body now.
+    Busy,
+    /// Lost: the body failed, or the reader was handed out.
+    Gone,
+}
+
+struct State {
+    status: Status,
+    place: Place,
+    /// The length the client announced (Content-Length).
+    length: Option<u64>,
+    chunked: bool,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Bumped whenever `place` stops being `Busy`.
+    changed: watch::Sender<()>,
+}
+
+/// A request's body; clones share it.
+#[derive(Clone, Default)]
+pub struct ReqBody(Option<Arc<Inner>>);
+
+/// The body as a fetch sends it.
+pub enum FetchBody {
+    None,
+    /// Cached: sent whole, with its length.
+    Bytes(Bytes),
+    /// Streamed from the client as it arrives.
+    Stream(BodyStream),
+}
+
+impl FetchBody {
+    /// Whether some of a streamed body has been read (it cannot be sent
+    /// again then).
+    pub fn started(&self) -> bool {
+        matches!(self, FetchBody::Stream(s) if s.started)
+    }
+}
+
+/// A body being streamed to a backend.
+pub struct BodyStream {
+    src: Option<Source>,
+    home: Arc<Inner>,
+    length: Option<u64>,
+    started: bool,
+}
+
+impl BodyStream {
+    /// The length the client announced; `None` for a chunked body.
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// The next piece; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
+        let Some(src) = self.src.as_mut() else {
+            return Ok(None);
+        };
+        self.started = true;
+        match src.next().await {
+            Ok(Some(b)) => Ok(Some(b)),
+            Ok(None) => {
+                if let Some(src) = self.src.take() {
+                    self.home.put(Status::Taken, Place::Idle(src.reader));
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.src = None;
+                self.home.put(Status::Error, Place::Gone);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for BodyStream {
+    fn drop(&mut self) {
+        match self.src.take() {
+            // Never read from (the fetch failed before sending it): it is
+            // still there for another fetch, or to be drained.
+            Some(src) if !self.started => self.home.put(Status::Unread, Place::Unread(src)),
+            // Abandoned half way: the connection cannot be used again.
+            Some(_) => self.home.put(Status::Error, Place::Gone),
+            None => {}
+        }
+    }
+}
+
+/// A fetch's hold on the request body: claimed when the fetch starts
+/// (so the client side waits for the fetch to be done with it, as
+/// Varnish's `BOS_REQ_DONE`), and the body again for retries (which
+/// only a cached body allows).
+pub struct BereqBody {
+    body: ReqBody,
+    first: Option<Result<FetchBody, BodyError>>,
+}
+
+impl BereqBody {
+    /// Claims `body` for a fetch.
+    pub fn claim(body: &ReqBody) -> BereqBody {
+        BereqBody {
+            body: body.clone(),
+            first: Some(body.for_fetch()),
+        }
+    }
+
+    /// The body for the next attempt to send the backend request.
+    pub fn attempt(&mut self) -> Result<FetchBody, BodyError> {
+        match self.first.take() {
+            Some(r) => r,
+            None => self.body.for_fetch(),
+        }
+    }
+
+    /// Why the backend request cannot be sent again (a retry), if it
+    /// cannot: its body was streamed, not cached.
+    pub fn no_retry(&self) -> Option<&'static str> {
+        self.body.taken().then_some("req.body not cached")
+    }
+}
+
+impl Inner {
+    fn put(&self, status: Status, place: Place) {
+        if let Ok(mut s) = self.state.lock() {
+            s.status = status;
+            s.place = place;
+        }
+        self.changed.send_replace(());
+    }
+
+    /// Takes the unread body out (marking the place busy), or says what
+    /// the status is instead. Waits while someone else reads it.
+    async fn take_source(&self) -> Result<Source, Status> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let Ok(mut s) = self.state.lock() else {
+                    return Err(Status::Error);
+                };
+                match std::mem::replace(&mut s.place, Place::Busy) {
+                    Place::Unread(src) => return Ok(src),
+                    Place::Busy => {}
+                    other => {
+                        s.place = other;
+                        return Err(s.status.clone());
+                    }
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(Status::Error);
+            }
+        }
+    }
+}
+
+impl ReqBody {
+    /// No body (and no connection behind it): ESI includes, requests
+    /// without a body.
+    pub fn none() -> ReqBody {
+        ReqBody(None)
+    }
+
+    /// The body framed by `framing` still to come on `reader`.
+    pub fn new(reader: ClientReader, framing: BodyFraming) -> ReqBody {
+        let (status, place, length, chunked) = match framing {
+            BodyFraming::None | BodyFraming::Length(0) => {
+                (Status::None, Place::Idle(reader), None, false)
+            }
+            BodyFraming::Length(n) => (
+                Status::Unread,
+                Place::Unread(Source {
+                    reader,
+                    dec: Decoder::Length(n),
+                }),
+                Some(n),
+                false,
+            ),
+            BodyFraming::Chunked => (
+                Status::Unread,
+                Place::Unread(Source {
+                    reader,
+                    dec: Decoder::ChunkSize,
+                }),
+                None,
+                true,
+            ),
+        };
+        let (changed, _) = watch::channel(());
+        ReqBody(Some(Arc::new(Inner {
+            state: Mutex::new(State {
+                status,
+                place,
+                length,
+                chunked,
+            }),
+            changed,
+        })))
+    }
+
+    fn status(&self) -> Status {
+        match &self.0 {
+            None => Status::None,
+            Some(i) => i.state.lock().map_or(Status::Error, |s| s.status.clone()),
+        }
+    }
+
+    /// Whether the client sent (or is sending) a body.
+    pub fn is_present(&self) -> bool {
+        !matches!(self.status(), Status::None)
+    }
+
+    /// Whether the body was chunked on the wire.
+    pub fn was_chunked(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|i| i.state.lock().is_ok_and(|s| s.chunked))
+    }
+
+    /// The cached body, if `std.cache_req_body()` read it.
+    pub fn cached(&self) -> Option<Bytes> {
+        match self.status() {
+            Status::Cached(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether reading the body failed (the connection is lost).
+    pub fn failed(&self) -> bool {
+        matches!(self.status(), Status::Error)
+    }
+
+    /// Whether the body was streamed to a fetch (and cannot be sent
+    /// again: no retry).
+    pub fn taken(&self) -> bool {
+        matches!(self.status(), Status::Taken)
+    }
+
+    /// `std.cache_req_body(max)`: reads the whole body into memory and
+    /// returns its length; a body over `max` bytes fails (and the
+    /// connection with it). No body is a body of length 0.
+    pub async fn cache(&self, max: u64) -> Result<u64, BodyError> {
+        let Some(inner) = &self.0 else { return Ok(0) };
+        let too_long = inner
+            .state
+            .lock()
+            .is_ok_and(|s| s.length.is_some_and(|n| n > max));
+        let mut src = match inner.take_source().await {
+            Ok(src) => src,
+            Err(Status::None) => return Ok(0),
+            Err(Status::Cached(b)) => return Ok(b.len() as u64),
+            Err(Status::Taken) => return Err(BodyError::Taken),
+            Err(_) => return Err(BodyError::Failed),
+        };
+        if too_long {
+            inner.put(Status::Error, Place::Gone);
+            return Err(BodyError::TooBig);
+        }
+        let mut acc = BytesMut::new();
+        loop {
+            match src.next().await {
+                Ok(Some(b)) => {
+                    acc.extend_from_slice(&b);
+                    if acc.len() as u64 > max {
+                        inner.put(Status::Error, Place::Gone);
+                        return Err(BodyError::TooBig);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    inner.put(Status::Error, Place::Gone);
+                    return Err(e);
+                }
+            }
+        }
+        let n = acc.len() as u64;
+        inner.put(Status::Cached(acc.freeze()), Place::Idle(src.reader));
+        Ok(n)
+    }
+
+    /// [`ReqBody::cache`] from synchronous code (a VCL call): the worker
+    /// thread waits, handing its other tasks to the runtime meanwhile.
+    pub fn cache_blocking(&self, max: u64) -> Result<u64, BodyError> {
+        match self.status() {
+            Status::None => return Ok(0),
+            Status::Cached(b) => return Ok(b.len() as u64),
+            Status::Taken => return Err(BodyError::Taken),
+            Status::Error => return Err(BodyError::Failed),
+            Status::Unread => {}
+        }
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| BodyError::Runtime)?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(BodyError::Runtime);
+        }
+        tokio::task::block_in_place(|| handle.block_on(self.cache(max)))
+    }
+
+    /// The body for a fetch: the cached bytes, or the unread body to
+    /// stream (which only one fetch can have).
+    pub fn for_fetch(&self) -> Result<FetchBody, BodyError> {
+        let Some(inner) = &self.0 else {
+            return Ok(FetchBody::None);
+        };
+        let Ok(mut s) = inner.state.lock() else {
+            return Err(BodyError::Failed);
+        };
+        match (&s.status, &s.place) {
+            (Status::None, _) => return Ok(FetchBody::None),
+            (Status::Cached(b), _) => return Ok(FetchBody::Bytes(b.clone())),
+            (Status::Taken, _) => return Err(BodyError::Taken),
+            (Status::Error, _) => return Err(BodyError::Failed),
+            (Status::Unread, Place::Busy) => return Err(BodyError::Busy),
+            (Status::Unread, _) => {}
+        }
+        let Place::Unread(src) = std::mem::replace(&mut s.place, Place::Busy) else {
+            s.status = Status::Error;
+            s.place = Place::Gone;
+            return Err(BodyError::Failed);
+        };
+        s.status = Status::Taken;
+        Ok(FetchBody::Stream(BodyStream {
+            src: Some(src),
+            home: inner.clone(),
+            length: s.length,
+            started: false,
+        }))
+    }
+
+    /// Ends the body's part in the request: waits for a fetch still
+    /// streaming it, reads and drops what nobody read (Varnish's
+    /// `VRB_Ignore`), and hands back the connection's read side, or
+    /// `None` when the connection cannot carry another request.
+    pub async fn finish(&self) -> Option<ClientReader> {
+        let inner = self.0.as_ref()?;
+        match inner.take_source().await {
+            Ok(mut src) => loop {
+                match src.next().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        inner.put(Status::Error, Place::Gone);
+                        return Some(src.reader);
+                    }
+                    Err(_) => {
+                        inner.put(Status::Error, Place::Gone);
+                        return None;
+                    }
+                }
+            },
+            Err(_) => {
+                let mut s = inner.state.lock().ok()?;
+                s.status = Status::Error;
+                match std::mem::replace(&mut s.place, Place::Gone) {
+                    Place::Idle(r) => Some(r),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// The connection's read side as it is, the unread body still in it
+    /// (for `pipe`, which passes the client's bytes on untouched).
+    pub async fn into_reader(&self) -> Option<ClientReader> {
+        let inner = self.0.as_ref()?;
+        match inner.take_source().await {
+            Ok(src) => {
+                inner.put(Status::Error, Place::Gone);
+                Some(src.reader)
+            }
+            Err(_) => {
+                let mut s = inner.state.lock().ok()?;
+                s.status = Status::Error;
+                match std::mem::replace(&mut s.place, Place::Gone) {
+                    Place::Idle(r) => Some(r),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
