@@ -76,6 +76,7 @@ pub enum Native {
     FileExists,
     FileRead,
     CacheReqBody,
+    Rollback,
 }
 
 /// `std.fileread()` and `std.file_exists()` confined to the directories
@@ -154,6 +155,7 @@ pub fn bind(f: &NativeFn) -> Native {
         ("std", "file_exists") => Native::FileExists,
         ("std", "fileread") => Native::FileRead,
         ("std", "cache_req_body") => Native::CacheReqBody,
+        ("std", "rollback") => Native::Rollback,
         ("std", "integer") => Native::Integer,
         ("std", "real") => Native::Real,
         ("std", "duration") => Native::Duration,
@@ -417,6 +419,15 @@ pub fn call(
         // Request bodies are always read whole before vcl_recv, so the
         // body is cached already; only the size limit is left to check.
         Native::CacheReqBody => Ret::Bool(task.req_body_len as f64 <= num(args, 0).unwrap_or(0.0)),
+        // `std.rollback(req|bereq)`: back to the message as it arrived.
+        Native::Rollback => {
+            match args.first() {
+                Some(Arg::Handle(0)) => task.req = task.req0.clone(),
+                Some(Arg::Handle(2)) => task.bereq = task.bereq0.clone(),
+                _ => return Err("std.rollback: only req and bereq can be rolled back".into()),
+            }
+            Ret::Void
+        }
     })
 }
 
