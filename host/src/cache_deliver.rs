@@ -73,19 +73,23 @@ pub struct FilterWant<'a> {
     pub range_support: bool,
 }
 
-/// The default `resp.filters` (Varnish's `resp_default_filter_list`).
+/// The default delivery processors (Varnish's `resp_default_filter_list`).
+fn default_set(w: &FilterWant<'_>, resp: &RespMsg, obj: &Object) -> Filters {
+    Filters {
+        esi: !w.disable_esi && obj.can_esi(),
+        gunzip: w.gzip_support && obj.gzipped && !crate::cache_gzip::req_accepts_gzip(w.req),
+        range: w.range_support && resp.status == 200 && hdr_get(w.req, "range").is_some(),
+    }
+}
+
+/// The default `resp.filters`, as VCL reads it (" esi gunzip range").
 pub fn default_filters(w: &FilterWant<'_>, resp: &RespMsg, obj: &Object) -> String {
-    let mut l = Vec::new();
-    if !w.disable_esi && obj.can_esi() {
-        l.push("esi");
-    }
-    if w.gzip_support && obj.gzipped && !crate::cache_gzip::req_accepts_gzip(w.req) {
-        l.push("gunzip");
-    }
-    if w.range_support && resp.status == 200 && hdr_get(w.req, "range").is_some() {
-        l.push("range");
-    }
-    l.iter().map(|f| format!(" {f}")).collect()
+    let f = default_set(w, resp, obj);
+    [(f.esi, " esi"), (f.gunzip, " gunzip"), (f.range, " range")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 fn content_length(h: &Headers) -> Option<u64> {
@@ -131,9 +135,9 @@ pub fn transmit(
     };
     let status = resp.status;
     let mut sendbody = !(r.head || status < 200 || status == 204 || status == 304);
-    let list = match r.filters {
-        Some(f) => f.to_string(),
-        None => default_filters(
+    let f = match r.filters {
+        Some(list) => parse_filters(list)?,
+        None => default_set(
             &FilterWant {
                 req: r.req,
                 disable_esi: r.disable_esi,
@@ -144,7 +148,6 @@ pub fn transmit(
             obj,
         ),
     };
-    let f = parse_filters(&list)?;
     let mut vdp = Vdp::default();
     let mut esi = None;
     if f.esi {

@@ -54,6 +54,8 @@ pub struct EsiJob {
     pub level: u32,
     /// The client gets gzip (at the top level; includes follow the page).
     pub gzip_out: bool,
+    /// The top request and its time (`req_top.*` in includes).
+    pub top: Arc<(crate::vrt_ctx::ReqMsg, f64)>,
 }
 
 /// Where assembled bytes go; an error closes the client's connection.
@@ -266,13 +268,13 @@ async fn include(
     } else {
         hdr_unset(&mut req.headers, "accept-encoding");
     }
-    let reply = Box::pin(crate::cache_req_fsm::handle_at_level(
+    let reply = Box::pin(crate::cache_req_fsm::handle_include(
         job.ctx.clone(),
         req,
-        Bytes::new(),
         job.client,
         job.server,
         job.level + 1,
+        job.top.clone(),
     ))
     .await;
     if reply.status < 200 || reply.status == 204 || reply.status == 304 {

@@ -260,11 +260,41 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
+    handle_task(ctx, req, body, client, server, esi_level, None).await
+}
+
+/// Handles the sub-request of an ESI include: `top` is the top request
+/// (`req_top.*`) and its time.
+pub async fn handle_include(
+    ctx: Arc<Ctx>,
+    req: ReqMsg,
+    client: IpAddr,
+    server: IpAddr,
+    esi_level: u32,
+    top: Arc<(ReqMsg, f64)>,
+) -> Reply {
+    handle_task(ctx, req, Bytes::new(), client, server, esi_level, Some(top)).await
+}
+
+async fn handle_task(
+    ctx: Arc<Ctx>,
+    req: ReqMsg,
+    body: Bytes,
+    client: IpAddr,
+    server: IpAddr,
+    esi_level: u32,
+    top: Option<Arc<(ReqMsg, f64)>>,
+) -> Reply {
     let Some(mut vcl) = ctx.vcl() else {
         return fallback_503(ctx.next_xid());
     };
     let xid = ctx.next_xid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
+    if let Some(top) = top {
+        // An include keeps the time of the request it is part of.
+        t.req_time = top.1;
+        t.req_top = Some(top);
+    }
     t.cache = Some(ctx.cache.clone());
     t.req = req;
     t.req_body_len = body.len() as u64;
@@ -829,6 +859,10 @@ fn deliver(
             let disable_esi = !t.resp_do_esi || !t.req_esi;
             let (req0, client, server, level) =
                 (t.req0.clone(), t.client_ip, t.server_ip, t.esi_level);
+            let top = t
+                .req_top
+                .clone()
+                .unwrap_or_else(|| Arc::new((t.req.clone(), t.req_time)));
             let filters = t.vdp_filters.take();
             let tr = crate::cache_deliver::TransmitReq {
                 req: &t.req.headers,
@@ -846,6 +880,7 @@ fn deliver(
                 server,
                 level,
                 gzip_out,
+                top,
             };
             let (body, head_length, close) =
                 match crate::cache_deliver::transmit(&tr, &mut t.resp, &obj, job) {

@@ -78,6 +78,8 @@ pub struct Task {
     /// `http0`): what `std.rollback(req)` restores and ESI includes
     /// start from.
     pub req0: ReqMsg,
+    /// In an ESI include: the top request and its time (`req_top.*`).
+    pub req_top: Option<Arc<(ReqMsg, f64)>>,
     /// The backend request as built, before `vcl_backend_fetch`.
     pub bereq0: ReqMsg,
     /// `beresp.filters` / `resp.filters` once VCL set them.
@@ -162,6 +164,7 @@ impl Task {
             req_esi: true,
             resp_do_esi: true,
             req0: ReqMsg::default(),
+            req_top: None,
             bereq0: ReqMsg::default(),
             vfp_filters: None,
             vdp_filters: None,

@@ -29,9 +29,9 @@ pub fn get_string(t: &mut Task, id: i32) -> R<Option<String>> {
         "req.method" => t.req.method.clone(),
         "req.url" => t.req.url.clone(),
         "req.proto" => t.req.proto.clone(),
-        "req_top.method" => t.req.method.clone(),
-        "req_top.url" => t.req.url.clone(),
-        "req_top.proto" => t.req.proto.clone(),
+        "req_top.method" => t.req_top.as_ref().map_or(&t.req, |x| &x.0).method.clone(),
+        "req_top.url" => t.req_top.as_ref().map_or(&t.req, |x| &x.0).url.clone(),
+        "req_top.proto" => t.req_top.as_ref().map_or(&t.req, |x| &x.0).proto.clone(),
         "req.xid" | "bereq.xid" => t.xid.to_string(),
         "sess.xid" => t.xid.to_string(),
         "req.transport" => "HTTP/1".into(),
@@ -153,7 +153,8 @@ pub fn get_real(t: &mut Task, id: i32) -> R<f64> {
     let obj = |f: fn(&crate::cache_obj::Object) -> f64| t.obj.as_deref().map_or(0.0, f);
     Ok(match n {
         "now" => now(),
-        "req.time" | "req_top.time" => t.req_time,
+        "req.time" => t.req_time,
+        "req_top.time" => t.req_top.as_ref().map_or(t.req_time, |x| x.1),
         "bereq.time" => t.req_time,
         "beresp.time" => t.beresp_time,
         "resp.time" => now(),
