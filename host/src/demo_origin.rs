@@ -157,7 +157,7 @@ fn text(len: usize) -> Vec<u8> {
     while out.len() < len {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
         out.extend_from_slice(WORDS[(x >> 16) as usize % WORDS.len()].as_bytes());
-        out.push(if x % 7 == 0 { b'\n' } else { b' ' });
+        out.push(if x.is_multiple_of(7) { b'\n' } else { b' ' });
     }
     out.truncate(len);
     out
