@@ -1,10 +1,19 @@
 //! Delivery of a response body to the client (Varnish's
-//! `cache_deliver_proc`): a body made here, or an object's body followed
-//! chunk by chunk while its fetch may still be running.
+//! `cache_deliver_proc` and the transmit step of `cache_req_fsm`): which
+//! delivery processors run (`esi`, `gunzip`, `range`, or `resp.filters`),
+//! what they do to the response headers and its length, and the body
+//! itself: bytes made here, or an object's body followed chunk by chunk
+//! while its fetch may still be running, gunzipped and cut to a range on
+//! the way.
 
-use crate::cache_obj::Object;
+use crate::cache_esi::EsiJob;
+use crate::cache_gzip::Gunzipper;
+use crate::cache_obj::{hdr_get, hdr_set, hdr_unset, Headers, Object, Progress};
+use crate::cache_req_fsm::ReplyBody;
+use crate::vrt_ctx::RespMsg;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,9 +21,246 @@ use std::task::{Context, Poll};
 
 type ChunkFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ()>> + Send>>;
 
-/// The body written to the client.
-pub enum RespBody {
-    /// Whole, made here; `None` once sent.
+/// The processors after the source of a filtered body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vdp {
+    /// Inflate a gzipped body.
+    pub gunzip: bool,
+    /// Send only bytes `low..=high`.
+    pub range: Option<(u64, u64)>,
+    /// The length of what comes out, when known (`Content-Length`).
+    pub len: Option<u64>,
+}
+
+/// The delivery processors `resp.filters` may name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Filters {
+    esi: bool,
+    gunzip: bool,
+    range: bool,
+}
+
+fn parse_filters(s: &str) -> Result<Filters, String> {
+    let mut f = Filters::default();
+    for n in s.split_ascii_whitespace() {
+        match n {
+            "esi" => f.esi = true,
+            "gunzip" => f.gunzip = true,
+            "range" => f.range = true,
+            other => return Err(format!("Filter '{other}' not found")),
+        }
+    }
+    Ok(f)
+}
+
+/// What the transmit step needs to know about the request.
+pub struct TransmitReq<'a> {
+    pub req: &'a Headers,
+    pub head: bool,
+    pub esi_level: u32,
+    /// `req.esi = false` / `resp.do_esi = false`.
+    pub disable_esi: bool,
+    /// `resp.filters` as VCL set it.
+    pub filters: Option<&'a str>,
+    pub params: &'a crate::mgt_param::Params,
+}
+
+/// What decides the default `resp.filters`.
+pub struct FilterWant<'a> {
+    pub req: &'a Headers,
+    pub disable_esi: bool,
+    pub gzip_support: bool,
+    pub range_support: bool,
+}
+
+/// The default delivery processors (Varnish's `resp_default_filter_list`).
+fn default_set(w: &FilterWant<'_>, resp: &RespMsg, obj: &Object) -> Filters {
+    Filters {
+        esi: !w.disable_esi && obj.can_esi(),
+        gunzip: w.gzip_support && obj.gzipped && !crate::cache_gzip::req_accepts_gzip(w.req),
+        range: w.range_support && resp.status == 200 && hdr_get(w.req, "range").is_some(),
+    }
+}
+
+/// The default `resp.filters`, as VCL reads it (" esi gunzip range").
+pub fn default_filters(w: &FilterWant<'_>, resp: &RespMsg, obj: &Object) -> String {
+    let f = default_set(w, resp, obj);
+    [(f.esi, " esi"), (f.gunzip, " gunzip"), (f.range, " range")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+fn content_length(h: &Headers) -> Option<u64> {
+    hdr_get(h, "content-length").and_then(|v| v.trim().parse().ok())
+}
+
+/// What Varnish does to an object's response before `vcl_deliver`
+/// (`Resp_Setup_Deliver` and `cnt_deliver`): a gzipped object going to a
+/// client that cannot take gzip gets a weak ETag, a cacheable 200 the
+/// `Accept-Ranges` header.
+pub fn setup_deliver(
+    resp: &mut RespMsg,
+    obj: &Object,
+    req: &Headers,
+    params: &crate::mgt_param::Params,
+) {
+    if params.flag("http_gzip_support") && obj.gzipped && !crate::cache_gzip::req_accepts_gzip(req)
+    {
+        crate::cache_gzip::weaken_etag(&mut resp.headers);
+    }
+    if params.flag("http_range_support") && resp.status == 200 && !obj.private {
+        hdr_set(&mut resp.headers, "Accept-Ranges", "bytes");
+    }
+}
+
+/// The transmit step after `vcl_deliver` (Varnish's `cnt_transmit`):
+/// picks the processors, lets each adjust the response (status, ETag,
+/// `Content-Encoding`, `Content-Range`), settles `Content-Length`, and
+/// returns the body to send and the length to announce for a response
+/// without one. `esi_job` makes the ESI job (given whether its output is
+/// gzip) when ESI runs. An unknown `resp.filters` name is an error.
+pub fn transmit(
+    r: &TransmitReq<'_>,
+    resp: &mut RespMsg,
+    obj: &Arc<Object>,
+    esi_job: impl FnOnce(bool) -> EsiJob,
+) -> Result<(ReplyBody, Option<u64>), String> {
+    let progress = obj.body.progress();
+    let clval = content_length(&resp.headers);
+    let mut resp_len = match progress {
+        Progress::Done(_) => Some(obj.body.len()),
+        _ => clval,
+    };
+    let status = resp.status;
+    let mut sendbody = !(r.head || status < 200 || status == 204 || status == 304);
+    let f = match r.filters {
+        Some(list) => parse_filters(list)?,
+        None => default_set(
+            &FilterWant {
+                req: r.req,
+                disable_esi: r.disable_esi,
+                gzip_support: r.params.flag("http_gzip_support"),
+                range_support: r.params.flag("http_range_support"),
+            },
+            resp,
+            obj,
+        ),
+    };
+    let mut vdp = Vdp::default();
+    let mut esi = None;
+    if f.esi {
+        // Varnish's ESI processor declines an object without ESI data.
+        if let Some(data) = obj.body.esi() {
+            crate::cache_gzip::weaken_etag(&mut resp.headers);
+            if resp_len != Some(0) {
+                resp_len = None;
+            }
+            // ESI output is gzip when the object is and no gunzip follows.
+            esi = Some(data.gzip && !f.gunzip);
+        }
+    }
+    if f.gunzip {
+        hdr_unset(&mut resp.headers, "content-encoding");
+        vdp.gunzip = true;
+        resp_len = None;
+        if esi.is_some() {
+            // The ESI processor makes plain output itself.
+            vdp.gunzip = false;
+        } else if let (Progress::Done(_), Some(n)) =
+            (progress, obj.body.attrs().and_then(|a| a.plain_len))
+        {
+            resp_len = Some(n);
+        }
+    }
+    if f.range && crate::cache_range::if_range(r.req, &resp.headers) {
+        match crate::cache_range::dorange(r.req, resp_len) {
+            crate::cache_range::Range::Ignore => {}
+            crate::cache_range::Range::Unsatisfiable(cr) => {
+                if let Some(cr) = cr {
+                    hdr_set(&mut resp.headers, "Content-Range", &cr);
+                }
+                resp.status = 416;
+                resp.reason = crate::cache_http::status_reason(416).into();
+                resp_len = Some(0);
+            }
+            crate::cache_range::Range::Bytes {
+                low,
+                high,
+                content_range,
+            } => {
+                hdr_set(&mut resp.headers, "Content-Range", &content_range);
+                resp.status = 206;
+                resp.reason = crate::cache_http::status_reason(206).into();
+                resp_len = Some(high - low + 1);
+                vdp.range = Some((low, high));
+            }
+        }
+    }
+    // Content-Length as cnt_transmit settles it.
+    let mut head_length = None;
+    if status < 200 || status == 204 || status == 304 {
+        hdr_unset(&mut resp.headers, "content-length");
+    } else if clval.is_some() && clval == resp_len {
+        // The header says the truth already.
+    } else if r.head && obj.private {
+        // A pass of HEAD: the backend's length stands (Varnish leaves
+        // it rather than fetching the body to count it).
+        head_length = clval;
+    } else {
+        hdr_unset(&mut resp.headers, "content-length");
+        if let Some(n) = resp_len {
+            hdr_set(&mut resp.headers, "Content-Length", &n.to_string());
+        }
+    }
+    if r.head && head_length.is_none() {
+        head_length = content_length(&resp.headers);
+    }
+    if resp_len == Some(0) {
+        sendbody = false;
+    }
+    if !sendbody {
+        return Ok((ReplyBody::Bytes(Bytes::new()), head_length));
+    }
+    vdp.len = resp_len;
+    let body = match esi {
+        Some(gzip_out) => ReplyBody::Esi(Box::new(esi_job(gzip_out))),
+        None => ReplyBody::Object(obj.clone()),
+    };
+    let plain_whole = !vdp.gunzip && vdp.range.is_none() && matches!(progress, Progress::Done(_));
+    Ok((
+        if plain_whole && esi.is_none() {
+            body
+        } else {
+            ReplyBody::Filtered(Box::new(body), vdp)
+        },
+        head_length,
+    ))
+}
+
+/// The range processor on a byte stream.
+struct RangeCut {
+    low: u64,
+    /// One past the last byte wanted.
+    high: u64,
+    off: u64,
+}
+
+impl RangeCut {
+    /// The part of `b` inside the range; `true` once the range is done.
+    fn cut(&mut self, b: Bytes) -> (Option<Bytes>, bool) {
+        let len = b.len() as u64;
+        let start = self.low.saturating_sub(self.off).min(len);
+        let end = self.high.saturating_sub(self.off).min(len);
+        self.off += len;
+        let part = (end > start).then(|| b.slice(start as usize..end as usize));
+        (part, self.off >= self.high)
+    }
+}
+
+/// Where a body's bytes come from.
+pub enum Source {
     Full(Option<Bytes>),
     /// Assembled elsewhere (ESI) and handed over through a channel.
     Channel(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>),
@@ -26,66 +272,18 @@ pub enum RespBody {
     },
 }
 
-impl RespBody {
-    /// A body of these bytes.
-    pub fn full(b: Bytes) -> RespBody {
-        RespBody::Full((!b.is_empty()).then_some(b))
-    }
-
-    /// The body of `obj`.
-    pub fn object(obj: Arc<Object>) -> RespBody {
-        RespBody::Object {
-            obj,
-            next: 0,
-            wait: None,
-        }
-    }
-
-    /// The body of a reply. ESI and gunzip output are made by a task of
-    /// their own, so includes run and inflation happens as the client
-    /// reads; a full channel holds that task back. A pipe has no body.
-    pub fn from_reply(body: crate::cache_req_fsm::ReplyBody) -> RespBody {
-        use crate::cache_req_fsm::ReplyBody;
-        match body {
-            ReplyBody::Bytes(b) => RespBody::full(b),
-            ReplyBody::Object(o) => RespBody::object(o),
-            b @ ReplyBody::Gunzip(_) => {
-                let (tx, rx) = tokio::sync::mpsc::channel(4);
-                tokio::spawn(async move {
-                    crate::cache_esi::send_body(b, &tx).await;
-                });
-                RespBody::Channel(rx)
-            }
-            ReplyBody::Esi(job) => {
-                let (tx, rx) = tokio::sync::mpsc::channel(16);
-                tokio::spawn(async move {
-                    crate::cache_esi::deliver(*job, &tx).await;
-                });
-                RespBody::Channel(rx)
-            }
-            ReplyBody::Pipe(_) => RespBody::Full(None),
-        }
-    }
-}
-
 /// The fetch behind a streamed body failed: the connection is then
 /// closed without finishing the body, as Varnish does.
 fn fetch_failed() -> std::io::Error {
     std::io::Error::other("backend fetch failed while streaming")
 }
 
-impl Body for RespBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        match self.get_mut() {
-            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
-            RespBody::Object { obj, next, wait } => {
+impl Source {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        match self {
+            Source::Full(b) => Poll::Ready(b.take().map(Ok)),
+            Source::Channel(rx) => rx.poll_recv(cx),
+            Source::Object { obj, next, wait } => {
                 let r = match wait {
                     None => match obj.body.try_chunk(*next) {
                         Some(r) => r,
@@ -112,7 +310,7 @@ impl Body for RespBody {
                 match r {
                     Ok(Some(b)) => {
                         *next += 1;
-                        Poll::Ready(Some(Ok(Frame::data(b))))
+                        Poll::Ready(Some(Ok(b)))
                     }
                     Ok(None) => Poll::Ready(None),
                     Err(()) => Poll::Ready(Some(Err(fetch_failed()))),
@@ -120,25 +318,220 @@ impl Body for RespBody {
             }
         }
     }
+}
+
+/// A body through gunzip and range.
+pub struct Filtered {
+    src: Source,
+    gunzip: Option<Gunzipper>,
+    range: Option<RangeCut>,
+    len: Option<u64>,
+    queue: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl Filtered {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        loop {
+            if let Some(b) = self.queue.pop_front() {
+                return Poll::Ready(Some(Ok(b)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let data = match self.src.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(b))) => b,
+                Poll::Ready(None) => {
+                    self.done = true;
+                    if let Some(g) = &self.gunzip {
+                        if let Err(e) = g.finish() {
+                            return Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))));
+                        }
+                    }
+                    if self.range.as_ref().is_some_and(|r| r.off < r.high) {
+                        return Poll::Ready(Some(Err(std::io::Error::other("range short"))));
+                    }
+                    return Poll::Ready(None);
+                }
+            };
+            let mut pieces = Vec::new();
+            match self.gunzip.as_mut() {
+                Some(g) => {
+                    if let Err(e) = g.write(&data, &mut pieces) {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))));
+                    }
+                }
+                None => pieces.push(data),
+            }
+            for p in pieces {
+                match self.range.as_mut() {
+                    Some(r) => {
+                        let (part, end) = r.cut(p);
+                        if let Some(part) = part {
+                            self.queue.push_back(part);
+                        }
+                        if end {
+                            // The range is complete: no need to wait for
+                            // the rest of a streaming object.
+                            self.done = true;
+                            break;
+                        }
+                    }
+                    None => self.queue.push_back(p),
+                }
+            }
+        }
+    }
+}
+
+/// The body written to the client.
+pub enum RespBody {
+    /// Whole, made here; `None` once sent.
+    Full(Option<Bytes>),
+    /// An object's body or ESI output, as it comes.
+    Plain(Source),
+    /// Through gunzip and/or a range.
+    Filtered(Box<Filtered>),
+}
+
+fn esi_channel(job: EsiJob) -> Source {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        crate::cache_esi::deliver_top(job, &tx).await;
+    });
+    Source::Channel(rx)
+}
+
+fn source(body: ReplyBody) -> Source {
+    match body {
+        ReplyBody::Bytes(b) => Source::Full((!b.is_empty()).then_some(b)),
+        ReplyBody::Object(obj) => Source::Object {
+            obj,
+            next: 0,
+            wait: None,
+        },
+        // ESI output is made by a task of its own, so includes run as the
+        // client reads; a full channel holds that task back.
+        ReplyBody::Esi(job) => esi_channel(*job),
+        ReplyBody::Filtered(inner, _) => source(*inner),
+        ReplyBody::Pipe(_) => Source::Full(None),
+    }
+}
+
+impl RespBody {
+    /// A body of these bytes.
+    pub fn full(b: Bytes) -> RespBody {
+        RespBody::Full((!b.is_empty()).then_some(b))
+    }
+
+    /// The body of `obj`.
+    pub fn object(obj: Arc<Object>) -> RespBody {
+        RespBody::Plain(Source::Object {
+            obj,
+            next: 0,
+            wait: None,
+        })
+    }
+
+    /// The body of a reply. A pipe has no body.
+    pub fn from_reply(body: ReplyBody) -> RespBody {
+        match body {
+            ReplyBody::Bytes(b) => RespBody::full(b),
+            ReplyBody::Filtered(inner, vdp) => RespBody::Filtered(Box::new(Filtered {
+                src: source(*inner),
+                gunzip: vdp.gunzip.then(Gunzipper::new),
+                range: vdp.range.map(|(low, high)| RangeCut {
+                    low,
+                    high: high + 1,
+                    off: 0,
+                }),
+                len: vdp.len,
+                queue: VecDeque::new(),
+                done: false,
+            })),
+            b => RespBody::Plain(source(b)),
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let r = match self.get_mut() {
+            RespBody::Full(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Plain(s) => s.poll_next(cx),
+            RespBody::Filtered(f) => f.poll_next(cx),
+        };
+        r.map(|o| o.map(|r| r.map(Frame::data)))
+    }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RespBody::Full(b) => b.is_none(),
-            RespBody::Channel(_) => false,
-            RespBody::Object { obj, next, .. } => {
+            RespBody::Plain(Source::Object { obj, next, .. }) => {
                 matches!(obj.body.try_chunk(*next), Some(Ok(None)))
             }
+            RespBody::Plain(_) => false,
+            RespBody::Filtered(f) => f.done && f.queue.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            RespBody::Object { obj, next: 0, .. } => match obj.body.progress() {
-                crate::cache_obj::Progress::Done(_) => SizeHint::with_exact(obj.body.len()),
+            RespBody::Plain(Source::Object { obj, next: 0, .. }) => match obj.body.progress() {
+                Progress::Done(_) => SizeHint::with_exact(obj.body.len()),
                 _ => SizeHint::default(),
             },
-            RespBody::Object { .. } | RespBody::Channel(_) => SizeHint::default(),
+            RespBody::Plain(_) => SizeHint::default(),
+            RespBody::Filtered(f) => match f.len {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}
+
+/// The range processor on a synthetic 200 (`vcl_synth` bodies go through
+/// the same transmit step as objects): the part of `body` to send, with
+/// the response made a 206 or 416.
+pub fn synth_range(req: &Headers, resp: &mut RespMsg, body: Bytes) -> Bytes {
+    if resp.status != 200 || hdr_get(req, "range").is_none() {
+        return body;
+    }
+    if !crate::cache_range::if_range(req, &resp.headers) {
+        return body;
+    }
+    match crate::cache_range::dorange(req, Some(body.len() as u64)) {
+        crate::cache_range::Range::Ignore => body,
+        crate::cache_range::Range::Unsatisfiable(cr) => {
+            if let Some(cr) = cr {
+                hdr_set(&mut resp.headers, "Content-Range", &cr);
+            }
+            resp.status = 416;
+            resp.reason = crate::cache_http::status_reason(416).into();
+            Bytes::new()
+        }
+        crate::cache_range::Range::Bytes {
+            low,
+            high,
+            content_range,
+        } => {
+            hdr_set(&mut resp.headers, "Content-Range", &content_range);
+            resp.status = 206;
+            resp.reason = crate::cache_http::status_reason(206).into();
+            body.slice(low as usize..=high as usize)
         }
     }
 }

@@ -1,303 +1,358 @@
-//! Edge Side Includes (Varnish's `cache_esi_parse` and
-//! `cache_esi_deliver`): an object fetched with `beresp.do_esi` is parsed
-//! once into literal text and includes; delivering it streams the text and
-//! runs a sub-request (`vcl_recv` … `vcl_deliver`, `req.esi_level` + 1)
-//! for every include, inlining the fragment's body.
+//! ESI delivery (Varnish's `cache_esi_deliver`): an object fetched with
+//! `beresp.do_esi` carries the parsed instructions of its body
+//! ([`EsiData`], made by `cache_esi_parse` while it was fetched); its
+//! delivery sends the verbatim pieces and runs a sub-request (`vcl_recv`
+//! … `vcl_deliver`, `req.esi_level` + 1) for every include, inlining the
+//! fragment's body, down to `max_esi_depth`.
 //!
-//! Recognised, as Varnish 7.1 does: `<esi:include src="…"/>`,
-//! `<esi:remove>…</esi:remove>`, `<esi:comment …/>` and `<!--esi …-->`
-//! (whose content is kept and parsed). A body that does not start with
-//! `<` is not XML and is delivered unprocessed (Varnish's XML check).
+//! gzip is spliced, not recomputed: an ESI object stored gzipped keeps
+//! its verbatim pieces as standalone deflate data, so a gzip client gets
+//! them as they are, framed by one gzip header and trailer whose CRC is
+//! combined from the pieces'. Fragments join that stream as their stored
+//! deflate data (what Shellac gzipped itself), as stored blocks (plain
+//! fragments), or inflated and stored (gzip made by a backend). A client
+//! that does not take gzip gets every piece inflated on its own.
 
+use crate::cache_esi_parse::Include;
+use crate::cache_gzip::{Crc, Gunzipper};
+use crate::cache_obj::{hdr_set, hdr_unset, Object, Progress};
+use crate::cache_req_fsm::ReplyBody;
 use bytes::Bytes;
+use std::sync::Arc;
 
-/// One piece of a parsed ESI object.
+/// One instruction of a parsed ESI body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
-    /// Bytes delivered as they are.
-    Text(Bytes),
-    /// `<esi:include src=…>`: the URL as written.
-    Include(String),
+pub enum EsiOp {
+    /// The next `len` stored bytes are delivered. In a gzipped body they
+    /// are deflate data standing for `plain` (length and CRC).
+    Verbatim {
+        len: u64,
+        plain: Crc,
+    },
+    /// The next bytes are left out.
+    Skip(u64),
+    Include(Include),
 }
 
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if from > hay.len() {
-        return None;
-    }
-    hay[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|i| i + from)
-}
-
-/// The value of attribute `name` in a tag's text.
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let mut rest = tag;
-    while let Some(i) = rest.find(name) {
-        let before_ok = i == 0 || rest.as_bytes()[i - 1].is_ascii_whitespace();
-        let after = rest[i + name.len()..].trim_start();
-        if before_ok {
-            if let Some(v) = after.strip_prefix('=') {
-                let v = v.trim_start();
-                let q = v.chars().next()?;
-                if q == '"' || q == '\'' {
-                    let end = v[1..].find(q)?;
-                    return Some(v[1..1 + end].to_string());
-                }
-            }
-        }
-        rest = &rest[i + name.len()..];
-    }
-    None
-}
-
-/// Parses an ESI body. `None` when it is not to be processed (not XML).
-pub fn parse(body: &[u8]) -> Option<Vec<Segment>> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'<' {
-        return None;
-    }
-    let mut out = Vec::new();
-    parse_into(body, &mut out);
-    Some(out)
-}
-
-fn push_text(out: &mut Vec<Segment>, b: &[u8]) {
-    if !b.is_empty() {
-        out.push(Segment::Text(Bytes::copy_from_slice(b)));
-    }
-}
-
-fn parse_into(body: &[u8], out: &mut Vec<Segment>) {
-    let mut pos = 0;
-    let mut text_start = 0;
-    while let Some(lt) = find(body, b"<", pos) {
-        let rest = &body[lt..];
-        if rest.starts_with(b"<!--esi") {
-            push_text(out, &body[text_start..lt]);
-            let inner_start = lt + 7;
-            let end = find(body, b"-->", inner_start).unwrap_or(body.len());
-            parse_into(&body[inner_start..end], out);
-            pos = (end + 3).min(body.len());
-            text_start = pos;
-        } else if rest.starts_with(b"<esi:remove") {
-            push_text(out, &body[text_start..lt]);
-            let end = find(body, b"</esi:remove>", lt).map_or(body.len(), |e| e + 13);
-            pos = end;
-            text_start = pos;
-        } else if rest.starts_with(b"<esi:") {
-            push_text(out, &body[text_start..lt]);
-            let Some(gt) = find(body, b">", lt) else {
-                pos = body.len();
-                text_start = pos;
-                break;
-            };
-            let tag = String::from_utf8_lossy(&body[lt + 1..gt]).into_owned();
-            if tag.starts_with("esi:include") {
-                if let Some(src) = attr(&tag, "src") {
-                    out.push(Segment::Include(src));
-                }
-            }
-            // Other elements (`esi:comment`, closing tags) vanish.
-            pos = gt + 1;
-            text_start = pos;
-        } else {
-            pos = lt + 1;
-        }
-    }
-    push_text(out, &body[text_start.min(body.len())..]);
-}
-
-/// The URL of an include relative to the including request's URL, and
-/// the Host it names if it is absolute (`http://host/path`).
-pub fn resolve(src: &str, parent_url: &str) -> (String, Option<String>) {
-    // The attribute is XML: its entities stand for characters.
-    let decoded = src
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&");
-    for scheme in ["http://", "https://"] {
-        if let Some(rest) = decoded.strip_prefix(scheme) {
-            let (host, path) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, "/"),
-            };
-            return (path.to_string(), Some(host.to_string()));
-        }
-    }
-    if decoded.starts_with('/') {
-        return (decoded, None);
-    }
-    let base = parent_url.split('?').next().unwrap_or("");
-    let dir = match base.rfind('/') {
-        Some(i) => &base[..=i],
-        None => "/",
-    };
-    (format!("{dir}{decoded}"), None)
+/// The ESI instructions of a body (Varnish's OA_ESIDATA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EsiData {
+    /// The body is stored gzipped (`esi_gzip`).
+    pub gzip: bool,
+    pub ops: Vec<EsiOp>,
 }
 
 /// What delivering one ESI object needs: the object, and the request it
-/// is delivered for (whose headers its includes' sub-requests copy).
+/// is delivered for (includes start from that request as it arrived).
 pub struct EsiJob {
-    pub ctx: std::sync::Arc<crate::cache_req_fsm::Ctx>,
-    pub obj: std::sync::Arc<crate::cache_obj::Object>,
-    pub req: crate::vrt_ctx::ReqMsg,
+    pub ctx: Arc<crate::cache_req_fsm::Ctx>,
+    pub obj: Arc<Object>,
+    /// The request as received (Varnish's `http0`).
+    pub req0: crate::vrt_ctx::ReqMsg,
     pub client: std::net::IpAddr,
     pub server: std::net::IpAddr,
     pub level: u32,
+    /// The client gets gzip (at the top level; includes follow the page).
+    pub gzip_out: bool,
+    /// The top request and its time (`req_top.*` in includes).
+    pub top: Arc<(crate::vrt_ctx::ReqMsg, f64)>,
 }
 
 /// Where assembled bytes go; an error closes the client's connection.
 pub type Sink = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
 
-/// Sends `body`'s bytes to `sink`; false when the client went away or the
-/// body failed (then an error has been sent).
-pub async fn send_body(body: crate::cache_req_fsm::ReplyBody, sink: &Sink) -> bool {
-    use crate::cache_req_fsm::ReplyBody;
-    match body {
-        ReplyBody::Bytes(b) => b.is_empty() || sink.send(Ok(b)).await.is_ok(),
-        ReplyBody::Object(o) => {
-            let mut i = 0;
-            loop {
-                match o.body.chunk(i).await {
-                    Ok(Some(c)) => {
-                        if sink.send(Ok(c)).await.is_err() {
-                            return false;
-                        }
-                        i += 1;
-                    }
-                    Ok(None) => return true,
-                    Err(()) => {
-                        let _ = sink.send(Err(std::io::Error::other("fetch failed"))).await;
-                        return false;
-                    }
+/// Why assembling stopped.
+#[derive(Debug)]
+enum Stop {
+    /// The client went away.
+    Gone,
+    /// An include failed without `onerror="continue"` under
+    /// `feature=+esi_include_onerror`.
+    Abort,
+}
+
+/// The output of one page, plain or gzip (with the CRC and length of
+/// everything sent so far).
+struct Out<'a> {
+    sink: &'a Sink,
+    gz: Option<Crc>,
+}
+
+impl Out<'_> {
+    async fn send(&self, b: Bytes) -> Result<(), Stop> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.sink.send(Ok(b)).await.map_err(|_| Stop::Gone)
+    }
+
+    /// Uncompressed content; in a gzip page wrapped in stored blocks.
+    async fn plain(&mut self, b: Bytes) -> Result<(), Stop> {
+        match self.gz.as_mut() {
+            None => self.send(b).await,
+            Some(crc) => {
+                if b.is_empty() {
+                    return Ok(());
                 }
+                crc.update(&b);
+                let mut blocks = Vec::new();
+                crate::cache_gzip::stored_blocks(&b, &mut blocks);
+                for p in blocks {
+                    self.send(p).await?;
+                }
+                Ok(())
             }
         }
-        ReplyBody::Esi(job) => Box::pin(deliver(*job, sink)).await,
-        // A pipe inside an include has nothing to include.
-        ReplyBody::Pipe(_) => true,
-        ReplyBody::Gunzip(o) => match o
-            .body
-            .collect()
-            .await
-            .map(|b| crate::cache_gzip::gunzip(&b))
-        {
-            Some(Ok(b)) => b.is_empty() || sink.send(Ok(b)).await.is_ok(),
-            _ => {
-                let _ = sink.send(Err(std::io::Error::other("gunzip failed"))).await;
-                false
-            }
-        },
     }
 }
 
-/// Streams an ESI object to `sink`: its text, and for each include the
-/// body of a sub-request one level down (up to `max_esi_depth`).
-pub async fn deliver(job: EsiJob, sink: &Sink) -> bool {
-    let Some(body) = job.obj.body.collect().await else {
-        let _ = sink.send(Err(std::io::Error::other("fetch failed"))).await;
-        return false;
-    };
-    // A gzipped ESI object is parsed (and delivered) as plain text.
-    let body = if crate::cache_gzip::is_gzip(&job.obj.headers) {
-        match crate::cache_gzip::gunzip(&body) {
-            Ok(b) => b,
-            Err(_) => body,
+/// Reads an object's body by byte counts, across its chunks.
+struct Cursor<'a> {
+    obj: &'a Object,
+    idx: usize,
+    off: usize,
+}
+
+impl Cursor<'_> {
+    /// The next `n` bytes as slices of the stored chunks (`None` if the
+    /// body ended or failed first).
+    async fn take(&mut self, mut n: u64) -> Option<Vec<Bytes>> {
+        let mut out = Vec::new();
+        while n > 0 {
+            let c = self.obj.body.chunk(self.idx).await.ok()??;
+            let avail = (c.len() - self.off) as u64;
+            let k = avail.min(n) as usize;
+            out.push(c.slice(self.off..self.off + k));
+            self.off += k;
+            n -= k as u64;
+            if self.off == c.len() {
+                self.idx += 1;
+                self.off = 0;
+            }
         }
-    } else {
-        body
+        Some(out)
+    }
+}
+
+/// Delivers a top-level ESI page into `sink`: the gzip header and
+/// trailer around it when the client gets gzip; an error into the sink
+/// closes the connection when it was cut short.
+pub async fn deliver_top(job: EsiJob, sink: &Sink) {
+    let mut out = Out {
+        sink,
+        gz: job.gzip_out.then(Crc::default),
     };
-    let parsed = job.obj.esi_parsed.get_or_init(|| parse(&body));
-    let Some(segments) = parsed else {
-        return sink.send(Ok(body)).await.is_ok();
+    if job.gzip_out
+        && out
+            .send(Bytes::from_static(&crate::cache_gzip::GZIP_HEADER))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    match Box::pin(deliver(&job, &mut out)).await {
+        Ok(()) => {
+            if let Some(crc) = out.gz {
+                let mut tail = crate::cache_gzip::FINAL_STORED_BLOCK.to_vec();
+                tail.extend_from_slice(&crc.trailer());
+                let _ = out.send(Bytes::from(tail)).await;
+            }
+        }
+        Err(Stop::Gone) => {}
+        Err(Stop::Abort) => {
+            let _ = sink
+                .send(Err(std::io::Error::other("ESI include failed")))
+                .await;
+        }
+    }
+}
+
+/// Delivers one ESI object into `out`.
+async fn deliver(job: &EsiJob, out: &mut Out<'_>) -> Result<(), Stop> {
+    let Some(esi) = job.obj.body.esi().cloned() else {
+        // Not ESI after all: the body as it is.
+        return object_body(&job.obj, job.obj.gzipped, out)
+            .await
+            .map(|_| ());
     };
     let max_depth = job.ctx.params().num("max_esi_depth") as u32;
-    for seg in segments {
-        match seg {
-            Segment::Text(t) => {
-                if sink.send(Ok(t.clone())).await.is_err() {
-                    return false;
+    let onerror = job.ctx.params().feature("esi_include_onerror");
+    let mut cur = Cursor {
+        obj: &job.obj,
+        idx: 0,
+        off: 0,
+    };
+    let mut z = flate2::Decompress::new(false);
+    for op in &esi.ops {
+        match op {
+            EsiOp::Skip(n) => {
+                if cur.take(*n).await.is_none() {
+                    return Ok(());
                 }
             }
-            Segment::Include(src) => {
+            EsiOp::Verbatim { len, plain } => {
+                let Some(pieces) = cur.take(*len).await else {
+                    return Ok(());
+                };
+                match (esi.gzip, out.gz.as_mut()) {
+                    (true, Some(crc)) => {
+                        crc.combine(plain.crc, plain.len);
+                        for p in pieces {
+                            out.send(p).await?;
+                        }
+                    }
+                    (true, None) => {
+                        let mut text = Vec::new();
+                        if let Err(e) =
+                            crate::cache_gzip::inflate_segment(&mut z, &pieces, &mut text)
+                        {
+                            tracing::warn!("ESI: stored gzip piece broken: {e}");
+                            return Err(Stop::Abort);
+                        }
+                        for t in text {
+                            out.send(t).await?;
+                        }
+                    }
+                    (false, _) => {
+                        for p in pieces {
+                            out.plain(p).await?;
+                        }
+                    }
+                }
+            }
+            EsiOp::Include(inc) => {
                 if job.level >= max_depth {
-                    tracing::debug!("ESI include {src} beyond max_esi_depth");
+                    tracing::warn!(
+                        "ESI depth limit reach (param max_esi_depth = {max_depth}): {}",
+                        inc.url
+                    );
                     continue;
                 }
-                let (url, host) = resolve(src, &job.req.url);
-                let mut req = job.req.clone();
-                req.method = "GET".into();
-                req.url = url;
-                if let Some(h) = host {
-                    crate::cache_obj::hdr_set(&mut req.headers, "Host", &h);
-                }
-                // A fragment is fetched whole, never conditionally.
-                for h in ["if-none-match", "if-modified-since", "range", "if-range"] {
-                    crate::cache_obj::hdr_unset(&mut req.headers, h);
-                }
-                let reply = Box::pin(crate::cache_req_fsm::handle_at_level(
-                    job.ctx.clone(),
-                    req,
-                    crate::cache_req_body::ReqBody::none(),
-                    job.client,
-                    job.server,
-                    job.level + 1,
-                ))
-                .await;
-                // The page is assembled as plain text: so are fragments.
-                let body = match reply.body {
-                    crate::cache_req_fsm::ReplyBody::Object(o)
-                        if crate::cache_gzip::is_gzip(&reply.headers) =>
-                    {
-                        crate::cache_req_fsm::ReplyBody::Gunzip(o)
-                    }
-                    b => b,
-                };
-                if !send_body(body, sink).await {
-                    return false;
+                let ok = include(job, inc, esi.gzip, out).await?;
+                if !ok && inc.abort && onerror {
+                    return Err(Stop::Abort);
                 }
             }
         }
     }
-    true
+    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(s: &str) -> Segment {
-        Segment::Text(Bytes::copy_from_slice(s.as_bytes()))
+/// Runs the sub-request of an include and delivers its body into `out`;
+/// `Ok(false)` when the fragment failed (its fetch broke off).
+async fn include(
+    job: &EsiJob,
+    inc: &Include,
+    page_gzip: bool,
+    out: &mut Out<'_>,
+) -> Result<bool, Stop> {
+    let mut req = job.req0.clone();
+    req.method = "GET".into();
+    req.proto = "HTTP/1.1".into();
+    req.url = inc.url.clone();
+    if let Some(h) = inc.host.as_deref().filter(|h| !h.is_empty()) {
+        hdr_set(&mut req.headers, "Host", h);
     }
-
-    #[test]
-    fn includes_removes_and_comments() {
-        let b = b"<a><esi:include src=\"/x\"/>b<esi:remove>gone</esi:remove>c<!--esi <p/>-->d<esi:comment text=\"x\"/>e</a>";
-        assert_eq!(
-            parse(b).expect("xml"),
-            vec![
-                t("<a>"),
-                Segment::Include("/x".into()),
-                t("b"),
-                t("c"),
-                t(" <p/>"),
-                t("d"),
-                t("e</a>"),
-            ]
-        );
-        assert_eq!(parse(b"not xml <esi:include src=\"/x\"/>"), None);
+    // A fragment is fetched whole, never conditionally, and in the
+    // encoding of the page.
+    for h in [
+        "if-modified-since",
+        "if-none-match",
+        "range",
+        "content-length",
+    ] {
+        hdr_unset(&mut req.headers, h);
     }
-
-    #[test]
-    fn relative_and_absolute_sources() {
-        assert_eq!(resolve("/a", "/b/c"), ("/a".into(), None));
-        assert_eq!(resolve("a", "/b/c?x"), ("/b/a".into(), None));
-        assert_eq!(
-            resolve("http://h.example/p?q=1&amp;r=2", "/"),
-            ("/p?q=1&r=2".into(), Some("h.example".into()))
-        );
+    if page_gzip {
+        hdr_set(&mut req.headers, "Accept-Encoding", "gzip");
+    } else {
+        hdr_unset(&mut req.headers, "accept-encoding");
     }
+    let reply = Box::pin(crate::cache_req_fsm::handle_include(
+        job.ctx.clone(),
+        req,
+        job.client,
+        job.server,
+        job.level + 1,
+        job.top.clone(),
+    ))
+    .await;
+    if reply.status < 200 || reply.status == 204 || reply.status == 304 {
+        return Ok(true);
+    }
+    let ce_gzip = crate::cache_gzip::is_gzip(&reply.headers);
+    fragment(reply.body, ce_gzip, out).await
+}
+
+fn fragment<'a>(
+    body: ReplyBody,
+    ce_gzip: bool,
+    out: &'a mut Out<'_>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, Stop>> + Send + 'a>> {
+    Box::pin(async move {
+        match body {
+            ReplyBody::Bytes(b) => out.plain(b).await.map(|_| true),
+            ReplyBody::Object(o) => object_body(&o, o.gzipped && ce_gzip, out).await,
+            ReplyBody::Esi(job) => deliver(&job, out).await.map(|_| true),
+            // The fragment's own gunzip (its request had no gzip) would
+            // have removed the Content-Encoding: the body is gzip.
+            ReplyBody::Filtered(inner, vdp) => fragment(*inner, ce_gzip || vdp.gunzip, out).await,
+            // A pipe inside an include has nothing to include.
+            ReplyBody::Pipe(_) => Ok(true),
+        }
+    })
+}
+
+/// A fragment that is an object's body (`gzip`: stored gzipped).
+async fn object_body(obj: &Object, gzip: bool, out: &mut Out<'_>) -> Result<bool, Stop> {
+    if gzip && out.gz.is_some() {
+        // Splicing needs the stored layout, known once the body is in.
+        let Some(whole) = obj.body.collect().await else {
+            // A failed fragment is left out.
+            return Ok(false);
+        };
+        if let Some(info) = obj.body.attrs().and_then(|a| a.gzip) {
+            let end = (info.body_end as usize).min(whole.len());
+            let start = crate::cache_gzip::GZIP_HEADER.len().min(end);
+            if let Some(crc) = out.gz.as_mut() {
+                crc.combine(info.crc, info.plain_len);
+            }
+            out.send(whole.slice(start..end)).await?;
+            return Ok(true);
+        }
+        // gzip made elsewhere: inflated, then stored.
+        return match crate::cache_gzip::gunzip(&whole) {
+            Ok(b) => out.plain(b).await.map(|_| true),
+            Err(e) => {
+                tracing::warn!("ESI: fragment's gzip is broken: {e}");
+                Ok(false)
+            }
+        };
+    }
+    let mut g = gzip.then(Gunzipper::new);
+    let mut i = 0;
+    loop {
+        let c = match obj.body.chunk(i).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(()) => return Ok(false),
+        };
+        i += 1;
+        match g.as_mut() {
+            None => out.plain(c).await?,
+            Some(g) => {
+                let mut text = Vec::new();
+                if g.write(&c, &mut text).is_err() {
+                    return Ok(false);
+                }
+                for t in text {
+                    out.plain(t).await?;
+                }
+            }
+        }
+    }
+    if g.as_ref().is_some_and(|g| g.finish().is_err()) {
+        return Ok(false);
+    }
+    Ok(matches!(obj.body.progress(), Progress::Done(_)))
 }

@@ -41,9 +41,9 @@ pub struct Abandoned(pub String);
 /// Response headers that describe one hop, not the object.
 /// `Connection` and its kin stay visible to `vcl_backend_response` (as in
 /// Varnish) and are dropped when an object is delivered. `Content-Length`
-/// stays too, as in Varnish (VCL sees it; the client side writes the
-/// length of what it actually sends), unless a filter changes the body.
-const HOP_BY_HOP: &[&str] = &["transfer-encoding"];
+/// stays when it frames the body (it is the object's length; the fetch
+/// filters drop it when they change the body).
+const HOP_BY_HOP: &[&str] = &["transfer-encoding", "content-length"];
 
 async fn send(
     ctx: &Ctx,
@@ -94,8 +94,13 @@ async fn send(
     )
     .await
     .map_err(|e| format!("backend {}: {e}", be.name))?;
-    resp.headers
-        .retain(|(n, _)| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h)));
+    // Content-Length stays unless the body is framed otherwise (chunked,
+    // or up to the close): then it would not be the body's length.
+    let framed_otherwise = !reader.is_empty() && reader.content_length().is_none();
+    resp.headers.retain(|(n, _)| {
+        (!framed_otherwise && n.eq_ignore_ascii_case("content-length"))
+            || !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h))
+    });
     crate::cache_http::collect(&mut resp.headers, "cache-control");
     crate::cache_http::collect(&mut resp.headers, "vary");
     let max = vcl.shared.storage_budget.min(1 << 30);
@@ -106,6 +111,7 @@ async fn send(
             backend: be,
             max,
             _slot: slot,
+            vfps: None,
         },
     ))
 }
@@ -119,6 +125,8 @@ pub struct Pump {
     max: u64,
     /// Held until the body is read: the connection is in use till then.
     _slot: crate::cache_backend::ConnSlot,
+    /// The fetch filters the body goes through (`beresp.filters`).
+    vfps: Option<crate::cache_fetch_proc::Vfps>,
 }
 
 impl Pump {
@@ -132,11 +140,29 @@ impl Pump {
     /// after taking a failed object out of the cache, so a partial body is
     /// never found as complete.
     pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<(), String> {
+        let mut out = Vec::new();
         loop {
             match self.reader.next_chunk(&self.backend.conns).await {
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    if let Some(v) = self.vfps.as_mut() {
+                        let attrs = v.finish(&mut out)?;
+                        for b in out.drain(..) {
+                            body.push(b);
+                        }
+                        body.set_attrs(attrs);
+                    }
+                    return Ok(());
+                }
                 Ok(Some(d)) => {
-                    body.push(d);
+                    match self.vfps.as_mut() {
+                        Some(v) => {
+                            v.push(d, &mut out)?;
+                            for b in out.drain(..) {
+                                body.push(b);
+                            }
+                        }
+                        None => body.push(d),
+                    }
                     if body.len() > self.max {
                         return Err("backend body too large".into());
                     }
@@ -147,12 +173,17 @@ impl Pump {
     }
 }
 
-/// The `Vary` instructions of `beresp` for the request headers `req`
-/// (Varnish's `VRY_Create`): each named header with the request's value
-/// (trailing blanks trimmed), or `Err` for a malformed `Vary` (a name
-/// followed by anything but a comma, or a name over 127 bytes), which
-/// makes the object uncacheable.
-fn vary_of(beresp: &Headers, req: &Headers) -> Result<Vec<(String, Option<String>)>, ()> {
+/// The `Vary` instructions of `beresp` (Varnish's `VRY_Create`): each
+/// named header with the backend request's value (trailing blanks
+/// trimmed), or `Err` for a malformed `Vary` (a name followed by anything
+/// but a comma, or a name over 127 bytes), which makes the object
+/// uncacheable. With `http_gzip_support` Accept-Encoding does not count:
+/// every client gets the gzip object, gunzipped as needed.
+fn vary_of(
+    beresp: &Headers,
+    bereq: &Headers,
+    gzip_support: bool,
+) -> Result<Vec<(String, Option<String>)>, ()> {
     let Some(v) = hdr_get(beresp, "vary") else {
         return Ok(Vec::new());
     };
@@ -173,8 +204,10 @@ fn vary_of(beresp: &Headers, req: &Headers) -> Result<Vec<(String, Option<String
             return Err(());
         }
         let name = v[p..q].to_ascii_lowercase();
-        let val = hdr_get(req, &name).map(|v| v.trim_end_matches([' ', '\t']).to_string());
-        out.push((name, val));
+        let val = hdr_get(bereq, &name).map(|v| v.trim_end_matches([' ', '\t']).to_string());
+        if !(gzip_support && name == "accept-encoding") {
+            out.push((name, val));
+        }
         while q < b.len() && blank(b[q]) {
             q += 1;
         }
@@ -189,12 +222,21 @@ fn vary_of(beresp: &Headers, req: &Headers) -> Result<Vec<(String, Option<String
     Ok(out)
 }
 
+/// The object's gzip flags (OF_GZIPED, OF_CHGCE) as the fetch filters
+/// (or the stale object a 304 refreshed) left them.
+#[derive(Clone, Copy, Default)]
+struct GzFlags {
+    gzipped: bool,
+    chgce: bool,
+}
+
 fn object(
     bo: &Task,
     kind: ObjKind,
     body: Body,
     t_origin: f64,
     vary: Vec<(String, Option<String>)>,
+    gz: GzFlags,
 ) -> Arc<Object> {
     Arc::new(Object {
         kind,
@@ -216,8 +258,9 @@ fn object(
         vary,
         hits: AtomicU64::new(0),
         charged: AtomicU64::new(0),
-        esi: bo.do_esi && kind == ObjKind::Normal,
-        esi_parsed: std::sync::OnceLock::new(),
+        gzipped: gz.gzipped,
+        chgce: gz.chgce,
+        private: bo.bereq_uncacheable,
         tags: object_tags(bo),
         soft_purged: AtomicU64::new(0),
         ban_mark: AtomicU64::new(0),
@@ -243,14 +286,16 @@ fn object_tags(bo: &Task) -> Vec<String> {
 }
 
 /// Runs the backend state machine for `bo` (whose `bereq` is set up) and
-/// returns what to deliver and insert. `req_headers` are the client's, for
-/// `Vary`.
+/// returns what to deliver and insert. `Vary` is matched against the
+/// backend request (as Varnish's `VRY_Create`: a cacheable fetch asked
+/// for gzip, so its object matches gzip clients); `_req_headers` are the
+/// client's.
 pub async fn fetch(
     ctx: &Ctx,
     vcl: &Arc<Vcl>,
     mut bo: Box<Task>,
     mut body: BereqBody,
-    req_headers: &Headers,
+    _req_headers: &Headers,
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
     let max_retries = ctx.params().num("max_retries") as u32;
@@ -297,9 +342,17 @@ pub async fn fetch(
                             tracing::warn!(xid = bo.xid, "LostHeader: Date");
                         }
                     }
+                    bo.beresp_has_body = !p.is_empty();
                     pump = Some(p);
                     if bo.beresp.status == 304 {
                         if let Some(stale) = bo.stale_obj.clone() {
+                            // A body whose encoding a filter changed keeps
+                            // it; the new ETag then is a weak one.
+                            if stale.chgce {
+                                crate::cache_gzip::weaken_etag(&mut bo.beresp.headers);
+                            }
+                            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-encoding");
+                            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-length");
                             // Merge the 304's headers into the stale
                             // object's and reuse its body.
                             // Every header the 304 names replaces the
@@ -319,6 +372,7 @@ pub async fn fetch(
                             bo.beresp.headers = headers;
                             pump = None;
                             fetched_body = Some(stale.body.collect().await.unwrap_or_default());
+                            bo.beresp_has_body = !stale.body.is_empty();
                             bo.was_304 = true;
                         }
                     }
@@ -381,6 +435,7 @@ pub async fn fetch(
                         Body::complete(body),
                         t_fetch,
                         Vec::new(),
+                        GzFlags::default(),
                     );
                     let insert = (bo.ttl > 0.0 && !bo.bereq_uncacheable).then(|| obj.clone());
                     return Ok(Fetched {
@@ -404,43 +459,23 @@ pub async fn fetch(
         }
         let (b, r) = vcl_call(ctx, vcl, Method::BackendResponse, bo, ws);
         bo = b;
+        let stale_attrs = bo.stale_obj.as_ref().filter(|_| bo.was_304).map(|s| {
+            (
+                s.body.attrs().cloned(),
+                GzFlags {
+                    gzipped: s.gzipped,
+                    chgce: s.chgce,
+                },
+            )
+        });
         let body_of = |fetched: Option<Bytes>, pump: &Option<Pump>| match (fetched, pump) {
-            (Some(b), _) => Body::complete(b),
+            (Some(b), _) => Body::complete_with(b, stale_attrs.clone().and_then(|(a, _)| a)),
             (None, Some(_)) => Body::streaming(),
             (None, None) => Body::complete(Bytes::new()),
         };
-        match r {
-            Ok(None | Some(Action::Deliver)) => {}
-            Ok(Some(Action::Pass)) => {
-                // Hit-for-pass for pass_ttl.
-                let mut marker = object(
-                    &bo,
-                    ObjKind::HitPass,
-                    Body::complete(Bytes::new()),
-                    t_fetch,
-                    vary_of(&bo.beresp.headers, req_headers).unwrap_or_default(),
-                );
-                if let Some(m) = Arc::get_mut(&mut marker) {
-                    m.ttl = bo.pass_ttl.unwrap_or(bo.ttl);
-                    m.grace = 0.0;
-                    m.keep = 0.0;
-                }
-                let obj = object(
-                    &bo,
-                    ObjKind::Normal,
-                    body_of(fetched_body, &pump),
-                    lt.t_origin,
-                    Vec::new(),
-                );
-                let insert = (!bo.bereq_uncacheable).then_some(marker);
-                return Ok(Fetched {
-                    obj,
-                    insert,
-                    pump,
-                    stream: bo.do_stream,
-                    replaces_stale: true,
-                });
-            }
+        let is_pass = match r {
+            Ok(None | Some(Action::Deliver)) => false,
+            Ok(Some(Action::Pass)) => true,
             Ok(Some(Action::Retry)) if bo.retries < max_retries => {
                 if let Some(why) = body.no_retry() {
                     return Err(Abandoned(format!("Retry not possible, {why}")));
@@ -454,56 +489,98 @@ pub async fn fetch(
                 tracing::warn!(xid = bo.xid, "vcl_backend_response: {e}");
                 return Err(Abandoned(e.to_string()));
             }
-        }
-        // do_gzip / do_gunzip: the whole body is transformed here.
-        let compress = if bo.do_gzip && !crate::cache_gzip::is_gzip(&bo.beresp.headers) {
-            Some(true)
-        } else if bo.do_gunzip && crate::cache_gzip::is_gzip(&bo.beresp.headers) {
-            Some(false)
-        } else {
-            None
         };
-        if let Some(compress) = compress {
-            let raw = match (fetched_body.take(), pump.take()) {
-                (Some(b), _) => b,
-                (None, Some(p)) => {
-                    let tmp = Body::streaming();
-                    if let Err(e) = p.run(&tmp).await {
-                        body_failed = Some(e);
-                        continue;
-                    }
-                    tmp.finish(true);
-                    tmp.collect().await.unwrap_or_default()
+        // ESI is parsed whole before delivery (Varnish 7.1 does not
+        // stream it), so a broken body can still be retried.
+        if bo.do_esi {
+            bo.do_stream = false;
+        }
+        // The fetch filters (beresp.filters), opened on the response.
+        let mut gz = GzFlags::default();
+        if let Some((_, f)) = stale_attrs {
+            gz = f;
+        } else if !bo.beresp_has_body {
+            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-encoding");
+            bo.do_stream = false;
+        } else if let Some(p) = pump.as_mut() {
+            let params = ctx.params();
+            let list = bo.vfp_filters.clone().unwrap_or_else(|| {
+                crate::cache_fetch_proc::default_list(&crate::cache_fetch_proc::Want {
+                    do_esi: bo.do_esi,
+                    do_gzip: bo.do_gzip,
+                    do_gunzip: bo.do_gunzip,
+                    has_body: bo.beresp_has_body,
+                    gzip_support: params.flag("http_gzip_support"),
+                    beresp: &bo.beresp.headers,
+                })
+            });
+            let opened = crate::cache_fetch_proc::parse_list(&list).and_then(|l| {
+                crate::cache_fetch_proc::Vfps::open(
+                    &l,
+                    bo.beresp.status,
+                    &mut bo.beresp.headers,
+                    &bo.bereq.url,
+                    &params,
+                )
+            });
+            match opened {
+                Ok(v) => {
+                    gz = GzFlags {
+                        gzipped: v.gzipped,
+                        chgce: v.chgce,
+                    };
+                    p.vfps = Some(v);
                 }
-                (None, None) => Bytes::new(),
-            };
-            let out = if compress {
-                crate::cache_gzip::gzip(&raw, ctx.params().num("gzip_level") as u32)
-            } else {
-                crate::cache_gzip::gunzip(&raw)
-            };
-            match out {
-                Ok(b) => fetched_body = Some(b),
                 Err(e) => {
                     body_failed = Some(e);
                     continue;
                 }
             }
-            let h = &mut bo.beresp.headers;
-            crate::cache_obj::hdr_unset(h, "content-length");
-            if compress {
-                crate::cache_obj::hdr_set(h, "Content-Encoding", "gzip");
-                crate::cache_gzip::vary_ae(h);
-            } else {
-                crate::cache_obj::hdr_unset(h, "content-encoding");
+        }
+        if is_pass {
+            // Hit-for-pass for pass_ttl.
+            let mut marker = object(
+                &bo,
+                ObjKind::HitPass,
+                Body::complete(Bytes::new()),
+                t_fetch,
+                vary_of(&bo.beresp.headers, &bo.bereq.headers, bo.gzip_support).unwrap_or_default(),
+                GzFlags::default(),
+            );
+            if let Some(m) = Arc::get_mut(&mut marker) {
+                m.ttl = bo.pass_ttl.unwrap_or(bo.ttl);
+                m.grace = 0.0;
+                m.keep = 0.0;
             }
-            crate::cache_gzip::weaken_etag(h);
+            let obj = object(
+                &bo,
+                ObjKind::Normal,
+                body_of(fetched_body, &pump),
+                lt.t_origin,
+                Vec::new(),
+                gz,
+            );
+            let insert = (!bo.bereq_uncacheable).then_some(marker);
+            let mut pump = pump;
+            if !bo.do_stream {
+                if let Some(p) = pump.take() {
+                    if let Err(e) = p.run(&obj.body).await {
+                        obj.body.finish(false);
+                        body_failed = Some(e);
+                        continue;
+                    }
+                    obj.body.finish(true);
+                }
+            }
+            return Ok(Fetched {
+                obj,
+                insert,
+                pump,
+                stream: bo.do_stream,
+                replaces_stale: true,
+            });
         }
-        if bo.do_esi {
-            // The ESI parse may change the body (Varnish's VFP esi).
-            crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-length");
-        }
-        let vary = match vary_of(&bo.beresp.headers, req_headers) {
+        let vary = match vary_of(&bo.beresp.headers, &bo.bereq.headers, bo.gzip_support) {
             Ok(v) => v,
             Err(()) => {
                 tracing::warn!(
@@ -520,6 +597,7 @@ pub async fn fetch(
             body_of(fetched_body, &pump),
             lt.t_origin,
             vary.clone(),
+            gz,
         );
         let insert = if bo.bereq_uncacheable {
             None
@@ -530,6 +608,7 @@ pub async fn fetch(
                 Body::complete(Bytes::new()),
                 lt.t_origin,
                 vary,
+                GzFlags::default(),
             );
             if let Some(mm) = Arc::get_mut(&mut m) {
                 mm.grace = 0.0;
@@ -552,17 +631,6 @@ pub async fn fetch(
                     continue;
                 }
                 obj.body.finish(true);
-                // A gzipped body is checked as Varnish's testgunzip does:
-                // corrupt gzip is a fetch error, not a cached object.
-                if ctx.params().flag("http_gzip_support")
-                    && crate::cache_gzip::is_gzip(&obj.headers)
-                {
-                    let whole = obj.body.collect().await.unwrap_or_default();
-                    if let Err(e) = crate::cache_gzip::gunzip(&whole) {
-                        body_failed = Some(e);
-                        continue;
-                    }
-                }
             }
         }
         return Ok(Fetched {

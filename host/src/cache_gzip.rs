@@ -4,12 +4,15 @@
 //! (un)compressed at fetch time (`beresp.do_gzip`, `beresp.do_gunzip`), and
 //! a gzipped object is gunzipped for a client that does not accept gzip.
 //!
-//! This first version transforms whole bodies (the fetch is not streamed
-//! when it has to transform); streaming transforms are the next step.
+//! Everything here streams: [`Gzipper`] and [`Gunzipper`] take a body a
+//! piece at a time (flate2 on the zlib-rs backend). What Shellac gzips
+//! itself ends in a known way (a sync flush, then an empty final block and
+//! the trailer), recorded in [`GzipInfo`], so ESI can splice such an
+//! object into a gzipped page without inflating it.
 
 use crate::cache_obj::{hdr_get, hdr_set, hdr_unset, Headers};
 use bytes::Bytes;
-use std::io::{Read, Write};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// Whether a client's `Accept-Encoding` accepts gzip (`gzip` or `x-gzip`
 /// with a nonzero q), as Varnish's `RFC2616_Req_Gzip`.
@@ -29,6 +32,11 @@ pub fn accepts_gzip(ae: &str) -> bool {
     })
 }
 
+/// Whether a request's headers accept gzip.
+pub fn req_accepts_gzip(h: &Headers) -> bool {
+    hdr_get(h, "accept-encoding").is_some_and(accepts_gzip)
+}
+
 /// `Accept-Encoding` as the request reaches `vcl_recv`.
 pub fn normalize_req(h: &mut Headers) {
     match hdr_get(h, "accept-encoding") {
@@ -41,23 +49,6 @@ pub fn normalize_req(h: &mut Headers) {
 /// Whether a response's body is gzipped.
 pub fn is_gzip(h: &Headers) -> bool {
     hdr_get(h, "content-encoding").is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"))
-}
-
-/// Compresses a whole body.
-pub fn gzip(b: &[u8], level: u32) -> Result<Bytes, String> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level.min(9)));
-    e.write_all(b).map_err(|e| e.to_string())?;
-    e.finish().map(Bytes::from).map_err(|e| e.to_string())
-}
-
-/// Decompresses a whole body; corrupt gzip is an error (a fetch error at
-/// fetch time).
-pub fn gunzip(b: &[u8]) -> Result<Bytes, String> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(b)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("Invalid gzip data: {e}"))?;
-    Ok(Bytes::from(out))
 }
 
 /// A strong ETag becomes weak when the body's encoding changes.
@@ -84,6 +75,363 @@ pub fn vary_ae(h: &mut Headers) {
     }
 }
 
+/// Why (un)compressing failed; at fetch time a fetch error.
+#[derive(Debug, thiserror::Error)]
+pub enum GzError {
+    #[error("Invalid Gzip data: {0}")]
+    Invalid(String),
+    #[error("Junk after gzip data")]
+    Junk,
+    #[error("Gunzip error at the very end")]
+    Truncated,
+    #[error("Gzip failed: {0}")]
+    Deflate(String),
+}
+
+/// The gzip header Shellac writes (zlib's: no name, no time, Unix).
+pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+
+/// An empty stored block with the final bit: what ends an assembled gzip
+/// stream whose deflate data ends byte-aligned (after a sync flush).
+pub const FINAL_STORED_BLOCK: [u8; 5] = [1, 0, 0, 0xff, 0xff];
+
+/// Output pieces are cut at this size.
+const PIECE: usize = 64 << 10;
+
+/// The layout of a gzip body Shellac made: its deflate data from byte 10
+/// to `body_end` ends on a byte boundary without the final bit, so it can
+/// be spliced into another gzip stream; `crc` and `plain_len` are those of
+/// the uncompressed content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GzipInfo {
+    pub body_end: u64,
+    pub crc: u32,
+    pub plain_len: u64,
+}
+
+/// The CRC-32 of `a` followed by `b`, from the CRC and length of each.
+pub fn crc_combine(crc_a: u32, len_a: u64, crc_b: u32, len_b: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial_len(crc_a, len_a);
+    h.combine(&crc32fast::Hasher::new_with_initial_len(crc_b, len_b));
+    h.finalize()
+}
+
+/// A running CRC-32 and length of uncompressed content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Crc {
+    pub crc: u32,
+    pub len: u64,
+}
+
+impl Crc {
+    /// Adds bytes.
+    pub fn update(&mut self, b: &[u8]) {
+        let mut h = crc32fast::Hasher::new_with_initial_len(self.crc, self.len);
+        h.update(b);
+        self.crc = h.finalize();
+        self.len += b.len() as u64;
+    }
+
+    /// Adds a piece known by its CRC and length.
+    pub fn combine(&mut self, crc: u32, len: u64) {
+        self.crc = crc_combine(self.crc, self.len, crc, len);
+        self.len += len;
+    }
+
+    /// The gzip trailer closing a stream of this content.
+    pub fn trailer(&self) -> [u8; 8] {
+        let mut t = [0u8; 8];
+        t[..4].copy_from_slice(&self.crc.to_le_bytes());
+        t[4..].copy_from_slice(&(self.len as u32).to_le_bytes());
+        t
+    }
+}
+
+/// Streaming gzip: a header, raw deflate data, a trailer.
+pub struct Gzipper {
+    z: Compress,
+    crc: crc32fast::Hasher,
+    started: bool,
+    /// Input since the last flush (a flush without input writes nothing
+    /// unless asked at the start, as Varnish's ESI does).
+    dirty: bool,
+    out_len: u64,
+}
+
+impl Gzipper {
+    /// A compressor at zlib level `level` (0-9).
+    pub fn new(level: u32) -> Gzipper {
+        Gzipper {
+            z: Compress::new(Compression::new(level.min(9)), false),
+            crc: crc32fast::Hasher::new(),
+            started: false,
+            dirty: false,
+            out_len: 0,
+        }
+    }
+
+    fn start(&mut self, out: &mut Vec<u8>) {
+        if !self.started {
+            self.started = true;
+            out.extend_from_slice(&GZIP_HEADER);
+            self.out_len += GZIP_HEADER.len() as u64;
+        }
+    }
+
+    fn run(
+        &mut self,
+        mut input: &[u8],
+        flush: FlushCompress,
+        out: &mut Vec<u8>,
+    ) -> Result<(), GzError> {
+        loop {
+            if out.capacity() - out.len() < 256 {
+                out.reserve(input.len() / 2 + 4096);
+            }
+            let (in0, out0) = (self.z.total_in(), self.z.total_out());
+            let st = self
+                .z
+                .compress_vec(input, out, flush)
+                .map_err(|e| GzError::Deflate(e.to_string()))?;
+            let used = (self.z.total_in() - in0) as usize;
+            self.out_len += self.z.total_out() - out0;
+            input = &input[used..];
+            if st == Status::StreamEnd {
+                return Ok(());
+            }
+            let room = out.capacity() > out.len();
+            if input.is_empty() && room && flush != FlushCompress::Finish {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Compresses `data`, appending whatever output is ready to `out`.
+    pub fn write(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), GzError> {
+        self.start(out);
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.crc.update(data);
+        self.dirty = true;
+        self.run(data, FlushCompress::None, out)
+    }
+
+    /// Ends the deflate data so far on a byte boundary: a sync flush, or
+    /// with `full` one that also forgets the history, so what follows
+    /// decodes without what came before.
+    pub fn flush(&mut self, full: bool, out: &mut Vec<u8>) -> Result<(), GzError> {
+        self.start(out);
+        self.dirty = false;
+        let f = if full {
+            FlushCompress::Full
+        } else {
+            FlushCompress::Sync
+        };
+        self.run(&[], f, out)
+    }
+
+    /// A sync flush if anything came in since the last flush.
+    pub fn align(&mut self, out: &mut Vec<u8>) -> Result<(), GzError> {
+        if self.dirty {
+            self.flush(false, out)?;
+        }
+        Ok(())
+    }
+
+    /// Compressed bytes written so far, the header included.
+    pub fn out_len(&self) -> u64 {
+        self.out_len
+    }
+
+    /// The CRC and length of the content so far.
+    pub fn crc(&self) -> Crc {
+        Crc {
+            crc: self.crc.clone().finalize(),
+            len: self.z.total_in(),
+        }
+    }
+
+    /// Ends the stream: a sync flush (where [`GzipInfo::body_end`] is),
+    /// the final block and the trailer.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<GzipInfo, GzError> {
+        self.start(out);
+        self.align(out)?;
+        let body_end = self.out_len;
+        self.run(&[], FlushCompress::Finish, out)?;
+        let crc = self.crc();
+        out.extend_from_slice(&crc.trailer());
+        Ok(GzipInfo {
+            body_end,
+            crc: crc.crc,
+            plain_len: crc.len,
+        })
+    }
+}
+
+/// Streaming gunzip of one gzip member, checked as zlib checks it (header,
+/// CRC, length); bytes after the end are an error, as in Varnish.
+pub struct Gunzipper {
+    z: Decompress,
+    ended: bool,
+}
+
+impl Default for Gunzipper {
+    fn default() -> Self {
+        Gunzipper::new()
+    }
+}
+
+impl Gunzipper {
+    /// A decompressor for a gzip stream.
+    pub fn new() -> Gunzipper {
+        Gunzipper {
+            z: Decompress::new_gzip(15),
+            ended: false,
+        }
+    }
+
+    /// Inflates `data`, appending the output to `out` in pieces of at most
+    /// 64 KiB.
+    pub fn write(&mut self, data: &[u8], out: &mut Vec<Bytes>) -> Result<(), GzError> {
+        inflate_into(&mut self.z, data, &mut self.ended, out)
+    }
+
+    /// Inflates `data` and forgets the output (Varnish's testgunzip).
+    pub fn test(&mut self, data: &[u8]) -> Result<(), GzError> {
+        let mut input = data;
+        let mut buf = Vec::with_capacity(PIECE);
+        while !input.is_empty() {
+            if self.ended {
+                return Err(GzError::Junk);
+            }
+            buf.clear();
+            let in0 = self.z.total_in();
+            let st = self
+                .z
+                .decompress_vec(input, &mut buf, FlushDecompress::None)
+                .map_err(|e| GzError::Invalid(e.to_string()))?;
+            let used = (self.z.total_in() - in0) as usize;
+            input = &input[used..];
+            if st == Status::StreamEnd {
+                self.ended = true;
+            } else if used == 0 && buf.is_empty() {
+                return Err(GzError::Invalid("no progress".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the stream ended.
+    pub fn finish(&self) -> Result<(), GzError> {
+        if self.ended {
+            Ok(())
+        } else {
+            Err(GzError::Truncated)
+        }
+    }
+
+    /// Uncompressed bytes so far.
+    pub fn total_out(&self) -> u64 {
+        self.z.total_out()
+    }
+}
+
+fn inflate_into(
+    z: &mut Decompress,
+    data: &[u8],
+    ended: &mut bool,
+    out: &mut Vec<Bytes>,
+) -> Result<(), GzError> {
+    let mut input = data;
+    loop {
+        if input.is_empty() {
+            return Ok(());
+        }
+        if *ended {
+            return Err(GzError::Junk);
+        }
+        let mut buf = Vec::with_capacity(PIECE.min(input.len().saturating_mul(4).max(4096)));
+        let in0 = z.total_in();
+        let st = z
+            .decompress_vec(input, &mut buf, FlushDecompress::None)
+            .map_err(|e| GzError::Invalid(e.to_string()))?;
+        let used = (z.total_in() - in0) as usize;
+        input = &input[used..];
+        let progress = used > 0 || !buf.is_empty();
+        if !buf.is_empty() {
+            out.push(Bytes::from(buf));
+        }
+        if st == Status::StreamEnd {
+            *ended = true;
+        } else if !progress {
+            return Err(GzError::Invalid("no progress".into()));
+        }
+    }
+}
+
+/// Inflates a piece of raw deflate data that ends on a flush (a verbatim
+/// segment of a gzipped ESI object, possibly spread over several body
+/// chunks), with a fresh history.
+pub fn inflate_segment(
+    z: &mut Decompress,
+    data: &[Bytes],
+    out: &mut Vec<Bytes>,
+) -> Result<(), GzError> {
+    z.reset(false);
+    let mut ended = false;
+    for d in data {
+        inflate_into(z, d, &mut ended, out)?;
+    }
+    // What the segment's flush released may still sit in the inflater.
+    loop {
+        let mut buf = Vec::with_capacity(4096);
+        let o0 = z.total_out();
+        z.decompress_vec(&[], &mut buf, FlushDecompress::Sync)
+            .map_err(|e| GzError::Invalid(e.to_string()))?;
+        if z.total_out() == o0 {
+            return Ok(());
+        }
+        out.push(Bytes::from(buf));
+    }
+}
+
+/// `data` as non-final stored deflate blocks (what ESI wraps a plain
+/// fragment in inside a gzipped page).
+pub fn stored_blocks(data: &[u8], out: &mut Vec<Bytes>) {
+    for piece in data.chunks(65535) {
+        let n = piece.len() as u16;
+        let mut b = Vec::with_capacity(5 + piece.len());
+        b.push(0);
+        b.extend_from_slice(&n.to_le_bytes());
+        b.extend_from_slice(&(!n).to_le_bytes());
+        b.extend_from_slice(piece);
+        out.push(Bytes::from(b));
+    }
+}
+
+/// Compresses a whole body.
+pub fn gzip(b: &[u8], level: u32) -> Result<Bytes, GzError> {
+    let mut g = Gzipper::new(level);
+    let mut out = Vec::new();
+    g.write(b, &mut out)?;
+    g.finish(&mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// Decompresses a whole body.
+pub fn gunzip(b: &[u8]) -> Result<Bytes, GzError> {
+    let mut g = Gunzipper::new();
+    let mut out = Vec::new();
+    g.write(b, &mut out)?;
+    g.finish()?;
+    let mut all = bytes::BytesMut::new();
+    for p in out {
+        all.extend_from_slice(&p);
+    }
+    Ok(all.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +449,48 @@ mod tests {
         let z = gzip(b"hello", 6).expect("gzip");
         assert_eq!(&gunzip(&z).expect("gunzip")[..], b"hello");
         assert!(gunzip(b"not gzip").is_err());
+        assert!(matches!(gunzip(&z[..z.len() - 3]), Err(GzError::Truncated)));
+        let mut junk = z.to_vec();
+        junk.push(0);
+        assert!(matches!(gunzip(&junk), Err(GzError::Junk)));
+    }
+
+    /// Splicing the deflate data of two Shellac-made gzip bodies, as ESI
+    /// does, gives a valid gzip stream of both contents.
+    #[test]
+    fn splice() {
+        let mut parts = Vec::new();
+        let mut crc = Crc::default();
+        for s in [&b"Hello, "[..], &b"world"[..]] {
+            let mut g = Gzipper::new(6);
+            let mut out = Vec::new();
+            g.write(s, &mut out).expect("gzip");
+            let info = g.finish(&mut out).expect("finish");
+            parts.extend_from_slice(&out[10..info.body_end as usize]);
+            crc.combine(info.crc, info.plain_len);
+        }
+        let mut plain = Vec::new();
+        stored_blocks(b"!", &mut plain);
+        crc.update(b"!");
+        let mut all = GZIP_HEADER.to_vec();
+        all.extend_from_slice(&parts);
+        for p in plain {
+            all.extend_from_slice(&p);
+        }
+        all.extend_from_slice(&FINAL_STORED_BLOCK);
+        all.extend_from_slice(&crc.trailer());
+        assert_eq!(&gunzip(&all).expect("valid")[..], b"Hello, world!");
+    }
+
+    /// What Varnish's ESI stores for a body without ESI: a full flush at
+    /// the start, a sync flush at the end (e00028 counts these bytes).
+    #[test]
+    fn esi_layout_length() {
+        let mut g = Gzipper::new(6);
+        let mut out = Vec::new();
+        g.flush(true, &mut out).expect("flush");
+        g.write(b"bar", &mut out).expect("write");
+        g.finish(&mut out).expect("finish");
+        assert_eq!(out.len(), 34);
     }
 }

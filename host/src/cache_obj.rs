@@ -47,6 +47,9 @@ pub struct Body {
     chunks: Mutex<Vec<Bytes>>,
     progress: watch::Sender<Progress>,
     len: AtomicU64,
+    /// What the fetch filters found out (ESI instructions, gzip layout),
+    /// set before the body is marked complete.
+    attrs: std::sync::OnceLock<crate::cache_fetch_proc::BodyAttrs>,
 }
 
 impl Body {
@@ -59,7 +62,33 @@ impl Body {
             chunks: Mutex::new(chunks),
             progress: watch::Sender::new(Progress::Done(n)),
             len: AtomicU64::new(len),
+            attrs: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A complete body with the attributes of another (a 304 reusing the
+    /// stale object's body).
+    pub fn complete_with(b: Bytes, attrs: Option<crate::cache_fetch_proc::BodyAttrs>) -> Body {
+        let body = Body::complete(b);
+        if let Some(a) = attrs {
+            let _ = body.attrs.set(a);
+        }
+        body
+    }
+
+    /// Records what the fetch filters found (once, before `finish`).
+    pub fn set_attrs(&self, a: crate::cache_fetch_proc::BodyAttrs) {
+        let _ = self.attrs.set(a);
+    }
+
+    /// What the fetch filters found, once the body is complete.
+    pub fn attrs(&self) -> Option<&crate::cache_fetch_proc::BodyAttrs> {
+        self.attrs.get()
+    }
+
+    /// The ESI instructions of a complete body with ESI markup.
+    pub fn esi(&self) -> Option<&std::sync::Arc<crate::cache_esi::EsiData>> {
+        self.attrs.get().and_then(|a| a.esi.as_ref())
     }
 
     /// An empty body that the fetch will fill.
@@ -68,6 +97,7 @@ impl Body {
             chunks: Mutex::new(Vec::new()),
             progress: watch::Sender::new(Progress::Streaming(0)),
             len: AtomicU64::new(0),
+            attrs: std::sync::OnceLock::new(),
         }
     }
 
@@ -216,11 +246,14 @@ pub struct Object {
     /// Bytes charged against the storage budget for this object (a
     /// streaming body is charged again when complete).
     pub charged: AtomicU64,
-    /// Fetched with `beresp.do_esi`.
-    pub esi: bool,
-    /// The parsed ESI body, made at the first delivery of the complete
-    /// body (`None` inside: not XML, delivered as is).
-    pub esi_parsed: std::sync::OnceLock<Option<Vec<crate::cache_esi::Segment>>>,
+    /// The body is gzipped (Varnish's OF_GZIPED): set by the fetch
+    /// filters, not by the `Content-Encoding` VCL may have left.
+    pub gzipped: bool,
+    /// A fetch filter changed the body's encoding (OF_CHGCE): a 304 then
+    /// keeps the stored `Content-Encoding` and weakens the new ETag.
+    pub chgce: bool,
+    /// Made for one client only (a pass): no `Accept-Ranges`.
+    pub private: bool,
     /// Cache tags (surrogate keys): the `xkey` / `X-HashTwo` response
     /// header tokens and what VMODs added with `cache.add-tags`.
     pub tags: Vec<String>,
@@ -303,6 +336,11 @@ impl Object {
     /// Counts a hit and returns the new count.
     pub fn hit(&self) -> u64 {
         self.hits.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether the object has ESI instructions (`obj.can_esi`).
+    pub fn can_esi(&self) -> bool {
+        self.body.esi().is_some()
     }
 
     /// Whether this variant matches the request headers (`Vary`).

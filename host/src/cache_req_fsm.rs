@@ -202,8 +202,9 @@ pub enum ReplyBody {
     Object(Arc<Object>),
     /// An ESI object: its text with the includes' bodies inlined.
     Esi(Box<crate::cache_esi::EsiJob>),
-    /// A gzipped object's body, gunzipped.
-    Gunzip(Arc<Object>),
+    /// One of the above through delivery processors (gunzip, a range) or
+    /// with a length known before the body is complete.
+    Filtered(Box<ReplyBody>, crate::cache_deliver::Vdp),
     /// `return (pipe)`: no response, the connection becomes a tunnel to
     /// the backend.
     Pipe(Box<crate::cache_pipe::PipeJob>),
@@ -280,22 +281,54 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
+    handle_task(ctx, req, body, client, server, esi_level, None).await
+}
+
+/// Handles the sub-request of an ESI include: `top` is the top request
+/// (`req_top.*`) and its time.
+pub async fn handle_include(
+    ctx: Arc<Ctx>,
+    req: ReqMsg,
+    client: IpAddr,
+    server: IpAddr,
+    esi_level: u32,
+    top: Arc<(ReqMsg, f64)>,
+) -> Reply {
+    let body = crate::cache_req_body::ReqBody::none();
+    handle_task(ctx, req, body, client, server, esi_level, Some(top)).await
+}
+
+async fn handle_task(
+    ctx: Arc<Ctx>,
+    req: ReqMsg,
+    body: crate::cache_req_body::ReqBody,
+    client: IpAddr,
+    server: IpAddr,
+    esi_level: u32,
+    top: Option<Arc<(ReqMsg, f64)>>,
+) -> Reply {
     let Some(mut vcl) = ctx.vcl() else {
         return fallback_503(ctx.next_xid());
     };
     let xid = ctx.next_xid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
+    if let Some(top) = top {
+        // An include keeps the time of the request it is part of.
+        t.req_time = top.1;
+        t.req_top = Some(top);
+    }
     t.cache = Some(ctx.cache.clone());
     t.req = req;
     t.req_body = body;
     t.max_hdr = max_hdr(&ctx);
     t.esi_level = esi_level;
-    if esi_level == 0 {
-        recv_prep(&mut t.req, client);
-        if ctx.params().flag("http_gzip_support") {
-            crate::cache_gzip::normalize_req(&mut t.req.headers);
-        }
+    t.req0 = t.req.clone();
+    {
+        let params = ctx.params();
+        t.gzip_support = params.flag("http_gzip_support");
+        t.range_support = params.flag("http_range_support");
     }
+    recv_prep(&mut t.req, client);
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
     let mut step = Step::Recv;
@@ -460,6 +493,11 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
             return (t, s);
         }
     }
+    // Accept-Encoding is washed after vcl_recv, for Vary's sake (not for
+    // a pass or pipe, whose backend sees the client's).
+    if t.gzip_support && !pass && !pipe {
+        crate::cache_gzip::normalize_req(&mut t.req.headers);
+    }
     t.hash_start();
     let (tt, r) = vcl_call(ctx, vcl, Method::Hash, t, ws);
     t = tt;
@@ -612,6 +650,9 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
         }
     }
     hdr_set(&mut bo.bereq.headers, "X-Varnish", &bo.xid.to_string());
+    bo.bereq0 = bo.bereq.clone();
+    bo.gzip_support = t.gzip_support;
+    bo.range_support = t.range_support;
     bo.bereq_uncacheable = pass;
     bo.max_hdr = t.max_hdr;
     bo.bereq_backend = t.backend_hint;
@@ -854,81 +895,63 @@ fn deliver(
         proto: "HTTP/1.1".into(),
         headers,
     };
+    crate::cache_deliver::setup_deliver(&mut t.resp, &obj, &t.req.headers, &params);
     t.obj = Some(obj.clone());
-    t.resp_do_esi = obj.esi;
+    t.resp_do_esi = true;
+    t.vdp_filters = None;
     let (tt, r) = vcl_call(ctx, vcl, Method::Deliver, t, client_ws(ctx));
     t = tt;
     match r {
         Ok(None | Some(Action::Deliver)) => {
             let head = t.req.method == "HEAD";
-            let not_modified =
-                t.resp.status == 200 && not_modified(&t.req.headers, &t.resp.headers);
-            if not_modified {
+            if t.esi_level == 0
+                && t.resp.status == 200
+                && not_modified(&t.req.headers, &t.resp.headers)
+            {
                 t.resp.status = 304;
                 t.resp.reason = "Not Modified".into();
             }
-            let head_length = if head && !not_modified {
-                match obj.body.progress() {
-                    crate::cache_obj::Progress::Done(_) if !obj.body.is_empty() => {
-                        Some(obj.body.len())
-                    }
-                    _ => hdr_get(&t.resp.headers, "content-length")
-                        .and_then(|v| v.trim().parse().ok()),
-                }
-            } else {
-                None
+            let disable_esi = !t.resp_do_esi || !t.req_esi;
+            let (req0, client, server, level) =
+                (t.req0.clone(), t.client_ip, t.server_ip, t.esi_level);
+            let top = t
+                .req_top
+                .clone()
+                .unwrap_or_else(|| Arc::new((t.req.clone(), t.req_time)));
+            let filters = t.vdp_filters.take();
+            let tr = crate::cache_deliver::TransmitReq {
+                req: &t.req.headers,
+                head,
+                esi_level: t.esi_level,
+                disable_esi,
+                filters: filters.as_deref(),
+                params: &params,
             };
-            // A gzipped object for a client that does not take gzip.
-            let gunzip = !head
-                && !not_modified
-                && params.flag("http_gzip_support")
-                && crate::cache_gzip::is_gzip(&t.resp.headers)
-                && !hdr_get(&t.req.headers, "accept-encoding")
-                    .is_some_and(crate::cache_gzip::accepts_gzip);
-            // ESI output is assembled as plain text.
-            let esi = obj.esi && t.resp_do_esi && t.req_esi;
-            if gunzip || (esi && !head) {
-                crate::cache_obj::hdr_unset(&mut t.resp.headers, "content-encoding");
-            }
-            // Range on a complete object (Varnish's VDP range), for plain
-            // deliveries of a 200.
-            let mut ranged: Option<Bytes> = None;
-            if !head
-                && !not_modified
-                && !gunzip
-                && !esi
-                && t.resp.status == 200
-                && params.flag("http_range_support")
-                && t.esi_level == 0
-            {
-                if let Some(whole) = obj.body.try_collect() {
-                    ranged = crate::cache_range::apply(&t.req.headers, &mut t.resp, &whole);
-                }
-            }
+            let job = |gzip_out| crate::cache_esi::EsiJob {
+                ctx: ctx.clone(),
+                obj: obj.clone(),
+                req0,
+                client,
+                server,
+                level,
+                gzip_out,
+                top,
+            };
+            let (body, head_length, close) =
+                match crate::cache_deliver::transmit(&tr, &mut t.resp, &obj, job) {
+                    Ok((b, h)) => (b, h, false),
+                    Err(e) => {
+                        tracing::warn!(xid = t.xid, "Failure to push processors: {e}");
+                        (ReplyBody::Bytes(Bytes::new()), None, true)
+                    }
+                };
             let reply = Reply {
                 head_length,
                 status: t.resp.status,
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
-                body: if head || not_modified {
-                    ReplyBody::Bytes(Bytes::new())
-                } else if let Some(b) = ranged {
-                    ReplyBody::Bytes(b)
-                } else if gunzip && !(obj.esi && t.resp_do_esi && t.req_esi) {
-                    ReplyBody::Gunzip(obj.clone())
-                } else if obj.esi && t.resp_do_esi && t.req_esi {
-                    ReplyBody::Esi(Box::new(crate::cache_esi::EsiJob {
-                        ctx: ctx.clone(),
-                        obj: obj.clone(),
-                        req: t.req.clone(),
-                        client: t.client_ip,
-                        server: t.server_ip,
-                        level: t.esi_level,
-                    }))
-                } else {
-                    ReplyBody::Object(obj.clone())
-                },
-                close: false,
+                body,
+                close,
             };
             (t, Ok(reply))
         }
@@ -977,10 +1000,8 @@ fn synth(
         Ok(None | Some(Action::Deliver)) => {
             let mut body = Bytes::from(std::mem::take(&mut t.synth_body));
             let head = t.req.method == "HEAD";
-            if !head && ctx.params().flag("http_range_support") && t.esi_level == 0 {
-                if let Some(b) = crate::cache_range::apply(&t.req.headers, &mut t.resp, &body) {
-                    body = b;
-                }
+            if !head && ctx.params().flag("http_range_support") {
+                body = crate::cache_deliver::synth_range(&t.req.headers, &mut t.resp, body);
             }
             let reply = Reply {
                 status: t.resp.status,

@@ -1011,7 +1011,8 @@ fn writable(m: Method, part: Http) -> bool {
 
 fn headers(t: &Task, part: Http) -> Option<&crate::cache_obj::Headers> {
     Some(match part {
-        Http::Req | Http::ReqTop => &t.req.headers,
+        Http::Req => &t.req.headers,
+        Http::ReqTop => &t.req_top.as_ref().map_or(&t.req, |x| &x.0).headers,
         Http::Bereq => &t.bereq.headers,
         Http::Beresp => &t.beresp.headers,
         Http::Resp => &t.resp.headers,

@@ -49,6 +49,26 @@ async fn page(req: &hyper::Request<Incoming>, n: u64) -> hyper::Response<Full<By
         );
         return resp;
     }
+    // `/gzip/N`: N bytes of text-like content, gzipped (at most 16 MiB).
+    if let Some(len) = path
+        .strip_prefix("/gzip/")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
+        if len <= 16 << 20 {
+            let body = crate::cache_gzip::gzip(&text(len), 6).unwrap_or_default();
+            let mut resp = hyper::Response::new(Full::new(body));
+            let h = resp.headers_mut();
+            h.insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("public, max-age=3600"),
+            );
+            h.insert(
+                hyper::header::CONTENT_ENCODING,
+                hyper::header::HeaderValue::from_static("gzip"),
+            );
+            return resp;
+        }
+    }
     let (status, cc, body) = match path {
         "/" => (
             200,
@@ -76,6 +96,28 @@ async fn page(req: &hyper::Request<Incoming>, n: u64) -> hyper::Response<Full<By
             Ok(len) if len <= 16 << 20 => (200, "public, max-age=3600", "x".repeat(len)),
             _ => (404, "max-age=10", format!("not found {n}\n")),
         },
+        // `/esi/page/N` (and `/esi/gzpage/N`): a page of N ESI includes
+        // of `/esi/frag/I`, each a 1 KiB fragment, for benchmarks.
+        p if p.starts_with("/esi/page/") || p.starts_with("/esi/gzpage/") => {
+            match p.rsplit('/').next().and_then(|c| c.parse::<usize>().ok()) {
+                Some(c) if c <= 1000 => {
+                    let mut b = String::from("<html><body>\n");
+                    for i in 0..c {
+                        b.push_str(&format!(
+                            "<div class=\"f\"><esi:include src=\"/esi/frag/{i}\"/></div>\n"
+                        ));
+                    }
+                    b.push_str("</body></html>\n");
+                    (200, "public, max-age=3600", b)
+                }
+                _ => (404, "max-age=10", format!("not found {n}\n")),
+            }
+        }
+        p if p.starts_with("/esi/frag/") => (
+            200,
+            "public, max-age=3600",
+            String::from_utf8_lossy(&text(1024)).into_owned(),
+        ),
         _ => (404, "max-age=10", format!("not found {n}\n")),
     };
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
@@ -102,4 +144,21 @@ async fn page(req: &hyper::Request<Incoming>, n: u64) -> hyper::Response<Full<By
         h.insert("x-origin-count", v);
     }
     resp
+}
+
+/// `len` bytes of text that compresses about as well as HTML does.
+fn text(len: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "cache", "object", "varnish", "shellac", "request", "backend", "<p>", "</p>", "header",
+        "delivery", "fragment", "gzip", "range", "stream", "client", "the",
+    ];
+    let mut out = Vec::with_capacity(len + 16);
+    let mut x: u32 = 12345;
+    while out.len() < len {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        out.extend_from_slice(WORDS[(x >> 16) as usize % WORDS.len()].as_bytes());
+        out.push(if x.is_multiple_of(7) { b'\n' } else { b' ' });
+    }
+    out.truncate(len);
+    out
 }

@@ -22,6 +22,8 @@ pub enum Unit {
     Count,
     Bool,
     Text,
+    /// A set of named bits changed with `+name`/`-name` (`feature`).
+    Bits(&'static [&'static str]),
 }
 
 /// One parameter's definition.
@@ -39,6 +41,59 @@ const fn d(name: &'static str, unit: Unit, default: &'static str, min: Option<f6
         default,
         min,
     }
+}
+
+/// Varnish 7.1's `feature` bits.
+const FEATURES: &[&str] = &[
+    "http2",
+    "short_panic",
+    "no_coredump",
+    "https_scheme",
+    "http_date_postel",
+    "esi_ignore_https",
+    "esi_disable_xml_check",
+    "esi_ignore_other_elements",
+    "esi_remove_bom",
+    "esi_include_onerror",
+    "wait_silo",
+    "validate_headers",
+    "busy_stats_rate",
+];
+
+/// Applies a bits argument (`none`, or `+a,-b,…`) to the set `cur` (kept
+/// as `+a,+b` in table order, or `none`), as varnishd's `bit_tweak`.
+fn tweak_bits(tags: &[&str], cur: &str, arg: &str) -> Result<String, String> {
+    let mut on: Vec<bool> = tags
+        .iter()
+        .map(|t| cur.split(',').any(|c| c.strip_prefix('+') == Some(t)))
+        .collect();
+    if arg.trim() == "none" {
+        on.iter_mut().for_each(|b| *b = false);
+    } else {
+        for item in arg.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (set, name) = match item.split_at(1) {
+                ("+", n) => (true, n),
+                ("-", n) => (false, n),
+                _ => return Err(format!("Missing '+' or '-' ({item})")),
+            };
+            let i = tags
+                .iter()
+                .position(|t| t.eq_ignore_ascii_case(name))
+                .ok_or_else(|| format!("Unknown feature bit ({item})"))?;
+            on[i] = set;
+        }
+    }
+    let s: Vec<String> = tags
+        .iter()
+        .zip(on)
+        .filter(|(_, b)| *b)
+        .map(|(t, _)| format!("+{t}"))
+        .collect();
+    Ok(if s.is_empty() {
+        "none".to_string()
+    } else {
+        s.join(",")
+    })
 }
 
 /// Varnish 7.1's defaults for the parameters Shellac implements.
@@ -74,7 +129,7 @@ const DEFS: &[Def] = &[
         None,
     ),
     d("vmod_path", Unit::Text, "/usr/lib/varnish/vmods", None),
-    d("feature", Unit::Text, "", None),
+    d("feature", Unit::Bits(FEATURES), "+validate_headers", None),
     d("pipe_timeout", Unit::Seconds, "60", Some(0.0)),
     d("idle_send_timeout", Unit::Seconds, "60", Some(0.0)),
     d("timeout_linger", Unit::Seconds, "0.050", Some(0.0)),
@@ -270,6 +325,7 @@ fn parse(def: &Def, v: &str) -> Result<Value, String> {
             _ => Err(format!("\"{v}\" is not a boolean (use on or off)")),
         },
         Unit::Text => Ok(Value::Text(v.to_string())),
+        Unit::Bits(tags) => tweak_bits(tags, "none", v).map(Value::Text),
     }
 }
 
@@ -296,7 +352,18 @@ impl Params {
             name: name.to_string(),
             why,
         };
-        let v = parse(def, value).map_err(bad)?;
+        let v = match def.unit {
+            // Relative to the bits set now; `default` is the default set.
+            Unit::Bits(tags) => {
+                let (cur, arg) = match value.trim() {
+                    "default" => ("none", def.default),
+                    _ => (self.text(name), value),
+                };
+                tweak_bits(tags, cur, arg).map(Value::Text)
+            }
+            _ => parse(def, value),
+        }
+        .map_err(bad)?;
         if let Value::Num(x) = v {
             let (lo, hi) = self.dynamic_bounds(name);
             if let Some((lo, why)) = lo.filter(|(lo, _)| x < *lo) {
@@ -370,8 +437,16 @@ impl Params {
             (Value::Num(x), Unit::Bytes) => format!("{x} [bytes]"),
             (Value::Num(x), _) => format!("{x}"),
             (Value::Bool(b), _) => (if *b { "on" } else { "off" }).to_string(),
+            (Value::Text(t), Unit::Bits(_)) => t.clone(),
             (Value::Text(t), _) => format!("\"{t}\""),
         })
+    }
+
+    /// Whether feature bit `name` is on (`-p feature=+name`).
+    pub fn feature(&self, name: &str) -> bool {
+        self.text("feature")
+            .split(',')
+            .any(|b| b.strip_prefix('+') == Some(name))
     }
 
     /// `param.show` without a name: every parameter and its value.
@@ -422,6 +497,16 @@ mod tests {
         assert!(p.set_arg("default_ttl=abc").is_err());
         assert!(p.set_arg("default_ttl=-1").is_err());
         assert!(p.set_arg("http_gzip_support=maybe").is_err());
+        assert!(p.feature("validate_headers"));
+        p.set_arg("feature=+esi_ignore_https,+esi_disable_xml_check")
+            .expect("bits");
+        assert!(p.feature("esi_ignore_https") && p.feature("validate_headers"));
+        p.set("feature", "-esi_ignore_https").expect("bits");
+        assert!(!p.feature("esi_ignore_https") && p.feature("esi_disable_xml_check"));
+        assert!(p.set("feature", "+nonesuch").is_err());
+        assert!(p.set("feature", "esi_ignore_https").is_err());
+        p.set("feature", "none").expect("none");
+        assert_eq!(p.show("feature").as_deref(), Some("none"));
         assert!(p.set_arg("default_ttl").is_err());
     }
 

@@ -80,6 +80,7 @@ pub enum Native {
     FileExists,
     FileRead,
     CacheReqBody,
+    Rollback,
 }
 
 /// `std.fileread()` and `std.file_exists()` confined to the directories
@@ -158,6 +159,7 @@ pub fn bind(f: &NativeFn) -> Native {
         ("std", "file_exists") => Native::FileExists,
         ("std", "fileread") => Native::FileRead,
         ("std", "cache_req_body") => Native::CacheReqBody,
+        ("std", "rollback") => Native::Rollback,
         ("std", "integer") => Native::Integer,
         ("std", "real") => Native::Real,
         ("std", "duration") => Native::Duration,
@@ -392,6 +394,15 @@ pub fn call(
         Native::FileExists => Ret::Bool(s(args, 0).is_some_and(|p| vcl.files.exists(p))),
         Native::FileRead => Ret::Str(Some(vcl.files.read(s(args, 0).unwrap_or(""))?)),
         Native::CacheReqBody => Ret::Bool(cache_req_body(task, num(args, 0).unwrap_or(0.0))),
+        // `std.rollback(req|bereq)`: back to the message as it arrived.
+        Native::Rollback => {
+            match args.first() {
+                Some(Arg::Handle(0)) => task.req = task.req0.clone(),
+                Some(Arg::Handle(2)) => task.bereq = task.bereq0.clone(),
+                _ => return Err("std.rollback: only req and bereq can be rolled back".into()),
+            }
+            Ret::Void
+        }
     })
 }
 

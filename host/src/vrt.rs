@@ -147,7 +147,8 @@ fn headers_mut(t: &mut Task, w: HttpWhere) -> R<&mut crate::cache_obj::Headers> 
 
 fn header_get(t: &Task, w: HttpWhere, name: &str) -> Option<String> {
     let h = match w {
-        HttpWhere::Req | HttpWhere::ReqTop => &t.req.headers,
+        HttpWhere::Req => &t.req.headers,
+        HttpWhere::ReqTop => &t.req_top.as_ref().map_or(&t.req, |x| &x.0).headers,
         HttpWhere::Bereq => &t.bereq.headers,
         HttpWhere::Beresp => &t.beresp.headers,
         HttpWhere::Resp => &t.resp.headers,

@@ -79,8 +79,24 @@ pub struct Task {
     pub esi_level: u32,
     /// `req.esi`: whether ESI in delivered objects is processed.
     pub req_esi: bool,
-    /// `resp.do_esi`: process this response's ESI (defaults to the object's).
+    /// `resp.do_esi`: process this response's ESI (default true).
     pub resp_do_esi: bool,
+    /// The request as it arrived, before VCL changed it (Varnish's
+    /// `http0`): what `std.rollback(req)` restores and ESI includes
+    /// start from.
+    pub req0: ReqMsg,
+    /// In an ESI include: the top request and its time (`req_top.*`).
+    pub req_top: Option<Arc<(ReqMsg, f64)>>,
+    /// The backend request as built, before `vcl_backend_fetch`.
+    pub bereq0: ReqMsg,
+    /// `beresp.filters` / `resp.filters` once VCL set them.
+    pub vfp_filters: Option<String>,
+    pub vdp_filters: Option<String>,
+    /// The backend response has a body (for the default `beresp.filters`).
+    pub beresp_has_body: bool,
+    /// `http_gzip_support` and `http_range_support` when the task began.
+    pub gzip_support: bool,
+    pub range_support: bool,
     pub hasher: Option<Sha256>,
     pub hash: [u8; 32],
     pub ttl: f64,
@@ -159,7 +175,15 @@ impl Task {
             do_gunzip: false,
             esi_level: 0,
             req_esi: true,
-            resp_do_esi: false,
+            resp_do_esi: true,
+            req0: ReqMsg::default(),
+            req_top: None,
+            bereq0: ReqMsg::default(),
+            vfp_filters: None,
+            vdp_filters: None,
+            beresp_has_body: false,
+            gzip_support: true,
+            range_support: true,
             hasher: None,
             hash: [0; 32],
             ttl: 0.0,

@@ -38,9 +38,9 @@ pub fn get_string(t: &mut Task, id: i32) -> R<Option<String>> {
         "req.method" => t.req.method.clone(),
         "req.url" => t.req.url.clone(),
         "req.proto" => t.req.proto.clone(),
-        "req_top.method" => t.req.method.clone(),
-        "req_top.url" => t.req.url.clone(),
-        "req_top.proto" => t.req.proto.clone(),
+        "req_top.method" => t.req_top.as_ref().map_or(&t.req, |x| &x.0).method.clone(),
+        "req_top.url" => t.req_top.as_ref().map_or(&t.req, |x| &x.0).url.clone(),
+        "req_top.proto" => t.req_top.as_ref().map_or(&t.req, |x| &x.0).proto.clone(),
         "req.xid" | "bereq.xid" => t.xid.to_string(),
         "sess.xid" => t.xid.to_string(),
         "req.transport" => "HTTP/1".into(),
@@ -51,7 +51,31 @@ pub fn get_string(t: &mut Task, id: i32) -> R<Option<String>> {
         "beresp.proto" => t.beresp.proto.clone(),
         "beresp.reason" => t.beresp.reason.clone(),
         "beresp.backend.name" => return Ok(t.beresp_backend_name.clone()),
-        "beresp.filters" | "resp.filters" => String::new(),
+        "beresp.filters" => match &t.vfp_filters {
+            Some(f) => f.clone(),
+            None => crate::cache_fetch_proc::default_list(&crate::cache_fetch_proc::Want {
+                do_esi: t.do_esi,
+                do_gzip: t.do_gzip,
+                do_gunzip: t.do_gunzip,
+                has_body: t.beresp_has_body,
+                gzip_support: t.gzip_support,
+                beresp: &t.beresp.headers,
+            }),
+        },
+        "resp.filters" => match (&t.vdp_filters, &t.obj) {
+            (Some(f), _) => f.clone(),
+            (None, Some(o)) => crate::cache_deliver::default_filters(
+                &crate::cache_deliver::FilterWant {
+                    req: &t.req.headers,
+                    disable_esi: !t.resp_do_esi,
+                    gzip_support: t.gzip_support,
+                    range_support: t.range_support,
+                },
+                &t.resp,
+                o,
+            ),
+            (None, None) => String::new(),
+        },
         "resp.proto" => t.resp.proto.clone(),
         "resp.reason" => t.resp.reason.clone(),
         "obj.proto" => t.obj.as_ref().map(|o| o.proto.clone()).unwrap_or_default(),
@@ -99,7 +123,8 @@ pub fn set_string(t: &mut Task, id: i32, v: Option<Vec<u8>>) -> R<()> {
         "resp.reason" => t.resp.reason = line1(n, v)?,
         "client.identity" => t.client_identity = Some(text(v)),
         "resp.body" | "beresp.body" => t.synth_body = v.unwrap_or_default(),
-        "beresp.filters" | "resp.filters" => {}
+        "beresp.filters" => t.vfp_filters = Some(text(v)),
+        "resp.filters" => t.vdp_filters = Some(text(v)),
         _ => return Err(unsupported("setting", n)),
     }
     Ok(())
@@ -148,7 +173,8 @@ pub fn get_real(t: &mut Task, id: i32) -> R<f64> {
     let obj = |f: fn(&crate::cache_obj::Object) -> f64| t.obj.as_deref().map_or(0.0, f);
     Ok(match n {
         "now" => now(),
-        "req.time" | "req_top.time" => t.req_time,
+        "req.time" => t.req_time,
+        "req_top.time" => t.req_top.as_ref().map_or(t.req_time, |x| x.1),
         "bereq.time" => t.req_time,
         "beresp.time" => t.beresp_time,
         "resp.time" => now(),
@@ -219,23 +245,53 @@ pub fn get_bool(t: &mut Task, id: i32) -> R<bool> {
         "req.is_hitmiss" | "bereq.is_hitmiss" => t.is_hitmiss,
         "req.is_hitpass" | "bereq.is_hitpass" => t.is_hitpass,
         "req.esi" => t.req_esi,
-        "resp.do_esi" => t.resp_do_esi,
-        "obj.can_esi" => t.obj.as_ref().is_some_and(|o| o.esi),
+        "resp.do_esi" => {
+            resp_filters_fixed(t, n)?;
+            t.resp_do_esi
+        }
+        "obj.can_esi" => t.obj.as_ref().is_some_and(|o| o.can_esi()),
         "bereq.uncacheable" => t.bereq_uncacheable,
         "bereq.is_bgfetch" => t.is_bgfetch,
         "beresp.uncacheable" => t.uncacheable,
         "beresp.do_stream" => t.do_stream,
         "beresp.was_304" => t.was_304,
-        "beresp.do_esi" => t.do_esi,
-        "beresp.do_gzip" => t.do_gzip,
-        "beresp.do_gunzip" => t.do_gunzip,
+        "beresp.do_esi" | "beresp.do_gzip" | "beresp.do_gunzip" => {
+            beresp_filters_fixed(t, n)?;
+            match n {
+                "beresp.do_esi" => t.do_esi,
+                "beresp.do_gzip" => t.do_gzip,
+                _ => t.do_gunzip,
+            }
+        }
         "obj.uncacheable" => t
             .obj
             .as_ref()
             .is_some_and(|o| o.uncacheable || o.kind != crate::cache_obj::ObjKind::Normal),
-        "resp.is_streaming" => false,
+        "resp.is_streaming" => t
+            .obj
+            .as_ref()
+            .is_some_and(|o| matches!(o.body.progress(), crate::cache_obj::Progress::Streaming(_))),
         _ => return Err(unsupported("reading", n)),
     })
+}
+
+/// Once VCL set `beresp.filters`, the `do_*` flags that would have
+/// chosen them are undefined (a VCL failure, as in Varnish).
+fn beresp_filters_fixed(t: &Task, n: &str) -> R<()> {
+    match t.vfp_filters {
+        Some(_) => Err(format!(
+            "beresp.filters are already fixed, {n} is undefined"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The same for `resp.do_esi` after `resp.filters`.
+fn resp_filters_fixed(t: &Task, n: &str) -> R<()> {
+    match t.vdp_filters {
+        Some(_) => Err(format!("resp.filters are already fixed, {n} is undefined")),
+        None => Ok(()),
+    }
 }
 
 /// Assigns a BOOL variable.
@@ -250,11 +306,24 @@ pub fn set_bool(t: &mut Task, id: i32, v: bool) -> R<()> {
             t.uncacheable |= v;
         }
         "beresp.do_stream" => t.do_stream = v,
-        "req.esi" => t.req_esi = v,
-        "resp.do_esi" => t.resp_do_esi = v,
-        "beresp.do_esi" => t.do_esi = v,
-        "beresp.do_gzip" => t.do_gzip = v,
-        "beresp.do_gunzip" => t.do_gunzip = v,
+        // VCL 4.0's req.esi only counts for the top request.
+        "req.esi" => {
+            if t.esi_level == 0 {
+                t.req_esi = v
+            }
+        }
+        "resp.do_esi" => {
+            resp_filters_fixed(t, n)?;
+            t.resp_do_esi = v
+        }
+        "beresp.do_esi" | "beresp.do_gzip" | "beresp.do_gunzip" => {
+            beresp_filters_fixed(t, n)?;
+            match n {
+                "beresp.do_esi" => t.do_esi = v,
+                "beresp.do_gzip" => t.do_gzip = v,
+                _ => t.do_gunzip = v,
+            }
+        }
         _ => return Err(unsupported("setting", n)),
     }
     Ok(())
