@@ -320,10 +320,16 @@ impl Source {
     }
 }
 
+/// At most about this much plain text is inflated per step for a client.
+const GUNZIP_STEP: usize = 256 << 10;
+
 /// A body through gunzip and range.
 pub struct Filtered {
     src: Source,
     gunzip: Option<Gunzipper>,
+    /// Compressed input not inflated yet: gunzip works in bounded steps,
+    /// so a small chunk that expands enormously never sits whole in memory.
+    pending: Option<Bytes>,
     range: Option<RangeCut>,
     len: Option<u64>,
     queue: VecDeque<Bytes>,
@@ -339,14 +345,21 @@ impl Filtered {
             if self.done {
                 return Poll::Ready(None);
             }
-            let data = match self.src.poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => {
+            let data = match self.pending.take() {
+                Some(p) => Ok(p),
+                None => match self.src.poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => Err(r),
+                },
+            };
+            let data = match data {
+                Ok(p) => p,
+                Err(Some(Err(e))) => {
                     self.done = true;
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(Some(Ok(b))) => b,
-                Poll::Ready(None) => {
+                Err(Some(Ok(b))) => b,
+                Err(None) => {
                     self.done = true;
                     if let Some(g) = &self.gunzip {
                         if let Err(e) = g.finish() {
@@ -361,12 +374,14 @@ impl Filtered {
             };
             let mut pieces = Vec::new();
             match self.gunzip.as_mut() {
-                Some(g) => {
-                    if let Err(e) = g.write(&data, &mut pieces) {
+                Some(g) => match g.write_some(&data, &mut pieces, GUNZIP_STEP) {
+                    Ok(used) if used < data.len() => self.pending = Some(data.slice(used..)),
+                    Ok(_) => {}
+                    Err(e) => {
                         self.done = true;
                         return Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))));
                     }
-                }
+                },
                 None => pieces.push(data),
             }
             for p in pieces {
@@ -446,6 +461,7 @@ impl RespBody {
             ReplyBody::Filtered(inner, vdp) => RespBody::Filtered(Box::new(Filtered {
                 src: source(*inner),
                 gunzip: vdp.gunzip.then(Gunzipper::new),
+                pending: None,
                 range: vdp.range.map(|(low, high)| RangeCut {
                     low,
                     high: high + 1,
@@ -533,5 +549,46 @@ pub fn synth_range(req: &Headers, resp: &mut RespMsg, body: Bytes) -> Bytes {
             resp.reason = crate::cache_http::status_reason(206).into();
             body.slice(low as usize..=high as usize)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client without gzip reading a gzip bomb: one small chunk that
+    /// inflates to 64 MiB comes out in bounded steps, never whole.
+    #[test]
+    fn gunzip_for_a_client_is_bounded_per_step() {
+        let plain = vec![0u8; 64 << 20];
+        let bomb = crate::cache_gzip::gzip(&plain, 9).expect("gzip");
+        assert!(bomb.len() < 1 << 20, "a bomb is small: {}", bomb.len());
+        let mut f = Filtered {
+            src: Source::Full(Some(bomb)),
+            gunzip: Some(Gunzipper::new()),
+            pending: None,
+            range: None,
+            len: None,
+            queue: VecDeque::new(),
+            done: false,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut total = 0usize;
+        let mut most_queued = 0usize;
+        loop {
+            match f.poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(b))) => total += b.len(),
+                Poll::Ready(Some(Err(e))) => panic!("gunzip failed: {e}"),
+                Poll::Ready(None) => break,
+                Poll::Pending => panic!("a full source never waits"),
+            }
+            let queued: usize = f.queue.iter().map(Bytes::len).sum();
+            most_queued = most_queued.max(queued);
+        }
+        assert_eq!(total, plain.len());
+        assert!(
+            most_queued <= GUNZIP_STEP + (64 << 10),
+            "{most_queued} bytes were queued at once"
+        );
     }
 }

@@ -297,6 +297,17 @@ impl Gunzipper {
         inflate_into(&mut self.z, data, &mut self.ended, out)
     }
 
+    /// Inflates from `data` until about `max_out` bytes came out; returns
+    /// how much of `data` was used (the rest is for the next call).
+    pub fn write_some(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<Bytes>,
+        max_out: usize,
+    ) -> Result<usize, GzError> {
+        inflate_bounded(&mut self.z, data, &mut self.ended, out, max_out)
+    }
+
     /// Inflates `data` and forgets the output (Varnish's testgunzip).
     pub fn test(&mut self, data: &[u8]) -> Result<(), GzError> {
         let mut input = data;
@@ -343,10 +354,25 @@ fn inflate_into(
     ended: &mut bool,
     out: &mut Vec<Bytes>,
 ) -> Result<(), GzError> {
+    inflate_bounded(z, data, ended, out, usize::MAX).map(|_| ())
+}
+
+/// Inflates from `data` until all of it is used or about `max_out` bytes
+/// came out; returns how much of `data` was used. A caller that cannot
+/// hold a chunk's whole expansion (a client without gzip, reading a
+/// hostile gzip) takes it in bounded steps.
+fn inflate_bounded(
+    z: &mut Decompress,
+    data: &[u8],
+    ended: &mut bool,
+    out: &mut Vec<Bytes>,
+    max_out: usize,
+) -> Result<usize, GzError> {
     let mut input = data;
+    let mut produced = 0usize;
     loop {
-        if input.is_empty() {
-            return Ok(());
+        if input.is_empty() || produced >= max_out {
+            return Ok(data.len() - input.len());
         }
         if *ended {
             return Err(GzError::Junk);
@@ -359,6 +385,7 @@ fn inflate_into(
         let used = (z.total_in() - in0) as usize;
         input = &input[used..];
         let progress = used > 0 || !buf.is_empty();
+        produced += buf.len();
         if !buf.is_empty() {
             out.push(Bytes::from(buf));
         }
