@@ -455,6 +455,14 @@ pub async fn fetch(
                 return Err(Abandoned(e.to_string()));
             }
         }
+        if std::mem::take(&mut bo.bereq_rolled_back) {
+            // std.rollback(bereq) in vcl_backend_response let go of the
+            // backend connection: no body to fetch (Varnish's "No
+            // backend connection (rollback?)"), so vcl_backend_error.
+            drop(pump);
+            body_failed = Some("No backend connection (rollback?)".into());
+            continue;
+        }
         // do_gzip / do_gunzip: the whole body is transformed here.
         let compress = if bo.do_gzip && !crate::cache_gzip::is_gzip(&bo.beresp.headers) {
             Some(true)

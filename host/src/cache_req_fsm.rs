@@ -220,6 +220,9 @@ pub struct Reply {
     pub close: bool,
     /// The Content-Length to announce for a body that is not sent (HEAD).
     pub head_length: Option<u64>,
+    /// Only the status line goes out, then the connection closes
+    /// (Varnish's `minimal_response`, e.g. after `vcl_synth` failed).
+    pub minimal: bool,
 }
 
 impl Reply {
@@ -232,6 +235,17 @@ impl Reply {
             body: ReplyBody::Bytes(Bytes::new()),
             close: true,
             head_length: None,
+            minimal: false,
+        }
+    }
+
+    /// Just a status line, then the connection closes.
+    pub fn minimal(status: u16) -> Reply {
+        Reply {
+            status,
+            reason: crate::cache_http::status_reason(status).to_string(),
+            minimal: true,
+            ..Reply::hangup()
         }
     }
 }
@@ -286,6 +300,9 @@ pub async fn handle_at_level(
     let xid = ctx.next_xid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
     t.cache = Some(ctx.cache.clone());
+    // What the client sent, before any VCL (Varnish's `http0`): a VCL
+    // failure and `std.rollback(req)` go back to it.
+    t.http0 = req.clone();
     t.req = req;
     t.req_body = body;
     t.max_hdr = max_hdr(&ctx);
@@ -298,6 +315,9 @@ pub async fn handle_at_level(
     }
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
+    // Varnish's `req->doclose` after a VCL failure: the response still
+    // goes out, then the connection closes.
+    let mut doclose = false;
     let mut step = Step::Recv;
     loop {
         let next = match step {
@@ -320,7 +340,10 @@ pub async fn handle_at_level(
                 let (tt, r) = deliver(&ctx, &vcl, t, obj, hit_xid);
                 t = tt;
                 match r {
-                    Ok(reply) => return reply,
+                    Ok(mut reply) => {
+                        reply.close |= doclose;
+                        return reply;
+                    }
                     Err(s) => s,
                 }
             }
@@ -333,24 +356,30 @@ pub async fn handle_at_level(
                     body: ReplyBody::Pipe(job),
                     close: true,
                     head_length: None,
+                    minimal: false,
                 }
             }
             Step::Synth(status, reason) => {
                 let (tt, r) = synth(&ctx, &vcl, t, status, reason);
                 t = tt;
                 match r {
-                    Ok(reply) => return reply,
+                    Ok(mut reply) => {
+                        reply.close |= doclose;
+                        return reply;
+                    }
                     Err(s) => s,
                 }
             }
             Step::Fail(why) => {
+                // Varnish's cnt_vclfail: the request as the client sent
+                // it, a 503 "VCL failed" from vcl_synth, and the
+                // connection closes after it.
                 tracing::warn!(xid = t.xid, "request failed: {why}");
-                let (tt, r) = synth(&ctx, &vcl, t, 503, Some("VCL failed".into()));
-                t = tt;
-                match r {
-                    Ok(reply) => return reply,
-                    Err(_) => return fallback_503(t.xid),
-                }
+                t.req = t.http0.clone();
+                t.obj = None;
+                doclose = true;
+                step = Step::Synth(503, Some("VCL failed".into()));
+                continue;
             }
         };
         // `Recv` from a step means restart.
@@ -394,6 +423,7 @@ fn fallback_503(xid: u64) -> Reply {
         body: ReplyBody::Bytes(Bytes::from(body)),
         close: false,
         head_length: None,
+        minimal: false,
     }
 }
 
@@ -612,6 +642,7 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
         }
     }
     hdr_set(&mut bo.bereq.headers, "X-Varnish", &bo.xid.to_string());
+    bo.http0 = bo.bereq.clone();
     bo.bereq_uncacheable = pass;
     bo.max_hdr = t.max_hdr;
     bo.bereq_backend = t.backend_hint;
@@ -907,6 +938,7 @@ fn deliver(
             }
             let reply = Reply {
                 head_length,
+                minimal: false,
                 status: t.resp.status,
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
@@ -989,19 +1021,20 @@ fn synth(
                 body: ReplyBody::Bytes(if head { Bytes::new() } else { body }),
                 close: false,
                 head_length: None,
+                minimal: false,
             };
             (t, Ok(reply))
         }
         Ok(Some(Action::Restart)) => (t, Err(Step::Recv)),
+        // A failing vcl_synth leaves only a bare status line and a close
+        // (Varnish's minimal response).
         Ok(Some(a)) => {
             tracing::warn!(xid = t.xid, "{} in vcl_synth", a.name());
-            let x = t.xid;
-            (t, Ok(fallback_503(x)))
+            (t, Ok(Reply::minimal(500)))
         }
         Err(e) => {
             tracing::warn!(xid = t.xid, "vcl_synth failed: {e}");
-            let x = t.xid;
-            (t, Ok(fallback_503(x)))
+            (t, Ok(Reply::minimal(500)))
         }
     }
 }

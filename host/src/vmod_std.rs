@@ -66,6 +66,8 @@ pub enum Native {
     /// `directors.lookup()`.
     DirectorLookup,
     /// Not implemented: calling it fails the task with this message.
+    /// `std.rollback(req|bereq)`.
+    Rollback,
     Missing(String),
     /// A function of a component VMOD (`cache_vmod`).
     Component(crate::cache_vmod::Binding),
@@ -163,6 +165,7 @@ pub fn bind(f: &NativeFn) -> Native {
         ("std", "duration") => Native::Duration,
         ("std", "strstr") => Native::Strstr,
         ("std", "healthy") => Native::Healthy,
+        ("std", "rollback") => Native::Rollback,
         ("std", "port") => Native::Port,
         ("std", "random") => Native::Random,
         ("std", "ip") | ("vcl", "ip") => Native::Ip,
@@ -340,6 +343,23 @@ pub fn call(
         Native::Happy => Ret::Bool(true),
         Native::DirectorNew(_) | Native::DirectorMethod(..) | Native::DirectorLookup => {
             crate::vmod_directors::call(native, object, args, task, vcl)?
+        }
+        Native::Rollback => {
+            // Varnish's VRT_Rollback: the message goes back to what the
+            // task started with (`http0`, `bereq0`).
+            if task.method == vcl_to_wasm::types::Method::Pipe {
+                return Err("Cannot rollback in vcl_pipe {}".into());
+            }
+            match args.first() {
+                Some(Arg::Handle(0 | 1)) => task.req = task.http0.clone(),
+                Some(Arg::Handle(2)) => {
+                    task.bereq = task.http0.clone();
+                    task.bereq_rolled_back =
+                        task.method == vcl_to_wasm::types::Method::BackendResponse;
+                }
+                _ => return Err("std.rollback: only req and bereq can be rolled back".into()),
+            }
+            Ret::Void
         }
         Native::Missing(msg) => return Err(msg.clone()),
         Native::Component(_) => return Err("component VMOD called as native".into()),

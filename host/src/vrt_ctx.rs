@@ -32,6 +32,11 @@ pub struct Task {
     /// The subroutine currently running.
     pub method: Method,
     pub req: ReqMsg,
+    /// The message the task started from, for `std.rollback` and a VCL
+    /// failure: on the client side the request as the client sent it
+    /// (Varnish's `http0`), on the backend side the backend request
+    /// before `vcl_backend_fetch` (`bereq0`).
+    pub http0: ReqMsg,
     pub bereq: ReqMsg,
     pub beresp: RespMsg,
     pub resp: RespMsg,
@@ -41,6 +46,9 @@ pub struct Task {
     pub stale_obj: Option<Arc<Object>>,
     /// The backend answered 304 and the stale object was reused.
     pub was_304: bool,
+    /// `std.rollback(bereq)` ran in `vcl_backend_response`: the
+    /// backend response's body is let go.
+    pub bereq_rolled_back: bool,
     pub restarts: u32,
     pub retries: u32,
     pub req_time: f64,
@@ -127,12 +135,14 @@ impl Task {
             xid,
             method: Method::Recv,
             req: ReqMsg::default(),
+            http0: ReqMsg::default(),
             bereq: ReqMsg::default(),
             beresp: RespMsg::default(),
             resp: RespMsg::default(),
             obj: None,
             stale_obj: None,
             was_304: false,
+            bereq_rolled_back: false,
             restarts: 0,
             retries: 0,
             req_time: now,
