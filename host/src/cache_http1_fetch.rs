@@ -50,9 +50,18 @@ pub struct ConnPool {
 }
 
 impl ConnPool {
-    /// An idle connection, if there is one.
+    /// An idle connection, if there is one the backend has not closed
+    /// meanwhile (Varnish's waiter drops those from the pool).
     pub(crate) fn take(&self) -> Option<TcpStream> {
-        self.idle.lock().ok()?.pop()
+        loop {
+            let s = self.idle.lock().ok()?.pop()?;
+            // An idle connection has nothing to read: EOF means the
+            // backend closed it, bytes mean it is out of step.
+            if matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Some(s);
+            }
+        }
     }
 
     fn give(&self, s: TcpStream) {

@@ -746,10 +746,12 @@ async fn complete_fetch(
 /// Runs the fetch in its own task (a client that goes away does not abort
 /// it) and waits until the object may be delivered.
 /// The tunnel for a `pipe`, to the backend `vcl_pipe` left in
-/// `bereq.backend`; without one (or one that is `none`) it is a 503.
+/// `bereq.backend`; without one (or one that is `none`) the connection
+/// closes without an answer, as Varnish's VDI_Http1Pipe.
 fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task) -> Step {
     let Ok(be) = vcl.shared.resolve(t.bereq_backend, t) else {
-        return Step::Synth(503, Some("Backend fetch failed".into()));
+        tracing::warn!(xid = t.xid, "Backend does not support pipe");
+        return Step::Hangup;
     };
     let params = ctx.params();
     Step::Pipe(Box::new(crate::cache_pipe::PipeJob {
