@@ -223,67 +223,168 @@ fn backend_matches(active: &str, pat: Option<&str>, vname: &str, name: &str) -> 
     }
 }
 
-/// `backend.list [-p] [PATTERN]`.
-fn backend_list(ctx: &Ctx, args: &[String]) -> String {
-    let pattern = args
-        .iter()
-        .find(|a| !a.starts_with('-'))
-        .map(String::as_str);
+/// One row of `backend.list`: a backend or a director.
+struct ListRow {
+    name: String,
+    kind: &'static str,
+    admin: &'static str,
+    /// (good, of, health) for the Probe and Health columns.
+    probe: (usize, usize, &'static str),
+    last_change: f64,
+    /// What `-p` adds, as table text and as JSON (`None`: nothing).
+    details: Option<String>,
+    details_json: Option<String>,
+}
+
+/// The rows of `backend.list` for `pattern`, in Varnish's order: each
+/// VCL's backends, then its directors.
+fn list_rows(ctx: &Ctx, pattern: Option<&str>, details: bool, json: bool) -> Vec<ListRow> {
+    use crate::cache_backend::{ADMIN_HEALTHY, ADMIN_SICK};
     let active = ctx.active_name();
-    let mut out = format!(
-        "{:<30} {:<10} {:<10} {:<10} {}",
-        "Backend name", "Admin", "Probe", "Health", "Last change"
-    );
+    let mut rows = Vec::new();
     for (vname, vcl) in ctx.vcl_table() {
         for b in vcl.shared.backends.iter() {
-            let full = format!("{vname}.{}", b.name);
             if !backend_matches(&active, pattern, &vname, &b.name) {
                 continue;
             }
             let admin = match b.admin_health.load(Ordering::Relaxed) {
-                crate::cache_backend::ADMIN_HEALTHY => "healthy",
-                crate::cache_backend::ADMIN_SICK => "sick",
-                _ => {
-                    if b.probed {
-                        "probe"
-                    } else {
+                ADMIN_HEALTHY => "healthy",
+                ADMIN_SICK => "sick",
+                _ if b.probe.is_some() => "probe",
+                _ => "healthy",
+            };
+            // The probe's own verdict; a backend without one lists as
+            // healthy whatever the admin said (Varnish's vbe_list).
+            let probe = match &b.probe {
+                Some(p) => (
+                    p.stats().good as usize,
+                    p.cfg.window as usize,
+                    if b.healthy.load(Ordering::Relaxed) {
                         "healthy"
-                    }
-                }
+                    } else {
+                        "sick"
+                    },
+                ),
+                None => (0, 0, "healthy"),
             };
-            let probe = if b.probed {
-                if b.healthy.load(Ordering::Relaxed) {
-                    "1/1"
-                } else {
-                    "0/1"
-                }
-            } else {
-                "0/0"
-            };
-            let health = if b.is_healthy() { "healthy" } else { "sick" };
-            out.push_str(&format!(
-                "\n{full:<30} {admin:<10} {probe:<10} {health:<10} {}",
-                crate::cache_expire::http_date(b.changed())
-            ));
+            rows.push(ListRow {
+                name: format!("{vname}.{}", b.name),
+                kind: "backend",
+                admin,
+                probe,
+                last_change: b.health_changed(),
+                details: details.then(|| b.probe.as_ref().map(|p| p.details()).unwrap_or_default()),
+                details_json: (details && json).then(|| {
+                    b.probe
+                        .as_ref()
+                        .map_or_else(|| "{},\n".to_string(), |p| p.details_json(6))
+                }),
+            });
         }
         // Directors are backends too, listed after the declared ones.
         for d in vcl.shared.directors.all() {
-            let full = format!("{vname}.{}", d.name);
             if !backend_matches(&active, pattern, &vname, &d.name) {
                 continue;
             }
             let (probe, health) = d.probe_label(&vcl.shared);
-            out.push_str(&format!(
-                "\n{full:<30} {:<10} {probe:<10} {health:<10} {}",
-                d.admin_label(),
-                crate::cache_expire::http_date(d.changed())
-            ));
-            if args.iter().any(|a| a.starts_with('-') && a.contains('p')) {
-                out.push_str(&d.details(&vcl.shared).unwrap_or_default());
-            }
+            let (good, of) = probe
+                .split_once('/')
+                .map(|(a, b)| (a.parse().unwrap_or(0), b.parse().unwrap_or(0)))
+                .unwrap_or((0, 0));
+            rows.push(ListRow {
+                name: format!("{vname}.{}", d.name),
+                kind: d.type_name(),
+                admin: d.admin_label(),
+                probe: (good, of, health),
+                last_change: d.changed(),
+                details: if details {
+                    d.details(&vcl.shared)
+                } else {
+                    None
+                },
+                details_json: if details && json {
+                    d.details_json(&vcl.shared, 6)
+                } else {
+                    None
+                },
+            });
         }
     }
-    out
+    rows
+}
+
+/// `backend.list [-j] [-p] [PATTERN]`, laid out as varnishd's (a text
+/// table, or JSON).
+fn backend_list(ctx: &Ctx, args: &[String]) -> String {
+    let (mut json, mut details) = (false, false);
+    let mut i = 0;
+    while let Some(a) = args.get(i).filter(|a| a.starts_with('-')) {
+        for c in a.chars().skip(1) {
+            match c {
+                'j' => json = true,
+                'p' => details = !details,
+                c => return frame(PARAM, &format!("Invalid flag {c}")),
+            }
+        }
+        i += 1;
+    }
+    if args.len() > i + 1 {
+        return frame(PARAM, "Too many arguments");
+    }
+    let rows = list_rows(ctx, args.get(i).map(String::as_str), details, json);
+    if json {
+        let argv: Vec<String> = std::iter::once("backend.list")
+            .chain(args.iter().map(String::as_str))
+            .map(crate::vmod_directors::json_str)
+            .collect();
+        let mut out = format!(
+            "[ 3, [{}], {:.3},\n  {{\n",
+            argv.join(", "),
+            crate::vrt_ctx::now()
+        );
+        let entries: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let (good, of, health) = r.probe;
+                let mut e = format!(
+                    "    {}: {{\n      \"type\": \"{}\",\n      \"admin_health\": \"{}\",\n      \"probe_message\": [{good}, {of}, \"{health}\"],\n",
+                    crate::vmod_directors::json_str(&r.name),
+                    r.kind,
+                    r.admin
+                );
+                if let Some(d) = &r.details_json {
+                    e.push_str("      \"probe_details\": ");
+                    e.push_str(d);
+                }
+                e.push_str(&format!(
+                    "      \"last_change\": {:.3}\n    }}",
+                    r.last_change
+                ));
+                e
+            })
+            .collect();
+        if entries.is_empty() {
+            out.push_str("    ");
+        }
+        out.push_str(&entries.join(",\n"));
+        out.push_str("\n  }\n]\n");
+        return frame(OK, &out);
+    }
+    let mut raw = String::from("Backend name\tAdmin\tProbe\tHealth\tLast change\n");
+    for r in &rows {
+        let (good, of, health) = r.probe;
+        raw.push_str(&format!(
+            "{}\t{}\t{good}/{of}\t{health}\t{}",
+            r.name,
+            r.admin,
+            crate::cache_expire::http_date(r.last_change)
+        ));
+        if let Some(d) = &r.details {
+            raw.push_str(d);
+        }
+        raw.push('\n');
+    }
+    frame(OK, &crate::vte::vte(&raw, 80))
 }
 
 /// `backend.set_health PATTERN STATE`.
@@ -424,7 +525,7 @@ async fn command(child: &Child, words: &[String]) -> String {
             }
             frame(OK, out.trim_end())
         }
-        "backend.list" => frame(OK, &backend_list(ctx, args)),
+        "backend.list" => backend_list(ctx, args),
         "backend.set_health" => set_health(ctx, args),
         "param.show" => match args.iter().find(|a| !a.starts_with('-')) {
             Some(name) => match ctx.params().show(name) {
