@@ -105,9 +105,28 @@ async fn send(
             reader,
             backend: be,
             max,
+            nap: params.debug("vtc_mode"),
             _slot: slot,
         },
     ))
+}
+
+/// A body read to its end. The fetch is done after [`Pumped::nap`].
+#[derive(Debug)]
+pub struct Pumped {
+    nap: bool,
+}
+
+impl Pumped {
+    /// With `debug=+vtc_mode`, a fetch that gave its connection back to
+    /// the pool waits 10 ms before it is done, as Varnish's VCP_Recycle
+    /// naps in varnishtest so the connection is reused predictably (an
+    /// object that is not streamed becomes visible only then).
+    pub async fn nap(self) {
+        if self.nap {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// The backend body still to be read into an object: the second half of a
@@ -117,6 +136,8 @@ pub struct Pump {
     reader: BodyReader,
     backend: Arc<crate::cache_backend::Backend>,
     max: u64,
+    /// `debug=+vtc_mode` (see [`Pumped::nap`]).
+    nap: bool,
     /// Held until the body is read: the connection is in use till then.
     _slot: crate::cache_backend::ConnSlot,
 }
@@ -131,10 +152,14 @@ impl Pump {
     /// oversize). The caller then ends the body with [`Body::finish`],
     /// after taking a failed object out of the cache, so a partial body is
     /// never found as complete.
-    pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<(), String> {
+    pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<Pumped, String> {
         loop {
             match self.reader.next_chunk(&self.backend.conns).await {
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    return Ok(Pumped {
+                        nap: self.nap && self.reader.recycled(),
+                    })
+                }
                 Ok(Some(d)) => {
                     body.push(d);
                     if body.len() > self.max {
@@ -554,10 +579,13 @@ pub async fn fetch(
         let mut pump = pump;
         if !bo.do_stream {
             if let Some(p) = pump.take() {
-                if let Err(e) = p.run(&obj.body).await {
-                    obj.body.finish(false);
-                    body_failed = Some(e);
-                    continue;
+                match p.run(&obj.body).await {
+                    Ok(done) => done.nap().await,
+                    Err(e) => {
+                        obj.body.finish(false);
+                        body_failed = Some(e);
+                        continue;
+                    }
                 }
                 obj.body.finish(true);
                 // A gzipped body is checked as Varnish's testgunzip does:
@@ -573,11 +601,14 @@ pub async fn fetch(
                 }
             }
         }
+        // No body: nothing to stream, the object is there when the
+        // fetch is done (Varnish's vbf_stp_fetch turns do_stream off).
+        let stream = bo.do_stream && !pump.as_ref().is_some_and(Pump::is_empty);
         return Ok(Fetched {
             obj,
             insert,
             pump,
-            stream: bo.do_stream,
+            stream,
             replaces_stale: true,
         });
     }

@@ -187,6 +187,8 @@ pub struct BodyReader {
     left: u64,
     done: bool,
     reusable: bool,
+    /// The connection was given back to the pool.
+    recycled: bool,
     between_bytes_timeout: f64,
 }
 
@@ -328,6 +330,7 @@ async fn exchange(
         left,
         done: framing == Framing::None || framing == Framing::Length(0),
         reusable: !close && framing != Framing::Eof,
+        recycled: false,
         between_bytes_timeout: limits.between_bytes_timeout,
     };
     Ok((resp, reader))
@@ -487,7 +490,13 @@ impl BodyReader {
         if let Some(s) = self.stream.take() {
             if self.reusable && self.buf.is_empty() {
                 pool.give(s);
+                self.recycled = true;
             }
         }
+    }
+
+    /// Whether the connection went back to the pool for reuse.
+    pub fn recycled(&self) -> bool {
+        self.recycled
     }
 }

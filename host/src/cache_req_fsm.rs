@@ -703,9 +703,10 @@ async fn complete_fetch(
                     obj.body.finish(false);
                     false
                 }
-                Ok(()) => {
+                Ok(done) => {
                     obj.body.finish(true);
                     ctx.cache.account(&obj);
+                    done.nap().await;
                     true
                 }
             },
@@ -716,7 +717,13 @@ async fn complete_fetch(
         }
     } else {
         let ok = match pump {
-            Some(p) => p.run(&obj.body).await,
+            Some(p) => match p.run(&obj.body).await {
+                Ok(done) => {
+                    done.nap().await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             None => Ok(()),
         };
         obj.body.finish(ok.is_ok());

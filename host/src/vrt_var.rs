@@ -115,9 +115,15 @@ pub fn get_int(t: &mut Task, id: i32) -> R<i64> {
         "beresp.status" => i64::from(t.beresp.status),
         "resp.status" => i64::from(t.resp.status),
         "obj.status" => t.obj.as_ref().map_or(0, |o| i64::from(o.status)),
-        "obj.hits" => t.obj.as_ref().map_or(0, |o| {
-            o.hits.load(std::sync::atomic::Ordering::Relaxed) as i64
-        }),
+        // The hits of an object this request found; 0 for one it
+        // fetched itself, even when others hit it meanwhile (Varnish's
+        // VRT_r_obj_hits).
+        "obj.hits" => match &t.obj {
+            Some(o) if t.is_hit || t.method == vcl_to_wasm::types::Method::Hit => {
+                o.hits.load(std::sync::atomic::Ordering::Relaxed) as i64
+            }
+            _ => 0,
+        },
         _ => return Err(unsupported("reading", n)),
     })
 }
