@@ -26,6 +26,8 @@ pub struct Ctx {
     vcls: std::sync::RwLock<(std::collections::BTreeMap<String, Arc<Vcl>>, String)>,
     /// Which names in `vcls` are labels (`vcl.label`).
     labels: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    /// Names in `vcls` in the order they were loaded (`vcl.list`'s).
+    order: std::sync::RwLock<Vec<String>>,
     xid: AtomicU64,
 }
 
@@ -41,6 +43,7 @@ impl Ctx {
             g.0.insert("boot".to_string(), vcl);
             g.1 = "boot".to_string();
         }
+        ctx.note_loaded("boot");
         ctx
     }
 
@@ -52,6 +55,7 @@ impl Ctx {
             storage_budget,
             vcls: std::sync::RwLock::new((std::collections::BTreeMap::new(), String::new())),
             labels: std::sync::RwLock::new(std::collections::BTreeSet::new()),
+            order: std::sync::RwLock::new(Vec::new()),
             xid: AtomicU64::new(1000),
         }
     }
@@ -107,7 +111,16 @@ impl Ctx {
         if g.1.is_empty() {
             g.1 = name.to_string();
         }
+        drop(g);
+        self.note_loaded(name);
         Ok(())
+    }
+
+    fn note_loaded(&self, name: &str) {
+        if let Ok(mut o) = self.order.write() {
+            o.retain(|n| n != name);
+            o.push(name.to_string());
+        }
     }
 
     /// Makes `name` the active VCL.
@@ -134,7 +147,15 @@ impl Ctx {
         }
         g.0.remove(name)
             .map(|_| ())
-            .ok_or_else(|| format!("No VCL named {name} known."))
+            .ok_or_else(|| format!("No VCL named {name} known."))?;
+        drop(g);
+        if let Ok(mut o) = self.order.write() {
+            o.retain(|n| n != name);
+        }
+        if let Ok(mut l) = self.labels.write() {
+            l.remove(name);
+        }
+        Ok(())
     }
 
     /// Every loaded VCL with its name.
@@ -161,9 +182,11 @@ impl Ctx {
                 .cloned()
                 .ok_or_else(|| format!("No VCL named {target} known."))?;
         g.0.insert(label.to_string(), v);
+        drop(g);
         if let Ok(mut l) = self.labels.write() {
             l.insert(label.to_string());
         }
+        self.note_loaded(label);
         Ok(())
     }
 
@@ -188,10 +211,53 @@ impl Ctx {
             .unwrap_or_default()
     }
 
+    /// `vcl.list` as Varnish lists it, in load order: each VCL (or label)
+    /// with whether it is active, the tasks using it now, and for a label
+    /// the VCL it names, for a VCL the number of labels naming it.
+    pub fn vcl_listing(&self) -> Vec<VclListing> {
+        let labels = self.labels.read().map(|l| l.clone()).unwrap_or_default();
+        let Ok(g) = self.vcls.read() else {
+            return Vec::new();
+        };
+        let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
+        let target_of = |v: &Arc<Vcl>| {
+            g.0.iter()
+                .find(|(n, w)| !labels.contains(*n) && Arc::ptr_eq(v, w))
+                .map(|(n, _)| n.clone())
+        };
+        order
+            .iter()
+            .filter_map(|name| {
+                let v = g.0.get(name)?;
+                let refs = g.0.values().filter(|w| Arc::ptr_eq(v, w)).count();
+                let is_label = labels.contains(name);
+                Some(VclListing {
+                    name: name.clone(),
+                    active: *name == g.1,
+                    busy: Arc::strong_count(v).saturating_sub(refs + 1),
+                    label_of: if is_label { target_of(v) } else { None },
+                    labels: if is_label { 0 } else { refs - 1 },
+                })
+            })
+            .collect()
+    }
+
     /// A new transaction id.
     pub fn next_xid(&self) -> u64 {
         self.xid.fetch_add(1, Ordering::Relaxed) + 1
     }
+}
+
+/// One line of `vcl.list`.
+pub struct VclListing {
+    pub name: String,
+    pub active: bool,
+    /// Tasks holding it now.
+    pub busy: usize,
+    /// For a label: the VCL it names.
+    pub label_of: Option<String>,
+    /// For a VCL: the labels naming it.
+    pub labels: usize,
 }
 
 /// The body of a response to the client.

@@ -194,21 +194,96 @@ fn ban_list_json(args: &[String], list: &[crate::cache_ban::BanEntry]) -> String
     out
 }
 
-/// `vcl.list`'s table.
+/// `vcl.list`'s table, as Varnish 7.1 lays it out: state, temperature
+/// and busy count, the name, and a label's target or a VCL's labels.
 fn vcl_list(ctx: &Ctx) -> String {
-    ctx.list_vcls()
-        .into_iter()
-        .map(|(active, n)| {
-            format!(
-                "{:<10} {:>4}/{:<8} {:>6} {n}",
-                if active { "active" } else { "available" },
-                "auto",
-                "warm",
-                0
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut raw = String::new();
+    for v in ctx.vcl_listing() {
+        raw.push_str(&format!(
+            "{}\tauto\twarm\t{:>6}\t{}",
+            if v.active { "active" } else { "available" },
+            v.busy,
+            v.name
+        ));
+        if let Some(t) = &v.label_of {
+            raw.push_str(&format!("\t->\t{t}"));
+        } else if v.labels > 0 {
+            raw.push_str(&format!(
+                "\t<-\t({} label{})",
+                v.labels,
+                if v.labels > 1 { "s" } else { "" }
+            ));
+        }
+        raw.push('\n');
+    }
+    crate::vte::vte(&raw, 80)
+}
+
+/// `vcl.use NAME`, with varnishd's answers.
+fn vcl_use(ctx: &Ctx, name: &str) -> String {
+    if ctx.vcl_named(name).is_none() {
+        return frame(PARAM, &format!("No VCL named {name} known\n"));
+    }
+    if ctx.active_name() == name {
+        return frame(OK, "");
+    }
+    match ctx.use_vcl(name) {
+        Ok(()) => frame(OK, &format!("VCL '{name}' now active")),
+        Err(e) => frame(CANT, &e),
+    }
+}
+
+/// `vcl.discard GLOB...` as Varnish 7.1: every VCL or label a glob names
+/// goes, unless one is active, a glob names none, or a label not being
+/// discarded still names a VCL that is. All or nothing.
+fn vcl_discard(ctx: &Ctx, globs: &[String]) -> String {
+    let listing = ctx.vcl_listing();
+    let mut marked: Vec<&str> = Vec::new();
+    for glob in globs {
+        let mut n = 0;
+        for v in listing
+            .iter()
+            .filter(|v| crate::vmod_std::fnmatch(glob, &v.name, false))
+        {
+            if v.active {
+                return frame(
+                    CANT,
+                    &format!("Cannot discard active VCL program {}\n", v.name),
+                );
+            }
+            if !marked.contains(&v.name.as_str()) {
+                marked.push(&v.name);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return frame(PARAM, &format!("No VCL name matches {glob}\n"));
+        }
+    }
+    for v in listing.iter().filter(|v| marked.contains(&v.name.as_str())) {
+        let deps: Vec<&str> = listing
+            .iter()
+            .filter(|l| {
+                l.label_of.as_deref() == Some(&v.name) && !marked.contains(&l.name.as_str())
+            })
+            .map(|l| l.name.as_str())
+            .collect();
+        if !deps.is_empty() {
+            let mut msg = format!("Cannot discard labeled VCL program {}:\n", v.name);
+            for d in deps {
+                msg.push_str(&format!("\t{d}\n"));
+            }
+            return frame(CANT, &msg);
+        }
+    }
+    // Labels first, then what they named.
+    marked.sort_by_key(|m| listing.iter().all(|l| l.name != *m || l.label_of.is_none()));
+    for m in marked {
+        if let Err(e) = ctx.discard_vcl(m) {
+            return frame(CANT, &e);
+        }
+    }
+    frame(OK, "")
 }
 
 /// Varnish's `VCL_IterDirector` patterns: none (or `*`) is every backend
@@ -463,8 +538,8 @@ async fn command(child: &Child, words: &[String]) -> String {
                 Err(e) => frame(PARAM, &e.to_string()),
             }
         }
-        "vcl.use" if !need(1) => done(ctx.use_vcl(&args[0])),
-        "vcl.discard" if !need(1) => done(ctx.discard_vcl(&args[0])),
+        "vcl.use" if !need(1) => vcl_use(ctx, &args[0]),
+        "vcl.discard" if !need(1) => vcl_discard(ctx, args),
         "vcl.label" if !need(2) => done(ctx.label_vcl(&args[0], &args[1])),
         "vcl.state" if !need(2) => match args[1].as_str() {
             "auto" | "cold" | "warm" => frame(OK, ""),
