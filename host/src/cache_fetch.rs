@@ -343,7 +343,14 @@ pub async fn fetch(
                             bo.beresp.reason = stale.reason.clone();
                             bo.beresp.headers = headers;
                             pump = None;
-                            fetched_body = Some(stale.body.collect().await.unwrap_or_default());
+                            // A stale object still arriving is waited for;
+                            // if its body fails, so does this fetch (no
+                            // vcl_backend_error: Varnish's "Template
+                            // object failed").
+                            match stale.body.collect().await {
+                                Some(b) => fetched_body = Some(b),
+                                None => return Err(Abandoned("Template object failed".into())),
+                            }
                             bo.was_304 = true;
                         }
                     }
