@@ -148,6 +148,12 @@ impl Pump {
         self.reader.is_empty()
     }
 
+    /// The connection closes after this fetch instead of going back to
+    /// the pool.
+    pub fn forbid_reuse(&mut self) {
+        self.reader.forbid_reuse();
+    }
+
     /// Reads the body into `body`, returning why it failed (timeout, reset,
     /// oversize). The caller then ends the body with [`Body::finish`],
     /// after taking a failed object out of the cache, so a partial body is
@@ -169,6 +175,15 @@ impl Pump {
                 Err(e) => return Err(format!("backend {}: {e}", self.backend.name)),
             }
         }
+    }
+}
+
+/// A fetch done with a response that had no body to read (a 304 merged
+/// into a stale object, a retry, an error) gives its connection back to
+/// the pool; one with a body left unread closes it.
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.reader.release_unread(&self.backend.conns);
     }
 }
 
@@ -485,6 +500,15 @@ pub async fn fetch(
             Err(e) => {
                 tracing::warn!(xid = bo.xid, "vcl_backend_response: {e}");
                 return Err(Abandoned(e.to_string()));
+            }
+        }
+        // `Connection: close` in the response as VCL left it closes the
+        // backend connection after the body (Varnish's SC_RESP_CLOSE).
+        if hdr_get(&bo.beresp.headers, "connection")
+            .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        {
+            if let Some(p) = pump.as_mut() {
+                p.forbid_reuse();
             }
         }
         if std::mem::take(&mut bo.bereq_rolled_back) {

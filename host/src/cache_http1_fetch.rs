@@ -223,17 +223,16 @@ pub async fn fetch_head(
             Err(e) => return Err(e),
         }
     }
-    let (resp, mut reader) = match r {
+    let (resp, reader) = match r {
         Some(x) => x,
         None => {
             let s = connect(addr, limits, preamble).await?;
             exchange(s, &head, &mut body, framed, req, limits).await?
         }
     };
-    // Nothing to read (HEAD, 204, 304): the connection is free now.
-    if reader.done {
-        reader.release(pool);
-    }
+    // Even without a body to read (HEAD, 204, 304) the connection goes
+    // back to the pool only when the fetch is done with it: VCL may yet
+    // say `Connection: close`.
     Ok((resp, reader))
 }
 
@@ -314,11 +313,17 @@ async fn exchange(
     };
     buf.advance(head_len);
     let framing = framing_of(req, &resp)?;
+    let says_close = |h: &crate::cache_obj::Headers| {
+        hdr_get(h, "connection")
+            .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    };
+    // A backend request that said close closes too (Varnish's
+    // SC_REQ_CLOSE), whatever the response says.
     let close = resp.proto == "HTTP/1.0"
         && !hdr_get(&resp.headers, "connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("keep-alive"))
-        || hdr_get(&resp.headers, "connection")
-            .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        || says_close(&resp.headers)
+        || says_close(&req.headers);
     let left = match framing {
         Framing::Length(n) => n,
         _ => 0,
@@ -492,6 +497,20 @@ impl BodyReader {
                 pool.give(s);
                 self.recycled = true;
             }
+        }
+    }
+
+    /// The connection is not to be reused (the response as VCL left it
+    /// says `Connection: close`).
+    pub fn forbid_reuse(&mut self) {
+        self.reusable = false;
+    }
+
+    /// Done with a response that has no body to read: the connection
+    /// goes back to `pool` (if it may).
+    pub fn release_unread(&mut self, pool: &ConnPool) {
+        if self.done {
+            self.release(pool);
         }
     }
 
