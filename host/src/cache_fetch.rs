@@ -238,7 +238,8 @@ fn object(
 ) -> Arc<Object> {
     Arc::new(Object {
         kind,
-        status: bo.beresp.status,
+        // The object keeps the status the wire gets.
+        status: bo.beresp.status % 1000,
         reason: bo.beresp.reason.clone(),
         proto: bo.beresp.proto.clone(),
         headers: crate::cache_http::filter_obj_headers(
@@ -282,6 +283,13 @@ fn object_tags(bo: &Task) -> Vec<String> {
     tags
 }
 
+/// The status and reason of `return (error(…))`, if it gave any.
+fn error_args(bo: &mut Task) -> Option<(u16, Option<String>)> {
+    let (st, reason) = bo.synth.take()?;
+    let st = u16::try_from(st).ok().filter(|s| *s % 1000 >= 100)?;
+    Some((st, reason))
+}
+
 /// Runs the backend state machine for `bo` (whose `bereq` is set up) and
 /// returns what to deliver and insert. `req_headers` are the client's, for
 /// `Vary`.
@@ -297,6 +305,9 @@ pub async fn fetch(
     // A body that failed after `vcl_backend_response` (without
     // streaming) takes the next round straight to `vcl_backend_error`.
     let mut body_failed: Option<String> = None;
+    // `return (error(STATUS, REASON))`: the status and reason the error
+    // response starts with (Varnish's bo->err_code/err_reason).
+    let mut err_code: Option<(u16, Option<String>)> = None;
     loop {
         let r = if body_failed.is_some() {
             Ok(None)
@@ -311,7 +322,10 @@ pub async fn fetch(
             Ok(Some(Action::Abandon)) => {
                 return Err(Abandoned("abandon in vcl_backend_fetch".into()))
             }
-            Ok(Some(Action::Error)) => Some("error in vcl_backend_fetch".to_string()),
+            Ok(Some(Action::Error)) => {
+                err_code = error_args(&mut bo);
+                Some("error in vcl_backend_fetch".to_string())
+            }
             Ok(Some(a)) => return Err(Abandoned(format!("{} in vcl_backend_fetch", a.name()))),
             Err(e) => {
                 tracing::warn!(xid = bo.xid, "vcl_backend_fetch: {e}");
@@ -410,11 +424,21 @@ pub async fn fetch(
         bo.pass_ttl = None;
         if let Some(why) = error {
             tracing::warn!(xid = bo.xid, "FetchError: {why}");
+            let (status, reason) = match err_code.take() {
+                Some((st, r)) => (
+                    st,
+                    r.unwrap_or_else(|| crate::cache_http::status_reason(st % 1000).to_string()),
+                ),
+                None => (503, "Backend fetch failed".to_string()),
+            };
             bo.beresp = RespMsg {
-                status: 503,
-                reason: "Backend fetch failed".into(),
+                status,
+                reason,
                 proto: "HTTP/1.1".into(),
-                headers: vec![("Date".into(), crate::cache_expire::http_date(t_fetch))],
+                headers: vec![
+                    ("Date".into(), crate::cache_expire::http_date(t_fetch)),
+                    ("Server".into(), "Shellac".into()),
+                ],
             };
             bo.synth_body.clear();
             let (b, r) = vcl_call(ctx, vcl, Method::BackendError, bo, ws);
@@ -496,6 +520,16 @@ pub async fn fetch(
                 continue;
             }
             Ok(Some(Action::Retry)) => return Err(Abandoned("too many retries".into())),
+            Ok(Some(Action::Error)) => {
+                // The backend connection closes; vcl_backend_error next.
+                if let Some(p) = pump.as_mut() {
+                    p.forbid_reuse();
+                }
+                drop(pump);
+                err_code = error_args(&mut bo);
+                body_failed = Some("error in vcl_backend_response".into());
+                continue;
+            }
             Ok(Some(a)) => return Err(Abandoned(format!("{} in vcl_backend_response", a.name()))),
             Err(e) => {
                 tracing::warn!(xid = bo.xid, "vcl_backend_response: {e}");

@@ -499,13 +499,15 @@ fn fail_of(t: &Task, e: impl std::fmt::Display) -> Step {
 
 fn synth_args(t: &Task) -> (u16, Option<String>) {
     match &t.synth {
-        Some((st, reason)) => {
-            let st = if *st > 999 { st % 1000 } else { *st };
-            (
-                u16::try_from(st).ok().filter(|s| *s >= 100).unwrap_or(503),
-                reason.clone(),
-            )
-        }
+        // Varnish's VRT_synth: up to 65535 (VCL's own digits above the
+        // last three), else 503.
+        Some((st, reason)) => (
+            u16::try_from(*st)
+                .ok()
+                .filter(|s| *s % 1000 >= 100)
+                .unwrap_or(503),
+            reason.clone(),
+        ),
         None => (503, None),
     }
 }
@@ -968,7 +970,7 @@ fn deliver(
         Ok(None | Some(Action::Deliver)) => {
             let head = t.req.method == "HEAD";
             let not_modified =
-                t.resp.status == 200 && not_modified(&t.req.headers, &t.resp.headers);
+                t.resp.status % 1000 == 200 && not_modified(&t.req.headers, &t.resp.headers);
             if not_modified {
                 t.resp.status = 304;
                 t.resp.reason = "Not Modified".into();
@@ -1003,7 +1005,7 @@ fn deliver(
                 && !not_modified
                 && !gunzip
                 && !esi
-                && t.resp.status == 200
+                && t.resp.status % 1000 == 200
                 && params.flag("http_range_support")
                 && t.esi_level == 0
             {
@@ -1014,7 +1016,7 @@ fn deliver(
             let reply = Reply {
                 head_length,
                 minimal: false,
-                status: t.resp.status,
+                status: t.resp.status % 1000,
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
                 body: if head || not_modified {
@@ -1057,7 +1059,8 @@ fn synth(
     status: u16,
     reason: Option<String>,
 ) -> (Box<Task>, Result<Reply, Step>) {
-    let reason = reason.unwrap_or_else(|| crate::cache_http::status_reason(status).to_string());
+    let reason =
+        reason.unwrap_or_else(|| crate::cache_http::status_reason(status % 1000).to_string());
     t.resp = RespMsg {
         status,
         reason,
@@ -1090,7 +1093,7 @@ fn synth(
                 }
             }
             let reply = Reply {
-                status: t.resp.status,
+                status: t.resp.status % 1000,
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
                 body: ReplyBody::Bytes(if head { Bytes::new() } else { body }),
