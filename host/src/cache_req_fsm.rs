@@ -374,16 +374,14 @@ pub async fn handle_at_level(
     t.max_hdr = max_hdr(&ctx);
     t.esi_level = esi_level;
     if esi_level == 0 {
-        recv_prep(&mut t.req, client);
-        if ctx.params().flag("http_gzip_support") {
-            crate::cache_gzip::normalize_req(&mut t.req.headers);
-        }
+        recv_prep(&ctx, &mut t.req, client);
     }
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
     // Varnish's `req->doclose` after a VCL failure: the response still
     // goes out, then the connection closes.
     let mut doclose = false;
+    let mut switched = false;
     let mut step = Step::Recv;
     loop {
         let next = match step {
@@ -392,9 +390,19 @@ pub async fn handle_at_level(
                 t = tt;
                 s
             }
+            // return (vcl(label)): once, from the VCL the request started
+            // in, before any restart; else a 503 (Varnish's "Illegal
+            // return(vcl)"). The request starts over as the client sent it.
+            Step::SwitchVcl(_) if switched || t.restarts > 0 || t.esi_level > 0 => {
+                tracing::warn!(xid = t.xid, "Illegal return(vcl)");
+                Step::Synth(503, None)
+            }
             Step::SwitchVcl(label) => match ctx.vcl_named(&label) {
                 Some(v) => {
                     vcl = v;
+                    switched = true;
+                    t.req = t.http0.clone();
+                    recv_prep(&ctx, &mut t.req, client);
                     t.backend_hint = vcl.default_backend;
                     t.vcl_label = None;
                     step = Step::Recv;
@@ -467,7 +475,10 @@ pub async fn handle_at_level(
 /// What Varnish does to a request before the first `vcl_recv`: one
 /// `Cache-Control`, and the client's address appended to
 /// `X-Forwarded-For` (collected into one header first).
-fn recv_prep(req: &mut crate::vrt_ctx::ReqMsg, client: IpAddr) {
+fn recv_prep(ctx: &Ctx, req: &mut crate::vrt_ctx::ReqMsg, client: IpAddr) {
+    if ctx.params().flag("http_gzip_support") {
+        crate::cache_gzip::normalize_req(&mut req.headers);
+    }
     crate::cache_http::collect(&mut req.headers, "cache-control");
     crate::cache_http::collect(&mut req.headers, "x-forwarded-for");
     let xff = match hdr_get(&req.headers, "x-forwarded-for") {
@@ -549,7 +560,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         Action::Pass => pass = true,
         Action::Pipe => pipe = true,
         Action::Purge => purge = true,
-        Action::Vcl if t.esi_level == 0 && t.restarts == 0 => {
+        Action::Vcl => {
             let label = t.vcl_label.clone().unwrap_or_default();
             return (t, Step::SwitchVcl(label));
         }

@@ -219,8 +219,81 @@ fn vcl_list(ctx: &Ctx) -> String {
     crate::vte::vte(&raw, 80)
 }
 
+/// Varnish's VCL name rule: a letter, then letters, digits, `_` and `-`.
+/// The refusal to send, if `name` breaks it.
+fn invalid_vcl_name(name: &str) -> Option<String> {
+    let bad = name.char_indices().find(|&(i, c)| {
+        !(c.is_ascii_alphabetic() || (i > 0 && (c.is_ascii_digit() || c == '_' || c == '-')))
+    });
+    let (_, c) = bad?;
+    let shown = if (c as u32) > 0x20 && (c as u32) < 0x7f {
+        format!("('{c}')")
+    } else {
+        let mut b = [0u8; 4];
+        format!("(0x{:02x})", c.encode_utf8(&mut b).as_bytes()[0])
+    };
+    Some(frame(
+        PARAM,
+        &format!("Illegal character in VCL name {shown}"),
+    ))
+}
+
+/// `vcl.label LABEL VCL` as varnishd checks it: a label only names a
+/// VCL (not another label), and an existing name must be a label.
+fn vcl_label(ctx: &Ctx, label: &str, target: &str) -> String {
+    if let Some(e) = invalid_vcl_name(label) {
+        return e;
+    }
+    let listing = ctx.vcl_listing();
+    let find = |n: &str| listing.iter().find(|v| v.name == n);
+    if let Some(l) = find(label) {
+        if l.label_of.is_none() {
+            return frame(PARAM, &format!("{label} is not a label"));
+        }
+    }
+    if let Some(e) = invalid_vcl_name(target) {
+        return e;
+    }
+    match find(target) {
+        None => frame(PARAM, &format!("No VCL named {target} known\n")),
+        Some(t) if t.label_of.is_some() => frame(CANT, "VCL labels cannot point to labels"),
+        Some(_) => match ctx.label_vcl(label, target) {
+            Ok(()) => frame(OK, ""),
+            Err(e) => frame(CANT, &e),
+        },
+    }
+}
+
+/// `vcl.state NAME auto|cold|warm`: accepted (Shellac's VCLs are always
+/// warm) with varnishd's refusals.
+fn vcl_state(ctx: &Ctx, name: &str, state: &str) -> String {
+    if let Some(e) = invalid_vcl_name(name) {
+        return e;
+    }
+    let listing = ctx.vcl_listing();
+    let Some(v) = listing.iter().find(|v| v.name == name) else {
+        return frame(PARAM, &format!("No VCL named {name} known\n"));
+    };
+    if v.label_of.is_some() {
+        return frame(PARAM, "Labels are always warm");
+    }
+    match state {
+        "auto" | "warm" => frame(OK, ""),
+        "cold" if v.labels > 0 => frame(CANT, "A labeled VCL cannot be set cold"),
+        "cold" if v.active => frame(CANT, "Cannot set the active VCL cold."),
+        "cold" => frame(OK, ""),
+        s => frame(
+            PARAM,
+            &format!("State must be one of auto, cold or warm, not {s}"),
+        ),
+    }
+}
+
 /// `vcl.use NAME`, with varnishd's answers.
 fn vcl_use(ctx: &Ctx, name: &str) -> String {
+    if let Some(e) = invalid_vcl_name(name) {
+        return e;
+    }
     if ctx.vcl_named(name).is_none() {
         return frame(PARAM, &format!("No VCL named {name} known\n"));
     }
@@ -500,10 +573,6 @@ async fn command(child: &Child, words: &[String]) -> String {
     let ctx = child.ctx();
     let cmd = words[0].as_str();
     let args = &words[1..];
-    let done = |r: Result<(), String>| match r {
-        Ok(()) => frame(OK, ""),
-        Err(e) => frame(CANT, &e),
-    };
     let need = |n: usize| args.len() < n;
     match cmd {
         "vcl.load" | "vcl.inline" => {
@@ -511,6 +580,12 @@ async fn command(child: &Child, words: &[String]) -> String {
                 return frame(TOOFEW, "Too few parameters");
             }
             let (name, what) = (&args[0], &args[1]);
+            if let Some(e) = invalid_vcl_name(name) {
+                return e;
+            }
+            if ctx.vcl_named(name).is_some() {
+                return frame(PARAM, &format!("Already a VCL named {name}"));
+            }
             let params = ctx.params();
             let loaded = if cmd == "vcl.load" {
                 crate::cache_vcl::Vcl::load_file(
@@ -540,11 +615,8 @@ async fn command(child: &Child, words: &[String]) -> String {
         }
         "vcl.use" if !need(1) => vcl_use(ctx, &args[0]),
         "vcl.discard" if !need(1) => vcl_discard(ctx, args),
-        "vcl.label" if !need(2) => done(ctx.label_vcl(&args[0], &args[1])),
-        "vcl.state" if !need(2) => match args[1].as_str() {
-            "auto" | "cold" | "warm" => frame(OK, ""),
-            s => frame(PARAM, &format!("State must be one of auto, cold or warm, not {s}")),
-        },
+        "vcl.label" if !need(2) => vcl_label(ctx, &args[0], &args[1]),
+        "vcl.state" if !need(2) => vcl_state(ctx, &args[0], &args[1]),
         "vcl.list" => frame(OK, &vcl_list(ctx)),
         "vcl.use" | "vcl.discard" | "vcl.label" | "vcl.state" => {
             frame(TOOFEW, "Too few parameters")
