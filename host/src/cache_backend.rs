@@ -29,16 +29,21 @@ pub struct Backend {
     pub healthy: std::sync::atomic::AtomicBool,
     /// `backend.set_health`: [`ADMIN_AUTO`], [`ADMIN_HEALTHY`] or [`ADMIN_SICK`].
     pub admin_health: std::sync::atomic::AtomicU8,
-    /// Whether a probe decides `healthy` (shown by `backend.list`).
-    pub probed: bool,
+    /// The probe that decides `healthy`, with what it has seen (shown by
+    /// `backend.list`).
+    pub probe: Option<std::sync::Arc<crate::cache_backend_probe::ProbeTarget>>,
     /// `.max_connections`: fetches at once; one more fails as busy.
     pub max_connections: Option<u32>,
     /// Fetches holding a connection now.
     busy: std::sync::atomic::AtomicU32,
-    /// When its health last changed (f64 seconds as bits): creation, a
-    /// probe's verdict flipping, `backend.set_health`. The shard
-    /// director's rampup counts from it.
+    /// When the probe's verdict last flipped (f64 seconds as bits;
+    /// Varnish's `be->changed`). The shard director's rampup counts from
+    /// it.
     changed: std::sync::atomic::AtomicU64,
+    /// When it was made or the admin last changed its health (Varnish's
+    /// `vdir->health_changed`): `backend.list`'s "Last change", and the
+    /// time of a health the probe does not decide.
+    health_changed: std::sync::atomic::AtomicU64,
 }
 
 /// A fetch's claim on one of its backend's `.max_connections`, given back
@@ -108,7 +113,12 @@ fn shared_pool(addr: Option<SocketAddr>, def: &BackendDef) -> std::sync::Arc<Con
 
 impl Backend {
     /// Resolves the host (first address, as varnishd) and builds the pool.
-    pub async fn build(def: &BackendDef, _params: &Params) -> Result<Backend, String> {
+    /// `probe` is the backend's `.probe` (or the VCL's default probe).
+    pub async fn build(
+        def: &BackendDef,
+        probe: Option<&vcl_to_wasm::tir::ProbeDef>,
+        _params: &Params,
+    ) -> Result<Backend, String> {
         let addr = if def.none {
             None
         } else {
@@ -150,10 +160,25 @@ impl Backend {
             }
             None => None,
         };
+        // The Host a request without one gets, and the probe's: the
+        // `.host_header`, else `.host` as written (Varnish's hosthdr).
+        let host_header = def.host_header.clone().or_else(|| def.host.clone());
+        let probe = match (probe, addr) {
+            (Some(p), Some(_)) => Some(std::sync::Arc::new(
+                crate::cache_backend_probe::ProbeTarget::new(
+                    crate::cache_backend_probe::Probe::from_def(
+                        p,
+                        host_header.as_deref().unwrap_or_default(),
+                    ),
+                ),
+            )),
+            _ => None,
+        };
+        let now = crate::vrt_ctx::now();
         Ok(Backend {
             name: def.name.clone(),
             addr,
-            host_header: def.host_header.clone(),
+            host_header,
             preamble,
             connect_timeout: def.connect_timeout,
             first_byte_timeout: def.first_byte_timeout,
@@ -161,10 +186,15 @@ impl Backend {
             conns: shared_pool(addr, def),
             healthy: std::sync::atomic::AtomicBool::new(true),
             admin_health: std::sync::atomic::AtomicU8::new(ADMIN_AUTO),
-            probed: def.probe.is_some(),
+            // A probed backend's verdict has not changed yet (Varnish's
+            // zeroed `be->changed`; starting sick sets it).
+            changed: std::sync::atomic::AtomicU64::new(
+                if probe.is_some() { 0.0 } else { now }.to_bits(),
+            ),
+            probe,
             max_connections: def.max_connections.filter(|&n| n > 0),
             busy: std::sync::atomic::AtomicU32::new(0),
-            changed: std::sync::atomic::AtomicU64::new(crate::vrt_ctx::now().to_bits()),
+            health_changed: std::sync::atomic::AtomicU64::new(now.to_bits()),
         })
     }
 
@@ -179,12 +209,27 @@ impl Backend {
             .map(|_| ConnSlot(self.clone()))
     }
 
-    /// When its health last changed.
+    /// When its health last changed as `std.healthy()` and directors see
+    /// it (Varnish's `VRT_Healthy`): the probe's last flip, or without a
+    /// probe or with the admin's word the admin's last change.
     pub fn changed(&self) -> f64 {
-        f64::from_bits(self.changed.load(std::sync::atomic::Ordering::Relaxed))
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.probe.is_some() && self.admin_health.load(Relaxed) == ADMIN_AUTO {
+            f64::from_bits(self.changed.load(Relaxed))
+        } else {
+            self.health_changed()
+        }
     }
 
-    /// Notes that its health changed now.
+    /// `backend.list`'s "Last change": creation or `backend.set_health`.
+    pub fn health_changed(&self) -> f64 {
+        f64::from_bits(
+            self.health_changed
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Notes that the probe's verdict flipped now.
     pub fn mark_changed(&self) {
         self.changed.store(
             crate::vrt_ctx::now().to_bits(),
@@ -200,7 +245,10 @@ impl Backend {
             .swap(v, std::sync::atomic::Ordering::Relaxed)
             != v
         {
-            self.mark_changed();
+            self.health_changed.store(
+                crate::vrt_ctx::now().to_bits(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 

@@ -52,32 +52,135 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Parses an RFC 1123 date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+/// A cursor over a date string, for [`parse_http_date`].
+struct DateCursor<'a>(&'a [u8]);
+
+impl DateCursor<'_> {
+    fn byte(&mut self, c: u8) -> Option<()> {
+        let (&first, rest) = self.0.split_first()?;
+        (first == c).then(|| self.0 = rest)
+    }
+
+    /// `n` digits as a number.
+    fn digits(&mut self, n: usize) -> Option<i64> {
+        let d = self.0.get(..n)?;
+        if !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        self.0 = &self.0[n..];
+        Some(d.iter().fold(0, |a, c| a * 10 + i64::from(c - b'0')))
+    }
+
+    /// One of `names` (exact case), as its index.
+    fn name(&mut self, names: &[&str]) -> Option<usize> {
+        let i = names
+            .iter()
+            .position(|n| self.0.starts_with(n.as_bytes()))?;
+        self.0 = &self.0[names[i].len()..];
+        Some(i)
+    }
+
+    fn hms(&mut self) -> Option<(i64, i64, i64)> {
+        let h = self.digits(2)?;
+        self.byte(b':')?;
+        let m = self.digits(2)?;
+        self.byte(b':')?;
+        Some((h, m, self.digits(2)?))
+    }
+}
+
+/// Parses a date as Varnish's `VTIM_parse` does: RFC 1123 (`Sun, 06 Nov
+/// 1994 08:49:37 GMT`), RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`),
+/// asctime (`Sun Nov  6 08:49:37 1994`) or ISO 8601 (`1994-11-06T08:49:37`).
+/// Strictly: names in their exact case, a weekday that matches the date,
+/// a real calendar day, years from 1899; anything else is no date.
 pub fn parse_http_date(s: &str) -> Option<f64> {
-    let mut it = s.split_whitespace();
-    let _wday = it.next()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    let mon = it.next()?;
-    let m = MONTH.iter().position(|x| x.eq_ignore_ascii_case(mon))? as i64 + 1;
-    let y: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':');
-    let h: i64 = hms.next()?.parse().ok()?;
-    let mi: i64 = hms.next()?.parse().ok()?;
-    let se: i64 = hms.next()?.parse().ok()?;
-    // Headers come from backends and clients: refuse anything out of range
-    // before the arithmetic.
-    if !(1..=9999).contains(&y)
-        || !(1..=31).contains(&d)
-        || h > 23
+    const LONG_WDAY: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    let mut c = DateCursor(s.trim_start_matches(' ').as_bytes());
+    let mut wday = None;
+    let (y, mon, d, (h, mi, se));
+    if c.0.first().is_some_and(u8::is_ascii_digit) {
+        y = c.digits(4)?;
+        c.byte(b'-')?;
+        mon = c.digits(2)?;
+        c.byte(b'-')?;
+        d = c.digits(2)?;
+        c.byte(b'T')?;
+        (h, mi, se) = c.hms()?;
+    } else {
+        // The long weekday names start with the short ones.
+        let w = c.name(&WDAY)?;
+        wday = Some(w as i64);
+        if c.byte(b',').is_some() {
+            c.byte(b' ')?;
+            d = c.digits(2)?;
+            c.byte(b' ')?;
+            mon = c.name(&MONTH)? as i64 + 1;
+            c.byte(b' ')?;
+            y = c.digits(4)?;
+            c.byte(b' ')?;
+            (h, mi, se) = c.hms()?;
+            c.byte(b' ')?;
+            c.name(&["GMT"])?;
+        } else if c.byte(b' ').is_some() {
+            mon = c.name(&MONTH)? as i64 + 1;
+            c.byte(b' ')?;
+            d = if c.byte(b' ').is_some() {
+                c.digits(1)?
+            } else {
+                c.digits(2)?
+            };
+            c.byte(b' ')?;
+            (h, mi, se) = c.hms()?;
+            c.byte(b' ')?;
+            y = c.digits(4)?;
+        } else {
+            c.name(&[&LONG_WDAY[w][3..]])?;
+            c.byte(b',')?;
+            c.byte(b' ')?;
+            d = c.digits(2)?;
+            c.byte(b'-')?;
+            mon = c.name(&MONTH)? as i64 + 1;
+            c.byte(b'-')?;
+            let yy = c.digits(2)? + 1900;
+            y = if yy < 1969 { yy + 100 } else { yy };
+            c.byte(b' ')?;
+            (h, mi, se) = c.hms()?;
+            c.byte(b' ')?;
+            c.name(&["GMT"])?;
+        }
+    }
+    if c.0.iter().any(|&b| b != b' ') {
+        return None;
+    }
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    const DAYS: [i64; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if se > 60
         || mi > 59
-        || se > 60
-        || h < 0
-        || mi < 0
-        || se < 0
+        || h > 23
+        || !(1..=12).contains(&mon)
+        || d < 1
+        || d > DAYS[(mon - 1) as usize]
+        || y < 1899
+        || (mon == 2 && d > 28 && !leap)
     {
         return None;
     }
-    Some((days_from_civil(y, m, d) * 86400 + h * 3600 + mi * 60 + se) as f64)
+    let days = days_from_civil(y, mon, d);
+    if wday.is_some_and(|w| (days + 4).rem_euclid(7) != w) {
+        return None;
+    }
+    // A leap second counts as the second before it.
+    let se = se.min(59);
+    Some((days * 86400 + h * 3600 + mi * 60 + se) as f64)
 }
 
 /// The starting lifetime of a fetched object.
@@ -174,6 +277,30 @@ mod tests {
         let t = 784111777.0;
         assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(t));
+    }
+
+    #[test]
+    fn dates_as_vtim_parse_reads_them() {
+        let t = Some(784111777.0);
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), t);
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), t);
+        assert_eq!(parse_http_date("1994-11-06T08:49:37"), t);
+        assert_eq!(parse_http_date("  Sun, 06 Nov 1994 08:49:37 GMT  "), t);
+        // Wrong case, wrong weekday, no such day, trailing junk.
+        for bad in [
+            "SUN, 06 Nov 1994 08:49:37 GMT",
+            "Sun, 06 NOV 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 gmt",
+            "Mon, 06 Nov 1994 08:49:37 GMT",
+            "Sun, 31 Nov 1994 08:49:37 GMT",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 GMT x",
+            "Tue, 29 Feb 2022 00:00:00 GMT",
+            "",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
+        assert!(parse_http_date("Tue, 29 Feb 2000 00:00:00 GMT").is_some());
     }
 
     #[test]

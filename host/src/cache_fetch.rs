@@ -110,10 +110,29 @@ async fn send(
             reader,
             backend: be,
             max,
+            nap: params.debug("vtc_mode"),
             _slot: slot,
             vfps: None,
         },
     ))
+}
+
+/// A body read to its end. The fetch is done after [`Pumped::nap`].
+#[derive(Debug)]
+pub struct Pumped {
+    nap: bool,
+}
+
+impl Pumped {
+    /// With `debug=+vtc_mode`, a fetch that gave its connection back to
+    /// the pool waits 10 ms before it is done, as Varnish's VCP_Recycle
+    /// naps in varnishtest so the connection is reused predictably (an
+    /// object that is not streamed becomes visible only then).
+    pub async fn nap(self) {
+        if self.nap {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// The backend body still to be read into an object: the second half of a
@@ -123,6 +142,8 @@ pub struct Pump {
     reader: BodyReader,
     backend: Arc<crate::cache_backend::Backend>,
     max: u64,
+    /// `debug=+vtc_mode` (see [`Pumped::nap`]).
+    nap: bool,
     /// Held until the body is read: the connection is in use till then.
     _slot: crate::cache_backend::ConnSlot,
     /// The fetch filters the body goes through (`beresp.filters`).
@@ -135,11 +156,17 @@ impl Pump {
         self.reader.is_empty()
     }
 
+    /// The connection closes after this fetch instead of going back to
+    /// the pool.
+    pub fn forbid_reuse(&mut self) {
+        self.reader.forbid_reuse();
+    }
+
     /// Reads the body into `body`, returning why it failed (timeout, reset,
     /// oversize). The caller then ends the body with [`Body::finish`],
     /// after taking a failed object out of the cache, so a partial body is
     /// never found as complete.
-    pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<(), String> {
+    pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<Pumped, String> {
         let mut out = Vec::new();
         loop {
             match self.reader.next_chunk(&self.backend.conns).await {
@@ -151,7 +178,9 @@ impl Pump {
                         }
                         body.set_attrs(attrs);
                     }
-                    return Ok(());
+                    return Ok(Pumped {
+                        nap: self.nap && self.reader.recycled(),
+                    });
                 }
                 Ok(Some(d)) => {
                     match self.vfps.as_mut() {
@@ -170,6 +199,15 @@ impl Pump {
                 Err(e) => return Err(format!("backend {}: {e}", self.backend.name)),
             }
         }
+    }
+}
+
+/// A fetch done with a response that had no body to read (a 304 merged
+/// into a stale object, a retry, an error) gives its connection back to
+/// the pool; one with a body left unread closes it.
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.reader.release_unread(&self.backend.conns);
     }
 }
 
@@ -240,7 +278,8 @@ fn object(
 ) -> Arc<Object> {
     Arc::new(Object {
         kind,
-        status: bo.beresp.status,
+        // The object keeps the status the wire gets.
+        status: bo.beresp.status % 1000,
         reason: bo.beresp.reason.clone(),
         proto: bo.beresp.proto.clone(),
         headers: crate::cache_http::filter_obj_headers(
@@ -285,6 +324,13 @@ fn object_tags(bo: &Task) -> Vec<String> {
     tags
 }
 
+/// The status and reason of `return (error(…))`, if it gave any.
+fn error_args(bo: &mut Task) -> Option<(u16, Option<String>)> {
+    let (st, reason) = bo.synth.take()?;
+    let st = u16::try_from(st).ok().filter(|s| *s % 1000 >= 100)?;
+    Some((st, reason))
+}
+
 /// Runs the backend state machine for `bo` (whose `bereq` is set up) and
 /// returns what to deliver and insert. `Vary` is matched against the
 /// backend request (as Varnish's `VRY_Create`: a cacheable fetch asked
@@ -302,6 +348,9 @@ pub async fn fetch(
     // A body that failed after `vcl_backend_response` (without
     // streaming) takes the next round straight to `vcl_backend_error`.
     let mut body_failed: Option<String> = None;
+    // `return (error(STATUS, REASON))`: the status and reason the error
+    // response starts with (Varnish's bo->err_code/err_reason).
+    let mut err_code: Option<(u16, Option<String>)> = None;
     loop {
         let r = if body_failed.is_some() {
             Ok(None)
@@ -316,7 +365,10 @@ pub async fn fetch(
             Ok(Some(Action::Abandon)) => {
                 return Err(Abandoned("abandon in vcl_backend_fetch".into()))
             }
-            Ok(Some(Action::Error)) => Some("error in vcl_backend_fetch".to_string()),
+            Ok(Some(Action::Error)) => {
+                err_code = error_args(&mut bo);
+                Some("error in vcl_backend_fetch".to_string())
+            }
             Ok(Some(a)) => return Err(Abandoned(format!("{} in vcl_backend_fetch", a.name()))),
             Err(e) => {
                 tracing::warn!(xid = bo.xid, "vcl_backend_fetch: {e}");
@@ -371,7 +423,14 @@ pub async fn fetch(
                             bo.beresp.reason = stale.reason.clone();
                             bo.beresp.headers = headers;
                             pump = None;
-                            fetched_body = Some(stale.body.collect().await.unwrap_or_default());
+                            // A stale object still arriving is waited for;
+                            // if its body fails, so does this fetch (no
+                            // vcl_backend_error: Varnish's "Template
+                            // object failed").
+                            match stale.body.collect().await {
+                                Some(b) => fetched_body = Some(b),
+                                None => return Err(Abandoned("Template object failed".into())),
+                            }
                             bo.beresp_has_body = !stale.body.is_empty();
                             bo.was_304 = true;
                         }
@@ -417,11 +476,21 @@ pub async fn fetch(
         bo.pass_ttl = None;
         if let Some(why) = error {
             tracing::warn!(xid = bo.xid, "FetchError: {why}");
+            let (status, reason) = match err_code.take() {
+                Some((st, r)) => (
+                    st,
+                    r.unwrap_or_else(|| crate::cache_http::status_reason(st % 1000).to_string()),
+                ),
+                None => (503, "Backend fetch failed".to_string()),
+            };
             bo.beresp = RespMsg {
-                status: 503,
-                reason: "Backend fetch failed".into(),
+                status,
+                reason,
                 proto: "HTTP/1.1".into(),
-                headers: vec![("Date".into(), crate::cache_expire::http_date(t_fetch))],
+                headers: vec![
+                    ("Date".into(), crate::cache_expire::http_date(t_fetch)),
+                    ("Server".into(), "Shellac".into()),
+                ],
             };
             bo.synth_body.clear();
             let (b, r) = vcl_call(ctx, vcl, Method::BackendError, bo, ws);
@@ -484,12 +553,39 @@ pub async fn fetch(
                 continue;
             }
             Ok(Some(Action::Retry)) => return Err(Abandoned("too many retries".into())),
+            Ok(Some(Action::Error)) => {
+                // The backend connection closes; vcl_backend_error next.
+                if let Some(p) = pump.as_mut() {
+                    p.forbid_reuse();
+                }
+                drop(pump);
+                err_code = error_args(&mut bo);
+                body_failed = Some("error in vcl_backend_response".into());
+                continue;
+            }
             Ok(Some(a)) => return Err(Abandoned(format!("{} in vcl_backend_response", a.name()))),
             Err(e) => {
                 tracing::warn!(xid = bo.xid, "vcl_backend_response: {e}");
                 return Err(Abandoned(e.to_string()));
             }
         };
+        // `Connection: close` in the response as VCL left it closes the
+        // backend connection after the body (Varnish's SC_RESP_CLOSE).
+        if hdr_get(&bo.beresp.headers, "connection")
+            .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        {
+            if let Some(p) = pump.as_mut() {
+                p.forbid_reuse();
+            }
+        }
+        if std::mem::take(&mut bo.bereq_rolled_back) {
+            // std.rollback(bereq) in vcl_backend_response let go of the
+            // backend connection: no body to fetch (Varnish's "No
+            // backend connection (rollback?)"), so vcl_backend_error.
+            drop(pump);
+            body_failed = Some("No backend connection (rollback?)".into());
+            continue;
+        }
         // ESI is parsed whole before delivery (Varnish 7.1 does not
         // stream it), so a broken body can still be retried.
         if bo.do_esi {
@@ -625,19 +721,25 @@ pub async fn fetch(
         let mut pump = pump;
         if !bo.do_stream {
             if let Some(p) = pump.take() {
-                if let Err(e) = p.run(&obj.body).await {
-                    obj.body.finish(false);
-                    body_failed = Some(e);
-                    continue;
+                match p.run(&obj.body).await {
+                    Ok(done) => done.nap().await,
+                    Err(e) => {
+                        obj.body.finish(false);
+                        body_failed = Some(e);
+                        continue;
+                    }
                 }
                 obj.body.finish(true);
             }
         }
+        // No body: nothing to stream, the object is there when the
+        // fetch is done (Varnish's vbf_stp_fetch turns do_stream off).
+        let stream = bo.do_stream && !pump.as_ref().is_some_and(Pump::is_empty);
         return Ok(Fetched {
             obj,
             insert,
             pump,
-            stream: bo.do_stream,
+            stream,
             replaces_stale: true,
         });
     }

@@ -92,7 +92,19 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
         // leaves in one writev, as varnishd's does.
         let mut batch: Vec<Bytes> = Vec::new();
         let mut failed = None;
-        match body.frame().await {
+        let frame = match ready_frame(&mut body) {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                // Nothing to send yet (a body still arriving): the head
+                // goes out now, as Varnish flushes before it waits.
+                if let Some(h) = pending.take() {
+                    out.write_all(&h).await?;
+                    out.flush().await?;
+                }
+                body.frame().await
+            }
+        };
+        match frame {
             None => ended = true,
             Some(Ok(f)) => batch.extend(f.into_data().ok()),
             Some(Err(e)) => failed = Some(e),

@@ -50,9 +50,18 @@ pub struct ConnPool {
 }
 
 impl ConnPool {
-    /// An idle connection, if there is one.
+    /// An idle connection, if there is one the backend has not closed
+    /// meanwhile (Varnish's waiter drops those from the pool).
     pub(crate) fn take(&self) -> Option<TcpStream> {
-        self.idle.lock().ok()?.pop()
+        loop {
+            let s = self.idle.lock().ok()?.pop()?;
+            // An idle connection has nothing to read: EOF means the
+            // backend closed it, bytes mean it is out of step.
+            if matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Some(s);
+            }
+        }
     }
 
     fn give(&self, s: TcpStream) {
@@ -178,6 +187,8 @@ pub struct BodyReader {
     left: u64,
     done: bool,
     reusable: bool,
+    /// The connection was given back to the pool.
+    recycled: bool,
     between_bytes_timeout: f64,
 }
 
@@ -212,17 +223,16 @@ pub async fn fetch_head(
             Err(e) => return Err(e),
         }
     }
-    let (resp, mut reader) = match r {
+    let (resp, reader) = match r {
         Some(x) => x,
         None => {
             let s = connect(addr, limits, preamble).await?;
             exchange(s, &head, &mut body, framed, req, limits).await?
         }
     };
-    // Nothing to read (HEAD, 204, 304): the connection is free now.
-    if reader.done {
-        reader.release(pool);
-    }
+    // Even without a body to read (HEAD, 204, 304) the connection goes
+    // back to the pool only when the fetch is done with it: VCL may yet
+    // say `Connection: close`.
     Ok((resp, reader))
 }
 
@@ -303,11 +313,17 @@ async fn exchange(
     };
     buf.advance(head_len);
     let framing = framing_of(req, &resp)?;
+    let says_close = |h: &crate::cache_obj::Headers| {
+        hdr_get(h, "connection")
+            .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    };
+    // A backend request that said close closes too (Varnish's
+    // SC_REQ_CLOSE), whatever the response says.
     let close = resp.proto == "HTTP/1.0"
         && !hdr_get(&resp.headers, "connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("keep-alive"))
-        || hdr_get(&resp.headers, "connection")
-            .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        || says_close(&resp.headers)
+        || says_close(&req.headers);
     let left = match framing {
         Framing::Length(n) => n,
         _ => 0,
@@ -319,6 +335,7 @@ async fn exchange(
         left,
         done: framing == Framing::None || framing == Framing::Length(0),
         reusable: !close && framing != Framing::Eof,
+        recycled: false,
         between_bytes_timeout: limits.between_bytes_timeout,
     };
     Ok((resp, reader))
@@ -478,7 +495,27 @@ impl BodyReader {
         if let Some(s) = self.stream.take() {
             if self.reusable && self.buf.is_empty() {
                 pool.give(s);
+                self.recycled = true;
             }
         }
+    }
+
+    /// The connection is not to be reused (the response as VCL left it
+    /// says `Connection: close`).
+    pub fn forbid_reuse(&mut self) {
+        self.reusable = false;
+    }
+
+    /// Done with a response that has no body to read: the connection
+    /// goes back to `pool` (if it may).
+    pub fn release_unread(&mut self, pool: &ConnPool) {
+        if self.done {
+            self.release(pool);
+        }
+    }
+
+    /// Whether the connection went back to the pool for reuse.
+    pub fn recycled(&self) -> bool {
+        self.recycled
     }
 }

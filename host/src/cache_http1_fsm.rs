@@ -127,6 +127,10 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             // No answer: the request body failed.
             return close(wr).await;
         }
+        if reply.minimal {
+            let _ = write_minimal(&mut wr, reply.status, &reply.reason).await;
+            return close(wr).await;
+        }
         // What nobody read of the body is read and dropped now, so the
         // connection is at the next request; a body that failed closes it.
         let next = body.finish().await;

@@ -288,9 +288,8 @@ fn request_line(line: &[u8]) -> Result<(&str, &str, &str), HeadError> {
     else {
         return Err(bad("request line is not METHOD URL PROTO"));
     };
-    if !method.bytes().all(is_tchar) {
-        return Err(bad("illegal character in the method"));
-    }
+    // Any characters but blanks and controls, as Varnish's splitline
+    // (a method like ":x" is VCL's business).
     Ok((method, url, proto))
 }
 

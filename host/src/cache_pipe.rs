@@ -35,15 +35,14 @@ pub enum PipeError {
 
 /// Runs the pipe. `leftover` is what the client sent after the first
 /// request's head and body (the start of its next request, say).
-/// When the backend cannot be reached the client gets a 503.
+/// When the backend cannot be reached the client's connection just
+/// closes, without an answer (Varnish's SC_TX_ERROR).
 pub async fn run(mut client: TcpStream, leftover: &[u8], job: PipeJob) -> Result<(), PipeError> {
     let name = job.backend.name.clone();
     let mut backend = match connect(&job).await {
         Ok(b) => b,
         Err(e) => {
-            let _ =
-                crate::cache_http1_deliver::write_minimal(&mut client, 503, "Service Unavailable")
-                    .await;
+            let _ = client.shutdown().await;
             return Err(e);
         }
     };

@@ -26,6 +26,8 @@ pub struct Ctx {
     vcls: std::sync::RwLock<(std::collections::BTreeMap<String, Arc<Vcl>>, String)>,
     /// Which names in `vcls` are labels (`vcl.label`).
     labels: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    /// Names in `vcls` in the order they were loaded (`vcl.list`'s).
+    order: std::sync::RwLock<Vec<String>>,
     xid: AtomicU64,
 }
 
@@ -41,6 +43,7 @@ impl Ctx {
             g.0.insert("boot".to_string(), vcl);
             g.1 = "boot".to_string();
         }
+        ctx.note_loaded("boot");
         ctx
     }
 
@@ -52,6 +55,7 @@ impl Ctx {
             storage_budget,
             vcls: std::sync::RwLock::new((std::collections::BTreeMap::new(), String::new())),
             labels: std::sync::RwLock::new(std::collections::BTreeSet::new()),
+            order: std::sync::RwLock::new(Vec::new()),
             xid: AtomicU64::new(1000),
         }
     }
@@ -107,7 +111,16 @@ impl Ctx {
         if g.1.is_empty() {
             g.1 = name.to_string();
         }
+        drop(g);
+        self.note_loaded(name);
         Ok(())
+    }
+
+    fn note_loaded(&self, name: &str) {
+        if let Ok(mut o) = self.order.write() {
+            o.retain(|n| n != name);
+            o.push(name.to_string());
+        }
     }
 
     /// Makes `name` the active VCL.
@@ -134,7 +147,15 @@ impl Ctx {
         }
         g.0.remove(name)
             .map(|_| ())
-            .ok_or_else(|| format!("No VCL named {name} known."))
+            .ok_or_else(|| format!("No VCL named {name} known."))?;
+        drop(g);
+        if let Ok(mut o) = self.order.write() {
+            o.retain(|n| n != name);
+        }
+        if let Ok(mut l) = self.labels.write() {
+            l.remove(name);
+        }
+        Ok(())
     }
 
     /// Every loaded VCL with its name.
@@ -161,9 +182,11 @@ impl Ctx {
                 .cloned()
                 .ok_or_else(|| format!("No VCL named {target} known."))?;
         g.0.insert(label.to_string(), v);
+        drop(g);
         if let Ok(mut l) = self.labels.write() {
             l.insert(label.to_string());
         }
+        self.note_loaded(label);
         Ok(())
     }
 
@@ -188,10 +211,53 @@ impl Ctx {
             .unwrap_or_default()
     }
 
+    /// `vcl.list` as Varnish lists it, in load order: each VCL (or label)
+    /// with whether it is active, the tasks using it now, and for a label
+    /// the VCL it names, for a VCL the number of labels naming it.
+    pub fn vcl_listing(&self) -> Vec<VclListing> {
+        let labels = self.labels.read().map(|l| l.clone()).unwrap_or_default();
+        let Ok(g) = self.vcls.read() else {
+            return Vec::new();
+        };
+        let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
+        let target_of = |v: &Arc<Vcl>| {
+            g.0.iter()
+                .find(|(n, w)| !labels.contains(*n) && Arc::ptr_eq(v, w))
+                .map(|(n, _)| n.clone())
+        };
+        order
+            .iter()
+            .filter_map(|name| {
+                let v = g.0.get(name)?;
+                let refs = g.0.values().filter(|w| Arc::ptr_eq(v, w)).count();
+                let is_label = labels.contains(name);
+                Some(VclListing {
+                    name: name.clone(),
+                    active: *name == g.1,
+                    busy: Arc::strong_count(v).saturating_sub(refs + 1),
+                    label_of: if is_label { target_of(v) } else { None },
+                    labels: if is_label { 0 } else { refs - 1 },
+                })
+            })
+            .collect()
+    }
+
     /// A new transaction id.
     pub fn next_xid(&self) -> u64 {
         self.xid.fetch_add(1, Ordering::Relaxed) + 1
     }
+}
+
+/// One line of `vcl.list`.
+pub struct VclListing {
+    pub name: String,
+    pub active: bool,
+    /// Tasks holding it now.
+    pub busy: usize,
+    /// For a label: the VCL it names.
+    pub label_of: Option<String>,
+    /// For a VCL: the labels naming it.
+    pub labels: usize,
 }
 
 /// The body of a response to the client.
@@ -221,6 +287,9 @@ pub struct Reply {
     pub close: bool,
     /// The Content-Length to announce for a body that is not sent (HEAD).
     pub head_length: Option<u64>,
+    /// Only the status line goes out, then the connection closes
+    /// (Varnish's `minimal_response`, e.g. after `vcl_synth` failed).
+    pub minimal: bool,
 }
 
 impl Reply {
@@ -233,6 +302,17 @@ impl Reply {
             body: ReplyBody::Bytes(Bytes::new()),
             close: true,
             head_length: None,
+            minimal: false,
+        }
+    }
+
+    /// Just a status line, then the connection closes.
+    pub fn minimal(status: u16) -> Reply {
+        Reply {
+            status,
+            reason: crate::cache_http::status_reason(status).to_string(),
+            minimal: true,
+            ..Reply::hangup()
         }
     }
 }
@@ -318,19 +398,27 @@ async fn handle_task(
         t.req_top = Some(top);
     }
     t.cache = Some(ctx.cache.clone());
+    // What the client sent, before any VCL (Varnish's `http0`): a VCL
+    // failure and `std.rollback(req)` go back to it.
+    t.http0 = req.clone();
     t.req = req;
     t.req_body = body;
     t.max_hdr = max_hdr(&ctx);
     t.esi_level = esi_level;
-    t.req0 = t.req.clone();
     {
         let params = ctx.params();
         t.gzip_support = params.flag("http_gzip_support");
         t.range_support = params.flag("http_range_support");
     }
-    recv_prep(&mut t.req, client);
+    if esi_level == 0 {
+        recv_prep(&ctx, &mut t.req, client);
+    }
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
+    // Varnish's `req->doclose` after a VCL failure: the response still
+    // goes out, then the connection closes.
+    let mut doclose = false;
+    let mut switched = false;
     let mut step = Step::Recv;
     loop {
         let next = match step {
@@ -339,9 +427,19 @@ async fn handle_task(
                 t = tt;
                 s
             }
+            // return (vcl(label)): once, from the VCL the request started
+            // in, before any restart; else a 503 (Varnish's "Illegal
+            // return(vcl)"). The request starts over as the client sent it.
+            Step::SwitchVcl(_) if switched || t.restarts > 0 || t.esi_level > 0 => {
+                tracing::warn!(xid = t.xid, "Illegal return(vcl)");
+                Step::Synth(503, None)
+            }
             Step::SwitchVcl(label) => match ctx.vcl_named(&label) {
                 Some(v) => {
                     vcl = v;
+                    switched = true;
+                    t.req = t.http0.clone();
+                    recv_prep(&ctx, &mut t.req, client);
                     t.backend_hint = vcl.default_backend;
                     t.vcl_label = None;
                     step = Step::Recv;
@@ -353,7 +451,10 @@ async fn handle_task(
                 let (tt, r) = deliver(&ctx, &vcl, t, obj, hit_xid);
                 t = tt;
                 match r {
-                    Ok(reply) => return reply,
+                    Ok(mut reply) => {
+                        reply.close |= doclose;
+                        return reply;
+                    }
                     Err(s) => s,
                 }
             }
@@ -366,24 +467,30 @@ async fn handle_task(
                     body: ReplyBody::Pipe(job),
                     close: true,
                     head_length: None,
+                    minimal: false,
                 }
             }
             Step::Synth(status, reason) => {
                 let (tt, r) = synth(&ctx, &vcl, t, status, reason);
                 t = tt;
                 match r {
-                    Ok(reply) => return reply,
+                    Ok(mut reply) => {
+                        reply.close |= doclose;
+                        return reply;
+                    }
                     Err(s) => s,
                 }
             }
             Step::Fail(why) => {
+                // Varnish's cnt_vclfail: the request as the client sent
+                // it, a 503 "VCL failed" from vcl_synth, and the
+                // connection closes after it.
                 tracing::warn!(xid = t.xid, "request failed: {why}");
-                let (tt, r) = synth(&ctx, &vcl, t, 503, Some("VCL failed".into()));
-                t = tt;
-                match r {
-                    Ok(reply) => return reply,
-                    Err(_) => return fallback_503(t.xid),
-                }
+                t.req = t.http0.clone();
+                t.obj = None;
+                doclose = true;
+                step = Step::Synth(503, Some("VCL failed".into()));
+                continue;
             }
         };
         // `Recv` from a step means restart.
@@ -405,7 +512,10 @@ async fn handle_task(
 /// What Varnish does to a request before the first `vcl_recv`: one
 /// `Cache-Control`, and the client's address appended to
 /// `X-Forwarded-For` (collected into one header first).
-fn recv_prep(req: &mut crate::vrt_ctx::ReqMsg, client: IpAddr) {
+fn recv_prep(ctx: &Ctx, req: &mut crate::vrt_ctx::ReqMsg, client: IpAddr) {
+    if ctx.params().flag("http_gzip_support") {
+        crate::cache_gzip::normalize_req(&mut req.headers);
+    }
     crate::cache_http::collect(&mut req.headers, "cache-control");
     crate::cache_http::collect(&mut req.headers, "x-forwarded-for");
     let xff = match hdr_get(&req.headers, "x-forwarded-for") {
@@ -427,6 +537,7 @@ fn fallback_503(xid: u64) -> Reply {
         body: ReplyBody::Bytes(Bytes::from(body)),
         close: false,
         head_length: None,
+        minimal: false,
     }
 }
 
@@ -436,13 +547,15 @@ fn fail_of(t: &Task, e: impl std::fmt::Display) -> Step {
 
 fn synth_args(t: &Task) -> (u16, Option<String>) {
     match &t.synth {
-        Some((st, reason)) => {
-            let st = if *st > 999 { st % 1000 } else { *st };
-            (
-                u16::try_from(st).ok().filter(|s| *s >= 100).unwrap_or(503),
-                reason.clone(),
-            )
-        }
+        // Varnish's VRT_synth: up to 65535 (VCL's own digits above the
+        // last three), else 503.
+        Some((st, reason)) => (
+            u16::try_from(*st)
+                .ok()
+                .filter(|s| *s % 1000 >= 100)
+                .unwrap_or(503),
+            reason.clone(),
+        ),
         None => (503, None),
     }
 }
@@ -484,7 +597,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         Action::Pass => pass = true,
         Action::Pipe => pipe = true,
         Action::Purge => purge = true,
-        Action::Vcl if t.esi_level == 0 && t.restarts == 0 => {
+        Action::Vcl => {
             let label = t.vcl_label.clone().unwrap_or_default();
             return (t, Step::SwitchVcl(label));
         }
@@ -650,9 +763,9 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
         }
     }
     hdr_set(&mut bo.bereq.headers, "X-Varnish", &bo.xid.to_string());
-    bo.bereq0 = bo.bereq.clone();
     bo.gzip_support = t.gzip_support;
     bo.range_support = t.range_support;
+    bo.http0 = bo.bereq.clone();
     bo.bereq_uncacheable = pass;
     bo.max_hdr = t.max_hdr;
     bo.bereq_backend = t.backend_hint;
@@ -713,9 +826,10 @@ async fn complete_fetch(
                     obj.body.finish(false);
                     false
                 }
-                Ok(()) => {
+                Ok(done) => {
                     obj.body.finish(true);
                     ctx.cache.account(&obj);
+                    done.nap().await;
                     true
                 }
             },
@@ -726,7 +840,13 @@ async fn complete_fetch(
         }
     } else {
         let ok = match pump {
-            Some(p) => p.run(&obj.body).await,
+            Some(p) => match p.run(&obj.body).await {
+                Ok(done) => {
+                    done.nap().await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             None => Ok(()),
         };
         obj.body.finish(ok.is_ok());
@@ -756,10 +876,12 @@ async fn complete_fetch(
 /// Runs the fetch in its own task (a client that goes away does not abort
 /// it) and waits until the object may be delivered.
 /// The tunnel for a `pipe`, to the backend `vcl_pipe` left in
-/// `bereq.backend`; without one (or one that is `none`) it is a 503.
+/// `bereq.backend`; without one (or one that is `none`) the connection
+/// closes without an answer, as Varnish's VDI_Http1Pipe.
 fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task) -> Step {
     let Ok(be) = vcl.shared.resolve(t.bereq_backend, t) else {
-        return Step::Synth(503, Some("Backend fetch failed".into()));
+        tracing::warn!(xid = t.xid, "Backend does not support pipe");
+        return Step::Hangup;
     };
     let params = ctx.params();
     Step::Pipe(Box::new(crate::cache_pipe::PipeJob {
@@ -905,7 +1027,7 @@ fn deliver(
         Ok(None | Some(Action::Deliver)) => {
             let head = t.req.method == "HEAD";
             if t.esi_level == 0
-                && t.resp.status == 200
+                && t.resp.status % 1000 == 200
                 && not_modified(&t.req.headers, &t.resp.headers)
             {
                 t.resp.status = 304;
@@ -913,7 +1035,7 @@ fn deliver(
             }
             let disable_esi = !t.resp_do_esi || !t.req_esi;
             let (req0, client, server, level) =
-                (t.req0.clone(), t.client_ip, t.server_ip, t.esi_level);
+                (t.http0.clone(), t.client_ip, t.server_ip, t.esi_level);
             let top = t
                 .req_top
                 .clone()
@@ -947,7 +1069,8 @@ fn deliver(
                 };
             let reply = Reply {
                 head_length,
-                status: t.resp.status,
+                minimal: false,
+                status: t.resp.status % 1000,
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
                 body,
@@ -973,7 +1096,8 @@ fn synth(
     status: u16,
     reason: Option<String>,
 ) -> (Box<Task>, Result<Reply, Step>) {
-    let reason = reason.unwrap_or_else(|| crate::cache_http::status_reason(status).to_string());
+    let reason =
+        reason.unwrap_or_else(|| crate::cache_http::status_reason(status % 1000).to_string());
     t.resp = RespMsg {
         status,
         reason,
@@ -1004,25 +1128,26 @@ fn synth(
                 body = crate::cache_deliver::synth_range(&t.req.headers, &mut t.resp, body);
             }
             let reply = Reply {
-                status: t.resp.status,
+                status: t.resp.status % 1000,
                 reason: std::mem::take(&mut t.resp.reason),
                 headers: std::mem::take(&mut t.resp.headers),
                 body: ReplyBody::Bytes(if head { Bytes::new() } else { body }),
                 close: false,
                 head_length: None,
+                minimal: false,
             };
             (t, Ok(reply))
         }
         Ok(Some(Action::Restart)) => (t, Err(Step::Recv)),
+        // A failing vcl_synth leaves only a bare status line and a close
+        // (Varnish's minimal response).
         Ok(Some(a)) => {
             tracing::warn!(xid = t.xid, "{} in vcl_synth", a.name());
-            let x = t.xid;
-            (t, Ok(fallback_503(x)))
+            (t, Ok(Reply::minimal(500)))
         }
         Err(e) => {
             tracing::warn!(xid = t.xid, "vcl_synth failed: {e}");
-            let x = t.xid;
-            (t, Ok(fallback_503(x)))
+            (t, Ok(Reply::minimal(500)))
         }
     }
 }

@@ -303,18 +303,9 @@ impl Vcl {
         }
         let mut backends = Vec::new();
         for b in &meta.backends {
-            let be = Arc::new(Backend::build(b, params).await.map_err(setup)?);
-            if let Some(def) = b.probe.and_then(|p| meta.probes.get(p as usize)) {
-                let host = b
-                    .host_header
-                    .clone()
-                    .or_else(|| b.host.clone())
-                    .unwrap_or_default();
-                crate::cache_backend_probe::start(
-                    &be,
-                    crate::cache_backend_probe::Probe::from_def(def, &host),
-                );
-            }
+            let probe = b.probe.and_then(|p| meta.probes.get(p as usize));
+            let be = Arc::new(Backend::build(b, probe, params).await.map_err(setup)?);
+            crate::cache_backend_probe::start(&be);
             backends.push(be);
         }
         let default_backend = meta

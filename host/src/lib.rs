@@ -38,3 +38,4 @@ pub mod vre;
 pub mod vrt;
 pub mod vrt_ctx;
 pub mod vrt_var;
+pub mod vte;

@@ -194,21 +194,169 @@ fn ban_list_json(args: &[String], list: &[crate::cache_ban::BanEntry]) -> String
     out
 }
 
-/// `vcl.list`'s table.
+/// `vcl.list`'s table, as Varnish 7.1 lays it out: state, temperature
+/// and busy count, the name, and a label's target or a VCL's labels.
 fn vcl_list(ctx: &Ctx) -> String {
-    ctx.list_vcls()
-        .into_iter()
-        .map(|(active, n)| {
-            format!(
-                "{:<10} {:>4}/{:<8} {:>6} {n}",
-                if active { "active" } else { "available" },
-                "auto",
-                "warm",
-                0
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut raw = String::new();
+    for v in ctx.vcl_listing() {
+        raw.push_str(&format!(
+            "{}\tauto\twarm\t{:>6}\t{}",
+            if v.active { "active" } else { "available" },
+            v.busy,
+            v.name
+        ));
+        if let Some(t) = &v.label_of {
+            raw.push_str(&format!("\t->\t{t}"));
+        } else if v.labels > 0 {
+            raw.push_str(&format!(
+                "\t<-\t({} label{})",
+                v.labels,
+                if v.labels > 1 { "s" } else { "" }
+            ));
+        }
+        raw.push('\n');
+    }
+    crate::vte::vte(&raw, 80)
+}
+
+/// Varnish's VCL name rule: a letter, then letters, digits, `_` and `-`.
+/// The refusal to send, if `name` breaks it.
+fn invalid_vcl_name(name: &str) -> Option<String> {
+    let bad = name.char_indices().find(|&(i, c)| {
+        !(c.is_ascii_alphabetic() || (i > 0 && (c.is_ascii_digit() || c == '_' || c == '-')))
+    });
+    let (_, c) = bad?;
+    let shown = if (c as u32) > 0x20 && (c as u32) < 0x7f {
+        format!("('{c}')")
+    } else {
+        let mut b = [0u8; 4];
+        format!("(0x{:02x})", c.encode_utf8(&mut b).as_bytes()[0])
+    };
+    Some(frame(
+        PARAM,
+        &format!("Illegal character in VCL name {shown}"),
+    ))
+}
+
+/// `vcl.label LABEL VCL` as varnishd checks it: a label only names a
+/// VCL (not another label), and an existing name must be a label.
+fn vcl_label(ctx: &Ctx, label: &str, target: &str) -> String {
+    if let Some(e) = invalid_vcl_name(label) {
+        return e;
+    }
+    let listing = ctx.vcl_listing();
+    let find = |n: &str| listing.iter().find(|v| v.name == n);
+    if let Some(l) = find(label) {
+        if l.label_of.is_none() {
+            return frame(PARAM, &format!("{label} is not a label"));
+        }
+    }
+    if let Some(e) = invalid_vcl_name(target) {
+        return e;
+    }
+    match find(target) {
+        None => frame(PARAM, &format!("No VCL named {target} known\n")),
+        Some(t) if t.label_of.is_some() => frame(CANT, "VCL labels cannot point to labels"),
+        Some(_) => match ctx.label_vcl(label, target) {
+            Ok(()) => frame(OK, ""),
+            Err(e) => frame(CANT, &e),
+        },
+    }
+}
+
+/// `vcl.state NAME auto|cold|warm`: accepted (Shellac's VCLs are always
+/// warm) with varnishd's refusals.
+fn vcl_state(ctx: &Ctx, name: &str, state: &str) -> String {
+    if let Some(e) = invalid_vcl_name(name) {
+        return e;
+    }
+    let listing = ctx.vcl_listing();
+    let Some(v) = listing.iter().find(|v| v.name == name) else {
+        return frame(PARAM, &format!("No VCL named {name} known\n"));
+    };
+    if v.label_of.is_some() {
+        return frame(PARAM, "Labels are always warm");
+    }
+    match state {
+        "auto" | "warm" => frame(OK, ""),
+        "cold" if v.labels > 0 => frame(CANT, "A labeled VCL cannot be set cold"),
+        "cold" if v.active => frame(CANT, "Cannot set the active VCL cold."),
+        "cold" => frame(OK, ""),
+        s => frame(
+            PARAM,
+            &format!("State must be one of auto, cold or warm, not {s}"),
+        ),
+    }
+}
+
+/// `vcl.use NAME`, with varnishd's answers.
+fn vcl_use(ctx: &Ctx, name: &str) -> String {
+    if let Some(e) = invalid_vcl_name(name) {
+        return e;
+    }
+    if ctx.vcl_named(name).is_none() {
+        return frame(PARAM, &format!("No VCL named {name} known\n"));
+    }
+    if ctx.active_name() == name {
+        return frame(OK, "");
+    }
+    match ctx.use_vcl(name) {
+        Ok(()) => frame(OK, &format!("VCL '{name}' now active")),
+        Err(e) => frame(CANT, &e),
+    }
+}
+
+/// `vcl.discard GLOB...` as Varnish 7.1: every VCL or label a glob names
+/// goes, unless one is active, a glob names none, or a label not being
+/// discarded still names a VCL that is. All or nothing.
+fn vcl_discard(ctx: &Ctx, globs: &[String]) -> String {
+    let listing = ctx.vcl_listing();
+    let mut marked: Vec<&str> = Vec::new();
+    for glob in globs {
+        let mut n = 0;
+        for v in listing
+            .iter()
+            .filter(|v| crate::vmod_std::fnmatch(glob, &v.name, false))
+        {
+            if v.active {
+                return frame(
+                    CANT,
+                    &format!("Cannot discard active VCL program {}\n", v.name),
+                );
+            }
+            if !marked.contains(&v.name.as_str()) {
+                marked.push(&v.name);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return frame(PARAM, &format!("No VCL name matches {glob}\n"));
+        }
+    }
+    for v in listing.iter().filter(|v| marked.contains(&v.name.as_str())) {
+        let deps: Vec<&str> = listing
+            .iter()
+            .filter(|l| {
+                l.label_of.as_deref() == Some(&v.name) && !marked.contains(&l.name.as_str())
+            })
+            .map(|l| l.name.as_str())
+            .collect();
+        if !deps.is_empty() {
+            let mut msg = format!("Cannot discard labeled VCL program {}:\n", v.name);
+            for d in deps {
+                msg.push_str(&format!("\t{d}\n"));
+            }
+            return frame(CANT, &msg);
+        }
+    }
+    // Labels first, then what they named.
+    marked.sort_by_key(|m| listing.iter().all(|l| l.name != *m || l.label_of.is_none()));
+    for m in marked {
+        if let Err(e) = ctx.discard_vcl(m) {
+            return frame(CANT, &e);
+        }
+    }
+    frame(OK, "")
 }
 
 /// Varnish's `VCL_IterDirector` patterns: none (or `*`) is every backend
@@ -223,67 +371,168 @@ fn backend_matches(active: &str, pat: Option<&str>, vname: &str, name: &str) -> 
     }
 }
 
-/// `backend.list [-p] [PATTERN]`.
-fn backend_list(ctx: &Ctx, args: &[String]) -> String {
-    let pattern = args
-        .iter()
-        .find(|a| !a.starts_with('-'))
-        .map(String::as_str);
+/// One row of `backend.list`: a backend or a director.
+struct ListRow {
+    name: String,
+    kind: &'static str,
+    admin: &'static str,
+    /// (good, of, health) for the Probe and Health columns.
+    probe: (usize, usize, &'static str),
+    last_change: f64,
+    /// What `-p` adds, as table text and as JSON (`None`: nothing).
+    details: Option<String>,
+    details_json: Option<String>,
+}
+
+/// The rows of `backend.list` for `pattern`, in Varnish's order: each
+/// VCL's backends, then its directors.
+fn list_rows(ctx: &Ctx, pattern: Option<&str>, details: bool, json: bool) -> Vec<ListRow> {
+    use crate::cache_backend::{ADMIN_HEALTHY, ADMIN_SICK};
     let active = ctx.active_name();
-    let mut out = format!(
-        "{:<30} {:<10} {:<10} {:<10} {}",
-        "Backend name", "Admin", "Probe", "Health", "Last change"
-    );
+    let mut rows = Vec::new();
     for (vname, vcl) in ctx.vcl_table() {
         for b in vcl.shared.backends.iter() {
-            let full = format!("{vname}.{}", b.name);
             if !backend_matches(&active, pattern, &vname, &b.name) {
                 continue;
             }
             let admin = match b.admin_health.load(Ordering::Relaxed) {
-                crate::cache_backend::ADMIN_HEALTHY => "healthy",
-                crate::cache_backend::ADMIN_SICK => "sick",
-                _ => {
-                    if b.probed {
-                        "probe"
-                    } else {
+                ADMIN_HEALTHY => "healthy",
+                ADMIN_SICK => "sick",
+                _ if b.probe.is_some() => "probe",
+                _ => "healthy",
+            };
+            // The probe's own verdict; a backend without one lists as
+            // healthy whatever the admin said (Varnish's vbe_list).
+            let probe = match &b.probe {
+                Some(p) => (
+                    p.stats().good as usize,
+                    p.cfg.window as usize,
+                    if b.healthy.load(Ordering::Relaxed) {
                         "healthy"
-                    }
-                }
+                    } else {
+                        "sick"
+                    },
+                ),
+                None => (0, 0, "healthy"),
             };
-            let probe = if b.probed {
-                if b.healthy.load(Ordering::Relaxed) {
-                    "1/1"
-                } else {
-                    "0/1"
-                }
-            } else {
-                "0/0"
-            };
-            let health = if b.is_healthy() { "healthy" } else { "sick" };
-            out.push_str(&format!(
-                "\n{full:<30} {admin:<10} {probe:<10} {health:<10} {}",
-                crate::cache_expire::http_date(b.changed())
-            ));
+            rows.push(ListRow {
+                name: format!("{vname}.{}", b.name),
+                kind: "backend",
+                admin,
+                probe,
+                last_change: b.health_changed(),
+                details: details.then(|| b.probe.as_ref().map(|p| p.details()).unwrap_or_default()),
+                details_json: (details && json).then(|| {
+                    b.probe
+                        .as_ref()
+                        .map_or_else(|| "{},\n".to_string(), |p| p.details_json(6))
+                }),
+            });
         }
         // Directors are backends too, listed after the declared ones.
         for d in vcl.shared.directors.all() {
-            let full = format!("{vname}.{}", d.name);
             if !backend_matches(&active, pattern, &vname, &d.name) {
                 continue;
             }
             let (probe, health) = d.probe_label(&vcl.shared);
-            out.push_str(&format!(
-                "\n{full:<30} {:<10} {probe:<10} {health:<10} {}",
-                d.admin_label(),
-                crate::cache_expire::http_date(d.changed())
-            ));
-            if args.iter().any(|a| a.starts_with('-') && a.contains('p')) {
-                out.push_str(&d.details(&vcl.shared).unwrap_or_default());
-            }
+            let (good, of) = probe
+                .split_once('/')
+                .map(|(a, b)| (a.parse().unwrap_or(0), b.parse().unwrap_or(0)))
+                .unwrap_or((0, 0));
+            rows.push(ListRow {
+                name: format!("{vname}.{}", d.name),
+                kind: d.type_name(),
+                admin: d.admin_label(),
+                probe: (good, of, health),
+                last_change: d.changed(),
+                details: if details {
+                    d.details(&vcl.shared)
+                } else {
+                    None
+                },
+                details_json: if details && json {
+                    d.details_json(&vcl.shared, 6)
+                } else {
+                    None
+                },
+            });
         }
     }
-    out
+    rows
+}
+
+/// `backend.list [-j] [-p] [PATTERN]`, laid out as varnishd's (a text
+/// table, or JSON).
+fn backend_list(ctx: &Ctx, args: &[String]) -> String {
+    let (mut json, mut details) = (false, false);
+    let mut i = 0;
+    while let Some(a) = args.get(i).filter(|a| a.starts_with('-')) {
+        for c in a.chars().skip(1) {
+            match c {
+                'j' => json = true,
+                'p' => details = !details,
+                c => return frame(PARAM, &format!("Invalid flag {c}")),
+            }
+        }
+        i += 1;
+    }
+    if args.len() > i + 1 {
+        return frame(PARAM, "Too many arguments");
+    }
+    let rows = list_rows(ctx, args.get(i).map(String::as_str), details, json);
+    if json {
+        let argv: Vec<String> = std::iter::once("backend.list")
+            .chain(args.iter().map(String::as_str))
+            .map(crate::vmod_directors::json_str)
+            .collect();
+        let mut out = format!(
+            "[ 3, [{}], {:.3},\n  {{\n",
+            argv.join(", "),
+            crate::vrt_ctx::now()
+        );
+        let entries: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let (good, of, health) = r.probe;
+                let mut e = format!(
+                    "    {}: {{\n      \"type\": \"{}\",\n      \"admin_health\": \"{}\",\n      \"probe_message\": [{good}, {of}, \"{health}\"],\n",
+                    crate::vmod_directors::json_str(&r.name),
+                    r.kind,
+                    r.admin
+                );
+                if let Some(d) = &r.details_json {
+                    e.push_str("      \"probe_details\": ");
+                    e.push_str(d);
+                }
+                e.push_str(&format!(
+                    "      \"last_change\": {:.3}\n    }}",
+                    r.last_change
+                ));
+                e
+            })
+            .collect();
+        if entries.is_empty() {
+            out.push_str("    ");
+        }
+        out.push_str(&entries.join(",\n"));
+        out.push_str("\n  }\n]\n");
+        return frame(OK, &out);
+    }
+    let mut raw = String::from("Backend name\tAdmin\tProbe\tHealth\tLast change\n");
+    for r in &rows {
+        let (good, of, health) = r.probe;
+        raw.push_str(&format!(
+            "{}\t{}\t{good}/{of}\t{health}\t{}",
+            r.name,
+            r.admin,
+            crate::cache_expire::http_date(r.last_change)
+        ));
+        if let Some(d) = &r.details {
+            raw.push_str(d);
+        }
+        raw.push('\n');
+    }
+    frame(OK, &crate::vte::vte(&raw, 80))
 }
 
 /// `backend.set_health PATTERN STATE`.
@@ -324,10 +573,6 @@ async fn command(child: &Child, words: &[String]) -> String {
     let ctx = child.ctx();
     let cmd = words[0].as_str();
     let args = &words[1..];
-    let done = |r: Result<(), String>| match r {
-        Ok(()) => frame(OK, ""),
-        Err(e) => frame(CANT, &e),
-    };
     let need = |n: usize| args.len() < n;
     match cmd {
         "vcl.load" | "vcl.inline" => {
@@ -335,6 +580,12 @@ async fn command(child: &Child, words: &[String]) -> String {
                 return frame(TOOFEW, "Too few parameters");
             }
             let (name, what) = (&args[0], &args[1]);
+            if let Some(e) = invalid_vcl_name(name) {
+                return e;
+            }
+            if ctx.vcl_named(name).is_some() {
+                return frame(PARAM, &format!("Already a VCL named {name}"));
+            }
             let params = ctx.params();
             let loaded = if cmd == "vcl.load" {
                 crate::cache_vcl::Vcl::load_file(
@@ -362,13 +613,10 @@ async fn command(child: &Child, words: &[String]) -> String {
                 Err(e) => frame(PARAM, &e.to_string()),
             }
         }
-        "vcl.use" if !need(1) => done(ctx.use_vcl(&args[0])),
-        "vcl.discard" if !need(1) => done(ctx.discard_vcl(&args[0])),
-        "vcl.label" if !need(2) => done(ctx.label_vcl(&args[0], &args[1])),
-        "vcl.state" if !need(2) => match args[1].as_str() {
-            "auto" | "cold" | "warm" => frame(OK, ""),
-            s => frame(PARAM, &format!("State must be one of auto, cold or warm, not {s}")),
-        },
+        "vcl.use" if !need(1) => vcl_use(ctx, &args[0]),
+        "vcl.discard" if !need(1) => vcl_discard(ctx, args),
+        "vcl.label" if !need(2) => vcl_label(ctx, &args[0], &args[1]),
+        "vcl.state" if !need(2) => vcl_state(ctx, &args[0], &args[1]),
         "vcl.list" => frame(OK, &vcl_list(ctx)),
         "vcl.use" | "vcl.discard" | "vcl.label" | "vcl.state" => {
             frame(TOOFEW, "Too few parameters")
@@ -424,7 +672,7 @@ async fn command(child: &Child, words: &[String]) -> String {
             }
             frame(OK, out.trim_end())
         }
-        "backend.list" => frame(OK, &backend_list(ctx, args)),
+        "backend.list" => backend_list(ctx, args),
         "backend.set_health" => set_health(ctx, args),
         "param.show" => match args.iter().find(|a| !a.starts_with('-')) {
             Some(name) => match ctx.params().show(name) {

@@ -345,7 +345,15 @@ impl Params {
                 .iter()
                 .find(|n| **n == name)
                 .ok_or_else(|| ParamError::Unknown(name.to_string()))?;
-            self.values.insert(inert, Value::Text(value.to_string()));
+            // `debug` is a set of bits: `+x`/`-x` change the set in
+            // force, anything else replaces it.
+            let value = match self.values.get(inert) {
+                Some(Value::Text(old)) if *inert == "debug" && value.starts_with(['+', '-']) => {
+                    format!("{old},{value}")
+                }
+                _ => value.to_string(),
+            };
+            self.values.insert(inert, Value::Text(value));
             return Ok(());
         };
         let bad = |why| ParamError::BadValue {
@@ -419,6 +427,25 @@ impl Params {
         }
     }
 
+    /// Whether bit `bit` of the `debug` parameter is set (`+bit` added
+    /// it after any `none` or `-bit`).
+    pub fn debug(&self, bit: &str) -> bool {
+        let Some(Value::Text(v)) = self.values.get("debug") else {
+            return false;
+        };
+        let mut on = false;
+        for tok in v.split(',').map(str::trim) {
+            if tok == "none" {
+                on = false;
+            } else if let Some(b) = tok.strip_prefix('-') {
+                on &= b != bit;
+            } else if tok.strip_prefix('+').unwrap_or(tok) == bit {
+                on = true;
+            }
+        }
+        on
+    }
+
     /// A boolean parameter.
     pub fn flag(&self, name: &str) -> bool {
         matches!(self.values.get(name), Some(Value::Bool(true)))
@@ -476,6 +503,19 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_bits_accumulate() {
+        let mut p = Params::default();
+        assert!(!p.debug("vtc_mode"));
+        p.set("debug", "+vtc_mode").unwrap_or_default();
+        p.set("debug", "+syncvsl").unwrap_or_default();
+        assert!(p.debug("vtc_mode") && p.debug("syncvsl"));
+        p.set("debug", "-vtc_mode").unwrap_or_default();
+        assert!(!p.debug("vtc_mode") && p.debug("syncvsl"));
+        p.set("debug", "none").unwrap_or_default();
+        assert!(!p.debug("syncvsl"));
+    }
 
     #[test]
     fn defaults_parse() {

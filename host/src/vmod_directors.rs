@@ -68,6 +68,44 @@ pub(crate) fn random_unit() -> f64 {
     (crate::vmod_std::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The weight of the healthy members (Varnish's `vd->total_weight`).
+fn healthy_weight(members: &[Member], healthy: &[bool]) -> f64 {
+    members
+        .iter()
+        .zip(healthy)
+        .filter(|(_, ok)| **ok)
+        .map(|(m, _)| m.w)
+        .sum()
+}
+
+/// `printf("%W.Pf", x)` as C prints it, NaN (an empty director's share)
+/// included: `-nan`, as glibc shows 0.0/0.0.
+pub(crate) fn c_float(x: f64, width: usize, prec: usize) -> String {
+    if x.is_nan() {
+        format!("{:>width$}", "-nan")
+    } else {
+        format!("{x:>width$.prec$}")
+    }
+}
+
+/// A JSON string as Varnish's `VCLI_JSON_str` writes it.
+pub(crate) fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
 /// Which object a constructor makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -376,47 +414,98 @@ impl Director {
         (format!("{nh}/{}", hs.len()), health)
     }
 
-    /// `backend.list -p`: one line per member (hash lists none), as
-    /// Varnish's `list` methods show them.
+    /// Varnish's `vdi_methods.type`, for `backend.list -j`.
+    pub fn type_name(&self) -> &'static str {
+        self.kind.type_name()
+    }
+
+    /// `backend.list -p`: what the director's `list` method adds (hash
+    /// has none), tab-separated for the CLI's table layout, as Varnish's
+    /// `vdir_list`, `vmod_fallback_list` and `vmod_shard_list` write it.
     pub fn details(&self, vcl: &VclShared) -> Option<String> {
         let name = |h: i32| vcl.backend_name(h).unwrap_or_default();
         let label = |ok: bool| if ok { "healthy" } else { "sick" };
         let v = match &self.imp {
             Imp::Shard(s) => return Some(s.details(vcl)),
-            Imp::Vdir(v) if self.kind == Kind::Hash => {
-                let _ = v;
-                return None;
-            }
+            Imp::Vdir(_) if self.kind == Kind::Hash => return None,
             Imp::Vdir(v) => v,
         };
         let members = v.members();
         let healthy: Vec<bool> = members.iter().map(|m| health(vcl, m.h).0).collect();
         let mut out = String::new();
         if self.kind == Kind::Fallback {
-            out.push_str(&format!("\n  {:<30} {:<8} Health", "Backend", "Current"));
+            out.push_str("\n\n\tBackend\tCurrent\tHealth\n");
             let cur = v.cur.load(Ordering::Relaxed);
             for (u, (m, ok)) in members.iter().zip(&healthy).enumerate() {
-                let mark = if u == cur { "*" } else { "" };
-                out.push_str(&format!("\n  {:<30} {mark:<8} {}", name(m.h), label(*ok)));
+                let mark = if u == cur { "\t*\t" } else { "\t\t" };
+                out.push_str(&format!("\t{}{mark}{}\n", name(m.h), label(*ok)));
             }
         } else {
-            out.push_str(&format!("\n  {:<30} {:<8} Health", "Backend", "Weight"));
-            let total: f64 = members
-                .iter()
-                .zip(&healthy)
-                .filter(|(_, ok)| **ok)
-                .map(|(m, _)| m.w)
-                .sum();
+            out.push_str("\n\n\tBackend\tWeight\tHealth\n");
+            let total = healthy_weight(&members, &healthy);
             for (m, ok) in members.iter().zip(&healthy) {
                 let w = if self.kind == Kind::Random {
                     let w = if *ok { m.w } else { 0.0 };
-                    format!("{:6.2}%", 100.0 * w / total)
+                    format!("\t{}%\t", c_float(100.0 * w / total, 6, 2))
                 } else {
-                    "-".into()
+                    "\t-\t".into()
                 };
-                out.push_str(&format!("\n  {:<30} {w:<8} {}", name(m.h), label(*ok)));
+                out.push_str(&format!("\t{}{w}{}\n", name(m.h), label(*ok)));
             }
         }
+        Some(out)
+    }
+
+    /// `backend.list -j -p`: the same as JSON, for a value that starts
+    /// at indentation `indent` (ends with `},` and a newline).
+    pub fn details_json(&self, vcl: &VclShared, indent: usize) -> Option<String> {
+        let v = match &self.imp {
+            Imp::Shard(s) => return Some(s.details_json(vcl, indent)),
+            Imp::Vdir(_) if self.kind == Kind::Hash => return None,
+            Imp::Vdir(v) => v,
+        };
+        let p1 = " ".repeat(indent + 2);
+        let p2 = " ".repeat(indent + 4);
+        let p3 = " ".repeat(indent + 6);
+        let members = v.members();
+        let healthy: Vec<bool> = members.iter().map(|m| health(vcl, m.h).0).collect();
+        let mut out = String::from("{\n");
+        match self.kind {
+            Kind::Fallback => out.push_str(&format!("{p1}\"sticky\": {},\n", v.sticky)),
+            Kind::Random => out.push_str(&format!(
+                "{p1}\"total_weight\": {:.6},\n",
+                healthy_weight(&members, &healthy)
+            )),
+            _ => {}
+        }
+        out.push_str(&format!("{p1}\"backends\": {{\n"));
+        let cur = v.cur.load(Ordering::Relaxed);
+        let rows: Vec<String> = members
+            .iter()
+            .zip(&healthy)
+            .enumerate()
+            .map(|(u, (m, ok))| {
+                let mut r = format!(
+                    "{p2}{}: {{\n",
+                    json_str(&vcl.backend_name(m.h).unwrap_or_default())
+                );
+                match self.kind {
+                    Kind::Fallback => r.push_str(&format!("{p3}\"current\": {},\n", u == cur)),
+                    Kind::Random => r.push_str(&format!(
+                        "{p3}\"weight\": {:.6},\n",
+                        if *ok { m.w } else { 0.0 }
+                    )),
+                    _ => {}
+                }
+                r.push_str(&format!(
+                    "{p3}\"health\": \"{}\"\n{p2}}}",
+                    if *ok { "healthy" } else { "sick" }
+                ));
+                r
+            })
+            .collect();
+        out.push_str(&rows.join(",\n"));
+        out.push_str(&format!("\n{p1}}}\n{}}},\n", " ".repeat(indent)));
         Some(out)
     }
 

@@ -443,35 +443,72 @@ impl ShardDir {
 
     /// `backend.list -p`: each backend with its ident, health and rampup.
     pub fn details(&self, vcl: &VclShared) -> String {
-        let ring = self.ring();
-        let now = crate::vrt_ctx::now();
-        let mut out = format!(
-            "\n  {:<20} {:<20} {:<8} Rampup  Remaining",
-            "Backend", "Ident", "Health"
-        );
-        for b in &ring.backends {
-            let (ok, changed) = health(vcl, b.h);
-            let d = now - changed;
-            let r = b
-                .rampup
-                .unwrap_or_else(|| f64::from_bits(self.rampup.load(Ordering::Relaxed)));
-            let (p, left) = if !ok {
-                (0.0, 0.0)
-            } else if d < r {
-                (d / r, r - d)
-            } else {
-                (1.0, 0.0)
-            };
+        let mut out = String::from("\n\n\tBackend\tIdent\tHealth\tRampup  Remaining\n");
+        for (b, ok, p, left) in self.rampup_rows(vcl) {
             out.push_str(&format!(
-                "\n  {:<20} {:<20} {:<8} {:6.2}% {:8.3}s",
+                "\t{}\t{}\t{}\t{}% {:8.3}s\n",
                 b.name,
                 b.ident(),
                 if ok { "healthy" } else { "sick" },
-                p * 100.0,
+                crate::vmod_directors::c_float(p * 100.0, 6, 2),
                 left
             ));
         }
         out
+    }
+
+    /// `backend.list -j -p` for a value starting at indentation `indent`.
+    pub fn details_json(&self, vcl: &VclShared, indent: usize) -> String {
+        let p1 = " ".repeat(indent + 2);
+        let p2 = " ".repeat(indent + 4);
+        let p3 = " ".repeat(indent + 6);
+        let mut out = format!(
+            "{{\n{p1}\"warmup\": {:.6},\n{p1}\"rampup_duration\": {:.6},\n{p1}\"backends\": {{\n",
+            f64::from_bits(self.warmup.load(Ordering::Relaxed)),
+            f64::from_bits(self.rampup.load(Ordering::Relaxed)),
+        );
+        let rows: Vec<String> = self
+            .rampup_rows(vcl)
+            .into_iter()
+            .map(|(b, ok, p, left)| {
+                format!(
+                    "{p2}{}: {{\n{p3}\"ident\": {},\n{p3}\"health\": \"{}\",\n{p3}\"rampup\": {:.6},\n{p3}\"rampup_remaining\": {:.3}\n{p2}}}",
+                    crate::vmod_directors::json_str(&b.name),
+                    crate::vmod_directors::json_str(b.ident()),
+                    if ok { "healthy" } else { "sick" },
+                    p,
+                    left
+                )
+            })
+            .collect();
+        out.push_str(&rows.join(",\n"));
+        out.push_str(&format!("\n{p1}}}\n{}}},\n", " ".repeat(indent)));
+        out
+    }
+
+    /// Each backend with its health, rampup share and time left, as
+    /// `vmod_shard_list` computes them.
+    fn rampup_rows(&self, vcl: &VclShared) -> Vec<(ShardBackend, bool, f64, f64)> {
+        let ring = self.ring();
+        let now = crate::vrt_ctx::now();
+        ring.backends
+            .iter()
+            .map(|b| {
+                let (ok, changed) = health(vcl, b.h);
+                let d = now - changed;
+                let r = b
+                    .rampup
+                    .unwrap_or_else(|| f64::from_bits(self.rampup.load(Ordering::Relaxed)));
+                let (p, left) = if !ok {
+                    (0.0, 0.0)
+                } else if d < r {
+                    (d / r, r - d)
+                } else {
+                    (1.0, 0.0)
+                };
+                (b.clone(), ok, p, left)
+            })
+            .collect()
     }
 
     /// The backends' handles, for health and `backend.list`.

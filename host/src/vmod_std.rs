@@ -66,6 +66,8 @@ pub enum Native {
     /// `directors.lookup()`.
     DirectorLookup,
     /// Not implemented: calling it fails the task with this message.
+    /// `std.rollback(req|bereq)`.
+    Rollback,
     Missing(String),
     /// A function of a component VMOD (`cache_vmod`).
     Component(crate::cache_vmod::Binding),
@@ -80,7 +82,6 @@ pub enum Native {
     FileExists,
     FileRead,
     CacheReqBody,
-    Rollback,
 }
 
 /// `std.fileread()` and `std.file_exists()` confined to the directories
@@ -159,12 +160,12 @@ pub fn bind(f: &NativeFn) -> Native {
         ("std", "file_exists") => Native::FileExists,
         ("std", "fileread") => Native::FileRead,
         ("std", "cache_req_body") => Native::CacheReqBody,
-        ("std", "rollback") => Native::Rollback,
         ("std", "integer") => Native::Integer,
         ("std", "real") => Native::Real,
         ("std", "duration") => Native::Duration,
         ("std", "strstr") => Native::Strstr,
         ("std", "healthy") => Native::Healthy,
+        ("std", "rollback") => Native::Rollback,
         ("std", "port") => Native::Port,
         ("std", "random") => Native::Random,
         ("std", "ip") | ("vcl", "ip") => Native::Ip,
@@ -343,6 +344,23 @@ pub fn call(
         Native::DirectorNew(_) | Native::DirectorMethod(..) | Native::DirectorLookup => {
             crate::vmod_directors::call(native, object, args, task, vcl)?
         }
+        Native::Rollback => {
+            // Varnish's VRT_Rollback: the message goes back to what the
+            // task started with (`http0`, `bereq0`).
+            if task.method == vcl_to_wasm::types::Method::Pipe {
+                return Err("Cannot rollback in vcl_pipe {}".into());
+            }
+            match args.first() {
+                Some(Arg::Handle(0 | 1)) => task.req = task.http0.clone(),
+                Some(Arg::Handle(2)) => {
+                    task.bereq = task.http0.clone();
+                    task.bereq_rolled_back =
+                        task.method == vcl_to_wasm::types::Method::BackendResponse;
+                }
+                _ => return Err("std.rollback: only req and bereq can be rolled back".into()),
+            }
+            Ret::Void
+        }
         Native::Missing(msg) => return Err(msg.clone()),
         Native::Component(_) => return Err("component VMOD called as native".into()),
         Native::Collect => {
@@ -394,15 +412,6 @@ pub fn call(
         Native::FileExists => Ret::Bool(s(args, 0).is_some_and(|p| vcl.files.exists(p))),
         Native::FileRead => Ret::Str(Some(vcl.files.read(s(args, 0).unwrap_or(""))?)),
         Native::CacheReqBody => Ret::Bool(cache_req_body(task, num(args, 0).unwrap_or(0.0))),
-        // `std.rollback(req|bereq)`: back to the message as it arrived.
-        Native::Rollback => {
-            match args.first() {
-                Some(Arg::Handle(0)) => task.req = task.req0.clone(),
-                Some(Arg::Handle(2)) => task.bereq = task.bereq0.clone(),
-                _ => return Err("std.rollback: only req and bereq can be rolled back".into()),
-            }
-            Ret::Void
-        }
     })
 }
 

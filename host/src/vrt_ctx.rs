@@ -32,6 +32,11 @@ pub struct Task {
     /// The subroutine currently running.
     pub method: Method,
     pub req: ReqMsg,
+    /// The message the task started from, for `std.rollback` and a VCL
+    /// failure: on the client side the request as the client sent it
+    /// (Varnish's `http0`), on the backend side the backend request
+    /// before `vcl_backend_fetch` (`bereq0`).
+    pub http0: ReqMsg,
     pub bereq: ReqMsg,
     pub beresp: RespMsg,
     pub resp: RespMsg,
@@ -41,6 +46,9 @@ pub struct Task {
     pub stale_obj: Option<Arc<Object>>,
     /// The backend answered 304 and the stale object was reused.
     pub was_304: bool,
+    /// `std.rollback(bereq)` ran in `vcl_backend_response`: the
+    /// backend response's body is let go.
+    pub bereq_rolled_back: bool,
     pub restarts: u32,
     pub retries: u32,
     pub req_time: f64,
@@ -81,14 +89,8 @@ pub struct Task {
     pub req_esi: bool,
     /// `resp.do_esi`: process this response's ESI (default true).
     pub resp_do_esi: bool,
-    /// The request as it arrived, before VCL changed it (Varnish's
-    /// `http0`): what `std.rollback(req)` restores and ESI includes
-    /// start from.
-    pub req0: ReqMsg,
     /// In an ESI include: the top request and its time (`req_top.*`).
     pub req_top: Option<Arc<(ReqMsg, f64)>>,
-    /// The backend request as built, before `vcl_backend_fetch`.
-    pub bereq0: ReqMsg,
     /// `beresp.filters` / `resp.filters` once VCL set them.
     pub vfp_filters: Option<String>,
     pub vdp_filters: Option<String>,
@@ -143,12 +145,14 @@ impl Task {
             xid,
             method: Method::Recv,
             req: ReqMsg::default(),
+            http0: ReqMsg::default(),
             bereq: ReqMsg::default(),
             beresp: RespMsg::default(),
             resp: RespMsg::default(),
             obj: None,
             stale_obj: None,
             was_304: false,
+            bereq_rolled_back: false,
             restarts: 0,
             retries: 0,
             req_time: now,
@@ -176,9 +180,7 @@ impl Task {
             esi_level: 0,
             req_esi: true,
             resp_do_esi: true,
-            req0: ReqMsg::default(),
             req_top: None,
-            bereq0: ReqMsg::default(),
             vfp_filters: None,
             vdp_filters: None,
             beresp_has_body: false,

@@ -140,28 +140,49 @@ pub fn get_int(t: &mut Task, id: i32) -> R<i64> {
         "beresp.status" => i64::from(t.beresp.status),
         "resp.status" => i64::from(t.resp.status),
         "obj.status" => t.obj.as_ref().map_or(0, |o| i64::from(o.status)),
-        "obj.hits" => t.obj.as_ref().map_or(0, |o| {
-            o.hits.load(std::sync::atomic::Ordering::Relaxed) as i64
-        }),
+        // The hits of an object this request found; 0 for one it
+        // fetched itself, even when others hit it meanwhile (Varnish's
+        // VRT_r_obj_hits).
+        "obj.hits" => match &t.obj {
+            Some(o) if t.is_hit || t.method == vcl_to_wasm::types::Method::Hit => {
+                o.hits.load(std::sync::atomic::Ordering::Relaxed) as i64
+            }
+            _ => 0,
+        },
         _ => return Err(unsupported("reading", n)),
     })
 }
 
-fn status(v: i64) -> R<u16> {
-    // Varnish keeps the low three digits of a larger status for the wire.
-    let s = if v > 999 { v % 1000 } else { v };
-    u16::try_from(s)
-        .ok()
-        .filter(|s| (100..=999).contains(s))
-        .ok_or_else(|| format!("illegal status {v}"))
+/// A status VCL sets, as Varnish's VRT_l_*_status checks it: up to
+/// 65535, the digits above the last three are VCL's own (the wire gets
+/// the last three, which must be 100 or more).
+fn status(obj: &str, v: i64) -> R<u16> {
+    if v < 0 {
+        return Err(format!("{obj}.status ({v}) is negative"));
+    }
+    if v > 65535 {
+        return Err(format!("{obj}.status ({v}) > 65535"));
+    }
+    if v % 1000 < 100 {
+        return Err(format!("illegal {obj}.status ({v}) (..0##)"));
+    }
+    Ok(v as u16)
 }
 
 /// Assigns an INT variable.
 pub fn set_int(t: &mut Task, id: i32, v: i64) -> R<()> {
     let n = name(id)?;
     match n {
-        "beresp.status" => t.beresp.status = status(v)?,
-        "resp.status" => t.resp.status = status(v)?,
+        // A new status brings its standard reason (Varnish's
+        // http_SetStatus).
+        "beresp.status" => {
+            t.beresp.status = status("beresp", v)?;
+            t.beresp.reason = crate::cache_http::status_reason(t.beresp.status % 1000).into();
+        }
+        "resp.status" => {
+            t.resp.status = status("resp", v)?;
+            t.resp.reason = crate::cache_http::status_reason(t.resp.status % 1000).into();
+        }
         _ => return Err(unsupported("setting", n)),
     }
     Ok(())
