@@ -27,7 +27,7 @@ use vcl_to_wasm::vmods::{Arg as VmodArg, Func as VmodFunc, Object as VmodObject,
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{
     Component, ComponentExportIndex, Func, HasSelf, Instance, InstancePre, Linker, ResourceAny,
-    TypedFunc, Val,
+    TypedFunc, Val, WasmStr,
 };
 use wasmtime::{Engine, Store};
 
@@ -562,7 +562,10 @@ pub struct VclVmod {
     pub lib: Arc<VmodLib>,
     namespace: String,
     limits: VmodLimits,
-    pool: Mutex<Vec<VmodInstance>>,
+    /// Boxed: an instance moves between the pool, a task and a call by
+    /// pointer, not by a copy of the whole struct.
+    #[allow(clippy::vec_box)]
+    pool: Mutex<Vec<Box<VmodInstance>>>,
     /// Calls made in `vcl_init`, replayed on each new instance.
     init_log: Mutex<Vec<Recorded>>,
 }
@@ -574,7 +577,12 @@ struct Recorded {
     args: Vec<VclValue>,
 }
 
-type StrFn = TypedFunc<(String,), (String,)>;
+/// A `string -> string` export: the argument is lowered from a borrowed
+/// `&str` (for VCL, straight from the VCL module's memory) and the result
+/// is read in place from the VMOD's memory (copied once, by the caller),
+/// so a call allocates nothing on the host. (`TypedFunc` is covariant in
+/// its parameters: a shorter-lived `&str` is accepted.)
+type StrFn = TypedFunc<(&'static str,), (WasmStr,)>;
 
 /// A live instance serving (at most) one task at a time.
 pub struct VmodInstance {
@@ -611,7 +619,7 @@ impl VclVmod {
 
     /// A fresh instance: `load`, then `vcl_init`'s calls replayed (unless
     /// `replay` is false: `vcl_init` itself is running).
-    fn instantiate(&self, id: usize, replay: bool) -> Result<VmodInstance, VmodError> {
+    fn instantiate(&self, id: usize, replay: bool) -> Result<Box<VmodInstance>, VmodError> {
         let engine = self.lib.pre.engine();
         let data = VmodData {
             task: None,
@@ -632,14 +640,14 @@ impl VclVmod {
             .instantiate(&mut store)
             .map_err(|e| self.err("instantiate", format!("{e:#}")))?;
         let n = self.lib.exports.len();
-        let mut inst = VmodInstance {
+        let mut inst = Box::new(VmodInstance {
             store,
             instance,
             objects: HashMap::new(),
             funcs: vec![None; n],
             str_fns: vec![None; n],
             vmod: id,
-        };
+        });
         self.event(&mut inst, Event::Load)?;
         if replay {
             let log = self.init_log.lock().map(|l| l.clone()).unwrap_or_default();
@@ -664,7 +672,7 @@ impl VclVmod {
     }
 
     /// Checks out an instance for a task.
-    pub fn checkout(&self, id: usize) -> Result<VmodInstance, VmodError> {
+    pub fn checkout(&self, id: usize) -> Result<Box<VmodInstance>, VmodError> {
         if let Some(i) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
             return Ok(i);
         }
@@ -672,7 +680,7 @@ impl VclVmod {
     }
 
     /// A task is done with `inst`: `end-task`, then back to the pool.
-    pub fn release(&self, mut inst: VmodInstance) {
+    pub fn release(&self, mut inst: Box<VmodInstance>) {
         inst.store.data_mut().task = None;
         let Ok(f) = inst
             .instance
@@ -693,7 +701,7 @@ impl VclVmod {
 
     /// `vcl_init` finished: the instance that ran it gets `warm` and joins
     /// the pool.
-    pub fn seal(&self, mut inst: VmodInstance) -> Result<(), VmodError> {
+    pub fn seal(&self, mut inst: Box<VmodInstance>) -> Result<(), VmodError> {
         inst.store.data_mut().task = None;
         self.event(&mut inst, Event::Warm)?;
         if let Ok(mut p) = self.pool.lock() {
@@ -703,7 +711,7 @@ impl VclVmod {
     }
 
     /// A new instance for `vcl_init` (no replay; its calls are recorded).
-    pub fn for_init(&self, id: usize) -> Result<VmodInstance, VmodError> {
+    pub fn for_init(&self, id: usize) -> Result<Box<VmodInstance>, VmodError> {
         self.instantiate(id, false)
     }
 
@@ -759,25 +767,11 @@ impl VclVmod {
                 Some(VclValue::Str(s)) => s.unwrap_or_default(),
                 _ => String::new(),
             };
-            let f = match inst.str_fns.get(export).copied().flatten() {
-                Some(f) => f,
-                None => {
-                    let f = inst
-                        .instance
-                        .get_typed_func::<(String,), (String,)>(&mut inst.store, e.index)
-                        .map_err(|err| self.err(name, format!("{err:#}")))?;
-                    if let Some(slot) = inst.str_fns.get_mut(export) {
-                        *slot = Some(f);
-                    }
-                    f
-                }
-            };
-            inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
-            inst.store.data_mut().limits.refused = false;
-            return match f.call(&mut inst.store, (arg,)) {
-                Ok((out,)) => Ok(VclResult::Str(Some(out))),
-                Err(err) => Err(self.call_error(inst, name, &err)),
-            };
+            let out = self.call_str(inst, export, &arg)?;
+            let s = out
+                .to_str(&inst.store)
+                .map_err(|err| self.err(name, format!("{err:#}")))?;
+            return Ok(VclResult::Str(Some(s.into_owned())));
         }
         let mut params = Vec::with_capacity(e.params.len() + 1);
         if e.kind == ExportKind::Method {
@@ -816,6 +810,51 @@ impl VclVmod {
             return Ok(VclResult::Void);
         }
         from_val(out).map_err(|m| self.err(name, m))
+    }
+}
+
+impl VclVmod {
+    /// Whether export `export` is a `string -> string` function, which
+    /// VCL calls through [`StrCall`].
+    pub fn is_str_to_str(&self, export: usize) -> bool {
+        self.lib.exports.get(export).is_some_and(|e| e.str_to_str)
+    }
+
+    /// Calls the `string -> string` export `export` with `arg`; the result
+    /// stays in the instance's memory.
+    fn call_str(
+        &self,
+        inst: &mut VmodInstance,
+        export: usize,
+        arg: &str,
+    ) -> Result<WasmStr, VmodError> {
+        let f = match inst.str_fns.get(export).copied().flatten() {
+            Some(f) => f,
+            None => {
+                let e = self
+                    .lib
+                    .exports
+                    .get(export)
+                    .ok_or_else(|| self.err("?", "bad export index"))?;
+                let f = inst
+                    .instance
+                    .get_typed_func::<(&str,), (WasmStr,)>(&mut inst.store, e.index)
+                    .map_err(|err| self.err(&e.vcl_name, format!("{err:#}")))?;
+                if let Some(slot) = inst.str_fns.get_mut(export) {
+                    *slot = Some(f);
+                }
+                f
+            }
+        };
+        inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
+        inst.store.data_mut().limits.refused = false;
+        match f.call(&mut inst.store, (arg,)) {
+            Ok((out,)) => Ok(out),
+            Err(err) => {
+                let name = self.lib.exports.get(export).map_or("?", |e| &e.vcl_name);
+                Err(self.call_error(inst, name, &err))
+            }
+        }
     }
 }
 
@@ -1241,16 +1280,20 @@ impl shellac::vmod::cache::Host for VmodData {
 /// The VMOD instances one task holds, returned (after `end-task`) to their
 /// pools when the task is dropped.
 #[derive(Default)]
-pub struct TaskVmods(Vec<(Arc<VclVmod>, VmodInstance)>);
+pub struct TaskVmods(Vec<(Arc<VclVmod>, Box<VmodInstance>)>);
 
 impl TaskVmods {
-    fn take(&mut self, vv: &Arc<VclVmod>) -> Option<VmodInstance> {
+    fn take(&mut self, vv: &Arc<VclVmod>) -> Option<Box<VmodInstance>> {
+        self.take_pair(vv).map(|(_, i)| i)
+    }
+
+    fn take_pair(&mut self, vv: &Arc<VclVmod>) -> Option<(Arc<VclVmod>, Box<VmodInstance>)> {
         let i = self.0.iter().position(|(v, _)| Arc::ptr_eq(v, vv))?;
-        Some(self.0.swap_remove(i).1)
+        Some(self.0.swap_remove(i))
     }
 
     /// The instances that ran `vcl_init`, for [`VclVmod::seal`].
-    pub fn drain(&mut self) -> Vec<(Arc<VclVmod>, VmodInstance)> {
+    pub fn drain(&mut self) -> Vec<(Arc<VclVmod>, Box<VmodInstance>)> {
         std::mem::take(&mut self.0)
     }
 }
@@ -1342,6 +1385,86 @@ pub fn call_from_vcl(
     }
     // On error the instance is dropped: its state may be anything now.
     (task, r)
+}
+
+/// A `string -> string` call from VCL, the commonest VMOD call, without
+/// the conversions of [`call_from_vcl`]: the caller lends the argument
+/// (borrowed from the VCL module's memory), then copies the result from the
+/// VMOD's memory into the workspace, then ends the call.
+///
+/// [`StrCall::begin`] moves the task into the VMOD's store (its imports
+/// read and write the task) and [`StrCall::finish`] gives it back.
+pub struct StrCall {
+    vv: Arc<VclVmod>,
+    inst: Box<VmodInstance>,
+    export: usize,
+    out: Option<WasmStr>,
+}
+
+impl StrCall {
+    /// Takes the task's instance of the VMOD (or checks one out). On
+    /// failure the task comes back with the error.
+    pub fn begin(
+        vcl: &crate::cache_vcl::VclShared,
+        b: &Binding,
+        mut task: Box<Task>,
+    ) -> Result<StrCall, (Box<Task>, VmodError)> {
+        let Some(vv) = vcl.vmods.get(b.vmod) else {
+            return Err((task, VmodError::NotFound(format!("#{}", b.vmod))));
+        };
+        let (vv, mut inst) = match task.vmods.take_pair(vv) {
+            Some(pair) => pair,
+            None => match vv.checkout(b.vmod) {
+                Ok(i) => (vv.clone(), i),
+                Err(e) => return Err((task, e)),
+            },
+        };
+        inst.store.data_mut().task = Some(task);
+        Ok(StrCall {
+            vv,
+            inst,
+            export: b.export,
+            out: None,
+        })
+    }
+
+    /// Runs the function on `arg`.
+    pub fn invoke(&mut self, arg: &str) -> Result<(), VmodError> {
+        self.out = Some(self.vv.call_str(&mut self.inst, self.export, arg)?);
+        Ok(())
+    }
+
+    /// The result's bytes, in the VMOD's memory (validated UTF-8).
+    pub fn result(&self) -> Result<std::borrow::Cow<'_, [u8]>, VmodError> {
+        let Some(out) = &self.out else {
+            return Err(self.vv.err("?", "no result"));
+        };
+        match out.to_str(&self.inst.store) {
+            Ok(std::borrow::Cow::Borrowed(s)) => Ok(std::borrow::Cow::Borrowed(s.as_bytes())),
+            Ok(std::borrow::Cow::Owned(s)) => Ok(std::borrow::Cow::Owned(s.into_bytes())),
+            Err(e) => {
+                let name = self
+                    .vv
+                    .lib
+                    .exports
+                    .get(self.export)
+                    .map_or("?", |e| &e.vcl_name);
+                Err(self.vv.err(name, format!("{e:#}")))
+            }
+        }
+    }
+
+    /// Ends the call and gives the task back. The instance stays with the
+    /// task if `ok`; after a failure it is dropped (its state may be
+    /// anything now).
+    /// (`None` cannot happen: the task only moves in and out here.)
+    pub fn finish(mut self, ok: bool) -> Option<Box<Task>> {
+        let mut task = self.inst.store.data_mut().task.take()?;
+        if ok {
+            task.vmods.0.push((self.vv, self.inst));
+        }
+        Some(task)
+    }
 }
 
 #[cfg(test)]
