@@ -75,6 +75,9 @@ struct Export {
     index: ComponentExportIndex,
     /// The component parameter types (for a method, without `self`).
     params: Vec<Type>,
+    /// The VCL type of each parameter (inside `option<T>`), worked out
+    /// once here rather than on every call.
+    kinds: Vec<Option<VclType>>,
     result: Option<Type>,
     kind: ExportKind,
     /// `string -> string` functions, the commonest VMOD call, go through
@@ -490,10 +493,18 @@ fn describe(
         let str_to_str = kind == ExportKind::Function
             && matches!(params.as_slice(), [Type::String])
             && matches!(result, Some(Type::String));
+        let kinds = params
+            .iter()
+            .map(|t| match t {
+                Type::Option(o) => vcl_type(&o.ty()).map(|t| t.0),
+                t => vcl_type(t).map(|t| t.0),
+            })
+            .collect();
         exports.push(Export {
             vcl_name,
             index,
             params,
+            kinds,
             result,
             kind,
             str_to_str,
@@ -1332,11 +1343,7 @@ pub fn call_from_vcl(
     };
     let mut vals = Vec::with_capacity(args.len());
     for (i, a) in args.into_iter().enumerate() {
-        let ty = e.params.get(i).map(|t| match t {
-            Type::Option(o) => o.ty(),
-            t => t.clone(),
-        });
-        let kind = ty.as_ref().and_then(vcl_type).map(|t| t.0);
+        let kind = e.kinds.get(i).copied().flatten();
         vals.push(match (a, kind) {
             (Arg::None, _) => VclValue::None,
             (Arg::Str(s), Some(VclType::Blob)) => VclValue::Blob(s.map(String::into_bytes)),
