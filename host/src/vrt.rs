@@ -313,6 +313,8 @@ fn component_str_call(
     // bounds checked above).
     let arg = mem.data(&*c).get(ptr..end).unwrap_or_default();
     let r = call.invoke(&String::from_utf8_lossy(arg));
+    // The VMOD did its part; what may still fail is the workspace.
+    let vmod_ok = r.is_ok();
     let out = match r {
         Ok(()) => match call.result() {
             Ok(bytes) => alloc(c, Some(&bytes)).map(Ok),
@@ -320,7 +322,7 @@ fn component_str_call(
         },
         Err(e) => Ok(Err(e.to_string())),
     };
-    let Some(t) = call.finish(matches!(out, Ok(Ok(_)))) else {
+    let Some(t) = call.finish(vmod_ok) else {
         return Err(herr("task lost"));
     };
     c.data_mut().task = Some(t);
