@@ -80,9 +80,17 @@ struct Export {
     kinds: Vec<Option<VclType>>,
     result: Option<Type>,
     kind: ExportKind,
-    /// `string -> string` functions, the commonest VMOD call, go through
-    /// a typed function: no `Val` boxing, no per-call type check.
-    str_to_str: bool,
+    /// Functions of one `string` returning `string` or `option<string>`,
+    /// the commonest VMOD calls, go through a typed function: no `Val`
+    /// boxing, no per-call type check, no host copy of the argument.
+    str_call: Option<StrResult>,
+}
+
+/// The result of a one-`string`-argument function called by the typed path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StrResult {
+    Str,
+    OptStr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -490,9 +498,15 @@ fn describe(
                 });
             }
         }
-        let str_to_str = kind == ExportKind::Function
-            && matches!(params.as_slice(), [Type::String])
-            && matches!(result, Some(Type::String));
+        let str_call = match (&kind, params.as_slice(), &result) {
+            (ExportKind::Function, [Type::String], Some(Type::String)) => Some(StrResult::Str),
+            (ExportKind::Function, [Type::String], Some(Type::Option(o)))
+                if o.ty() == Type::String =>
+            {
+                Some(StrResult::OptStr)
+            }
+            _ => None,
+        };
         let kinds = params
             .iter()
             .map(|t| match t {
@@ -507,7 +521,7 @@ fn describe(
             kinds,
             result,
             kind,
-            str_to_str,
+            str_call,
         });
     }
     Ok(VmodLib {
@@ -588,12 +602,17 @@ struct Recorded {
     args: Vec<VclValue>,
 }
 
-/// A `string -> string` export: the argument is lowered from a borrowed
-/// `&str` (for VCL, straight from the VCL module's memory) and the result
-/// is read in place from the VMOD's memory (copied once, by the caller),
-/// so a call allocates nothing on the host. (`TypedFunc` is covariant in
-/// its parameters: a shorter-lived `&str` is accepted.)
-type StrFn = TypedFunc<(&'static str,), (WasmStr,)>;
+/// A `string -> string` or `string -> option<string>` export: the
+/// argument is lowered from a borrowed `&str` (for VCL, straight from the
+/// VCL module's memory) and the result is read in place from the VMOD's
+/// memory (copied once, by the caller), so a call allocates nothing on the
+/// host. (`TypedFunc` is covariant in its parameters: a shorter-lived
+/// `&str` is accepted.)
+#[derive(Clone, Copy)]
+enum StrFn {
+    Str(TypedFunc<(&'static str,), (WasmStr,)>),
+    OptStr(TypedFunc<(&'static str,), (Option<WasmStr>,)>),
+}
 
 /// A live instance serving (at most) one task at a time.
 pub struct VmodInstance {
@@ -773,12 +792,14 @@ impl VclVmod {
             .get(export)
             .ok_or_else(|| self.err("?", "bad export index"))?;
         let name = e.vcl_name.as_str();
-        if e.str_to_str {
+        if e.str_call.is_some() {
             let arg = match args.pop() {
                 Some(VclValue::Str(s)) => s.unwrap_or_default(),
                 _ => String::new(),
             };
-            let out = self.call_str(inst, export, &arg)?;
+            let Some(out) = self.call_str(inst, export, &arg)? else {
+                return Ok(VclResult::Str(None));
+            };
             let s = out
                 .to_str(&inst.store)
                 .map_err(|err| self.err(name, format!("{err:#}")))?;
@@ -825,32 +846,43 @@ impl VclVmod {
 }
 
 impl VclVmod {
-    /// Whether export `export` is a `string -> string` function, which
-    /// VCL calls through [`StrCall`].
-    pub fn is_str_to_str(&self, export: usize) -> bool {
-        self.lib.exports.get(export).is_some_and(|e| e.str_to_str)
+    /// Whether export `export` takes one `string` and returns a `string`
+    /// or an `option<string>`: VCL calls it through [`StrCall`].
+    pub fn is_str_call(&self, export: usize) -> bool {
+        self.lib
+            .exports
+            .get(export)
+            .is_some_and(|e| e.str_call.is_some())
     }
 
-    /// Calls the `string -> string` export `export` with `arg`; the result
-    /// stays in the instance's memory.
+    /// Calls the one-string export `export` with `arg`; the result
+    /// (`None`: `option::none`) stays in the instance's memory.
     fn call_str(
         &self,
         inst: &mut VmodInstance,
         export: usize,
         arg: &str,
-    ) -> Result<WasmStr, VmodError> {
+    ) -> Result<Option<WasmStr>, VmodError> {
+        let e = self
+            .lib
+            .exports
+            .get(export)
+            .ok_or_else(|| self.err("?", "bad export index"))?;
         let f = match inst.str_fns.get(export).copied().flatten() {
             Some(f) => f,
             None => {
-                let e = self
-                    .lib
-                    .exports
-                    .get(export)
-                    .ok_or_else(|| self.err("?", "bad export index"))?;
-                let f = inst
-                    .instance
-                    .get_typed_func::<(&str,), (WasmStr,)>(&mut inst.store, e.index)
-                    .map_err(|err| self.err(&e.vcl_name, format!("{err:#}")))?;
+                let typed = match e.str_call {
+                    Some(StrResult::Str) => inst
+                        .instance
+                        .get_typed_func(&mut inst.store, e.index)
+                        .map(StrFn::Str),
+                    Some(StrResult::OptStr) => inst
+                        .instance
+                        .get_typed_func(&mut inst.store, e.index)
+                        .map(StrFn::OptStr),
+                    None => return Err(self.err(&e.vcl_name, "not a string function")),
+                };
+                let f = typed.map_err(|err| self.err(&e.vcl_name, format!("{err:#}")))?;
                 if let Some(slot) = inst.str_fns.get_mut(export) {
                     *slot = Some(f);
                 }
@@ -859,13 +891,11 @@ impl VclVmod {
         };
         inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
         inst.store.data_mut().limits.refused = false;
-        match f.call(&mut inst.store, (arg,)) {
-            Ok((out,)) => Ok(out),
-            Err(err) => {
-                let name = self.lib.exports.get(export).map_or("?", |e| &e.vcl_name);
-                Err(self.call_error(inst, name, &err))
-            }
-        }
+        let r = match f {
+            StrFn::Str(f) => f.call(&mut inst.store, (arg,)).map(|(out,)| Some(out)),
+            StrFn::OptStr(f) => f.call(&mut inst.store, (arg,)).map(|(out,)| out),
+        };
+        r.map_err(|err| self.call_error(inst, &e.vcl_name, &err))
     }
 }
 
@@ -1394,7 +1424,8 @@ pub fn call_from_vcl(
     (task, r)
 }
 
-/// A `string -> string` call from VCL, the commonest VMOD call, without
+/// A call from VCL of a function of one `string` returning a `string` or
+/// an `option<string>`, the commonest VMOD calls, without
 /// the conversions of [`call_from_vcl`]: the caller lends the argument
 /// (borrowed from the VCL module's memory), then copies the result from the
 /// VMOD's memory into the workspace, then ends the call.
@@ -1405,7 +1436,7 @@ pub struct StrCall {
     vv: Arc<VclVmod>,
     inst: Box<VmodInstance>,
     export: usize,
-    out: Option<WasmStr>,
+    out: Option<Option<WasmStr>>,
 }
 
 impl StrCall {
@@ -1441,14 +1472,18 @@ impl StrCall {
         Ok(())
     }
 
-    /// The result's bytes, in the VMOD's memory (validated UTF-8).
-    pub fn result(&self) -> Result<std::borrow::Cow<'_, [u8]>, VmodError> {
+    /// The result's bytes, in the VMOD's memory (validated UTF-8); `None`
+    /// for `option::none` (VCL's NULL string).
+    pub fn result(&self) -> Result<Option<std::borrow::Cow<'_, [u8]>>, VmodError> {
         let Some(out) = &self.out else {
             return Err(self.vv.err("?", "no result"));
         };
+        let Some(out) = out else {
+            return Ok(None);
+        };
         match out.to_str(&self.inst.store) {
-            Ok(std::borrow::Cow::Borrowed(s)) => Ok(std::borrow::Cow::Borrowed(s.as_bytes())),
-            Ok(std::borrow::Cow::Owned(s)) => Ok(std::borrow::Cow::Owned(s.into_bytes())),
+            Ok(std::borrow::Cow::Borrowed(s)) => Ok(Some(std::borrow::Cow::Borrowed(s.as_bytes()))),
+            Ok(std::borrow::Cow::Owned(s)) => Ok(Some(std::borrow::Cow::Owned(s.into_bytes()))),
             Err(e) => {
                 let name = self
                     .vv

@@ -245,10 +245,11 @@ fn fail(c: &mut C<'_>, msg: String) -> wasmtime::Error {
     herr(msg)
 }
 
-/// The fast path of a native call of a `string -> string` component
-/// function (`hello.lower(req.http.x)`): the argument goes from the VCL
-/// module's memory to the VMOD's without a host copy, the result from the
-/// VMOD's memory into the workspace with one. `None`: not such a call (or
+/// The fast path of a native call of a component function of one
+/// `string` returning a `string` or an `option<string>`
+/// (`hello.lower(req.http.x)`, `cookie.get("id")`): the argument goes from
+/// the VCL module's memory to the VMOD's without a host copy, the result
+/// from the VMOD's memory into the workspace with one. `None`: not such a call (or
 /// in `vcl_init`, whose calls are recorded for replay), take the general
 /// path.
 fn component_str_call(
@@ -264,7 +265,7 @@ fn component_str_call(
                 if vcl
                     .vmods
                     .get(b.vmod)
-                    .is_some_and(|v| v.is_str_to_str(b.export)) =>
+                    .is_some_and(|v| v.is_str_call(b.export)) =>
             {
                 b.clone()
             }
@@ -317,7 +318,7 @@ fn component_str_call(
     let vmod_ok = r.is_ok();
     let out = match r {
         Ok(()) => match call.result() {
-            Ok(bytes) => alloc(c, Some(&bytes)).map(Ok),
+            Ok(bytes) => alloc(c, bytes.as_deref()).map(Ok),
             Err(e) => Ok(Err(e.to_string())),
         },
         Err(e) => Ok(Err(e.to_string())),
