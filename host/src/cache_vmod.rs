@@ -80,18 +80,30 @@ struct Export {
     kinds: Vec<Option<VclType>>,
     result: Option<Type>,
     kind: ExportKind,
-    /// Functions of one `string` returning `string` or `option<string>`,
-    /// the commonest VMOD calls, go through a typed function: no `Val`
-    /// boxing, no per-call type check, no host copy of the argument.
-    str_call: Option<StrResult>,
+    /// Functions of up to two `string`s returning nothing, a `string` or
+    /// an `option<string>`, the commonest VMOD calls, go through a typed
+    /// function: no `Val` boxing, no per-call type check, no host copy of
+    /// the arguments.
+    str_call: Option<StrSig>,
 }
 
-/// The result of a one-`string`-argument function called by the typed path.
+/// The signature of a function called by the typed string path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct StrSig {
+    /// How many `string` parameters (0 to [`MAX_STR_ARGS`]).
+    args: usize,
+    result: StrResult,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum StrResult {
+    Void,
     Str,
     OptStr,
 }
+
+/// The most `string` arguments the typed string path takes.
+pub const MAX_STR_ARGS: usize = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum ExportKind {
@@ -498,12 +510,22 @@ fn describe(
                 });
             }
         }
-        let str_call = match (&kind, params.as_slice(), &result) {
-            (ExportKind::Function, [Type::String], Some(Type::String)) => Some(StrResult::Str),
-            (ExportKind::Function, [Type::String], Some(Type::Option(o)))
-                if o.ty() == Type::String =>
+        let str_result = match &result {
+            None => Some(StrResult::Void),
+            Some(Type::String) => Some(StrResult::Str),
+            Some(Type::Option(o)) if o.ty() == Type::String => Some(StrResult::OptStr),
+            _ => None,
+        };
+        let str_call = match str_result {
+            Some(result)
+                if kind == ExportKind::Function
+                    && params.len() <= MAX_STR_ARGS
+                    && params.iter().all(|p| *p == Type::String) =>
             {
-                Some(StrResult::OptStr)
+                Some(StrSig {
+                    args: params.len(),
+                    result,
+                })
             }
             _ => None,
         };
@@ -602,16 +624,29 @@ struct Recorded {
     args: Vec<VclValue>,
 }
 
-/// A `string -> string` or `string -> option<string>` export: the
-/// argument is lowered from a borrowed `&str` (for VCL, straight from the
-/// VCL module's memory) and the result is read in place from the VMOD's
-/// memory (copied once, by the caller), so a call allocates nothing on the
-/// host. (`TypedFunc` is covariant in its parameters: a shorter-lived
-/// `&str` is accepted.)
+/// An export of [`StrSig`]: the arguments are lowered from borrowed
+/// `&str`s (for VCL, straight from the VCL module's memory) and a string
+/// result is read in place from the VMOD's memory (copied once, by the
+/// caller), so a call allocates nothing on the host. (`TypedFunc` is
+/// covariant in its parameters: shorter-lived `&str`s are accepted.)
 #[derive(Clone, Copy)]
 enum StrFn {
-    Str(TypedFunc<(&'static str,), (WasmStr,)>),
-    OptStr(TypedFunc<(&'static str,), (Option<WasmStr>,)>),
+    V0(TypedFunc<(), ()>),
+    S0(TypedFunc<(), (WasmStr,)>),
+    O0(TypedFunc<(), (Option<WasmStr>,)>),
+    V1(TypedFunc<(&'static str,), ()>),
+    S1(TypedFunc<(&'static str,), (WasmStr,)>),
+    O1(TypedFunc<(&'static str,), (Option<WasmStr>,)>),
+    V2(TypedFunc<(&'static str, &'static str), ()>),
+    S2(TypedFunc<(&'static str, &'static str), (WasmStr,)>),
+    O2(TypedFunc<(&'static str, &'static str), (Option<WasmStr>,)>),
+}
+
+/// What a [`StrFn`] returned: nothing, or a string (`None`:
+/// `option::none`) still in the instance's memory.
+pub enum StrOut {
+    Void,
+    Str(Option<WasmStr>),
 }
 
 /// A live instance serving (at most) one task at a time.
@@ -784,7 +819,7 @@ impl VclVmod {
         inst: &mut VmodInstance,
         export: usize,
         object: Option<u32>,
-        mut args: Vec<VclValue>,
+        args: Vec<VclValue>,
     ) -> Result<VclResult, VmodError> {
         let e = self
             .lib
@@ -793,12 +828,18 @@ impl VclVmod {
             .ok_or_else(|| self.err("?", "bad export index"))?;
         let name = e.vcl_name.as_str();
         if e.str_call.is_some() {
-            let arg = match args.pop() {
-                Some(VclValue::Str(s)) => s.unwrap_or_default(),
-                _ => String::new(),
-            };
-            let Some(out) = self.call_str(inst, export, &arg)? else {
-                return Ok(VclResult::Str(None));
+            let args: Vec<String> = args
+                .into_iter()
+                .map(|a| match a {
+                    VclValue::Str(s) => s.unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = match self.call_str(inst, export, &args)? {
+                StrOut::Void => return Ok(VclResult::Void),
+                StrOut::Str(None) => return Ok(VclResult::Str(None)),
+                StrOut::Str(Some(out)) => out,
             };
             let s = out
                 .to_str(&inst.store)
@@ -846,23 +887,21 @@ impl VclVmod {
 }
 
 impl VclVmod {
-    /// Whether export `export` takes one `string` and returns a `string`
-    /// or an `option<string>`: VCL calls it through [`StrCall`].
-    pub fn is_str_call(&self, export: usize) -> bool {
-        self.lib
-            .exports
-            .get(export)
-            .is_some_and(|e| e.str_call.is_some())
+    /// How many `string` arguments export `export` takes if VCL calls it
+    /// through [`StrCall`] (up to two `string`s, returning nothing, a
+    /// `string` or an `option<string>`); `None` for other signatures.
+    pub fn str_call_args(&self, export: usize) -> Option<usize> {
+        self.lib.exports.get(export)?.str_call.map(|s| s.args)
     }
 
-    /// Calls the one-string export `export` with `arg`; the result
-    /// (`None`: `option::none`) stays in the instance's memory.
+    /// Calls the [`StrSig`] export `export` with `args` (missing ones are
+    /// empty strings); a string result stays in the instance's memory.
     fn call_str(
         &self,
         inst: &mut VmodInstance,
         export: usize,
-        arg: &str,
-    ) -> Result<Option<WasmStr>, VmodError> {
+        args: &[&str],
+    ) -> Result<StrOut, VmodError> {
         let e = self
             .lib
             .exports
@@ -871,16 +910,21 @@ impl VclVmod {
         let f = match inst.str_fns.get(export).copied().flatten() {
             Some(f) => f,
             None => {
-                let typed = match e.str_call {
-                    Some(StrResult::Str) => inst
-                        .instance
-                        .get_typed_func(&mut inst.store, e.index)
-                        .map(StrFn::Str),
-                    Some(StrResult::OptStr) => inst
-                        .instance
-                        .get_typed_func(&mut inst.store, e.index)
-                        .map(StrFn::OptStr),
-                    None => return Err(self.err(&e.vcl_name, "not a string function")),
+                let Some(sig) = e.str_call else {
+                    return Err(self.err(&e.vcl_name, "not a string function"));
+                };
+                let (store, i) = (&mut inst.store, e.index);
+                let typed = match (sig.args, sig.result) {
+                    (0, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V0),
+                    (0, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S0),
+                    (0, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O0),
+                    (1, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V1),
+                    (1, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S1),
+                    (1, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O1),
+                    (2, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V2),
+                    (2, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S2),
+                    (2, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O2),
+                    _ => return Err(self.err(&e.vcl_name, "not a string function")),
                 };
                 let f = typed.map_err(|err| self.err(&e.vcl_name, format!("{err:#}")))?;
                 if let Some(slot) = inst.str_fns.get_mut(export) {
@@ -889,11 +933,20 @@ impl VclVmod {
                 f
             }
         };
-        inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
-        inst.store.data_mut().limits.refused = false;
+        let a = |n: usize| args.get(n).copied().unwrap_or_default();
+        let st = &mut inst.store;
+        st.set_epoch_deadline(self.limits.budget_ticks + 1);
+        st.data_mut().limits.refused = false;
         let r = match f {
-            StrFn::Str(f) => f.call(&mut inst.store, (arg,)).map(|(out,)| Some(out)),
-            StrFn::OptStr(f) => f.call(&mut inst.store, (arg,)).map(|(out,)| out),
+            StrFn::V0(f) => f.call(st, ()).map(|()| StrOut::Void),
+            StrFn::S0(f) => f.call(st, ()).map(|(o,)| StrOut::Str(Some(o))),
+            StrFn::O0(f) => f.call(st, ()).map(|(o,)| StrOut::Str(o)),
+            StrFn::V1(f) => f.call(st, (a(0),)).map(|()| StrOut::Void),
+            StrFn::S1(f) => f.call(st, (a(0),)).map(|(o,)| StrOut::Str(Some(o))),
+            StrFn::O1(f) => f.call(st, (a(0),)).map(|(o,)| StrOut::Str(o)),
+            StrFn::V2(f) => f.call(st, (a(0), a(1))).map(|()| StrOut::Void),
+            StrFn::S2(f) => f.call(st, (a(0), a(1))).map(|(o,)| StrOut::Str(Some(o))),
+            StrFn::O2(f) => f.call(st, (a(0), a(1))).map(|(o,)| StrOut::Str(o)),
         };
         r.map_err(|err| self.call_error(inst, &e.vcl_name, &err))
     }
@@ -1424,8 +1477,18 @@ pub fn call_from_vcl(
     (task, r)
 }
 
-/// A call from VCL of a function of one `string` returning a `string` or
-/// an `option<string>`, the commonest VMOD calls, without
+/// The result of a [`StrCall`] for VCL.
+pub enum StrValue<'a> {
+    /// The function returns nothing.
+    Void,
+    /// `option::none`: VCL's NULL string.
+    Null,
+    Bytes(std::borrow::Cow<'a, [u8]>),
+}
+
+/// A call from VCL of a function of up to two `string`s returning
+/// nothing, a `string` or an `option<string>`, the commonest VMOD calls,
+/// without
 /// the conversions of [`call_from_vcl`]: the caller lends the argument
 /// (borrowed from the VCL module's memory), then copies the result from the
 /// VMOD's memory into the workspace, then ends the call.
@@ -1436,7 +1499,7 @@ pub struct StrCall {
     vv: Arc<VclVmod>,
     inst: Box<VmodInstance>,
     export: usize,
-    out: Option<Option<WasmStr>>,
+    out: Option<StrOut>,
 }
 
 impl StrCall {
@@ -1466,24 +1529,27 @@ impl StrCall {
         })
     }
 
-    /// Runs the function on `arg`.
-    pub fn invoke(&mut self, arg: &str) -> Result<(), VmodError> {
-        self.out = Some(self.vv.call_str(&mut self.inst, self.export, arg)?);
+    /// Runs the function on `args`.
+    pub fn invoke(&mut self, args: &[&str]) -> Result<(), VmodError> {
+        self.out = Some(self.vv.call_str(&mut self.inst, self.export, args)?);
         Ok(())
     }
 
-    /// The result's bytes, in the VMOD's memory (validated UTF-8); `None`
-    /// for `option::none` (VCL's NULL string).
-    pub fn result(&self) -> Result<Option<std::borrow::Cow<'_, [u8]>>, VmodError> {
-        let Some(out) = &self.out else {
-            return Err(self.vv.err("?", "no result"));
-        };
-        let Some(out) = out else {
-            return Ok(None);
+    /// The result, its bytes still in the VMOD's memory (validated UTF-8).
+    pub fn result(&self) -> Result<StrValue<'_>, VmodError> {
+        let out = match &self.out {
+            None => return Err(self.vv.err("?", "no result")),
+            Some(StrOut::Void) => return Ok(StrValue::Void),
+            Some(StrOut::Str(None)) => return Ok(StrValue::Null),
+            Some(StrOut::Str(Some(out))) => out,
         };
         match out.to_str(&self.inst.store) {
-            Ok(std::borrow::Cow::Borrowed(s)) => Ok(Some(std::borrow::Cow::Borrowed(s.as_bytes()))),
-            Ok(std::borrow::Cow::Owned(s)) => Ok(Some(std::borrow::Cow::Owned(s.into_bytes()))),
+            Ok(std::borrow::Cow::Borrowed(s)) => {
+                Ok(StrValue::Bytes(std::borrow::Cow::Borrowed(s.as_bytes())))
+            }
+            Ok(std::borrow::Cow::Owned(s)) => {
+                Ok(StrValue::Bytes(std::borrow::Cow::Owned(s.into_bytes())))
+            }
             Err(e) => {
                 let name = self
                     .vv

@@ -245,19 +245,21 @@ fn fail(c: &mut C<'_>, msg: String) -> wasmtime::Error {
     herr(msg)
 }
 
-/// The fast path of a native call of a component function of one
-/// `string` returning a `string` or an `option<string>`
-/// (`hello.lower(req.http.x)`, `cookie.get("id")`): the argument goes from
-/// the VCL module's memory to the VMOD's without a host copy, the result
-/// from the VMOD's memory into the workspace with one. `None`: not such a call (or
-/// in `vcl_init`, whose calls are recorded for replay), take the general
-/// path.
+/// The fast path of a native call of a component function of up to two
+/// `string`s returning nothing, a `string` or an `option<string>`
+/// (`hello.lower(req.http.x)`, `cookie.get("id")`, `var.set("k", v)`): the
+/// arguments go from the VCL module's memory to the VMOD's without a host
+/// copy, a result from the VMOD's memory into the workspace with one.
+/// `None`: not such a call (or in `vcl_init`, whose calls are recorded for
+/// replay), take the general path.
 fn component_str_call(
     c: &mut C<'_>,
     index: i32,
     args: i32,
+    nargs: i32,
     ret: i32,
 ) -> R<Option<Result<(), String>>> {
+    use crate::cache_vmod::{StrValue, MAX_STR_ARGS};
     let b = {
         let vcl = &c.data().vcl;
         match vcl.natives.get(index as usize) {
@@ -265,7 +267,8 @@ fn component_str_call(
                 if vcl
                     .vmods
                     .get(b.vmod)
-                    .is_some_and(|v| v.is_str_call(b.export)) =>
+                    .and_then(|v| v.str_call_args(b.export))
+                    .is_some_and(|n| n as i32 == nargs) =>
             {
                 b.clone()
             }
@@ -281,24 +284,30 @@ fn component_str_call(
         return Ok(None);
     }
     let mem = c.data().mem.ok_or_else(|| herr("no memory"))?;
+    // Where each argument lies in the VCL module's memory.
+    let mut spans = [(0usize, 0usize); MAX_STR_ARGS];
     let data = mem.data(&*c);
-    let slot = data
-        .get(args as u32 as usize..)
-        .and_then(|s| s.get(..abi::SLOT_SIZE as usize))
-        .ok_or_else(|| herr("argument slot out of bounds"))?;
-    let packed = match Tag::from_u8(slot[0]) {
-        Some(Tag::None) => abi::NULL,
-        Some(Tag::String | Tag::Strands | Tag::Enum | Tag::Body) => {
-            let mut v = [0u8; 8];
-            v.copy_from_slice(&slot[8..16]);
-            i64::from_le_bytes(v)
+    for (i, span) in spans.iter_mut().enumerate().take(nargs as usize) {
+        let at = (args as u32 as usize).saturating_add(i * abi::SLOT_SIZE as usize);
+        let slot = data
+            .get(at..)
+            .and_then(|s| s.get(..abi::SLOT_SIZE as usize))
+            .ok_or_else(|| herr("argument slot out of bounds"))?;
+        let packed = match Tag::from_u8(slot[0]) {
+            Some(Tag::None) => abi::NULL,
+            Some(Tag::String | Tag::Strands | Tag::Enum | Tag::Body) => {
+                let mut v = [0u8; 8];
+                v.copy_from_slice(&slot[8..16]);
+                i64::from_le_bytes(v)
+            }
+            _ => return Ok(None),
+        };
+        let (ptr, len) = abi::unpack(packed);
+        let (ptr, end) = (ptr as usize, ptr as usize + len as usize);
+        if end > data.len() {
+            return Err(herr("string out of bounds"));
         }
-        _ => return Ok(None),
-    };
-    let (ptr, len) = abi::unpack(packed);
-    let (ptr, end) = (ptr as usize, ptr as usize + len as usize);
-    if end > data.len() {
-        return Err(herr("string out of bounds"));
+        *span = (ptr, end);
     }
     let Some(t) = c.data_mut().task.take() else {
         return Ok(None);
@@ -310,17 +319,24 @@ fn component_str_call(
             return Ok(Some(Err(e.to_string())));
         }
     };
-    // The argument, borrowed from the VCL module's memory (NULL is "";
+    // The arguments, borrowed from the VCL module's memory (NULL is "";
     // bounds checked above).
-    let arg = mem.data(&*c).get(ptr..end).unwrap_or_default();
-    let r = call.invoke(&String::from_utf8_lossy(arg));
+    let data = mem.data(&*c);
+    let arg = |i: usize| {
+        let (ptr, end) = spans[i];
+        String::from_utf8_lossy(data.get(ptr..end).unwrap_or_default())
+    };
+    let r = match nargs {
+        0 => call.invoke(&[]),
+        1 => call.invoke(&[&arg(0)]),
+        _ => call.invoke(&[&arg(0), &arg(1)]),
+    };
     // The VMOD did its part; what may still fail is the workspace.
     let vmod_ok = r.is_ok();
-    let out = match r {
-        Ok(()) => match call.result() {
-            Ok(bytes) => alloc(c, bytes.as_deref()).map(Ok),
-            Err(e) => Ok(Err(e.to_string())),
-        },
+    let out = match r.and_then(|()| call.result()) {
+        Ok(StrValue::Void) => Ok(Ok(None)),
+        Ok(StrValue::Null) => Ok(Ok(Some(abi::NULL))),
+        Ok(StrValue::Bytes(b)) => alloc(c, Some(&b)).map(|p| Ok(Some(p))),
         Err(e) => Ok(Err(e.to_string())),
     };
     let Some(t) = call.finish(vmod_ok) else {
@@ -334,9 +350,11 @@ fn component_str_call(
                 .get_mut(ret as u32 as usize..)
                 .and_then(|s| s.get_mut(..abi::SLOT_SIZE as usize))
                 .ok_or_else(|| herr("result slot out of bounds"))?;
-            slot[..8].fill(0);
-            slot[0] = Tag::String as u8;
-            slot[8..16].copy_from_slice(&packed.to_le_bytes());
+            slot.fill(0);
+            if let Some(packed) = packed {
+                slot[0] = Tag::String as u8;
+                slot[8..16].copy_from_slice(&packed.to_le_bytes());
+            }
             Ok(Some(Ok(())))
         }
         Err(msg) => Ok(Some(Err(msg))),
@@ -569,8 +587,8 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             if !(0..=64).contains(&nargs) {
                 return Err(herr(format!("native_call with {nargs} arguments")));
             }
-            if nargs == 1 {
-                if let Some(r) = component_str_call(&mut c, index, args, ret)? {
+            if nargs <= crate::cache_vmod::MAX_STR_ARGS as i32 {
+                if let Some(r) = component_str_call(&mut c, index, args, nargs, ret)? {
                     return r.map_err(|msg| fail(&mut c, msg));
                 }
             }
