@@ -10,7 +10,9 @@
 # wrk's req/s at one connection.
 #
 # Usage: bench/vmod-call.sh [ROUNDS] [SECONDS]    (default 3 rounds of 4 s)
-# Env: SHELLAC=binary (else a release build), CALLS=N (default 1000).
+# Env: SHELLAC=binary (else a release build), CALLS=N (default 1000),
+#      SHELLAC_B=binary: also run a second build (e.g. the one before a
+#      change) in the same rounds, for an A/B comparison under the same load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -47,12 +49,18 @@ vcl vmod "import hello from \"$PWD/target/samples/hello.wasm\";" 'hello.lower(re
 taskset -c 0 "$SHELLAC" serve -a 127.0.0.1:6201 -f "$work/base.vcl" >"$work/s1.log" 2>&1 & pids+=($!)
 taskset -c 0 "$SHELLAC" serve -a 127.0.0.1:6202 -f "$work/std.vcl" >"$work/s2.log" 2>&1 & pids+=($!)
 taskset -c 0 "$SHELLAC" serve -a 127.0.0.1:6203 -f "$work/vmod.vcl" >"$work/s3.log" 2>&1 & pids+=($!)
+ports="6201 6202 6203 6204 6205"
+if [ -n "${SHELLAC_B:-}" ]; then
+    taskset -c 0 "$SHELLAC_B" serve -a 127.0.0.1:6206 -f "$work/base.vcl" >"$work/s6.log" 2>&1 & pids+=($!)
+    taskset -c 0 "$SHELLAC_B" serve -a 127.0.0.1:6207 -f "$work/vmod.vcl" >"$work/s7.log" 2>&1 & pids+=($!)
+    ports="$ports 6206 6207"
+fi
 taskset -c 0 varnishd -F -n "$work/v1" -a 127.0.0.1:6204 -f "$work/base.vcl" >"$work/v1.log" 2>&1 & pids+=($!)
 taskset -c 0 varnishd -F -n "$work/v2" -a 127.0.0.1:6205 -f "$work/std.vcl" >"$work/v2.log" 2>&1 & pids+=($!)
 # varnishd runs cc on a VCL of N statements, pinned to the same CPU as the
 # rest: on a loaded 2-core CI machine that has taken over 30 s. Wait up to
 # 5 minutes; an answer ends the wait at once.
-for port in 6201 6202 6203 6204 6205; do
+for port in $ports; do
     ok=
     for _ in $(seq 3000); do
         if curl -sf -o /dev/null "http://127.0.0.1:$port/"; then ok=1; break; fi
@@ -67,11 +75,11 @@ rps() {
     taskset -c 1 wrk -t1 -c1 -d"${SECS}s" -H 'X: Hello-World-AbC' "http://127.0.0.1:$1/" 2>/dev/null |
         awk '/Requests\/sec/ { print $2 }'
 }
-for port in 6201 6202 6203 6204 6205; do : >"$work/r$port"; done
+for port in $ports; do : >"$work/r$port"; done
 for _ in $(seq "$ROUNDS"); do
-    for port in 6201 6202 6203 6204 6205; do rps "$port" >>"$work/r$port"; done
+    for port in $ports; do rps "$port" >>"$work/r$port"; done
 done
-for port in 6201 6202 6203 6204 6205; do median <"$work/r$port" >"$work/m$port"; done
+for port in $ports; do median <"$work/r$port" >"$work/m$port"; done
 ns() { awk -v x="$(cat "$work/m$1")" -v b="$(cat "$work/m$2")" -v n="$N" \
     'BEGIN { printf "%.0f", (1e9 / x - 1e9 / b) / n }'; }
 
@@ -84,3 +92,7 @@ echo "| std.tolower() (host-native) | Shellac | $(cat "$work/m6202") | $(ns 6202
 echo "| hello.lower() (wasm component) | Shellac | $(cat "$work/m6203") | $(ns 6203 6201) |"
 echo "| $N header copies (baseline) | varnishd | $(cat "$work/m6204") | – |"
 echo "| std.tolower() (C) | varnishd | $(cat "$work/m6205") | $(ns 6205 6204) |"
+if [ -n "${SHELLAC_B:-}" ]; then
+    echo "| $N header copies (baseline) | Shellac B | $(cat "$work/m6206") | – |"
+    echo "| hello.lower() (wasm component) | Shellac B | $(cat "$work/m6207") | $(ns 6207 6206) |"
+fi

@@ -36,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-attacks="spin alloc crash recurse big bad_header"
+attacks="spin alloc crash recurse big bad_header spin_str alloc_str"
 cat >"$work/hostile.vcl" <<VCL
 vcl 4.1;
 import hostile from "$PWD/target/samples/hostile.wasm";
@@ -54,6 +54,10 @@ sub vcl_recv {
         set req.http.big = hostile.big(104857600);
     } elsif (req.url == "/attack/bad_header") {
         hostile.bad_header();
+    } elsif (req.url == "/attack/spin_str") {
+        set req.http.x = hostile.spin_str("x");
+    } elsif (req.url == "/attack/alloc_str") {
+        set req.http.x = hostile.alloc_str("x");
     }
     if (req.url ~ "^/attack/") {
         return (synth(200, "attack survived"));
@@ -124,7 +128,7 @@ kill "${attack_pids[@]}" 2>/dev/null || true
 wait "${attack_pids[@]}" 2>/dev/null || true
 attack_pids=()
 answered=$(cat "$work"/attack.* | sort | uniq -c | awk '{ printf "%s%s×%s", sep, $2, $1; sep = ", " }')
-echo "| $ATTACKERS attackers looping over all six attacks | $rps | $p50 | $p99 | $bad | $err | $answered |"
+echo "| $ATTACKERS attackers looping over all $(echo $attacks | wc -w) attacks | $rps | $p50 | $p99 | $bad | $err | $answered |"
 kill -0 "$serve_pid" || { echo "shellac died" >&2; exit 1; }
 echo
 echo "shellac still serving: $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:6301/bytes/1024)"

@@ -27,7 +27,7 @@ use vcl_to_wasm::vmods::{Arg as VmodArg, Func as VmodFunc, Object as VmodObject,
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{
     Component, ComponentExportIndex, Func, HasSelf, Instance, InstancePre, Linker, ResourceAny,
-    TypedFunc, Val,
+    TypedFunc, Val, WasmStr,
 };
 use wasmtime::{Engine, Store};
 
@@ -75,12 +75,35 @@ struct Export {
     index: ComponentExportIndex,
     /// The component parameter types (for a method, without `self`).
     params: Vec<Type>,
+    /// The VCL type of each parameter (inside `option<T>`), worked out
+    /// once here rather than on every call.
+    kinds: Vec<Option<VclType>>,
     result: Option<Type>,
     kind: ExportKind,
-    /// `string -> string` functions, the commonest VMOD call, go through
-    /// a typed function: no `Val` boxing, no per-call type check.
-    str_to_str: bool,
+    /// Functions of up to two `string`s returning nothing, a `string` or
+    /// an `option<string>`, the commonest VMOD calls, go through a typed
+    /// function: no `Val` boxing, no per-call type check, no host copy of
+    /// the arguments.
+    str_call: Option<StrSig>,
 }
+
+/// The signature of a function called by the typed string path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct StrSig {
+    /// How many `string` parameters (0 to [`MAX_STR_ARGS`]).
+    args: usize,
+    result: StrResult,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StrResult {
+    Void,
+    Str,
+    OptStr,
+}
+
+/// The most `string` arguments the typed string path takes.
+pub const MAX_STR_ARGS: usize = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum ExportKind {
@@ -487,16 +510,40 @@ fn describe(
                 });
             }
         }
-        let str_to_str = kind == ExportKind::Function
-            && matches!(params.as_slice(), [Type::String])
-            && matches!(result, Some(Type::String));
+        let str_result = match &result {
+            None => Some(StrResult::Void),
+            Some(Type::String) => Some(StrResult::Str),
+            Some(Type::Option(o)) if o.ty() == Type::String => Some(StrResult::OptStr),
+            _ => None,
+        };
+        let str_call = match str_result {
+            Some(result)
+                if kind == ExportKind::Function
+                    && params.len() <= MAX_STR_ARGS
+                    && params.iter().all(|p| *p == Type::String) =>
+            {
+                Some(StrSig {
+                    args: params.len(),
+                    result,
+                })
+            }
+            _ => None,
+        };
+        let kinds = params
+            .iter()
+            .map(|t| match t {
+                Type::Option(o) => vcl_type(&o.ty()).map(|t| t.0),
+                t => vcl_type(t).map(|t| t.0),
+            })
+            .collect();
         exports.push(Export {
             vcl_name,
             index,
             params,
+            kinds,
             result,
             kind,
-            str_to_str,
+            str_call,
         });
     }
     Ok(VmodLib {
@@ -562,7 +609,10 @@ pub struct VclVmod {
     pub lib: Arc<VmodLib>,
     namespace: String,
     limits: VmodLimits,
-    pool: Mutex<Vec<VmodInstance>>,
+    /// Boxed: an instance moves between the pool, a task and a call by
+    /// pointer, not by a copy of the whole struct.
+    #[allow(clippy::vec_box)]
+    pool: Mutex<Vec<Box<VmodInstance>>>,
     /// Calls made in `vcl_init`, replayed on each new instance.
     init_log: Mutex<Vec<Recorded>>,
 }
@@ -574,7 +624,30 @@ struct Recorded {
     args: Vec<VclValue>,
 }
 
-type StrFn = TypedFunc<(String,), (String,)>;
+/// An export of [`StrSig`]: the arguments are lowered from borrowed
+/// `&str`s (for VCL, straight from the VCL module's memory) and a string
+/// result is read in place from the VMOD's memory (copied once, by the
+/// caller), so a call allocates nothing on the host. (`TypedFunc` is
+/// covariant in its parameters: shorter-lived `&str`s are accepted.)
+#[derive(Clone, Copy)]
+enum StrFn {
+    V0(TypedFunc<(), ()>),
+    S0(TypedFunc<(), (WasmStr,)>),
+    O0(TypedFunc<(), (Option<WasmStr>,)>),
+    V1(TypedFunc<(&'static str,), ()>),
+    S1(TypedFunc<(&'static str,), (WasmStr,)>),
+    O1(TypedFunc<(&'static str,), (Option<WasmStr>,)>),
+    V2(TypedFunc<(&'static str, &'static str), ()>),
+    S2(TypedFunc<(&'static str, &'static str), (WasmStr,)>),
+    O2(TypedFunc<(&'static str, &'static str), (Option<WasmStr>,)>),
+}
+
+/// What a [`StrFn`] returned: nothing, or a string (`None`:
+/// `option::none`) still in the instance's memory.
+pub enum StrOut {
+    Void,
+    Str(Option<WasmStr>),
+}
 
 /// A live instance serving (at most) one task at a time.
 pub struct VmodInstance {
@@ -611,7 +684,7 @@ impl VclVmod {
 
     /// A fresh instance: `load`, then `vcl_init`'s calls replayed (unless
     /// `replay` is false: `vcl_init` itself is running).
-    fn instantiate(&self, id: usize, replay: bool) -> Result<VmodInstance, VmodError> {
+    fn instantiate(&self, id: usize, replay: bool) -> Result<Box<VmodInstance>, VmodError> {
         let engine = self.lib.pre.engine();
         let data = VmodData {
             task: None,
@@ -632,14 +705,14 @@ impl VclVmod {
             .instantiate(&mut store)
             .map_err(|e| self.err("instantiate", format!("{e:#}")))?;
         let n = self.lib.exports.len();
-        let mut inst = VmodInstance {
+        let mut inst = Box::new(VmodInstance {
             store,
             instance,
             objects: HashMap::new(),
             funcs: vec![None; n],
             str_fns: vec![None; n],
             vmod: id,
-        };
+        });
         self.event(&mut inst, Event::Load)?;
         if replay {
             let log = self.init_log.lock().map(|l| l.clone()).unwrap_or_default();
@@ -664,7 +737,7 @@ impl VclVmod {
     }
 
     /// Checks out an instance for a task.
-    pub fn checkout(&self, id: usize) -> Result<VmodInstance, VmodError> {
+    pub fn checkout(&self, id: usize) -> Result<Box<VmodInstance>, VmodError> {
         if let Some(i) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
             return Ok(i);
         }
@@ -672,7 +745,7 @@ impl VclVmod {
     }
 
     /// A task is done with `inst`: `end-task`, then back to the pool.
-    pub fn release(&self, mut inst: VmodInstance) {
+    pub fn release(&self, mut inst: Box<VmodInstance>) {
         inst.store.data_mut().task = None;
         let Ok(f) = inst
             .instance
@@ -693,7 +766,7 @@ impl VclVmod {
 
     /// `vcl_init` finished: the instance that ran it gets `warm` and joins
     /// the pool.
-    pub fn seal(&self, mut inst: VmodInstance) -> Result<(), VmodError> {
+    pub fn seal(&self, mut inst: Box<VmodInstance>) -> Result<(), VmodError> {
         inst.store.data_mut().task = None;
         self.event(&mut inst, Event::Warm)?;
         if let Ok(mut p) = self.pool.lock() {
@@ -703,7 +776,7 @@ impl VclVmod {
     }
 
     /// A new instance for `vcl_init` (no replay; its calls are recorded).
-    pub fn for_init(&self, id: usize) -> Result<VmodInstance, VmodError> {
+    pub fn for_init(&self, id: usize) -> Result<Box<VmodInstance>, VmodError> {
         self.instantiate(id, false)
     }
 
@@ -746,7 +819,7 @@ impl VclVmod {
         inst: &mut VmodInstance,
         export: usize,
         object: Option<u32>,
-        mut args: Vec<VclValue>,
+        args: Vec<VclValue>,
     ) -> Result<VclResult, VmodError> {
         let e = self
             .lib
@@ -754,30 +827,24 @@ impl VclVmod {
             .get(export)
             .ok_or_else(|| self.err("?", "bad export index"))?;
         let name = e.vcl_name.as_str();
-        if e.str_to_str {
-            let arg = match args.pop() {
-                Some(VclValue::Str(s)) => s.unwrap_or_default(),
-                _ => String::new(),
+        if e.str_call.is_some() {
+            let args: Vec<String> = args
+                .into_iter()
+                .map(|a| match a {
+                    VclValue::Str(s) => s.unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = match self.call_str(inst, export, &args)? {
+                StrOut::Void => return Ok(VclResult::Void),
+                StrOut::Str(None) => return Ok(VclResult::Str(None)),
+                StrOut::Str(Some(out)) => out,
             };
-            let f = match inst.str_fns.get(export).copied().flatten() {
-                Some(f) => f,
-                None => {
-                    let f = inst
-                        .instance
-                        .get_typed_func::<(String,), (String,)>(&mut inst.store, e.index)
-                        .map_err(|err| self.err(name, format!("{err:#}")))?;
-                    if let Some(slot) = inst.str_fns.get_mut(export) {
-                        *slot = Some(f);
-                    }
-                    f
-                }
-            };
-            inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
-            inst.store.data_mut().limits.refused = false;
-            return match f.call(&mut inst.store, (arg,)) {
-                Ok((out,)) => Ok(VclResult::Str(Some(out))),
-                Err(err) => Err(self.call_error(inst, name, &err)),
-            };
+            let s = out
+                .to_str(&inst.store)
+                .map_err(|err| self.err(name, format!("{err:#}")))?;
+            return Ok(VclResult::Str(Some(s.into_owned())));
         }
         let mut params = Vec::with_capacity(e.params.len() + 1);
         if e.kind == ExportKind::Method {
@@ -816,6 +883,72 @@ impl VclVmod {
             return Ok(VclResult::Void);
         }
         from_val(out).map_err(|m| self.err(name, m))
+    }
+}
+
+impl VclVmod {
+    /// How many `string` arguments export `export` takes if VCL calls it
+    /// through [`StrCall`] (up to two `string`s, returning nothing, a
+    /// `string` or an `option<string>`); `None` for other signatures.
+    pub fn str_call_args(&self, export: usize) -> Option<usize> {
+        self.lib.exports.get(export)?.str_call.map(|s| s.args)
+    }
+
+    /// Calls the [`StrSig`] export `export` with `args` (missing ones are
+    /// empty strings); a string result stays in the instance's memory.
+    fn call_str(
+        &self,
+        inst: &mut VmodInstance,
+        export: usize,
+        args: &[&str],
+    ) -> Result<StrOut, VmodError> {
+        let e = self
+            .lib
+            .exports
+            .get(export)
+            .ok_or_else(|| self.err("?", "bad export index"))?;
+        let f = match inst.str_fns.get(export).copied().flatten() {
+            Some(f) => f,
+            None => {
+                let Some(sig) = e.str_call else {
+                    return Err(self.err(&e.vcl_name, "not a string function"));
+                };
+                let (store, i) = (&mut inst.store, e.index);
+                let typed = match (sig.args, sig.result) {
+                    (0, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V0),
+                    (0, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S0),
+                    (0, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O0),
+                    (1, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V1),
+                    (1, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S1),
+                    (1, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O1),
+                    (2, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V2),
+                    (2, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S2),
+                    (2, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O2),
+                    _ => return Err(self.err(&e.vcl_name, "not a string function")),
+                };
+                let f = typed.map_err(|err| self.err(&e.vcl_name, format!("{err:#}")))?;
+                if let Some(slot) = inst.str_fns.get_mut(export) {
+                    *slot = Some(f);
+                }
+                f
+            }
+        };
+        let a = |n: usize| args.get(n).copied().unwrap_or_default();
+        let st = &mut inst.store;
+        st.set_epoch_deadline(self.limits.budget_ticks + 1);
+        st.data_mut().limits.refused = false;
+        let r = match f {
+            StrFn::V0(f) => f.call(st, ()).map(|()| StrOut::Void),
+            StrFn::S0(f) => f.call(st, ()).map(|(o,)| StrOut::Str(Some(o))),
+            StrFn::O0(f) => f.call(st, ()).map(|(o,)| StrOut::Str(o)),
+            StrFn::V1(f) => f.call(st, (a(0),)).map(|()| StrOut::Void),
+            StrFn::S1(f) => f.call(st, (a(0),)).map(|(o,)| StrOut::Str(Some(o))),
+            StrFn::O1(f) => f.call(st, (a(0),)).map(|(o,)| StrOut::Str(o)),
+            StrFn::V2(f) => f.call(st, (a(0), a(1))).map(|()| StrOut::Void),
+            StrFn::S2(f) => f.call(st, (a(0), a(1))).map(|(o,)| StrOut::Str(Some(o))),
+            StrFn::O2(f) => f.call(st, (a(0), a(1))).map(|(o,)| StrOut::Str(o)),
+        };
+        r.map_err(|err| self.call_error(inst, &e.vcl_name, &err))
     }
 }
 
@@ -1242,16 +1375,20 @@ impl shellac::vmod::cache::Host for VmodData {
 /// The VMOD instances one task holds, returned (after `end-task`) to their
 /// pools when the task is dropped.
 #[derive(Default)]
-pub struct TaskVmods(Vec<(Arc<VclVmod>, VmodInstance)>);
+pub struct TaskVmods(Vec<(Arc<VclVmod>, Box<VmodInstance>)>);
 
 impl TaskVmods {
-    fn take(&mut self, vv: &Arc<VclVmod>) -> Option<VmodInstance> {
+    fn take(&mut self, vv: &Arc<VclVmod>) -> Option<Box<VmodInstance>> {
+        self.take_pair(vv).map(|(_, i)| i)
+    }
+
+    fn take_pair(&mut self, vv: &Arc<VclVmod>) -> Option<(Arc<VclVmod>, Box<VmodInstance>)> {
         let i = self.0.iter().position(|(v, _)| Arc::ptr_eq(v, vv))?;
-        Some(self.0.swap_remove(i).1)
+        Some(self.0.swap_remove(i))
     }
 
     /// The instances that ran `vcl_init`, for [`VclVmod::seal`].
-    pub fn drain(&mut self) -> Vec<(Arc<VclVmod>, VmodInstance)> {
+    pub fn drain(&mut self) -> Vec<(Arc<VclVmod>, Box<VmodInstance>)> {
         std::mem::take(&mut self.0)
     }
 }
@@ -1290,11 +1427,7 @@ pub fn call_from_vcl(
     };
     let mut vals = Vec::with_capacity(args.len());
     for (i, a) in args.into_iter().enumerate() {
-        let ty = e.params.get(i).map(|t| match t {
-            Type::Option(o) => o.ty(),
-            t => t.clone(),
-        });
-        let kind = ty.as_ref().and_then(vcl_type).map(|t| t.0);
+        let kind = e.kinds.get(i).copied().flatten();
         vals.push(match (a, kind) {
             (Arg::None, _) => VclValue::None,
             (Arg::Str(s), Some(VclType::Blob)) => VclValue::Blob(s.map(String::into_bytes)),
@@ -1343,6 +1476,104 @@ pub fn call_from_vcl(
     }
     // On error the instance is dropped: its state may be anything now.
     (task, r)
+}
+
+/// The result of a [`StrCall`] for VCL.
+pub enum StrValue<'a> {
+    /// The function returns nothing.
+    Void,
+    /// `option::none`: VCL's NULL string.
+    Null,
+    Bytes(std::borrow::Cow<'a, [u8]>),
+}
+
+/// A call from VCL of a function of up to two `string`s returning
+/// nothing, a `string` or an `option<string>`, the commonest VMOD calls,
+/// without
+/// the conversions of [`call_from_vcl`]: the caller lends the argument
+/// (borrowed from the VCL module's memory), then copies the result from the
+/// VMOD's memory into the workspace, then ends the call.
+///
+/// [`StrCall::begin`] moves the task into the VMOD's store (its imports
+/// read and write the task) and [`StrCall::finish`] gives it back.
+pub struct StrCall {
+    vv: Arc<VclVmod>,
+    inst: Box<VmodInstance>,
+    export: usize,
+    out: Option<StrOut>,
+}
+
+impl StrCall {
+    /// Takes the task's instance of the VMOD (or checks one out). On
+    /// failure the task comes back with the error.
+    pub fn begin(
+        vcl: &crate::cache_vcl::VclShared,
+        b: &Binding,
+        mut task: Box<Task>,
+    ) -> Result<StrCall, (Box<Task>, VmodError)> {
+        let Some(vv) = vcl.vmods.get(b.vmod) else {
+            return Err((task, VmodError::NotFound(format!("#{}", b.vmod))));
+        };
+        let (vv, mut inst) = match task.vmods.take_pair(vv) {
+            Some(pair) => pair,
+            None => match vv.checkout(b.vmod) {
+                Ok(i) => (vv.clone(), i),
+                Err(e) => return Err((task, e)),
+            },
+        };
+        inst.store.data_mut().task = Some(task);
+        Ok(StrCall {
+            vv,
+            inst,
+            export: b.export,
+            out: None,
+        })
+    }
+
+    /// Runs the function on `args`.
+    pub fn invoke(&mut self, args: &[&str]) -> Result<(), VmodError> {
+        self.out = Some(self.vv.call_str(&mut self.inst, self.export, args)?);
+        Ok(())
+    }
+
+    /// The result, its bytes still in the VMOD's memory (validated UTF-8).
+    pub fn result(&self) -> Result<StrValue<'_>, VmodError> {
+        let out = match &self.out {
+            None => return Err(self.vv.err("?", "no result")),
+            Some(StrOut::Void) => return Ok(StrValue::Void),
+            Some(StrOut::Str(None)) => return Ok(StrValue::Null),
+            Some(StrOut::Str(Some(out))) => out,
+        };
+        match out.to_str(&self.inst.store) {
+            Ok(std::borrow::Cow::Borrowed(s)) => {
+                Ok(StrValue::Bytes(std::borrow::Cow::Borrowed(s.as_bytes())))
+            }
+            Ok(std::borrow::Cow::Owned(s)) => {
+                Ok(StrValue::Bytes(std::borrow::Cow::Owned(s.into_bytes())))
+            }
+            Err(e) => {
+                let name = self
+                    .vv
+                    .lib
+                    .exports
+                    .get(self.export)
+                    .map_or("?", |e| &e.vcl_name);
+                Err(self.vv.err(name, format!("{e:#}")))
+            }
+        }
+    }
+
+    /// Ends the call and gives the task back. The instance stays with the
+    /// task if `ok`; after a failure it is dropped (its state may be
+    /// anything now).
+    /// (`None` cannot happen: the task only moves in and out here.)
+    pub fn finish(mut self, ok: bool) -> Option<Box<Task>> {
+        let mut task = self.inst.store.data_mut().task.take()?;
+        if ok {
+            task.vmods.0.push((self.vv, self.inst));
+        }
+        Some(task)
+    }
 }
 
 #[cfg(test)]

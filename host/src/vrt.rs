@@ -236,6 +236,132 @@ fn component_call(
     r
 }
 
+/// A failed native call: a `VCL_Error` record, the task marked failed,
+/// and the error that ends the VCL call.
+fn fail(c: &mut C<'_>, msg: String) -> wasmtime::Error {
+    if let Ok(t) = task(c) {
+        tracing::warn!(xid = t.xid, "VCL_Error: {msg}");
+        t.failed.push(msg.clone());
+    }
+    herr(msg)
+}
+
+/// The fast path of a native call of a component function of up to two
+/// `string`s returning nothing, a `string` or an `option<string>`
+/// (`hello.lower(req.http.x)`, `cookie.get("id")`, `var.set("k", v)`): the
+/// arguments go from the VCL module's memory to the VMOD's without a host
+/// copy, a result from the VMOD's memory into the workspace with one.
+/// `None`: not such a call (or in `vcl_init`, whose calls are recorded for
+/// replay), take the general path.
+fn component_str_call(
+    c: &mut C<'_>,
+    index: i32,
+    args: i32,
+    nargs: i32,
+    ret: i32,
+) -> R<Option<Result<(), String>>> {
+    use crate::cache_vmod::{StrValue, MAX_STR_ARGS};
+    let b = {
+        let vcl = &c.data().vcl;
+        match vcl.natives.get(index as usize) {
+            Some(vmod_std::Native::Component(b))
+                if vcl
+                    .vmods
+                    .get(b.vmod)
+                    .and_then(|v| v.str_call_args(b.export))
+                    .is_some_and(|n| n as i32 == nargs) =>
+            {
+                b.clone()
+            }
+            _ => return Ok(None),
+        }
+    };
+    let in_init = c
+        .data()
+        .task
+        .as_ref()
+        .is_none_or(|t| t.method == vcl_to_wasm::types::Method::Init);
+    if in_init {
+        return Ok(None);
+    }
+    let mem = c.data().mem.ok_or_else(|| herr("no memory"))?;
+    // Where each argument lies in the VCL module's memory.
+    let mut spans = [(0usize, 0usize); MAX_STR_ARGS];
+    let data = mem.data(&*c);
+    for (i, span) in spans.iter_mut().enumerate().take(nargs as usize) {
+        let at = (args as u32 as usize).saturating_add(i * abi::SLOT_SIZE as usize);
+        let slot = data
+            .get(at..)
+            .and_then(|s| s.get(..abi::SLOT_SIZE as usize))
+            .ok_or_else(|| herr("argument slot out of bounds"))?;
+        let packed = match Tag::from_u8(slot[0]) {
+            Some(Tag::None) => abi::NULL,
+            Some(Tag::String | Tag::Strands | Tag::Enum | Tag::Body) => {
+                let mut v = [0u8; 8];
+                v.copy_from_slice(&slot[8..16]);
+                i64::from_le_bytes(v)
+            }
+            _ => return Ok(None),
+        };
+        let (ptr, len) = abi::unpack(packed);
+        let (ptr, end) = (ptr as usize, ptr as usize + len as usize);
+        if end > data.len() {
+            return Err(herr("string out of bounds"));
+        }
+        *span = (ptr, end);
+    }
+    let Some(t) = c.data_mut().task.take() else {
+        return Ok(None);
+    };
+    let mut call = match crate::cache_vmod::StrCall::begin(&c.data().vcl, &b, t) {
+        Ok(call) => call,
+        Err((t, e)) => {
+            c.data_mut().task = Some(t);
+            return Ok(Some(Err(e.to_string())));
+        }
+    };
+    // The arguments, borrowed from the VCL module's memory (NULL is "";
+    // bounds checked above).
+    let data = mem.data(&*c);
+    let arg = |i: usize| {
+        let (ptr, end) = spans[i];
+        String::from_utf8_lossy(data.get(ptr..end).unwrap_or_default())
+    };
+    let r = match nargs {
+        0 => call.invoke(&[]),
+        1 => call.invoke(&[&arg(0)]),
+        _ => call.invoke(&[&arg(0), &arg(1)]),
+    };
+    // The VMOD did its part; what may still fail is the workspace.
+    let vmod_ok = r.is_ok();
+    let out = match r.and_then(|()| call.result()) {
+        Ok(StrValue::Void) => Ok(Ok(None)),
+        Ok(StrValue::Null) => Ok(Ok(Some(abi::NULL))),
+        Ok(StrValue::Bytes(b)) => alloc(c, Some(&b)).map(|p| Ok(Some(p))),
+        Err(e) => Ok(Err(e.to_string())),
+    };
+    let Some(t) = call.finish(vmod_ok) else {
+        return Err(herr("task lost"));
+    };
+    c.data_mut().task = Some(t);
+    match out? {
+        Ok(packed) => {
+            let slot = mem
+                .data_mut(&mut *c)
+                .get_mut(ret as u32 as usize..)
+                .and_then(|s| s.get_mut(..abi::SLOT_SIZE as usize))
+                .ok_or_else(|| herr("result slot out of bounds"))?;
+            slot.fill(0);
+            if let Some(packed) = packed {
+                slot[0] = Tag::String as u8;
+                slot[8..16].copy_from_slice(&packed.to_le_bytes());
+            }
+            Ok(Some(Ok(())))
+        }
+        Err(msg) => Ok(Some(Err(msg))),
+    }
+}
+
 /// Builds the linker with every import of the ABI.
 pub fn linker(engine: &Engine) -> R<Linker<Data>> {
     let mut l: Linker<Data> = Linker::new(engine);
@@ -462,6 +588,11 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             if !(0..=64).contains(&nargs) {
                 return Err(herr(format!("native_call with {nargs} arguments")));
             }
+            if nargs <= crate::cache_vmod::MAX_STR_ARGS as i32 {
+                if let Some(r) = component_str_call(&mut c, index, args, nargs, ret)? {
+                    return r.map_err(|msg| fail(&mut c, msg));
+                }
+            }
             let mut slots = Vec::with_capacity(nargs as usize);
             for i in 0..nargs as u32 {
                 let addr = (args as u32)
@@ -487,12 +618,7 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             };
             match r {
                 Ok(r) => write_ret(&mut c, ret as u32, r),
-                Err(msg) => {
-                    let t = task(&mut c)?;
-                    tracing::warn!(xid = t.xid, "VCL_Error: {msg}");
-                    t.failed.push(msg.clone());
-                    Err(herr(msg))
-                }
+                Err(msg) => Err(fail(&mut c, msg)),
             }
         },
     )?;

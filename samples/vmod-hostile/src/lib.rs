@@ -66,4 +66,14 @@ impl Guest for Component {
     fn ok(s: String) -> String {
         s
     }
+
+    fn spin_str(s: String) -> String {
+        Self::spin();
+        s
+    }
+
+    fn alloc_str(s: String) -> String {
+        Self::alloc();
+        s
+    }
 }
