@@ -95,6 +95,10 @@ pub fn start(be: &Arc<Backend>, p: Probe) {
             let Some(be) = weak.upgrade() else { return };
             let ok = once(&be, &p).await;
             bits = ((bits << 1) | u64::from(ok)) & mask;
+            be.conns
+                .vsc
+                .happy
+                .set((be.conns.vsc.happy.get() << 1) | u64::from(ok));
             let healthy = bits.count_ones() >= p.threshold;
             if be.healthy.swap(healthy, Ordering::Relaxed) != healthy {
                 tracing::info!(

@@ -179,12 +179,7 @@ pub async fn send_body(body: crate::cache_req_fsm::ReplyBody, sink: &Sink) -> bo
         ReplyBody::Esi(job) => Box::pin(deliver(*job, sink)).await,
         // A pipe inside an include has nothing to include.
         ReplyBody::Pipe(_) => true,
-        ReplyBody::Gunzip(o) => match o
-            .body
-            .collect()
-            .await
-            .map(|b| crate::cache_gzip::gunzip(&b))
-        {
+        ReplyBody::Gunzip(o) => match o.body.collect().await.map(|b| crate::vsc::gunzip(&b)) {
             Some(Ok(b)) => b.is_empty() || sink.send(Ok(b)).await.is_ok(),
             _ => {
                 let _ = sink.send(Err(std::io::Error::other("gunzip failed"))).await;

@@ -48,11 +48,13 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
         .addr
         .ok_or_else(|| format!("backend {} is none", be.name))?;
     if !be.is_healthy() {
+        crate::vsc::backend_unhealthy(&be.conns.vsc);
         return Err(format!("backend {}: unhealthy", be.name));
     }
-    let slot = be
-        .claim()
-        .ok_or_else(|| format!("backend {}: busy (max_connections reached)", be.name))?;
+    let slot = be.claim().ok_or_else(|| {
+        crate::vsc::backend_busy(&be.conns.vsc);
+        format!("backend {}: busy (max_connections reached)", be.name)
+    })?;
     let params = ctx.params();
     let pick = |task: Option<f64>, backend: Option<f64>, param: &str| {
         task.or(backend).unwrap_or_else(|| params.num(param))
@@ -71,6 +73,8 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
         ),
         max_head: (params.num("http_resp_size") as usize).max(1024),
         max_headers: (params.num("http_max_hdr") as usize).max(1),
+        local_holddown: params.num("backend_local_error_holddown"),
+        remote_holddown: params.num("backend_remote_error_holddown"),
     };
     let (mut resp, reader) = fetch_head(
         &be.conns,
@@ -128,6 +132,7 @@ impl Pump {
             match self.reader.next_chunk(&self.backend.conns).await {
                 Ok(None) => return Ok(()),
                 Ok(Some(d)) => {
+                    self.backend.conns.vsc.beresp_bodybytes.add(d.len() as u64);
                     body.push(d);
                     if body.len() > self.max {
                         return Err("backend body too large".into());
@@ -181,6 +186,7 @@ fn object(
         tags: object_tags(bo),
         soft_purged: AtomicU64::new(0),
         ban_mark: AtomicU64::new(0),
+        live: crate::vsc::ObjLive::new(kind == ObjKind::Normal),
     })
 }
 
@@ -226,7 +232,10 @@ pub async fn fetch(
             r
         };
         let mut error = match r {
-            Ok(_) if body_failed.is_some() => body_failed.take(),
+            Ok(_) if body_failed.is_some() => {
+                crate::vsc::MAIN.fetch_failed.inc();
+                body_failed.take()
+            }
             Ok(None | Some(Action::Fetch)) => None,
             Ok(Some(Action::Abandon)) => {
                 return Err(Abandoned("abandon in vcl_backend_fetch".into()))
@@ -269,7 +278,10 @@ pub async fn fetch(
                         }
                     }
                 }
-                Err(e) => error = Some(e),
+                Err(e) => {
+                    crate::vsc::MAIN.fetch_failed.inc();
+                    error = Some(e)
+                }
             }
         }
         let lt = if error.is_none() {
@@ -310,6 +322,11 @@ pub async fn fetch(
             bo = b;
             match r {
                 Ok(None | Some(Action::Deliver)) => {
+                    crate::vsc::beresp_storage(
+                        bo.uncacheable,
+                        bo.ttl + bo.grace + bo.keep,
+                        ctx.params().num("shortlived"),
+                    );
                     let body = Bytes::from(std::mem::take(&mut bo.synth_body));
                     let obj = object(
                         &bo,
@@ -344,6 +361,7 @@ pub async fn fetch(
         match r {
             Ok(None | Some(Action::Deliver)) => {}
             Ok(Some(Action::Pass)) => {
+                crate::vsc::MAIN.beresp_uncacheable.inc();
                 // Hit-for-pass for pass_ttl.
                 let mut marker = object(
                     &bo,
@@ -406,9 +424,10 @@ pub async fn fetch(
                 (None, None) => Bytes::new(),
             };
             let out = if compress {
+                crate::vsc::MAIN.n_gzip.inc();
                 crate::cache_gzip::gzip(&raw, ctx.params().num("gzip_level") as u32)
             } else {
-                crate::cache_gzip::gunzip(&raw)
+                crate::vsc::gunzip(&raw)
             };
             match out {
                 Ok(b) => fetched_body = Some(b),
@@ -427,6 +446,11 @@ pub async fn fetch(
             crate::cache_gzip::weaken_etag(h);
         }
         let vary = vary_of(&bo.beresp.headers, req_headers);
+        crate::vsc::beresp_storage(
+            bo.uncacheable || bo.bereq_uncacheable,
+            bo.ttl + bo.grace + bo.keep,
+            ctx.params().num("shortlived"),
+        );
         let obj = object(
             &bo,
             ObjKind::Normal,
@@ -471,6 +495,7 @@ pub async fn fetch(
                     && crate::cache_gzip::is_gzip(&obj.headers)
                 {
                     let whole = obj.body.collect().await.unwrap_or_default();
+                    crate::vsc::MAIN.n_test_gunzip.inc();
                     if let Err(e) = crate::cache_gzip::gunzip(&whole) {
                         body_failed = Some(e);
                         continue;

@@ -31,6 +31,7 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     out: &mut W,
     reply: Reply,
     ex: Exchange,
+    acct: &mut crate::cache_session::ReqAcct,
 ) -> std::io::Result<bool> {
     let no_body = ex.head || reply.status / 100 == 1 || reply.status == 204 || reply.status == 304;
     let mut close = ex.close
@@ -77,6 +78,7 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
         head.put_slice(b"Connection: close\r\n");
     }
     head.put_slice(b"\r\n");
+    acct.resp_hdrbytes += head.len() as u64;
     if no_body {
         out.write_all(&head).await?;
         out.flush().await?;
@@ -101,6 +103,7 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
             continue;
         }
         let prefix = pending.take();
+        acct.resp_bodybytes += data.len() as u64;
         if chunked {
             let size = format!("{:x}\r\n", data.len());
             write_parts(

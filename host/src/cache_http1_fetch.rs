@@ -44,9 +44,47 @@ pub enum FetchError {
 #[derive(Debug, Default)]
 pub struct ConnPool {
     idle: Mutex<Vec<TcpStream>>,
+    /// The backend's `VBE.<vcl>.<backend>.*` counters.
+    pub vsc: crate::vsc::Vbe,
+    /// After a connect error that will not go away soon (refused,
+    /// unreachable, not permitted), no new connection is tried until this
+    /// time; fetches fail with that error meanwhile (Varnish's holddown).
+    holddown: Mutex<Option<(std::time::Instant, i32)>>,
 }
 
 impl ConnPool {
+    /// The error new connections fail with while held down.
+    fn held_down(&self) -> Option<i32> {
+        let mut g = self.holddown.lock().ok()?;
+        match *g {
+            Some((until, errno)) if std::time::Instant::now() < until => Some(errno),
+            Some(_) => {
+                *g = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Starts a holddown after a connect error, for the errors Varnish
+    /// holds down on.
+    fn hold_down(&self, err: &std::io::Error, limits: &Limits) {
+        let h = match err.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM | libc::EADDRNOTAVAIL) => limits.local_holddown,
+            Some(libc::ECONNREFUSED | libc::ENETUNREACH) => limits.remote_holddown,
+            _ => return,
+        };
+        if h <= 0.0 {
+            return;
+        }
+        let until = std::time::Instant::now() + crate::vrt_ctx::secs(h);
+        if let (Ok(mut g), Some(errno)) = (self.holddown.lock(), err.raw_os_error()) {
+            if g.is_none_or(|(u, _)| until < u) {
+                *g = Some((until, errno));
+            }
+        }
+    }
+
     /// An idle connection, if there is one.
     pub(crate) fn take(&self) -> Option<TcpStream> {
         self.idle.lock().ok()?.pop()
@@ -80,6 +118,9 @@ pub struct Limits {
     pub max_head: usize,
     /// `http_max_hdr`.
     pub max_headers: usize,
+    /// `backend_local_error_holddown`, `backend_remote_error_holddown`.
+    pub local_holddown: f64,
+    pub remote_holddown: f64,
 }
 
 fn secs(s: f64) -> Duration {
@@ -142,6 +183,13 @@ pub struct BodyReader {
     done: bool,
     reusable: bool,
     between_bytes_timeout: f64,
+    /// The connection's descriptor and local address (for the log).
+    pub fd: i32,
+    pub local: Option<SocketAddr>,
+    /// Whether the connection came from the idle pool.
+    pub reused: bool,
+    /// Bytes of the response head.
+    pub hdr_bytes: u64,
 }
 
 /// Sends `req` to `addr` (on an idle pooled connection if there is one,
@@ -158,17 +206,36 @@ pub async fn fetch_head(
     let wire = request_bytes(req, body, host_header);
     let mut r = None;
     if let Some(s) = pool.take() {
+        crate::vsc::backend_reuse(&pool.vsc, wire.len() - body.len(), body.len());
         match exchange(s, &wire, req, limits).await {
             Ok(x) => r = Some(x),
             // A recycled connection the backend had closed: try a new one.
-            Err(FetchError::Closed | FetchError::Io(_)) => {}
+            Err(FetchError::Closed | FetchError::Io(_)) => crate::vsc::MAIN.backend_retry.inc(),
             Err(e) => return Err(e),
         }
     }
     let (resp, mut reader) = match r {
         Some(x) => x,
-        None => exchange(connect(addr, limits).await?, &wire, req, limits).await?,
+        None => {
+            if let Some(errno) = pool.held_down() {
+                crate::vsc::MAIN.backend_fail.inc();
+                pool.vsc.helddown.inc();
+                return Err(FetchError::Connect {
+                    addr,
+                    err: std::io::Error::from_raw_os_error(errno),
+                });
+            }
+            let s = connect(addr, limits).await;
+            if let Err(FetchError::Connect { err, .. }) = &s {
+                pool.hold_down(err, limits);
+            }
+            crate::vsc::backend_connect(&pool.vsc, &s, wire.len() - body.len(), body.len());
+            let mut x = exchange(s?, &wire, req, limits).await?;
+            x.1.reused = false;
+            x
+        }
     };
+    pool.vsc.beresp_hdrbytes.add(reader.hdr_bytes);
     // Nothing to read (HEAD, 204, 304): the connection is free now.
     if reader.done {
         reader.release(pool);
@@ -210,6 +277,15 @@ async fn exchange(
     };
     buf.advance(head_len);
     let framing = framing_of(req, &resp)?;
+    crate::vsc::MAIN.fetch_framing(match framing {
+        Framing::None if req.method == "HEAD" => "head",
+        Framing::None if resp.status == 204 => "204",
+        Framing::None if resp.status == 304 => "304",
+        Framing::None => "none",
+        Framing::Length(_) => "length",
+        Framing::Chunked => "chunked",
+        Framing::Eof => "eof",
+    });
     let close = resp.proto == "HTTP/1.0"
         && !hdr_get(&resp.headers, "connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("keep-alive"))
@@ -219,7 +295,12 @@ async fn exchange(
         Framing::Length(n) => n,
         _ => 0,
     };
+    use std::os::fd::AsRawFd;
     let reader = BodyReader {
+        fd: s.as_raw_fd(),
+        local: s.local_addr().ok(),
+        reused: true,
+        hdr_bytes: head_len as u64,
         stream: Some(s),
         buf,
         framing,
@@ -416,6 +497,7 @@ impl BodyReader {
     fn release(&mut self, pool: &ConnPool) {
         if let Some(s) = self.stream.take() {
             if self.reusable && self.buf.is_empty() {
+                crate::vsc::MAIN.backend_recycle.inc();
                 pool.give(s);
             }
         }

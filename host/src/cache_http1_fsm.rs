@@ -9,8 +9,8 @@ use crate::cache_http1_proto::{
     connection_has, dissect, leading_space, BodyFraming, HeadError, HeadLimits,
 };
 use crate::cache_req_fsm::{handle, Ctx, ReplyBody};
+use crate::cache_session::{Sc, Sess};
 use bytes::{Buf, Bytes, BytesMut};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,7 +125,8 @@ impl Conn {
 }
 
 /// Serves one connection until it closes.
-pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
+    let (peer, local) = (sess.peer, sess.local);
     let idle = crate::vrt_ctx::secs(ctx.params().num("timeout_idle").max(0.001));
     let mut conn = Conn {
         stream,
@@ -143,22 +144,27 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
         drop(params);
         // The whole head must arrive within timeout_idle.
         let deadline = Instant::now() + idle;
+        let mut acct = crate::cache_session::ReqAcct::default();
         let req = loop {
             let skip = leading_space(&conn.buf);
             conn.buf.advance(skip);
             match dissect(&conn.buf, &limits) {
                 Ok(Some((req, n))) => {
                     conn.buf.advance(n);
+                    acct.req_hdrbytes = n as u64;
                     break req;
                 }
                 Ok(None) => {}
                 Err(HeadError::Overflow) => {
                     // Varnish closes such a connection without an answer.
                     tracing::debug!(%peer, "request head over http_req_size");
+                    sess.close(Sc::RxOverflow);
                     return;
                 }
                 Err(HeadError::Bad(why)) => {
                     tracing::debug!(%peer, "bad request: {why}");
+                    crate::vsc::MAIN.client_req_400.inc();
+                    sess.close(Sc::RxJunk);
                     let _ = write_minimal(&mut conn.stream, 400, "Bad Request").await;
                     return close(conn.stream).await;
                 }
@@ -168,7 +174,16 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             }
             match tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut conn.buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+                Ok(_) => return,
+                Err(_) => {
+                    let sc = if conn.buf.is_empty() {
+                        Sc::RxTimeout
+                    } else {
+                        Sc::RxJunk
+                    };
+                    sess.close(sc);
+                    return;
+                }
             }
         };
         let msg = req.msg;
@@ -180,6 +195,8 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             .find(|(n, _)| n.eq_ignore_ascii_case("expect"))
             .map(|(_, v)| v.trim().to_ascii_lowercase());
         if expect.as_deref().is_some_and(|e| e != "100-continue") {
+            crate::vsc::MAIN.client_req_417.inc();
+            sess.close(Sc::RxJunk);
             let _ = write_minimal(&mut conn.stream, 417, "Expectation Failed").await;
             return close(conn.stream).await;
         }
@@ -187,6 +204,8 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             && (msg.method == "POST" || msg.method == "PUT")
             && req.body == BodyFraming::None
         {
+            crate::vsc::MAIN.client_req_400.inc();
+            sess.close(Sc::RxJunk);
             let _ = write_minimal(&mut conn.stream, 400, "Bad Request").await;
             return close(conn.stream).await;
         }
@@ -206,10 +225,12 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
         let body = match conn.body(req.body).await {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
+                sess.close(Sc::RxBody);
                 let _ = write_minimal(&mut conn.stream, 413, "Content Too Large").await;
                 return close(conn.stream).await;
             }
             Err(BodyError::BadChunk) => {
+                sess.close(Sc::RxBody);
                 let _ = write_minimal(&mut conn.stream, 400, "Bad Request").await;
                 return close(conn.stream).await;
             }
@@ -217,6 +238,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
                 // The request still gets its answer (from cache or
                 // synth), but the connection cannot be used again.
                 tracing::debug!(%peer, "request body: {e}");
+                sess.close(Sc::RxBody);
                 close_after = true;
                 Bytes::new()
             }
@@ -226,6 +248,8 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             version: req.version,
             close: close_after,
         };
+        crate::vsc::MAIN.client_req.inc();
+        acct.req_bodybytes = body.len() as u64;
         let mut reply = handle(ctx.clone(), msg, body, peer.ip(), local.ip()).await;
         if let ReplyBody::Pipe(_) = reply.body {
             let ReplyBody::Pipe(job) =
@@ -234,22 +258,38 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
                 return;
             };
             let leftover = std::mem::take(&mut conn.buf);
+            sess.close(Sc::TxPipe);
             if let Err(e) = crate::cache_pipe::run(conn.stream, &leftover, *job).await {
                 tracing::debug!(%peer, "pipe: {e}");
             }
             return;
         }
-        match tokio::time::timeout(send_timeout, write_reply(&mut conn.stream, reply, ex)).await {
+        let resp_close = crate::cache_session::resp_close(&reply, &ex);
+        let written = tokio::time::timeout(
+            send_timeout,
+            write_reply(&mut conn.stream, reply, ex, &mut acct),
+        )
+        .await;
+        acct.charge();
+        match written {
             Ok(Ok(false)) => {}
-            Ok(Ok(true)) => return close(conn.stream).await,
+            Ok(Ok(true)) => {
+                sess.close(resp_close);
+                return close(conn.stream).await;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, "delivery: {e}");
+                sess.close(Sc::TxError);
                 return;
             }
             Err(_) => {
                 tracing::debug!(%peer, "send_timeout");
+                sess.close(Sc::TxError);
                 return;
             }
+        }
+        if !conn.buf.is_empty() {
+            crate::vsc::MAIN.sess_readahead.inc();
         }
     }
 }

@@ -268,6 +268,9 @@ pub async fn handle_at_level(
     t.req = req;
     t.req_body_len = body.len() as u64;
     t.esi_level = esi_level;
+    if esi_level > 0 {
+        crate::vsc::MAIN.esi_req.inc();
+    }
     if esi_level == 0 {
         recv_prep(&mut t.req, client);
         if ctx.params().flag("http_gzip_support") {
@@ -322,6 +325,7 @@ pub async fn handle_at_level(
             }
             Step::Fail(why) => {
                 tracing::warn!(xid = t.xid, "request failed: {why}");
+                crate::vsc::MAIN.vcl_fail.inc();
                 let (tt, r) = synth(&ctx, &vcl, t, 503, Some("VCL failed".into()));
                 t = tt;
                 match r {
@@ -461,6 +465,7 @@ async fn recv_to_delivery(
         hdr_set(&mut t.bereq.headers, "Connection", "close");
         hdr_set(&mut t.bereq.headers, "X-Varnish", &t.xid.to_string());
         t.bereq_backend = t.backend_hint;
+        crate::vsc::MAIN.s_pipe.inc();
         let (tt, r) = vcl_call(ctx, vcl, Method::Pipe, t, ws);
         t = tt;
         let s = match r {
@@ -472,6 +477,7 @@ async fn recv_to_delivery(
     }
     if purge {
         let n = ctx.cache.purge(t.hash);
+        crate::vsc::purged(n);
         tracing::debug!(xid = t.xid, "purged {n} objects");
         let (tt, r) = vcl_call(ctx, vcl, Method::Purge, t, ws);
         t = tt;
@@ -497,14 +503,18 @@ async fn recv_to_delivery(
         let obj = match found {
             Lookup::Wait(mut rx) => {
                 // Woken when the busy fetch ends (its sender is dropped).
+                crate::vsc::MAIN.busy_sleep.inc();
                 let _ = rx.changed().await;
+                crate::vsc::MAIN.busy_wakeup.inc();
                 continue;
             }
             Lookup::HitPass(_) => {
+                crate::vsc::MAIN.cache_hitpass.inc();
                 t.is_hitpass = true;
                 return pass_fetch(ctx, vcl, t, body).await;
             }
             Lookup::HitMiss(_) => {
+                crate::vsc::MAIN.cache_hitmiss.inc();
                 t.is_hitmiss = true;
                 return miss(ctx, vcl, t, body, None).await;
             }
@@ -514,7 +524,10 @@ async fn recv_to_delivery(
             }
             Lookup::Hit(o) => o,
             Lookup::Grace(o, guard) => {
+                crate::vsc::MAIN.cache_hit_grace.inc();
                 if let Some(g) = guard {
+                    crate::vsc::MAIN.s_fetch.inc();
+                    crate::vsc::MAIN.s_bgfetch.inc();
                     t.stale_obj = Some(o.clone());
                     let bo = make_bo(ctx, &t, false);
                     t.stale_obj = None;
@@ -536,8 +549,12 @@ async fn recv_to_delivery(
         let (tt, r) = vcl_call(ctx, vcl, Method::Hit, t, ws);
         t = tt;
         let s = match r {
-            Ok(None | Some(Action::Deliver)) => Step::Deliver(obj.clone(), Some(obj.xid)),
+            Ok(None | Some(Action::Deliver)) => {
+                crate::vsc::MAIN.cache_hit.inc();
+                Step::Deliver(obj.clone(), Some(obj.xid))
+            }
             Ok(Some(Action::Pass)) => {
+                crate::vsc::MAIN.cache_hit.inc();
                 t.obj = None;
                 return pass_fetch(ctx, vcl, t, body).await;
             }
@@ -618,6 +635,7 @@ async fn complete_fetch(
         pump,
         stream,
     } = f;
+    crate::vsc::transient_if_uncached(&obj, insert.as_ref());
     let mut deliver = deliver;
     if stream || pump.is_none() {
         if let Some(i) = &insert {
@@ -630,6 +648,7 @@ async fn complete_fetch(
         if let Some(p) = pump {
             if let Err(e) = p.run(&obj.body).await {
                 tracing::warn!(xid = obj.xid, "FetchError: {e}");
+                crate::vsc::MAIN.fetch_failed.inc();
                 ctx.cache.remove(hash, &obj);
                 obj.body.finish(false);
             } else {
@@ -693,6 +712,7 @@ async fn run_fetch(
     guard: Option<crate::cache_hash::BusyGuard>,
 ) -> Step {
     let bo = make_bo(ctx, t, pass);
+    crate::vsc::MAIN.s_fetch.inc();
     let (ctx2, vcl2, hdrs, hash, body) = (
         ctx.clone(),
         vcl.clone(),
@@ -725,7 +745,10 @@ async fn miss(
     let (tt, r) = vcl_call(ctx, vcl, Method::Miss, t, client_ws(ctx));
     t = tt;
     let s = match r {
-        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, body, false, guard).await,
+        Ok(None | Some(Action::Fetch)) => {
+            crate::vsc::MAIN.cache_miss.inc();
+            run_fetch(ctx, vcl, &t, body, false, guard).await
+        }
         Ok(Some(Action::Pass)) => {
             drop(guard);
             return pass_fetch(ctx, vcl, t, body).await;
@@ -745,7 +768,10 @@ async fn pass_fetch(
     let (tt, r) = vcl_call(ctx, vcl, Method::Pass, t, client_ws(ctx));
     t = tt;
     let s = match r {
-        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, body, true, None).await,
+        Ok(None | Some(Action::Fetch)) => {
+            crate::vsc::MAIN.s_pass.inc();
+            run_fetch(ctx, vcl, &t, body, true, None).await
+        }
         Ok(Some(a)) => common(&t, "vcl_pass", a),
         Err(e) => fail_of(&t, e),
     };
@@ -896,6 +922,7 @@ fn synth(
     status: u16,
     reason: Option<String>,
 ) -> (Box<Task>, Result<Reply, Step>) {
+    crate::vsc::MAIN.s_synth.inc();
     let reason = reason.unwrap_or_else(|| crate::cache_http::status_reason(status).to_string());
     t.resp = RespMsg {
         status,

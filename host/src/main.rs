@@ -30,6 +30,8 @@ enum Command {
     Adm(cmd::adm::Args),
     /// Run the cache (like `varnishd`).
     Serve(cmd::serve::Args),
+    /// Show a running instance's counters (like `varnishstat`).
+    Stat(cmd::stat::Args),
     /// Run the bundled demo origin.
     #[command(hide = true)]
     DemoOrigin(cmd::demo_origin::Args),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Test(args) => cmd::test::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Adm(args) => cmd::adm::run(args),
+        Command::Stat(args) => cmd::stat::run(args),
         Command::DemoOrigin(args) => cmd::demo_origin::run(args),
     };
     match result {

@@ -68,6 +68,18 @@ const DEFS: &[Def] = &[
     d("max_esi_depth", Unit::Count, "5", Some(0.0)),
     d("shortlived", Unit::Seconds, "10", Some(0.0)),
     d(
+        "backend_local_error_holddown",
+        Unit::Seconds,
+        "10",
+        Some(0.0),
+    ),
+    d(
+        "backend_remote_error_holddown",
+        Unit::Seconds,
+        "0.25",
+        Some(0.0),
+    ),
+    d(
         "vcl_path",
         Unit::Text,
         "/etc/varnish:/usr/share/varnish/vcl",
@@ -114,8 +126,6 @@ const INERT: &[&str] = &[
     "acceptor_sleep_incr",
     "acceptor_sleep_max",
     "auto_restart",
-    "backend_local_error_holddown",
-    "backend_remote_error_holddown",
     "ban_lurker_batch",
     "ban_lurker_holdoff",
     "cc_command",

@@ -43,6 +43,7 @@ pub mod server;
 pub mod token;
 pub mod varnish;
 pub mod vcl;
+pub mod vsc;
 
 pub use ctx::{Outcome, TestConfig};
 pub use error::VtcError;

@@ -3,5 +3,7 @@
 pub mod adm;
 pub mod compile;
 pub mod demo_origin;
+pub mod instance;
 pub mod serve;
+pub mod stat;
 pub mod test;

@@ -1,0 +1,103 @@
+//! The admin HTTP listener (Shellac's; varnishd has the VSM instead):
+//! loopback-only by default, it serves what Varnish's tools read from
+//! shared memory.
+//!
+//! * `GET /metrics`: the counters in Prometheus' text format.
+//! * `GET /stats`: the counters as JSON, for `shellac stat` (and through
+//!   it varnishtest's `-expect`).
+//!
+//! `shellac serve` writes this listener's address to its instance
+//! directory (`-n DIR`, file `_.admin`, line `H ADDR:PORT`), so the tools
+//! given the same `-n` find it.
+
+use crate::mgt_child::Child;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The largest request head accepted.
+const MAX_HEAD: usize = 8192;
+
+/// Serves the admin HTTP API on `listener` until the process ends.
+pub async fn serve(child: Arc<Child>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                tokio::spawn(conn(child.clone(), s));
+            }
+            Err(e) => {
+                tracing::warn!("admin http accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// A parsed request line.
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+}
+
+async fn read_head(s: &mut TcpStream) -> Option<Request> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let mut hdrs = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Request::new(&mut hdrs);
+        match r.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let target = r.path.unwrap_or("/");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                return Some(Request {
+                    method: r.method.unwrap_or("").to_string(),
+                    path: path.to_string(),
+                    query: query.to_string(),
+                });
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            _ => return None,
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &str) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(body.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+async fn conn(child: Arc<Child>, mut s: TcpStream) {
+    let Some(req) = read_head(&mut s).await else {
+        return;
+    };
+    let _ = &req.query;
+    if req.method != "GET" && req.method != "HEAD" {
+        return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET only\n").await;
+    }
+    match req.path.as_str() {
+        "/metrics" => {
+            let body = crate::vsc::to_prometheus(&crate::vsc::snapshot(child.ctx()));
+            respond(&mut s, "200 OK", "text/plain; version=0.0.4", &body).await
+        }
+        "/stats" => {
+            let body = crate::vsc::to_json(&crate::vsc::snapshot(child.ctx()));
+            respond(&mut s, "200 OK", "application/json", &body).await
+        }
+        _ => respond(&mut s, "404 Not Found", "text/plain", "not found\n").await,
+    }
+}
