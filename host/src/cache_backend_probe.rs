@@ -100,6 +100,8 @@ pub fn start(be: &Arc<Backend>, p: Probe) {
                 .happy
                 .set((be.conns.vsc.happy.get() << 1) | u64::from(ok));
             let healthy = bits.count_ones() >= p.threshold;
+            let was = be.healthy.load(Ordering::Relaxed);
+            crate::vsl::backend_health(&be.name, was, healthy, ok, bits, &p);
             if be.healthy.swap(healthy, Ordering::Relaxed) != healthy {
                 tracing::info!(
                     backend = %be.name,

@@ -25,6 +25,8 @@ pub struct Fetched {
     pub pump: Option<Pump>,
     /// `beresp.do_stream`: deliver while the body arrives.
     pub stream: bool,
+    /// The backend request's log, ended when the body is in.
+    pub vsl: crate::vsl::Buf,
 }
 
 /// The fetch was abandoned (`abandon`, `fail`, or an error with no
@@ -38,7 +40,12 @@ pub struct Abandoned(pub String);
 /// Varnish) and are dropped when an object is delivered.
 const HOP_BY_HOP: &[&str] = &["transfer-encoding", "content-length"];
 
-async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg, Pump), String> {
+async fn send(
+    ctx: &Ctx,
+    vcl: &Vcl,
+    bo: &mut Task,
+    body: &Bytes,
+) -> Result<(RespMsg, Pump), String> {
     let be = vcl
         .shared
         .backend(bo.bereq_backend)
@@ -85,7 +92,8 @@ async fn send(ctx: &Ctx, vcl: &Vcl, bo: &Task, body: &Bytes) -> Result<(RespMsg,
         &limits,
     )
     .await
-    .map_err(|e| format!("backend {}: {e}", be.name))?;
+    .map_err(|e| crate::vsl::fetch_error(&be.name, &e))?;
+    crate::vsl::backend_open(&mut bo.vsl, &be, &reader, &resp);
     // A pass of HEAD keeps the backend's length for the client.
     let keep_length = bo.bereq.method == "HEAD";
     resp.headers.retain(|(n, _)| {
@@ -220,6 +228,7 @@ pub async fn fetch(
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
     let max_retries = ctx.params().num("max_retries") as u32;
+    crate::vsl::bereq_begin(&mut bo, &ctx.active_name());
     // A body that failed after `vcl_backend_response` (without
     // streaming) takes the next round straight to `vcl_backend_error`.
     let mut body_failed: Option<String> = None;
@@ -248,10 +257,11 @@ pub async fn fetch(
             }
         };
         let t_fetch = now();
+        bo.vsl.ts("Fetch", t_fetch);
         let mut fetched_body = None;
         let mut pump = None;
         if error.is_none() {
-            match send(ctx, vcl, &bo, &body).await {
+            match send(ctx, vcl, &mut bo, &body).await {
                 Ok((resp, p)) => {
                     bo.beresp = resp;
                     pump = Some(p);
@@ -280,6 +290,7 @@ pub async fn fetch(
                 }
                 Err(e) => {
                     crate::vsc::MAIN.fetch_failed.inc();
+                    bo.vsl.log(vapi::Tag::FetchError, &e);
                     error = Some(e)
                 }
             }
@@ -309,6 +320,9 @@ pub async fn fetch(
         bo.beresp_time = t_fetch;
         bo.uncacheable = bo.bereq_uncacheable;
         bo.pass_ttl = None;
+        if error.is_none() {
+            crate::vsl::ttl_rfc(&mut bo, &lt, t_fetch);
+        }
         if let Some(why) = error {
             tracing::warn!(xid = bo.xid, "FetchError: {why}");
             bo.beresp = RespMsg {
@@ -317,6 +331,8 @@ pub async fn fetch(
                 proto: "HTTP/1.1".into(),
                 headers: vec![("Date".into(), crate::cache_expire::http_date(t_fetch))],
             };
+            bo.vsl.ts("Error", now());
+            bo.vsl.http_resp(crate::vsl::Http::Beresp, &bo.beresp);
             bo.synth_body.clear();
             let (b, r) = vcl_call(ctx, vcl, Method::BackendError, bo, ws);
             bo = b;
@@ -341,6 +357,7 @@ pub async fn fetch(
                         insert,
                         pump: None,
                         stream: true,
+                        vsl: std::mem::take(&mut bo.vsl),
                     });
                 }
                 Ok(Some(Action::Retry)) if bo.retries < max_retries => {
@@ -353,6 +370,7 @@ pub async fn fetch(
         }
         let (b, r) = vcl_call(ctx, vcl, Method::BackendResponse, bo, ws);
         bo = b;
+        bo.vsl.ts("Process", now());
         let body_of = |fetched: Option<Bytes>, pump: &Option<Pump>| match (fetched, pump) {
             (Some(b), _) => Body::complete(b),
             (None, Some(_)) => Body::streaming(),
@@ -388,6 +406,7 @@ pub async fn fetch(
                     insert,
                     pump,
                     stream: bo.do_stream,
+                    vsl: std::mem::take(&mut bo.vsl),
                 });
             }
             Ok(Some(Action::Retry)) if bo.retries < max_retries => {
@@ -508,6 +527,7 @@ pub async fn fetch(
             insert,
             pump,
             stream: bo.do_stream,
+            vsl: std::mem::take(&mut bo.vsl),
         });
     }
 }

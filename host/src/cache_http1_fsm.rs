@@ -8,7 +8,7 @@ use crate::cache_http1_deliver::{write_minimal, write_reply, Exchange};
 use crate::cache_http1_proto::{
     connection_has, dissect, leading_space, BodyFraming, HeadError, HeadLimits,
 };
-use crate::cache_req_fsm::{handle, Ctx, ReplyBody};
+use crate::cache_req_fsm::{handle_txn, Ctx, ReplyBody};
 use crate::cache_session::{Sc, Sess};
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::Arc;
@@ -145,6 +145,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         // The whole head must arrive within timeout_idle.
         let deadline = Instant::now() + idle;
         let mut acct = crate::cache_session::ReqAcct::default();
+        let mut t_first = (!conn.buf.is_empty()).then(crate::vrt_ctx::now);
         let req = loop {
             let skip = leading_space(&conn.buf);
             conn.buf.advance(skip);
@@ -173,7 +174,9 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
                 conn.buf.reserve(16 << 10);
             }
             match tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut conn.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(n)) if n > 0 => {
+                    t_first.get_or_insert_with(crate::vrt_ctx::now);
+                }
                 Ok(_) => return,
                 Err(_) => {
                     let sc = if conn.buf.is_empty() {
@@ -187,6 +190,8 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             }
         };
         let msg = req.msg;
+        let t_req = crate::vrt_ctx::now();
+        let rlog = sess.req_log(&ctx, t_first.unwrap_or(t_req), t_req, &msg);
         // Refused before any VCL runs, as Varnish does: an `Expect` other
         // than 100-continue, and an HTTP/1.0 POST or PUT without a length.
         let expect = msg
@@ -197,6 +202,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         if expect.as_deref().is_some_and(|e| e != "100-continue") {
             crate::vsc::MAIN.client_req_417.inc();
             sess.close(Sc::RxJunk);
+            crate::vsl::minimal(rlog, 417, "Expectation Failed");
             let _ = write_minimal(&mut conn.stream, 417, "Expectation Failed").await;
             return close(conn.stream).await;
         }
@@ -206,6 +212,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         {
             crate::vsc::MAIN.client_req_400.inc();
             sess.close(Sc::RxJunk);
+            crate::vsl::minimal(rlog, 400, "Bad Request");
             let _ = write_minimal(&mut conn.stream, 400, "Bad Request").await;
             return close(conn.stream).await;
         }
@@ -250,7 +257,18 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         };
         crate::vsc::MAIN.client_req.inc();
         acct.req_bodybytes = body.len() as u64;
-        let mut reply = handle(ctx.clone(), msg, body, peer.ip(), local.ip()).await;
+        let (rxid, rt0) = (rlog.vxid(), rlog.t_start);
+        let mut reply = handle_txn(
+            ctx.clone(),
+            msg,
+            body,
+            peer.ip(),
+            local.ip(),
+            0,
+            rlog.detach(),
+        )
+        .await;
+        let t_handled = crate::vrt_ctx::now();
         if let ReplyBody::Pipe(_) = reply.body {
             let ReplyBody::Pipe(job) =
                 std::mem::replace(&mut reply.body, ReplyBody::Bytes(Bytes::new()))
@@ -262,6 +280,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             if let Err(e) = crate::cache_pipe::run(conn.stream, &leftover, *job).await {
                 tracing::debug!(%peer, "pipe: {e}");
             }
+            crate::vsl::end_txn(rxid, vapi::Kind::Client);
             return;
         }
         let resp_close = crate::cache_session::resp_close(&reply, &ex);
@@ -271,6 +290,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         )
         .await;
         acct.charge();
+        sess.req_done(rxid, rt0, t_handled, &acct);
         match written {
             Ok(Ok(false)) => {}
             Ok(Ok(true)) => {

@@ -46,6 +46,7 @@ impl Ctx {
 
     /// A context without any VCL yet (`-f ''`): the admin CLI loads one.
     pub fn empty(params: Params, storage_budget: u64) -> Ctx {
+        crate::vsl::configure(&params);
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),
             cache: Arc::new(Cache::with_budget(storage_budget)),
@@ -73,6 +74,7 @@ impl Ctx {
         };
         let mut next = (**g).clone();
         let r = f(&mut next);
+        crate::vsl::configure(&next);
         *g = Arc::new(next);
         r
     }
@@ -259,11 +261,27 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
+    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level);
+    handle_txn(ctx, req, body, client, server, esi_level, vsl).await
+}
+
+/// Handles a request whose log `vsl` has begun (the request's
+/// transaction, with its VXID).
+pub async fn handle_txn(
+    ctx: Arc<Ctx>,
+    req: ReqMsg,
+    body: Bytes,
+    client: IpAddr,
+    server: IpAddr,
+    esi_level: u32,
+    vsl: crate::vsl::Buf,
+) -> Reply {
     let Some(mut vcl) = ctx.vcl() else {
-        return fallback_503(ctx.next_xid());
+        return fallback_503(vsl.vxid());
     };
-    let xid = ctx.next_xid();
+    let xid = vsl.vxid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
+    t.vsl = vsl;
     t.cache = Some(ctx.cache.clone());
     t.req = req;
     t.req_body_len = body.len() as u64;
@@ -272,10 +290,12 @@ pub async fn handle_at_level(
         crate::vsc::MAIN.esi_req.inc();
     }
     if esi_level == 0 {
+        let before = crate::vsl::prep_snapshot(&t.req.headers);
         recv_prep(&mut t.req, client);
         if ctx.params().flag("http_gzip_support") {
             crate::cache_gzip::normalize_req(&mut t.req.headers);
         }
+        crate::vsl::prep_changes(&mut t.vsl, &before, &t.req.headers);
     }
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
@@ -338,6 +358,7 @@ pub async fn handle_at_level(
         // Varnish counts the restart first, so `vcl_synth` sees
         // `req.restarts == max_restarts + 1` when the limit is hit.
         if let Step::Recv = next {
+            t.vsl.ts("Restart", now());
             t.restarts += 1;
             t.obj = None;
             t.is_hit = false;
@@ -508,13 +529,15 @@ async fn recv_to_delivery(
                 crate::vsc::MAIN.busy_wakeup.inc();
                 continue;
             }
-            Lookup::HitPass(_) => {
+            Lookup::HitPass(o) => {
                 crate::vsc::MAIN.cache_hitpass.inc();
+                crate::vsl::hit(&mut t.vsl, vapi::Tag::HitPass, &o);
                 t.is_hitpass = true;
                 return pass_fetch(ctx, vcl, t, body).await;
             }
-            Lookup::HitMiss(_) => {
+            Lookup::HitMiss(o) => {
                 crate::vsc::MAIN.cache_hitmiss.inc();
+                crate::vsl::hit(&mut t.vsl, vapi::Tag::HitMiss, &o);
                 t.is_hitmiss = true;
                 return miss(ctx, vcl, t, body, None).await;
             }
@@ -530,6 +553,8 @@ async fn recv_to_delivery(
                     crate::vsc::MAIN.s_bgfetch.inc();
                     t.stale_obj = Some(o.clone());
                     let bo = make_bo(ctx, &t, false);
+                    t.vsl
+                        .logf(vapi::Tag::Link, format_args!("bereq {} bgfetch", bo.xid));
                     t.stale_obj = None;
                     let (ctx2, vcl2, hdrs, hash) =
                         (ctx.clone(), vcl.clone(), t.req.headers.clone(), t.hash);
@@ -544,6 +569,7 @@ async fn recv_to_delivery(
             }
         };
         obj.hit();
+        crate::vsl::hit(&mut t.vsl, vapi::Tag::Hit, &obj);
         t.is_hit = true;
         t.obj = Some(obj.clone());
         let (tt, r) = vcl_call(ctx, vcl, Method::Hit, t, ws);
@@ -568,6 +594,7 @@ async fn recv_to_delivery(
 /// The backend task for a miss or pass of `t`.
 fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     let mut bo = Box::new(Task::new(ctx.next_xid(), t.client_ip, t.server_ip, now()));
+    bo.vsl = crate::vsl::bereq_buf(bo.xid, t.xid, bo.req_time);
     bo.cache = t.cache.clone();
     bo.method = Method::BackendFetch;
     bo.bereq = t.req.clone();
@@ -634,8 +661,10 @@ async fn complete_fetch(
         insert,
         pump,
         stream,
+        mut vsl,
     } = f;
     crate::vsc::transient_if_uncached(&obj, insert.as_ref());
+    crate::vsl::storage(&mut vsl, &obj, insert.as_ref());
     let mut deliver = deliver;
     if stream || pump.is_none() {
         if let Some(i) = &insert {
@@ -648,6 +677,7 @@ async fn complete_fetch(
         if let Some(p) = pump {
             if let Err(e) = p.run(&obj.body).await {
                 tracing::warn!(xid = obj.xid, "FetchError: {e}");
+                vsl.log(vapi::Tag::FetchError, &e);
                 crate::vsc::MAIN.fetch_failed.inc();
                 ctx.cache.remove(hash, &obj);
                 obj.body.finish(false);
@@ -656,12 +686,17 @@ async fn complete_fetch(
                 ctx.cache.account(&obj);
             }
         }
+        crate::vsl::body_done(&mut vsl, &obj);
     } else {
         let ok = match pump {
             Some(p) => p.run(&obj.body).await,
             None => Ok(()),
         };
         obj.body.finish(ok.is_ok());
+        if let Err(e) = &ok {
+            vsl.log(vapi::Tag::FetchError, e);
+        }
+        crate::vsl::body_done(&mut vsl, &obj);
         match ok {
             Ok(()) => {
                 if let Some(i) = &insert {
@@ -706,12 +741,15 @@ fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task, body: &Bytes) -> Step {
 async fn run_fetch(
     ctx: &Arc<Ctx>,
     vcl: &Arc<Vcl>,
-    t: &Task,
+    t: &mut Task,
     body: &Bytes,
     pass: bool,
     guard: Option<crate::cache_hash::BusyGuard>,
 ) -> Step {
     let bo = make_bo(ctx, t, pass);
+    let how = if pass { "pass" } else { "fetch" };
+    t.vsl
+        .logf(vapi::Tag::Link, format_args!("bereq {} {how}", bo.xid));
     crate::vsc::MAIN.s_fetch.inc();
     let (ctx2, vcl2, hdrs, hash, body) = (
         ctx.clone(),
@@ -725,7 +763,9 @@ async fn run_fetch(
         let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
         complete_fetch(&ctx2, hash, r, guard, Some(tx)).await;
     });
-    match rx.await {
+    let fetched = rx.await;
+    t.vsl.ts("Fetch", now());
+    match fetched {
         Ok(Ok(obj)) => Step::Deliver(obj, None),
         Ok(Err(e)) => {
             tracing::warn!(xid = t.xid, "{e}");
@@ -747,7 +787,7 @@ async fn miss(
     let s = match r {
         Ok(None | Some(Action::Fetch)) => {
             crate::vsc::MAIN.cache_miss.inc();
-            run_fetch(ctx, vcl, &t, body, false, guard).await
+            run_fetch(ctx, vcl, &mut t, body, false, guard).await
         }
         Ok(Some(Action::Pass)) => {
             drop(guard);
@@ -770,7 +810,7 @@ async fn pass_fetch(
     let s = match r {
         Ok(None | Some(Action::Fetch)) => {
             crate::vsc::MAIN.s_pass.inc();
-            run_fetch(ctx, vcl, &t, body, true, None).await
+            run_fetch(ctx, vcl, &mut t, body, true, None).await
         }
         Ok(Some(a)) => common(&t, "vcl_pass", a),
         Err(e) => fail_of(&t, e),
@@ -826,10 +866,12 @@ fn deliver(
         proto: "HTTP/1.1".into(),
         headers,
     };
+    t.vsl.http_resp(crate::vsl::Http::Resp, &t.resp);
     t.obj = Some(obj.clone());
     t.resp_do_esi = obj.esi;
     let (tt, r) = vcl_call(ctx, vcl, Method::Deliver, t, client_ws(ctx));
     t = tt;
+    t.vsl.ts("Process", now());
     match r {
         Ok(None | Some(Action::Deliver)) => {
             let head = t.req.method == "HEAD";
@@ -838,6 +880,8 @@ fn deliver(
             if not_modified {
                 t.resp.status = 304;
                 t.resp.reason = "Not Modified".into();
+                crate::vsl::vrt_set(&mut t.vsl, "resp.status", &304);
+                crate::vsl::vrt_set(&mut t.vsl, "resp.reason", &"Not Modified");
             }
             let head_length = if head && !not_modified {
                 match obj.body.progress() {
@@ -934,10 +978,12 @@ fn synth(
             ("X-Varnish".into(), t.xid.to_string()),
         ],
     };
+    t.vsl.http_resp(crate::vsl::Http::Resp, &t.resp);
     t.synth_body.clear();
     t.obj = None;
     let (tt, r) = vcl_call(ctx, vcl, Method::Synth, t, client_ws(ctx));
     t = tt;
+    t.vsl.ts("Process", now());
     // With the restarts used up, a restart from vcl_synth delivers what
     // it made, as in Varnish.
     let r = match r {
@@ -1010,13 +1056,15 @@ pub fn vcl_call(
     ctx: &Ctx,
     vcl: &Vcl,
     method: Method,
-    t: Box<Task>,
+    mut t: Box<Task>,
     ws: u32,
 ) -> (
     Box<Task>,
     Result<Option<Action>, crate::cache_vcl::CallError>,
 ) {
+    t.vsl.vcl_call(method);
     let (mut t, r) = vcl.call(method, t, ws);
+    t.vsl.vcl_return(method, &r);
     for b in t.new_bans.drain(..) {
         tracing::info!(xid = t.xid, "ban: {}", b.text);
         ctx.cache.bans.add(b, ctx.params().flag("ban_dups"));

@@ -2,9 +2,17 @@
 //! opened, and why it closed. Dropping the [`Sess`] ends the session:
 //! the close reason is counted in `MAIN.sc_*` (and `sess_closed_err` for
 //! the reasons Varnish calls errors) and logged.
+//!
+//! The session's log is Varnish's: `Begin sess 0 HTTP/1`, `SessOpen`, a
+//! `Link req N rxreq` per request, `SessClose REASON DURATION`, `End`;
+//! each request's log begins here too ([`Sess::req_log`]) up to its
+//! request line and headers, and ends here after delivery
+//! ([`Sess::req_done`]).
 
 use crate::cache_req_fsm::Ctx;
+use crate::vsl::{Buf, Http};
 use std::net::SocketAddr;
+use vapi::{Kind, Tag};
 
 /// Why a session closed (Varnish's `SC_*`, from `tbl/sess_close.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,26 +109,98 @@ pub struct Sess {
     /// Why it closes; `None` until known (a session dropped without a
     /// reason closed because the client did).
     close: Option<Sc>,
+    /// The listener's name (`a0`), for `ReqStart`.
+    listener: String,
+    vsl: Buf,
 }
 
 impl Sess {
     /// A session accepted on listener `listener` (`a0`).
     pub fn new(
         ctx: &Ctx,
-        _stream: &tokio::net::TcpStream,
+        stream: &tokio::net::TcpStream,
         peer: SocketAddr,
         local: SocketAddr,
-        _listener: &str,
+        listener: &str,
     ) -> Sess {
+        use std::os::fd::AsRawFd;
         crate::vsc::MAIN.sess_conn.inc();
         crate::vsc::MAIN.s_sess.inc();
+        let vxid = ctx.next_xid();
+        let t_open = crate::vrt_ctx::now();
+        let mut vsl = Buf::new(vxid, Kind::Client, t_open);
+        vsl.log(Tag::Begin, "sess 0 HTTP/1");
+        vsl.logf(
+            Tag::SessOpen,
+            format_args!(
+                "{} {} {listener} {} {} {t_open:.6} {}",
+                peer.ip(),
+                peer.port(),
+                local.ip(),
+                local.port(),
+                stream.as_raw_fd()
+            ),
+        );
         Sess {
-            vxid: ctx.next_xid(),
-            t_open: crate::vrt_ctx::now(),
+            vxid,
+            t_open,
             peer,
             local,
             close: None,
+            listener: listener.to_string(),
+            vsl,
         }
+    }
+
+    /// A new request on the session: its VXID, linked from the session,
+    /// and its log up to the request as received (`Begin`, `Timestamp
+    /// Start`/`Req`, `VCL_use`, `ReqStart`, `ReqMethod`…`ReqHeader`).
+    /// `t_first` is when its first byte arrived, `t_req` when all of its
+    /// head had.
+    pub fn req_log(
+        &mut self,
+        ctx: &Ctx,
+        t_first: f64,
+        t_req: f64,
+        req: &crate::vrt_ctx::ReqMsg,
+    ) -> Buf {
+        let xid = ctx.next_xid();
+        self.vsl.logf(Tag::Link, format_args!("req {xid} rxreq"));
+        let mut b = Buf::new(xid, Kind::Client, t_first).end_on_drop();
+        b.logf(Tag::Begin, format_args!("req {} rxreq", self.vxid));
+        b.ts("Start", t_first);
+        b.ts("Req", t_req);
+        if crate::vsl::enabled(Tag::VCL_use) {
+            b.log(Tag::VCL_use, &ctx.active_name());
+        }
+        b.logf(
+            Tag::ReqStart,
+            format_args!("{} {} {}", self.peer.ip(), self.peer.port(), self.listener),
+        );
+        b.http_req(Http::Req, req);
+        b
+    }
+
+    /// A request delivered: `Timestamp Resp`, `ReqAcct` and `End` for
+    /// request `xid` (started at `t_start`, last timestamped at
+    /// `t_last`).
+    pub fn req_done(&mut self, xid: u64, t_start: f64, t_last: f64, acct: &ReqAcct) {
+        let mut b = Buf::new(xid, Kind::Client, t_start);
+        b.t_last = t_last;
+        b.ts("Resp", crate::vrt_ctx::now());
+        b.logf(
+            Tag::ReqAcct,
+            format_args!(
+                "{} {} {} {} {} {}",
+                acct.req_hdrbytes,
+                acct.req_bodybytes,
+                acct.req_hdrbytes + acct.req_bodybytes,
+                acct.resp_hdrbytes,
+                acct.resp_bodybytes,
+                acct.resp_hdrbytes + acct.resp_bodybytes
+            ),
+        );
+        b.end();
     }
 
     /// Records why the session closes (the first reason given wins).
@@ -133,6 +213,12 @@ impl Drop for Sess {
     fn drop(&mut self) {
         let sc = self.close.unwrap_or(Sc::RemClose);
         sc.count();
+        let now = crate::vrt_ctx::now();
+        self.vsl.logf(
+            Tag::SessClose,
+            format_args!("{} {:.3}", sc.name(), now - self.t_open),
+        );
+        self.vsl.log(Tag::End, "");
     }
 }
 

@@ -1134,13 +1134,17 @@ impl shellac::vmod::task::Host for VmodData {
 
 impl shellac::vmod::host::Host for VmodData {
     fn log(&mut self, message: String) {
-        let xid = self.task().map_or(0, |t| t.xid);
-        tracing::info!(xid, "VCL_Log: {message}");
+        if let Some(t) = self.task.as_deref_mut() {
+            t.vsl.log(vapi::Tag::VCL_Log, &message);
+        }
     }
 
     fn error(&mut self, message: String) {
         let xid = self.task().map_or(0, |t| t.xid);
         tracing::warn!(xid, "VCL_Error: {message}");
+        if let Some(t) = self.task.as_deref_mut() {
+            t.vsl.log(vapi::Tag::VCL_Error, &message);
+        }
     }
 
     fn now(&mut self) -> f64 {

@@ -37,3 +37,4 @@ pub mod vrt;
 pub mod vrt_ctx;
 pub mod vrt_var;
 pub mod vsc;
+pub mod vsl;

@@ -32,6 +32,9 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Show a running instance's counters (like `varnishstat`).
     Stat(cmd::stat::Args),
+    /// Show a running instance's transaction log (like `varnishlog`; with
+    /// `--ncsa`, `varnishncsa`).
+    Log(cmd::log::Args),
     /// Run the bundled demo origin.
     #[command(hide = true)]
     DemoOrigin(cmd::demo_origin::Args),
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Adm(args) => cmd::adm::run(args),
         Command::Stat(args) => cmd::stat::run(args),
+        Command::Log(args) => cmd::log::run(args),
         Command::DemoOrigin(args) => cmd::demo_origin::run(args),
     };
     match result {

@@ -150,7 +150,9 @@ async fn session(child: Arc<Child>, s: TcpStream, secret: Option<Arc<Vec<u8>>>) 
                 _ => frame(AUTH, "Authentication required."),
             }
         } else {
-            command(&child, &words).await
+            let reply = command(&child, &words).await;
+            crate::vsl::cli(&words, &reply);
+            reply
         };
         if w.write_all(reply.as_bytes()).await.is_err() {
             return;

@@ -5,6 +5,12 @@
 //! * `GET /metrics`: the counters in Prometheus' text format.
 //! * `GET /stats`: the counters as JSON, for `shellac stat` (and through
 //!   it varnishtest's `-expect`).
+//! * `GET /log`: the transaction log as a stream of records (the wire
+//!   form of [`vapi::record`]) for `shellac log` and `logexpect`:
+//!   `from=head` starts at the oldest record the ring holds (default: the
+//!   next one written), `follow=0` ends the stream at the newest record
+//!   (default: it goes on until the reader closes). A reader that falls
+//!   behind the ring gets a "lost N records" marker, never slows writers.
 //!
 //! `shellac serve` writes this listener's address to its instance
 //! directory (`-n DIR`, file `_.admin`, line `H ADDR:PORT`), so the tools
@@ -98,6 +104,66 @@ async fn conn(child: Arc<Child>, mut s: TcpStream) {
             let body = crate::vsc::to_json(&crate::vsc::snapshot(child.ctx()));
             respond(&mut s, "200 OK", "application/json", &body).await
         }
+        "/log" => log(s, &req.query).await,
         _ => respond(&mut s, "404 Not Found", "text/plain", "not found\n").await,
+    }
+}
+
+/// Streams the log to `s` (see the module's doc).
+async fn log(mut s: TcpStream, query: &str) {
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+    };
+    let head = param("from") == Some("head");
+    let follow = param("follow") != Some("0");
+    let mut cur = if head {
+        crate::vsl::Cursor::head()
+    } else {
+        crate::vsl::Cursor::tail()
+    };
+    // The cursor is placed before the answer goes out: a reader that has
+    // the head of the answer sees everything logged after it.
+    if s.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let (mut rd, mut wr) = s.into_split();
+    let mut scratch = [0u8; 64];
+    loop {
+        let (lost, batches) = cur.read(64);
+        if lost > 0 {
+            let mut m = Vec::new();
+            vapi::record::encode_lost(&mut m, lost);
+            if wr.write_all(&m).await.is_err() {
+                return;
+            }
+        }
+        if batches.is_empty() {
+            if !follow {
+                let _ = wr.shutdown().await;
+                return;
+            }
+            tokio::select! {
+                _ = cur.wait() => {}
+                r = rd.read(&mut scratch) => {
+                    // The reader closed (or sent something it should not).
+                    if !matches!(r, Ok(n) if n > 0) {
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
+        for b in batches {
+            if wr.write_all(&b.data).await.is_err() {
+                return;
+            }
+        }
     }
 }

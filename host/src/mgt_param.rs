@@ -67,6 +67,10 @@ const DEFS: &[Def] = &[
     d("ban_lurker_age", Unit::Seconds, "60", Some(0.0)),
     d("max_esi_depth", Unit::Count, "5", Some(0.0)),
     d("shortlived", Unit::Seconds, "10", Some(0.0)),
+    d("vsl_buffer", Unit::Bytes, "4k", Some(267.0)),
+    d("vsl_reclen", Unit::Bytes, "255b", Some(16.0)),
+    d("vsl_space", Unit::Bytes, "80M", Some(1048576.0)),
+    d("vsl_mask", Unit::Text, "default", None),
     d(
         "backend_local_error_holddown",
         Unit::Seconds,
@@ -183,10 +187,6 @@ const INERT: &[&str] = &[
     "thread_stats_rate",
     "vary_notice",
     "vcl_cooldown",
-    "vsl_buffer",
-    "vsl_mask",
-    "vsl_reclen",
-    "vsl_space",
     "vsm_free_cooldown",
     "workspace_session",
     "workspace_thread",
@@ -300,10 +300,22 @@ impl Params {
             self.values.insert(inert, Value::Text(value.to_string()));
             return Ok(());
         };
-        let v = parse(def, value).map_err(|why| ParamError::BadValue {
-            name: name.to_string(),
-            why,
-        })?;
+        let v = if name == "vsl_mask" {
+            // Changes apply to the mask in force, as in varnishd; the
+            // value kept is the resulting list of masked tags.
+            let bad = |why| ParamError::BadValue {
+                name: name.to_string(),
+                why,
+            };
+            let cur = crate::vsl::parse_mask(self.text("vsl_mask"), [0, 0]).map_err(bad)?;
+            let m = crate::vsl::parse_mask(value, cur).map_err(bad)?;
+            Value::Text(crate::vsl::show_mask(m))
+        } else {
+            parse(def, value).map_err(|why| ParamError::BadValue {
+                name: name.to_string(),
+                why,
+            })?
+        };
         self.values.insert(def.name, v);
         Ok(())
     }

@@ -227,6 +227,7 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         let msg = read_str(&mut c, msg)?.unwrap_or_default();
         let t = task(&mut c)?;
         tracing::warn!(xid = t.xid, "VCL_Error: {msg}");
+        t.vsl.log(vapi::Tag::VCL_Error, &msg);
         t.failed.push(msg);
         Ok(())
     })?;
@@ -247,7 +248,9 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             let name = read_str(&mut c, name)?.unwrap_or_default();
             let v = read_str(&mut c, v)?.unwrap_or_default();
             let w = where_of(w)?;
-            hdr_set(headers_mut(task(&mut c)?, w)?, &name, &v);
+            let t = task(&mut c)?;
+            crate::vsl::vrt_hdr(t, w, &name, Some(&v));
+            hdr_set(headers_mut(t, w)?, &name, &v);
             Ok(())
         },
     )?;
@@ -257,7 +260,9 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         |mut c: C<'_>, w: i32, name: i64| -> R<()> {
             let name = read_str(&mut c, name)?.unwrap_or_default();
             let w = where_of(w)?;
-            hdr_unset(headers_mut(task(&mut c)?, w)?, &name);
+            let t = task(&mut c)?;
+            crate::vsl::vrt_hdr(t, w, &name, None);
+            hdr_unset(headers_mut(t, w)?, &name);
             Ok(())
         },
     )?;
@@ -396,7 +401,10 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
     )?;
     l.func_wrap(m, abi::HASH_DATA, |mut c: C<'_>, s: i64| -> R<()> {
         let s = read_bytes(&mut c, s)?;
-        task(&mut c)?.hash_data(s.as_deref());
+        let t = task(&mut c)?;
+        t.vsl
+            .log_bytes(vapi::Tag::Hash, s.as_deref().unwrap_or_default());
+        t.hash_data(s.as_deref());
         Ok(())
     })?;
     l.func_wrap(m, abi::SYNTHETIC, |mut c: C<'_>, s: i64| -> R<()> {
@@ -415,8 +423,7 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
     })?;
     l.func_wrap(m, abi::LOG, |mut c: C<'_>, s: i64| -> R<()> {
         let s = read_str(&mut c, s)?.unwrap_or_default();
-        let xid = task(&mut c)?.xid;
-        tracing::info!(xid, "VCL_Log: {s}");
+        task(&mut c)?.vsl.log(vapi::Tag::VCL_Log, &s);
         Ok(())
     })?;
     l.func_wrap(

@@ -108,6 +108,8 @@ pub struct Task {
     /// The VMOD instances this task has checked out; returned to their
     /// pools when the task ends.
     pub vmods: crate::cache_vmod::TaskVmods,
+    /// The task's transaction log.
+    pub vsl: crate::vsl::Buf,
 }
 
 impl Task {
@@ -169,6 +171,7 @@ impl Task {
             tags: Vec::new(),
             cache: None,
             vmods: Default::default(),
+            vsl: Default::default(),
             new_bans: Vec::new(),
             ban_error: String::new(),
         }

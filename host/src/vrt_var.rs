@@ -66,6 +66,11 @@ fn text(v: Option<Vec<u8>>) -> String {
 /// Assigns a STRING (or BODY) variable.
 pub fn set_string(t: &mut Task, id: i32, v: Option<Vec<u8>>) -> R<()> {
     let n = name(id)?;
+    crate::vsl::vrt_set(
+        &mut t.vsl,
+        n,
+        &String::from_utf8_lossy(v.as_deref().unwrap_or_default()),
+    );
     match n {
         "req.method" => t.req.method = text(v),
         "req.url" => t.req.url = text(v),
@@ -114,6 +119,7 @@ fn status(v: i64) -> R<u16> {
 /// Assigns an INT variable.
 pub fn set_int(t: &mut Task, id: i32, v: i64) -> R<()> {
     let n = name(id)?;
+    crate::vsl::vrt_set(&mut t.vsl, n, &v);
     match n {
         "beresp.status" => t.beresp.status = status(v)?,
         "resp.status" => t.resp.status = status(v)?,

@@ -10,8 +10,17 @@
 
 #![warn(missing_docs)]
 
+pub mod dispatch;
+pub mod filter;
+pub mod ncsa;
+pub mod print;
+pub mod query;
 pub mod record;
+pub mod stream;
 pub mod tag;
 
+pub use dispatch::{Dispatcher, Group, Grouping, Transaction, TxType};
+pub use filter::Filter;
+pub use query::{Query, QueryError};
 pub use record::{Item, Kind, Record};
 pub use tag::{Tag, TagError};

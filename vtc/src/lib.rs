@@ -35,6 +35,7 @@ pub mod ctx;
 pub mod error;
 pub mod expect;
 pub mod http;
+pub mod logexp;
 pub mod macros;
 pub mod misc;
 pub mod runner;

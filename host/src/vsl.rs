@@ -1,0 +1,928 @@
+//! The transaction log, writing side (Varnish's VSL): records with
+//! Varnish's tags, written per transaction into a small buffer ([`Buf`])
+//! and handed to a bounded in-memory ring in batches.
+//!
+//! Cost: a record is formatted straight into its transaction's buffer
+//! (no allocation per record; masked tags cost a bit test); the buffer
+//! goes to the ring when it fills (`vsl_buffer`) and when the transaction
+//! ends, under one short lock, without copying (the batch is moved in).
+//! Readers never slow writers: the ring drops its oldest batches past
+//! `vsl_space` bytes whoever still wanted them, and a reader that fell
+//! behind is told how many records it lost. Nobody reading costs nothing
+//! more than the above.
+//!
+//! The ring is per process, as a Shellac process is one instance. Readers
+//! attach through the admin HTTP listener (`/log`, see
+//! [`crate::mgt_http`]) with a [`Cursor`].
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use vapi::{Kind, Tag};
+
+/// One batch of records in the ring.
+#[derive(Clone)]
+pub struct Batch {
+    /// Position of the batch in the ring's history.
+    pub seq: u64,
+    /// Number of the batch's first record in the ring's history.
+    pub first_rec: u64,
+    /// Records in it.
+    pub nrec: u64,
+    /// The records, in the wire form of [`vapi::record`].
+    pub data: Bytes,
+}
+
+struct Ring {
+    batches: VecDeque<Batch>,
+    bytes: usize,
+    next_seq: u64,
+    next_rec: u64,
+}
+
+static RING: Mutex<Ring> = Mutex::new(Ring {
+    batches: VecDeque::new(),
+    bytes: 0,
+    next_seq: 0,
+    next_rec: 0,
+});
+
+/// `vsl_space`: bytes the ring keeps.
+static SPACE: AtomicUsize = AtomicUsize::new(80 << 20);
+/// `vsl_reclen`: the longest record data; longer is cut.
+static RECLEN: AtomicUsize = AtomicUsize::new(255);
+/// `vsl_buffer`: a transaction's buffer goes to the ring at this size.
+static BUFFER: AtomicUsize = AtomicUsize::new(4 << 10);
+/// `vsl_mask`: a set bit masks (does not log) the tag with that number.
+static MASK: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Readers waiting for new records.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+static NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Varnish's default `vsl_mask`.
+pub const DEFAULT_MASK: &str = "-Debug,-ObjProtocol,-ObjStatus,-ObjReason,-ObjHeader,-VCL_trace,-WorkThread,-Hash,-VfpAcct,-H2RxHdr,-H2RxBody,-H2TxHdr,-H2TxBody,-VdpAcct";
+
+/// Whether `tag` is logged (not masked by `vsl_mask`).
+#[inline]
+pub fn enabled(tag: Tag) -> bool {
+    let n = tag as usize;
+    MASK[n / 64].load(Relaxed) & (1 << (n % 64)) == 0
+}
+
+/// Parses a `vsl_mask` value: `default`, or a comma-separated list of
+/// `-Tag` (mask) and `+Tag` (log) applied to the current mask, tags as
+/// varnishlog globs (`-Req*`; Shellac's extension: `-*` masks all).
+/// Returns the new mask without applying it.
+pub fn parse_mask(value: &str, current: [u64; 2]) -> Result<[u64; 2], String> {
+    let mut m = current;
+    let value = value.trim();
+    if value == "default" {
+        return parse_mask(DEFAULT_MASK, [0, 0]);
+    }
+    if value == "(all enabled)" {
+        return Ok([0, 0]);
+    }
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (set, glob) = match item.as_bytes()[0] {
+            b'-' => (true, &item[1..]),
+            b'+' => (false, &item[1..]),
+            _ => return Err(format!("Missing '+' or '-' ({item})")),
+        };
+        let tags = Tag::glob(glob).map_err(|_| format!("Unknown VSL tag ({item})"))?;
+        for t in tags {
+            let n = t as usize;
+            if set {
+                m[n / 64] |= 1 << (n % 64);
+            } else {
+                m[n / 64] &= !(1 << (n % 64));
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// The mask in force.
+pub fn mask() -> [u64; 2] {
+    [MASK[0].load(Relaxed), MASK[1].load(Relaxed)]
+}
+
+/// Shows a mask as varnishd's `param.show vsl_mask` does.
+pub fn show_mask(m: [u64; 2]) -> String {
+    let masked: Vec<String> = vapi::tag::TAGS
+        .iter()
+        .filter(|t| {
+            let n = t.0 as usize;
+            m[n / 64] & (1 << (n % 64)) != 0
+        })
+        .map(|t| format!("-{}", t.1))
+        .collect();
+    if masked.is_empty() {
+        "(all enabled)".into()
+    } else {
+        masked.join(",")
+    }
+}
+
+/// Applies the `vsl_*` parameters (at start-up and on `param.set`).
+pub fn configure(p: &crate::mgt_param::Params) {
+    SPACE.store(p.num("vsl_space").max(1024.0) as usize, Relaxed);
+    RECLEN.store(p.num("vsl_reclen").clamp(16.0, 65535.0) as usize, Relaxed);
+    BUFFER.store(
+        p.num("vsl_buffer").clamp(256.0, 1048576.0) as usize,
+        Relaxed,
+    );
+    let m = parse_mask(p.text("vsl_mask"), [0, 0])
+        .unwrap_or_else(|_| parse_mask(DEFAULT_MASK, [0, 0]).unwrap_or_default());
+    MASK[0].store(m[0], Relaxed);
+    MASK[1].store(m[1], Relaxed);
+}
+
+/// Moves a batch into the ring, dropping the oldest past `vsl_space`.
+fn publish(data: Vec<u8>, nrec: u64) {
+    if data.is_empty() {
+        return;
+    }
+    crate::vsc::MAIN.shm_records.add(nrec);
+    crate::vsc::MAIN.shm_writes.inc();
+    let data = Bytes::from(data);
+    let space = SPACE.load(Relaxed);
+    {
+        let mut r = RING.lock().unwrap_or_else(|p| p.into_inner());
+        let b = Batch {
+            seq: r.next_seq,
+            first_rec: r.next_rec,
+            nrec,
+            data,
+        };
+        r.next_seq += 1;
+        r.next_rec += nrec;
+        r.bytes += b.data.len();
+        r.batches.push_back(b);
+        while r.bytes > space && r.batches.len() > 1 {
+            if let Some(old) = r.batches.pop_front() {
+                r.bytes -= old.data.len();
+            }
+        }
+    }
+    // SeqCst against the reader's increment: either the reader sees
+    // the batch, or this sees the reader (see `Cursor::wait`).
+    if WAITING.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        NOTIFY.notify_waiters();
+    }
+}
+
+/// Where a transaction's records go before the ring: its VXID, whose it
+/// is, and the timing its `Timestamp` records report. Dropping it hands
+/// what it holds to the ring.
+pub struct Buf {
+    vxid: u64,
+    kind: Kind,
+    data: Vec<u8>,
+    nrec: u64,
+    /// Log `End` when dropped (the transaction ends with its buffer).
+    end_on_drop: bool,
+    /// The parent transaction (a bereq's request), for its `Begin`.
+    pub parent: u64,
+    /// `Timestamp` bases: the transaction's start and last timestamp.
+    pub t_start: f64,
+    pub t_last: f64,
+}
+
+impl Buf {
+    /// A buffer for transaction `vxid`, started at `now`.
+    pub fn new(vxid: u64, kind: Kind, now: f64) -> Buf {
+        Buf {
+            vxid,
+            kind,
+            data: Vec::new(),
+            nrec: 0,
+            end_on_drop: false,
+            parent: 0,
+            t_start: now,
+            t_last: now,
+        }
+    }
+
+    /// The transaction.
+    pub fn vxid(&self) -> u64 {
+        self.vxid
+    }
+
+    /// Makes dropping the buffer end the transaction (`End`), so every
+    /// way out of it logs one.
+    pub fn end_on_drop(mut self) -> Buf {
+        self.end_on_drop = true;
+        self
+    }
+
+    /// The same buffer, no longer ending the transaction when dropped
+    /// (its owner logs more after it, and the `End`).
+    pub fn detach(mut self) -> Buf {
+        self.end_on_drop = false;
+        std::mem::take(&mut self)
+    }
+
+    /// Ends the transaction now: `End`, and the records to the ring.
+    pub fn end(mut self) {
+        self.end_on_drop = false;
+        self.log(Tag::End, "");
+    }
+
+    /// Logs a record with text `s` (cut at `vsl_reclen`).
+    #[inline]
+    pub fn log(&mut self, tag: Tag, s: &str) {
+        if enabled(tag) {
+            self.put(tag, s.as_bytes());
+        }
+    }
+
+    /// Logs a record with bytes `b`.
+    pub fn log_bytes(&mut self, tag: Tag, b: &[u8]) {
+        if enabled(tag) {
+            self.put(tag, b);
+        }
+    }
+
+    fn put(&mut self, tag: Tag, b: &[u8]) {
+        let len = b.len().min(RECLEN.load(Relaxed));
+        vapi::record::encode_header(&mut self.data, self.vxid, tag as u8, self.kind, len as u16);
+        self.data.extend_from_slice(&b[..len]);
+        self.done_record();
+    }
+
+    /// Logs a formatted record (`buf.logf(Tag::Length, format_args!(…))`),
+    /// formatted straight into the buffer.
+    pub fn logf(&mut self, tag: Tag, args: std::fmt::Arguments<'_>) {
+        if !enabled(tag) {
+            return;
+        }
+        let start = self.data.len();
+        vapi::record::encode_header(&mut self.data, self.vxid, tag as u8, self.kind, 0);
+        let body = self.data.len();
+        struct W<'a>(&'a mut Vec<u8>);
+        impl std::fmt::Write for W<'_> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+        }
+        let _ = W(&mut self.data).write_fmt(args);
+        let len = (self.data.len() - body).min(RECLEN.load(Relaxed));
+        self.data.truncate(body + len);
+        self.data[start + 10..start + 12].copy_from_slice(&(len as u16).to_le_bytes());
+        self.done_record();
+    }
+
+    fn done_record(&mut self) {
+        self.nrec += 1;
+        if self.data.len() >= BUFFER.load(Relaxed) {
+            self.flush();
+        }
+    }
+
+    /// `Timestamp LABEL: now since_start since_last`, moving `t_last`.
+    pub fn ts(&mut self, label: &str, now: f64) {
+        self.logf(
+            Tag::Timestamp,
+            format_args!(
+                "{label}: {now:.6} {:.6} {:.6}",
+                now - self.t_start,
+                now - self.t_last
+            ),
+        );
+        self.t_last = now;
+    }
+
+    /// Hands the records so far to the ring.
+    pub fn flush(&mut self) {
+        if !self.data.is_empty() {
+            let cap = BUFFER.load(Relaxed).min(64 << 10);
+            publish(
+                std::mem::replace(&mut self.data, Vec::with_capacity(cap)),
+                std::mem::take(&mut self.nrec),
+            );
+        }
+    }
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Buf::new(0, Kind::None, 0.0)
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if self.end_on_drop {
+            self.log(Tag::End, "");
+        }
+        if !self.data.is_empty() {
+            publish(std::mem::take(&mut self.data), self.nrec);
+        }
+    }
+}
+
+/// A record outside any transaction (VXID 0: CLI traffic, probes),
+/// written to the ring at once.
+pub fn log0(tag: Tag, args: std::fmt::Arguments<'_>) {
+    let mut b = Buf::new(0, Kind::None, 0.0);
+    b.logf(tag, args);
+}
+
+/// A reader's place in the ring.
+pub struct Cursor {
+    next_seq: u64,
+    next_rec: u64,
+}
+
+impl Cursor {
+    /// At the oldest record the ring holds (`varnishlog -d`).
+    pub fn head() -> Cursor {
+        let r = RING.lock().unwrap_or_else(|p| p.into_inner());
+        match r.batches.front() {
+            Some(b) => Cursor {
+                next_seq: b.seq,
+                next_rec: b.first_rec,
+            },
+            None => Cursor {
+                next_seq: r.next_seq,
+                next_rec: r.next_rec,
+            },
+        }
+    }
+
+    /// After the newest record: only what comes next.
+    pub fn tail() -> Cursor {
+        let r = RING.lock().unwrap_or_else(|p| p.into_inner());
+        Cursor {
+            next_seq: r.next_seq,
+            next_rec: r.next_rec,
+        }
+    }
+
+    /// The batches past the cursor (at most `max`), and how many records
+    /// the cursor lost because the ring dropped them before it read
+    /// them.
+    pub fn read(&mut self, max: usize) -> (u64, Vec<Batch>) {
+        let r = RING.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lost = 0;
+        let Some(front) = r.batches.front() else {
+            return (0, Vec::new());
+        };
+        if front.seq > self.next_seq {
+            lost = front.first_rec - self.next_rec;
+            self.next_seq = front.seq;
+            self.next_rec = front.first_rec;
+        }
+        let skip = (self.next_seq - front.seq) as usize;
+        let out: Vec<Batch> = r.batches.iter().skip(skip).take(max).cloned().collect();
+        if let Some(last) = out.last() {
+            self.next_seq = last.seq + 1;
+            self.next_rec = last.first_rec + last.nrec;
+        }
+        (lost, out)
+    }
+
+    /// Whether nothing is past the cursor now.
+    pub fn at_end(&self) -> bool {
+        let r = RING.lock().unwrap_or_else(|p| p.into_inner());
+        self.next_seq >= r.next_seq
+    }
+
+    /// Waits until something may be past the cursor.
+    pub async fn wait(&self) {
+        struct Waiting;
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                WAITING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let n = NOTIFY.notified();
+        tokio::pin!(n);
+        n.as_mut().enable();
+        WAITING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _w = Waiting;
+        if self.at_end() {
+            n.await;
+        }
+    }
+}
+
+/// Which HTTP message a record describes, for its tags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Http {
+    Req,
+    Resp,
+    Bereq,
+    Beresp,
+    Obj,
+}
+
+impl Http {
+    /// (method, URL, protocol, status, reason, header, unset) tags.
+    fn tags(self) -> [Tag; 7] {
+        use Tag::*;
+        match self {
+            Http::Req => [
+                ReqMethod,
+                ReqURL,
+                ReqProtocol,
+                ReqStatus,
+                ReqReason,
+                ReqHeader,
+                ReqUnset,
+            ],
+            Http::Resp => [
+                RespMethod,
+                RespURL,
+                RespProtocol,
+                RespStatus,
+                RespReason,
+                RespHeader,
+                RespUnset,
+            ],
+            Http::Bereq => [
+                BereqMethod,
+                BereqURL,
+                BereqProtocol,
+                BereqStatus,
+                BereqReason,
+                BereqHeader,
+                BereqUnset,
+            ],
+            Http::Beresp => [
+                BerespMethod,
+                BerespURL,
+                BerespProtocol,
+                BerespStatus,
+                BerespReason,
+                BerespHeader,
+                BerespUnset,
+            ],
+            Http::Obj => [
+                ObjMethod,
+                ObjURL,
+                ObjProtocol,
+                ObjStatus,
+                ObjReason,
+                ObjHeader,
+                ObjUnset,
+            ],
+        }
+    }
+
+    /// The message `w` names in VCL.
+    pub fn of(w: vcl_to_wasm::tir::HttpWhere) -> Http {
+        use vcl_to_wasm::tir::HttpWhere as W;
+        match w {
+            W::Req | W::ReqTop => Http::Req,
+            W::Bereq => Http::Bereq,
+            W::Beresp => Http::Beresp,
+            W::Resp => Http::Resp,
+            W::Obj => Http::Obj,
+        }
+    }
+}
+
+impl Buf {
+    /// A request line and its headers (`ReqMethod`, `ReqURL`,
+    /// `ReqProtocol`, `ReqHeader`…).
+    pub fn http_req(&mut self, h: Http, m: &crate::vrt_ctx::ReqMsg) {
+        let t = h.tags();
+        self.log(t[0], &m.method);
+        self.log(t[1], &m.url);
+        self.log(t[2], &m.proto);
+        self.headers(h, &m.headers);
+    }
+
+    /// A status line and its headers (`RespProtocol`, `RespStatus`,
+    /// `RespReason`, `RespHeader`…).
+    pub fn http_resp(&mut self, h: Http, m: &crate::vrt_ctx::RespMsg) {
+        let t = h.tags();
+        self.log(t[2], &m.proto);
+        self.logf(t[3], format_args!("{}", m.status));
+        self.log(t[4], &m.reason);
+        self.headers(h, &m.headers);
+    }
+
+    /// Every header, one record each.
+    pub fn headers(&mut self, h: Http, headers: &crate::cache_obj::Headers) {
+        let tag = h.tags()[5];
+        if !enabled(tag) {
+            return;
+        }
+        for (n, v) in headers {
+            self.header(h, n, v);
+        }
+    }
+
+    /// One header set: `ReqHeader name: value`.
+    pub fn header(&mut self, h: Http, name: &str, value: &str) {
+        self.logf(h.tags()[5], format_args!("{name}: {value}"));
+    }
+
+    /// The headers named `name` about to be removed: `ReqUnset name: v`.
+    pub fn unset(&mut self, h: Http, headers: &crate::cache_obj::Headers, name: &str) {
+        let tag = h.tags()[6];
+        if !enabled(tag) {
+            return;
+        }
+        for (n, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            self.logf(tag, format_args!("{n}: {v}"));
+        }
+    }
+
+    /// A header replaced: the old ones unset, the new one set (as VCL's
+    /// `set req.http.x = …` logs).
+    pub fn replace(
+        &mut self,
+        h: Http,
+        headers: &crate::cache_obj::Headers,
+        name: &str,
+        value: &str,
+    ) {
+        self.unset(h, headers, name);
+        self.header(h, name, value);
+    }
+
+    /// `VCL_call` before a subroutine runs.
+    pub fn vcl_call(&mut self, m: vcl_to_wasm::types::Method) {
+        if enabled(Tag::VCL_call) {
+            let name = m.sub_name().trim_start_matches("vcl_").to_ascii_uppercase();
+            self.log(Tag::VCL_call, &name);
+        }
+    }
+
+    /// `VCL_return` after it (its `return`, or the one the builtin VCL
+    /// falls to), and `VCL_Error` for a failure.
+    pub fn vcl_return<E: std::fmt::Display>(
+        &mut self,
+        m: vcl_to_wasm::types::Method,
+        r: &Result<Option<vcl_to_wasm::types::Action>, E>,
+    ) {
+        use vcl_to_wasm::types::{Action, Method};
+        match r {
+            Ok(Some(a)) => self.log(Tag::VCL_return, a.name()),
+            Ok(None) => {
+                let a = match m {
+                    Method::Recv => Action::Hash,
+                    Method::Hash => Action::Lookup,
+                    Method::Miss | Method::Pass | Method::BackendFetch => Action::Fetch,
+                    Method::Pipe => Action::Pipe,
+                    Method::Purge => Action::Synth,
+                    _ => Action::Deliver,
+                };
+                self.log(Tag::VCL_return, a.name())
+            }
+            Err(e) => {
+                self.logf(Tag::VCL_Error, format_args!("{e}"));
+                self.log(Tag::VCL_return, "fail");
+            }
+        }
+    }
+}
+
+/// VCL sets a variable that is part of an HTTP message (`req.url`,
+/// `resp.status`, …): the new value is logged, as Varnish does.
+pub fn vrt_set(b: &mut Buf, var: &str, value: &dyn std::fmt::Display) {
+    let (h, i) = match var {
+        "req.method" => (Http::Req, 0),
+        "req.url" => (Http::Req, 1),
+        "req.proto" => (Http::Req, 2),
+        "bereq.method" => (Http::Bereq, 0),
+        "bereq.url" => (Http::Bereq, 1),
+        "bereq.proto" => (Http::Bereq, 2),
+        "beresp.proto" => (Http::Beresp, 2),
+        "beresp.status" => (Http::Beresp, 3),
+        "beresp.reason" => (Http::Beresp, 4),
+        "resp.proto" => (Http::Resp, 2),
+        "resp.status" => (Http::Resp, 3),
+        "resp.reason" => (Http::Resp, 4),
+        _ => return,
+    };
+    b.logf(h.tags()[i], format_args!("{value}"));
+}
+
+/// VCL sets (`Some`) or unsets (`None`) a header of `w`: logs the old
+/// values unset and the new one set.
+pub fn vrt_hdr(
+    t: &mut crate::vrt_ctx::Task,
+    w: vcl_to_wasm::tir::HttpWhere,
+    name: &str,
+    value: Option<&str>,
+) {
+    use vcl_to_wasm::tir::HttpWhere as W;
+    let hs = match w {
+        W::Req | W::ReqTop => &t.req.headers,
+        W::Bereq => &t.bereq.headers,
+        W::Beresp => &t.beresp.headers,
+        W::Resp => &t.resp.headers,
+        W::Obj => return,
+    };
+    let h = Http::of(w);
+    t.vsl.unset(h, hs, name);
+    if let Some(v) = value {
+        t.vsl.header(h, name, v);
+    }
+}
+
+/// The log of a request that is not a session's (an ESI include, or a
+/// request handled without a session): `Begin req 0 esi|rxreq`,
+/// timestamps, `VCL_use` and the request. Ends when its task does.
+pub fn req_begin(
+    ctx: &crate::cache_req_fsm::Ctx,
+    req: &crate::vrt_ctx::ReqMsg,
+    esi_level: u32,
+) -> Buf {
+    let now = crate::vrt_ctx::now();
+    let mut b = Buf::new(ctx.next_xid(), Kind::Client, now).end_on_drop();
+    b.log(
+        Tag::Begin,
+        if esi_level > 0 {
+            "req 0 esi"
+        } else {
+            "req 0 rxreq"
+        },
+    );
+    b.ts("Start", now);
+    b.ts("Req", now);
+    if enabled(Tag::VCL_use) {
+        b.log(Tag::VCL_use, &ctx.active_name());
+    }
+    b.http_req(Http::Req, req);
+    b
+}
+
+/// The headers Varnish's request preparation may change, as they were.
+pub fn prep_snapshot(h: &crate::cache_obj::Headers) -> crate::cache_obj::Headers {
+    if !enabled(Tag::ReqHeader) {
+        return Vec::new();
+    }
+    h.iter()
+        .filter(|(n, _)| PREP.iter().any(|p| n.eq_ignore_ascii_case(p)))
+        .cloned()
+        .collect()
+}
+
+const PREP: [&str; 3] = ["x-forwarded-for", "cache-control", "accept-encoding"];
+
+/// Logs what request preparation changed (`ReqUnset` of the old values,
+/// `ReqHeader` of the new), as Varnish's `cnt_recv_prep` does.
+pub fn prep_changes(
+    b: &mut Buf,
+    before: &crate::cache_obj::Headers,
+    after: &crate::cache_obj::Headers,
+) {
+    if !enabled(Tag::ReqHeader) {
+        return;
+    }
+    for name in PREP {
+        let old: Vec<_> = before
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .collect();
+        let new: Vec<_> = after
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .collect();
+        if old == new {
+            continue;
+        }
+        for (n, v) in old {
+            b.logf(Tag::ReqUnset, format_args!("{n}: {v}"));
+        }
+        for (n, v) in new {
+            b.logf(Tag::ReqHeader, format_args!("{n}: {v}"));
+        }
+    }
+}
+
+/// A request answered before any VCL ran (Varnish's minimal response):
+/// its response line, and the end of its transaction.
+pub fn minimal(mut b: Buf, status: u16, reason: &str) {
+    b.log(Tag::RespProtocol, "HTTP/1.1");
+    b.logf(Tag::RespStatus, format_args!("{status}"));
+    b.log(Tag::RespReason, reason);
+    b.end();
+}
+
+/// Ends transaction `vxid` (`End`) from outside its buffer.
+pub fn end_txn(vxid: u64, kind: Kind) {
+    Buf::new(vxid, kind, 0.0).end();
+}
+
+/// The lookup found `obj`: `Hit XID TTL GRACE KEEP` (time left to live,
+/// then the grace and keep it has), or for a hit-for-pass/miss marker
+/// `HitPass`/`HitMiss XID TTL`.
+pub fn hit(b: &mut Buf, tag: Tag, obj: &crate::cache_obj::Object) {
+    if !enabled(tag) {
+        return;
+    }
+    let left = obj.fresh_until() - crate::vrt_ctx::now();
+    if tag == Tag::Hit {
+        b.logf(
+            tag,
+            format_args!("{} {left:.6} {:.6} {:.6}", obj.xid, obj.grace, obj.keep),
+        );
+    } else {
+        b.logf(tag, format_args!("{} {left:.6}", obj.xid));
+    }
+}
+
+/// A backend request's buffer (its `Begin` is logged when the fetch
+/// starts, knowing what kind it is).
+pub fn bereq_buf(vxid: u64, parent: u64, now: f64) -> Buf {
+    let mut b = Buf::new(vxid, Kind::Backend, now).end_on_drop();
+    b.parent = parent;
+    b
+}
+
+/// The start of a backend request's log: `Begin bereq PARENT
+/// fetch|pass|bgfetch`, `VCL_use`, `Timestamp Start` and the request.
+pub fn bereq_begin(bo: &mut crate::vrt_ctx::Task, vcl: &str) {
+    let how = if bo.is_bgfetch {
+        "bgfetch"
+    } else if bo.bereq_uncacheable {
+        "pass"
+    } else {
+        "fetch"
+    };
+    let b = &mut bo.vsl;
+    let parent = b.parent;
+    b.logf(Tag::Begin, format_args!("bereq {parent} {how}"));
+    b.log(Tag::VCL_use, vcl);
+    let t0 = b.t_start;
+    b.ts("Start", t0);
+    b.http_req(Http::Bereq, &bo.bereq);
+}
+
+/// Varnish's text for a fetch error (`FetchError`), prefixed with the
+/// backend's name where Varnish names it.
+pub fn fetch_error(backend: &str, e: &crate::cache_http1_fetch::FetchError) -> String {
+    use crate::cache_http1_fetch::FetchError as E;
+    match e {
+        E::Connect { err, .. } => {
+            let errno = err.raw_os_error().unwrap_or(0);
+            let text = err.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            format!("backend {backend}: fail errno {errno} ({text})")
+        }
+        E::ConnectTimeout(_) => format!("backend {backend}: fail errno 110 (Connection timed out)"),
+        E::FirstByteTimeout => "first byte timeout".into(),
+        E::BetweenBytesTimeout => "between bytes timeout".into(),
+        E::Closed => "HTC eof (-1)".into(),
+        E::TooLong => "http format error".into(),
+        e => format!("backend {backend}: {e}"),
+    }
+}
+
+/// A backend connection used for a request: `Timestamp Connected`,
+/// `BackendOpen FD NAME IP PORT LOCALIP LOCALPORT connect|reuse`,
+/// `Timestamp Bereq`, `Timestamp Beresp`, and the response as received.
+pub fn backend_open(
+    b: &mut Buf,
+    be: &crate::cache_backend::Backend,
+    r: &crate::cache_http1_fetch::BodyReader,
+    resp: &crate::vrt_ctx::RespMsg,
+) {
+    let now = crate::vrt_ctx::now();
+    b.ts("Connected", now);
+    if enabled(Tag::BackendOpen) {
+        let (ip, port) = be
+            .addr
+            .map(|a| (a.ip().to_string(), a.port()))
+            .unwrap_or_default();
+        let (lip, lport) = r
+            .local
+            .map(|a| (a.ip().to_string(), a.port()))
+            .unwrap_or_default();
+        b.logf(
+            Tag::BackendOpen,
+            format_args!(
+                "{} {} {ip} {port} {lip} {lport} {}",
+                r.fd,
+                be.name,
+                if r.reused { "reuse" } else { "connect" }
+            ),
+        );
+    }
+    b.ts("Bereq", now);
+    b.ts("Beresp", now);
+    b.http_resp(Http::Beresp, resp);
+}
+
+/// `TTL RFC TTL GRACE KEEP NOW ORIGIN DATE EXPIRES MAX-AGE cacheable`,
+/// the lifetime the response's headers give.
+pub fn ttl_rfc(bo: &mut crate::vrt_ctx::Task, lt: &crate::cache_expire::Lifetime, now: f64) {
+    if !enabled(Tag::TTL) {
+        return;
+    }
+    let h = &bo.beresp.headers;
+    let date = crate::cache_obj::hdr_get(h, "date")
+        .and_then(crate::cache_expire::parse_http_date)
+        .unwrap_or(0.0);
+    let expires = crate::cache_obj::hdr_get(h, "expires")
+        .and_then(crate::cache_expire::parse_http_date)
+        .unwrap_or(0.0);
+    let max_age = crate::cache_obj::hdr_get(h, "cache-control")
+        .and_then(|cc| {
+            cc.split(',').find_map(|d| {
+                let (k, v) = d.trim().split_once('=')?;
+                (k.eq_ignore_ascii_case("s-maxage") || k.eq_ignore_ascii_case("max-age"))
+                    .then(|| v.trim().parse::<u32>().ok())
+                    .flatten()
+            })
+        })
+        .unwrap_or(0);
+    let what = if bo.uncacheable {
+        "uncacheable"
+    } else {
+        "cacheable"
+    };
+    bo.vsl.logf(
+        Tag::TTL,
+        format_args!(
+            "RFC {:.0} {:.0} {:.0} {now:.0} {:.0} {date:.0} {expires:.0} {max_age} {what}",
+            lt.ttl, lt.grace, lt.keep, lt.t_origin
+        ),
+    );
+}
+
+/// Where the fetched object is stored: `Storage malloc s0` when it is
+/// cached, `Storage malloc Transient` when not.
+pub fn storage(
+    b: &mut Buf,
+    obj: &std::sync::Arc<crate::cache_obj::Object>,
+    insert: Option<&std::sync::Arc<crate::cache_obj::Object>>,
+) {
+    let cached = insert.is_some_and(|i| std::sync::Arc::ptr_eq(i, obj));
+    b.log(
+        Tag::Storage,
+        if cached {
+            "malloc s0"
+        } else {
+            "malloc Transient"
+        },
+    );
+}
+
+/// The body is in: `Timestamp BerespBody` and `Length`.
+pub fn body_done(b: &mut Buf, obj: &crate::cache_obj::Object) {
+    b.ts("BerespBody", crate::vrt_ctx::now());
+    b.logf(Tag::Length, format_args!("{}", obj.body.len()));
+}
+
+/// CLI traffic (VXID 0): `CLI Rd COMMAND` and `CLI Wr STATUS LEN BODY`,
+/// `reply` being the framed answer (`STATUS LEN\nBODY\n`).
+pub fn cli(words: &[String], reply: &str) {
+    if !enabled(Tag::CLI) {
+        return;
+    }
+    // A here-document's body (a VCL) is not logged.
+    let cmd: Vec<&str> = words
+        .iter()
+        .map(|w| if w.contains('\n') { "<<" } else { w.as_str() })
+        .collect();
+    log0(Tag::CLI, format_args!("Rd {}", cmd.join(" ")));
+    let (head, body) = reply.split_once('\n').unwrap_or((reply, ""));
+    let mut it = head.split_whitespace();
+    let status = it.next().unwrap_or("");
+    let len = it.next().unwrap_or("");
+    log0(
+        Tag::CLI,
+        format_args!("Wr {status} {len} {}", body.trim_end_matches('\n')),
+    );
+}
+
+/// A probe's result (VXID 0): `Backend_health NAME Still|Back|Went
+/// healthy|sick BITS GOOD THRESHOLD WINDOW`, Varnish's first fields.
+pub fn backend_health(
+    name: &str,
+    was: bool,
+    now: bool,
+    ok: bool,
+    bits: u64,
+    p: &crate::cache_backend_probe::Probe,
+) {
+    if !enabled(Tag::Backend_health) {
+        return;
+    }
+    let what = match (was, now) {
+        (true, true) => "Still healthy",
+        (false, true) => "Back healthy",
+        (true, false) => "Went sick",
+        (false, false) => "Still sick",
+    };
+    let flags = if ok { "4--X-RH" } else { "4--X---" };
+    log0(
+        Tag::Backend_health,
+        format_args!(
+            "{name} {what} {flags} {} {} {}",
+            bits.count_ones(),
+            p.threshold,
+            p.window
+        ),
+    );
+}
