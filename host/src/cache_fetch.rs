@@ -146,7 +146,7 @@ impl Pump {
                         return Err("backend body too large".into());
                     }
                 }
-                Err(e) => return Err(format!("backend {}: {e}", self.backend.name)),
+                Err(e) => return Err(crate::vsl::fetch_error(&self.backend.name, &e)),
             }
         }
     }

@@ -190,6 +190,14 @@ pub struct BodyReader {
     pub reused: bool,
     /// Bytes of the response head.
     pub hdr_bytes: u64,
+    /// When the connection was had, the request sent, the response head
+    /// in (for the log's timestamps).
+    pub t_connected: f64,
+    pub t_bereq: f64,
+    pub t_beresp: f64,
+    /// A pooled connection that turned out closed before this one: its
+    /// descriptor and when the request went out on it.
+    pub retried: Option<(i32, f64)>,
 }
 
 /// Sends `req` to `addr` (on an idle pooled connection if there is one,
@@ -205,12 +213,21 @@ pub async fn fetch_head(
 ) -> Result<(RespMsg, BodyReader), FetchError> {
     let wire = request_bytes(req, body, host_header);
     let mut r = None;
+    let mut retried = None;
     if let Some(s) = pool.take() {
+        use std::os::fd::AsRawFd;
         crate::vsc::backend_reuse(&pool.vsc, wire.len() - body.len(), body.len());
+        let (fd, t) = (s.as_raw_fd(), crate::vrt_ctx::now());
         match exchange(s, &wire, req, limits).await {
-            Ok(x) => r = Some(x),
+            Ok(mut x) => {
+                x.1.t_connected = t;
+                r = Some(x);
+            }
             // A recycled connection the backend had closed: try a new one.
-            Err(FetchError::Closed | FetchError::Io(_)) => crate::vsc::MAIN.backend_retry.inc(),
+            Err(FetchError::Closed | FetchError::Io(_)) => {
+                crate::vsc::MAIN.backend_retry.inc();
+                retried = Some((fd, t));
+            }
             Err(e) => return Err(e),
         }
     }
@@ -230,8 +247,11 @@ pub async fn fetch_head(
                 pool.hold_down(err, limits);
             }
             crate::vsc::backend_connect(&pool.vsc, &s, wire.len() - body.len(), body.len());
+            let t = crate::vrt_ctx::now();
             let mut x = exchange(s?, &wire, req, limits).await?;
             x.1.reused = false;
+            x.1.t_connected = t;
+            x.1.retried = retried;
             x
         }
     };
@@ -250,6 +270,7 @@ async fn exchange(
     limits: &Limits,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
     s.write_all(wire).await?;
+    let t_bereq = crate::vrt_ctx::now();
     let mut buf = BytesMut::with_capacity(8192);
     let fbt = secs(limits.first_byte_timeout);
     let (resp, head_len) = loop {
@@ -275,6 +296,7 @@ async fn exchange(
             });
         }
     };
+    let t_beresp = crate::vrt_ctx::now();
     buf.advance(head_len);
     let framing = framing_of(req, &resp)?;
     crate::vsc::MAIN.fetch_framing(match framing {
@@ -301,6 +323,10 @@ async fn exchange(
         local: s.local_addr().ok(),
         reused: true,
         hdr_bytes: head_len as u64,
+        t_connected: t_bereq,
+        t_bereq,
+        t_beresp,
+        retried: None,
         stream: Some(s),
         buf,
         framing,

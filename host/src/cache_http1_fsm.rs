@@ -191,7 +191,8 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         };
         let msg = req.msg;
         let t_req = crate::vrt_ctx::now();
-        let rlog = sess.req_log(&ctx, t_first.unwrap_or(t_req), t_req, &msg);
+        let mut rlog = sess.req_log(&ctx, t_first.unwrap_or(t_req), t_req, &msg);
+        let rxid = rlog.follow();
         // Refused before any VCL runs, as Varnish does: an `Expect` other
         // than 100-continue, and an HTTP/1.0 POST or PUT without a length.
         let expect = msg
@@ -257,7 +258,10 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         };
         crate::vsc::MAIN.client_req.inc();
         acct.req_bodybytes = body.len() as u64;
-        let (rxid, rt0) = (rlog.vxid(), rlog.t_start);
+        if !body.is_empty() {
+            rlog.ts("ReqBody", crate::vrt_ctx::now());
+        }
+        let rt0 = rlog.t_start;
         let mut reply = handle_txn(
             ctx.clone(),
             msg,
@@ -280,7 +284,10 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             if let Err(e) = crate::cache_pipe::run(conn.stream, &leftover, *job).await {
                 tracing::debug!(%peer, "pipe: {e}");
             }
-            crate::vsl::end_txn(rxid, vapi::Kind::Client);
+            crate::vsl::end_txn(
+                rxid.load(std::sync::atomic::Ordering::Relaxed),
+                vapi::Kind::Client,
+            );
             return;
         }
         let resp_close = crate::cache_session::resp_close(&reply, &ex);
@@ -290,6 +297,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         )
         .await;
         acct.charge();
+        let rxid = rxid.load(std::sync::atomic::Ordering::Relaxed);
         sess.req_done(rxid, rt0, t_handled, &acct);
         match written {
             Ok(Ok(false)) => {}

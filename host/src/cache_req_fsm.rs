@@ -358,7 +358,6 @@ pub async fn handle_txn(
         // Varnish counts the restart first, so `vcl_synth` sees
         // `req.restarts == max_restarts + 1` when the limit is hit.
         if let Step::Recv = next {
-            t.vsl.ts("Restart", now());
             t.restarts += 1;
             t.obj = None;
             t.is_hit = false;
@@ -366,6 +365,7 @@ pub async fn handle_txn(
                 step = Step::Synth(503, Some("Too many restarts".into()));
                 continue;
             }
+            crate::vsl::restart(&ctx, &mut t);
         }
         step = next;
     }

@@ -322,6 +322,8 @@ pub fn call(
                     Ret::Bool(true)
                 }
                 Err(e) => {
+                    task.vsl
+                        .logf(vapi::Tag::VCL_Error, format_args!("ban(): {e}"));
                     task.ban_error = e;
                     Ret::Bool(false)
                 }

@@ -413,11 +413,18 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         Ok(())
     })?;
     l.func_wrap(m, abi::BAN, |mut c: C<'_>, s: i64| -> R<()> {
-        let s = read_str(&mut c, s)?.unwrap_or_default();
+        let s = read_str(&mut c, s)?;
         let t = task(&mut c)?;
+        let Some(s) = s else {
+            t.vsl.log(vapi::Tag::VCL_Error, "ban(): Null argument");
+            return Ok(());
+        };
         match crate::cache_ban::parse(&s, crate::vrt_ctx::now()) {
             Ok(b) => t.new_bans.push(b),
-            Err(e) => tracing::warn!(xid = t.xid, "ban(\"{s}\"): {e}"),
+            Err(e) => {
+                tracing::warn!(xid = t.xid, "ban(\"{s}\"): {e}");
+                t.vsl.logf(vapi::Tag::VCL_Error, format_args!("ban(): {e}"));
+            }
         }
         Ok(())
     })?;
@@ -471,7 +478,13 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         },
     )?;
     l.func_wrap(m, abi::SET_PASS_TTL, |mut c: C<'_>, d: f64| -> R<()> {
-        task(&mut c)?.pass_ttl = Some(d);
+        let t = task(&mut c)?;
+        let origin = t.beresp_time - t.beresp_age;
+        t.vsl.logf(
+            vapi::Tag::TTL,
+            format_args!("HFP {d:.0} 0 0 {origin:.0} uncacheable"),
+        );
+        t.pass_ttl = Some(d);
         Ok(())
     })?;
     l.func_wrap(m, abi::SET_VCL, |mut c: C<'_>, l: i32| -> R<()> {

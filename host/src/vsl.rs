@@ -185,6 +185,9 @@ pub struct Buf {
     end_on_drop: bool,
     /// The parent transaction (a bereq's request), for its `Begin`.
     pub parent: u64,
+    /// Told the transaction's current VXID (a restart gives a request a
+    /// new one), for whoever ends it after its buffer is gone.
+    follow: Option<std::sync::Arc<AtomicU64>>,
     /// `Timestamp` bases: the transaction's start and last timestamp.
     pub t_start: f64,
     pub t_last: f64,
@@ -200,6 +203,7 @@ impl Buf {
             nrec: 0,
             end_on_drop: false,
             parent: 0,
+            follow: None,
             t_start: now,
             t_last: now,
         }
@@ -208,6 +212,15 @@ impl Buf {
     /// The transaction.
     pub fn vxid(&self) -> u64 {
         self.vxid
+    }
+
+    /// A cell that holds the transaction's VXID, also after a restart
+    /// moved the request to a new one.
+    pub fn follow(&mut self) -> std::sync::Arc<AtomicU64> {
+        let vxid = self.vxid;
+        self.follow
+            .get_or_insert_with(|| std::sync::Arc::new(AtomicU64::new(vxid)))
+            .clone()
     }
 
     /// Makes dropping the buffer end the transaction (`End`), so every
@@ -774,6 +787,7 @@ pub fn fetch_error(backend: &str, e: &crate::cache_http1_fetch::FetchError) -> S
         E::BetweenBytesTimeout => "between bytes timeout".into(),
         E::Closed => "HTC eof (-1)".into(),
         E::TooLong => "http format error".into(),
+        E::Truncated => "straight insufficient bytes".into(),
         e => format!("backend {backend}: {e}"),
     }
 }
@@ -787,29 +801,38 @@ pub fn backend_open(
     r: &crate::cache_http1_fetch::BodyReader,
     resp: &crate::vrt_ctx::RespMsg,
 ) {
-    let now = crate::vrt_ctx::now();
-    b.ts("Connected", now);
-    if enabled(Tag::BackendOpen) {
-        let (ip, port) = be
-            .addr
-            .map(|a| (a.ip().to_string(), a.port()))
-            .unwrap_or_default();
-        let (lip, lport) = r
-            .local
-            .map(|a| (a.ip().to_string(), a.port()))
-            .unwrap_or_default();
+    let (ip, port) = be
+        .addr
+        .map(|a| (a.ip().to_string(), a.port()))
+        .unwrap_or_default();
+    let (lip, lport) = r
+        .local
+        .map(|a| (a.ip().to_string(), a.port()))
+        .unwrap_or_default();
+    if let Some((fd, t)) = r.retried {
+        // The pooled connection the request went out on first, and found
+        // closed.
+        b.ts("Connected", t);
         b.logf(
             Tag::BackendOpen,
-            format_args!(
-                "{} {} {ip} {port} {lip} {lport} {}",
-                r.fd,
-                be.name,
-                if r.reused { "reuse" } else { "connect" }
-            ),
+            format_args!("{fd} {} {ip} {port} {lip} {lport} reuse", be.name),
         );
+        b.ts("Bereq", t);
+        b.log(Tag::FetchError, "HTC eof (-1)");
+        b.logf(Tag::BackendClose, format_args!("{fd} {} close", be.name));
     }
-    b.ts("Bereq", now);
-    b.ts("Beresp", now);
+    b.ts("Connected", r.t_connected);
+    b.logf(
+        Tag::BackendOpen,
+        format_args!(
+            "{} {} {ip} {port} {lip} {lport} {}",
+            r.fd,
+            be.name,
+            if r.reused { "reuse" } else { "connect" }
+        ),
+    );
+    b.ts("Bereq", r.t_bereq);
+    b.ts("Beresp", r.t_beresp);
     b.http_resp(Http::Beresp, resp);
 }
 
@@ -874,18 +897,32 @@ pub fn body_done(b: &mut Buf, obj: &crate::cache_obj::Object) {
     b.logf(Tag::Length, format_args!("{}", obj.body.len()));
 }
 
-/// CLI traffic (VXID 0): `CLI Rd COMMAND` and `CLI Wr STATUS LEN BODY`,
-/// `reply` being the framed answer (`STATUS LEN\nBODY\n`).
-pub fn cli(words: &[String], reply: &str) {
+/// CLI traffic (VXID 0), before the command runs: `CLI Rd COMMAND`.
+pub fn cli_rd(words: &[String]) {
     if !enabled(Tag::CLI) {
         return;
     }
-    // A here-document's body (a VCL) is not logged.
+    // What varnishd's child is told: a VCL is loaded by name whichever
+    // way it came (`vcl.inline` carries its source, which is not logged).
+    if let (Some("vcl.inline" | "vcl.load"), Some(name)) =
+        (words.first().map(String::as_str), words.get(1))
+    {
+        log0(Tag::CLI, format_args!("Rd vcl.load \"{name}\" 1auto"));
+        return;
+    }
     let cmd: Vec<&str> = words
         .iter()
         .map(|w| if w.contains('\n') { "<<" } else { w.as_str() })
         .collect();
     log0(Tag::CLI, format_args!("Rd {}", cmd.join(" ")));
+}
+
+/// CLI traffic (VXID 0), the answer: `CLI Wr STATUS LEN BODY`, `reply`
+/// being the framed answer (`STATUS LEN\nBODY\n`).
+pub fn cli_wr(reply: &str) {
+    if !enabled(Tag::CLI) {
+        return;
+    }
     let (head, body) = reply.split_once('\n').unwrap_or((reply, ""));
     let mut it = head.split_whitespace();
     let status = it.next().unwrap_or("");
@@ -925,4 +962,29 @@ pub fn backend_health(
             p.window
         ),
     );
+}
+
+/// A restart (Varnish 7.1's): the request's transaction ends (`Timestamp
+/// Restart`, `Link req NEW restart`, `End`) and the request goes on as a
+/// new one (`Begin req OLD restart`, `Timestamp Start`) with a new VXID,
+/// which `req.xid` and `X-Varnish` then show.
+pub fn restart(ctx: &crate::cache_req_fsm::Ctx, t: &mut crate::vrt_ctx::Task) {
+    let now = crate::vrt_ctx::now();
+    let new = ctx.next_xid();
+    let old_xid = t.xid;
+    let mut old = std::mem::take(&mut t.vsl);
+    old.ts("Restart", now);
+    old.logf(Tag::Link, format_args!("req {new} restart"));
+    let mut b = Buf::new(new, Kind::Client, old.t_start);
+    b.end_on_drop = old.end_on_drop;
+    b.follow = old.follow.take();
+    if let Some(c) = &b.follow {
+        c.store(new, Relaxed);
+    }
+    old.end();
+    b.logf(Tag::Begin, format_args!("req {old_xid} restart"));
+    b.t_last = now;
+    b.ts("Start", now);
+    t.vsl = b;
+    t.xid = new;
 }
