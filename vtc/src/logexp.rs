@@ -268,7 +268,9 @@ impl Matcher {
 /// Where the records come from.
 enum Source {
     Shellac(Stream),
-    Varnishlog(Child, BufReader<std::process::ChildStdout>),
+    /// varnishlog and its output's lines (read by a thread of their own,
+    /// so waiting for one can time out).
+    Varnishlog(Child, std::sync::mpsc::Receiver<String>),
 }
 
 impl Source {
@@ -282,14 +284,11 @@ impl Source {
                 Ok(Next::Eof) => Err("the log ended".into()),
                 Err(e) => Err(e.to_string()),
             },
-            Source::Varnishlog(_, r) => {
-                let mut l = String::new();
-                match r.read_line(&mut l) {
-                    Ok(0) => Err("varnishlog ended".into()),
-                    Ok(_) => Ok(parse_raw_line(l.trim_end_matches('\n'))),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            Source::Varnishlog(_, rx) => match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => Ok(parse_raw_line(&l)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+                Err(_) => Err("varnishlog ended".into()),
+            },
         }
     }
 }
@@ -367,8 +366,20 @@ impl Logexp {
         &self.name
     }
 
-    /// Runs the arguments of one `logexpect` command, left to right.
-    pub fn command(&mut self, ctx: &Arc<Ctx>, args: &[Token]) -> R<()> {
+    /// The varnish it reads (`v1`).
+    pub fn vname(&self) -> &str {
+        &self.vname
+    }
+
+    /// Runs the arguments of one `logexpect` command, left to right. `v`
+    /// is the varnish it reads (with `--varnishd`, its CLI places a
+    /// marker in the log so the reader knows it is attached).
+    pub fn command(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        args: &[Token],
+        mut v: Option<&mut crate::varnish::Varnish>,
+    ) -> R<()> {
         let mut i = 0;
         while i < args.len() {
             if ctx.stopped() {
@@ -417,9 +428,9 @@ impl Logexp {
                 }
                 "-m" => self.m_arg = !self.m_arg,
                 "-err" => self.err_arg = !self.err_arg,
-                "-start" => self.start(ctx)?,
+                "-start" => self.start(ctx, v.as_deref_mut())?,
                 "-run" => {
-                    self.start(ctx)?;
+                    self.start(ctx, v.as_deref_mut())?;
                     self.wait(ctx)?;
                 }
                 "-T" => {
@@ -561,7 +572,7 @@ impl Logexp {
 
     /// Opens the log at its tail (or head) and starts matching in a
     /// thread.
-    fn start(&mut self, ctx: &Arc<Ctx>) -> R<()> {
+    fn start(&mut self, ctx: &Arc<Ctx>, v: Option<&mut crate::varnish::Varnish>) -> R<()> {
         let tests = self.compile(ctx)?;
         let query = match &self.query {
             Some(q) => Some(
@@ -571,7 +582,7 @@ impl Logexp {
             None => None,
         };
         let workdir = ctx.tmpdir.join(&self.vname);
-        let src = self.open(ctx, &workdir)?;
+        let src = self.open(ctx, &workdir, v)?;
         let mut d = Dispatcher::new(self.grouping);
         if let Some(t) = self.timeout {
             d.timeout = Duration::from_secs_f64(t.max(0.0));
@@ -605,7 +616,12 @@ impl Logexp {
         Ok(())
     }
 
-    fn open(&self, ctx: &Ctx, workdir: &std::path::Path) -> R<Source> {
+    fn open(
+        &self,
+        ctx: &Ctx,
+        workdir: &std::path::Path,
+        v: Option<&mut crate::varnish::Varnish>,
+    ) -> R<Source> {
         if ctx.config.varnishd.is_some() {
             let mut cmd = Command::new("varnishlog");
             cmd.arg("-n").arg(workdir).args(["-g", "raw"]);
@@ -621,7 +637,20 @@ impl Logexp {
                 .stdout
                 .take()
                 .ok_or_else(|| ctx.fatal(&self.name, "varnishlog has no output"))?;
-            return Ok(Source::Varnishlog(child, BufReader::new(out)));
+            let (tx, rx) = std::sync::mpsc::channel();
+            let _ = std::thread::Builder::new().spawn(move || {
+                for l in BufReader::new(out).lines() {
+                    let Ok(l) = l else { break };
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut src = Source::Varnishlog(child, rx);
+            if !self.d_arg {
+                self.attached(ctx, &mut src, v)?;
+            }
+            return Ok(src);
         }
         let admin: PathBuf = workdir.join("_.admin");
         let deadline = Instant::now() + ctx.config.max_duration / 3;
@@ -643,6 +672,45 @@ impl Logexp {
         s.set_timeout(Some(Duration::from_millis(100)))
             .map_err(|e| ctx.fatal(&self.name, e.to_string()))?;
         Ok(Source::Shellac(s))
+    }
+
+    /// varnishlog says nothing when it has attached: a CLI command the
+    /// cache logs (`backend.list`, as `CLI Rd backend.list`) is sent
+    /// until it shows, and what came before is dropped (it was logged
+    /// before `-start`).
+    fn attached(
+        &self,
+        ctx: &Ctx,
+        src: &mut Source,
+        mut v: Option<&mut crate::varnish::Varnish>,
+    ) -> R<()> {
+        let Source::Varnishlog(_, rx) = src else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + ctx.config.max_duration / 3;
+        // Sent again every half second until it shows.
+        let mut last = Instant::now() - Duration::from_secs(1);
+        loop {
+            if ctx.stopped() || Instant::now() > deadline {
+                return Err(ctx.fatal(&self.name, "varnishlog did not attach"));
+            }
+            if last.elapsed() >= Duration::from_millis(500) {
+                if let Some(v) = v.as_deref_mut() {
+                    v.ask(ctx, "backend.list")?;
+                }
+                last = Instant::now();
+            }
+            let l = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => l,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(_) => return Err(ctx.fatal(&self.name, "varnishlog ended")),
+            };
+            if let Some(rec) = parse_raw_line(&l) {
+                if rec.tag == Tag::CLI && rec.text().starts_with("Rd backend.list") {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Waits for the thread; its failure is the test's.

@@ -285,7 +285,9 @@ impl State {
                         self.logexps.len() - 1
                     }
                 };
-                self.logexps[idx].command(&ctx, rest)
+                let vname = self.logexps[idx].vname().to_string();
+                let v = self.varnishes.iter_mut().find(|v| v.name() == vname);
+                self.logexps[idx].command(&ctx, rest, v)
             }
             TopKind::Process
             | TopKind::Setenv
