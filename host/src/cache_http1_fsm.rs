@@ -272,7 +272,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             rlog.detach(),
         )
         .await;
-        let t_handled = crate::vrt_ctx::now();
+
         if let ReplyBody::Pipe(_) = reply.body {
             let ReplyBody::Pipe(job) =
                 std::mem::replace(&mut reply.body, ReplyBody::Bytes(Bytes::new()))
@@ -284,10 +284,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             if let Err(e) = crate::cache_pipe::run(conn.stream, &leftover, *job).await {
                 tracing::debug!(%peer, "pipe: {e}");
             }
-            crate::vsl::end_txn(
-                rxid.load(std::sync::atomic::Ordering::Relaxed),
-                vapi::Kind::Client,
-            );
+            crate::vsl::end_txn(&rxid);
             return;
         }
         let resp_close = crate::cache_session::resp_close(&reply, &ex);
@@ -297,8 +294,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         )
         .await;
         acct.charge();
-        let rxid = rxid.load(std::sync::atomic::Ordering::Relaxed);
-        sess.req_done(rxid, rt0, t_handled, &acct);
+        sess.req_done(&rxid, rt0, &acct);
         match written {
             Ok(Ok(false)) => {}
             Ok(Ok(true)) => {

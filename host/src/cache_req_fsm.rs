@@ -553,8 +553,7 @@ async fn recv_to_delivery(
                     crate::vsc::MAIN.s_bgfetch.inc();
                     t.stale_obj = Some(o.clone());
                     let bo = make_bo(ctx, &t, false);
-                    t.vsl
-                        .logf(vapi::Tag::Link, format_args!("bereq {} bgfetch", bo.xid));
+                    t.vsl.link(vapi::Tag::Link, "bereq", bo.xid, "bgfetch");
                     t.stale_obj = None;
                     let (ctx2, vcl2, hdrs, hash) =
                         (ctx.clone(), vcl.clone(), t.req.headers.clone(), t.hash);
@@ -748,8 +747,7 @@ async fn run_fetch(
 ) -> Step {
     let bo = make_bo(ctx, t, pass);
     let how = if pass { "pass" } else { "fetch" };
-    t.vsl
-        .logf(vapi::Tag::Link, format_args!("bereq {} {how}", bo.xid));
+    t.vsl.link(vapi::Tag::Link, "bereq", bo.xid, how);
     crate::vsc::MAIN.s_fetch.inc();
     let (ctx2, vcl2, hdrs, hash, body) = (
         ctx.clone(),

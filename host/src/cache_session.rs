@@ -109,8 +109,9 @@ pub struct Sess {
     /// Why it closes; `None` until known (a session dropped without a
     /// reason closed because the client did).
     close: Option<Sc>,
-    /// The listener's name (`a0`), for `ReqStart`.
-    listener: String,
+    /// `ReqStart`'s data (`IP PORT LISTENER`), the same for every
+    /// request of the session.
+    req_start: String,
     vsl: Buf,
 }
 
@@ -147,7 +148,7 @@ impl Sess {
             peer,
             local,
             close: None,
-            listener: listener.to_string(),
+            req_start: format!("{} {} {listener}", peer.ip(), peer.port()),
             vsl,
         }
     }
@@ -165,40 +166,34 @@ impl Sess {
         req: &crate::vrt_ctx::ReqMsg,
     ) -> Buf {
         let xid = ctx.next_xid();
-        self.vsl.logf(Tag::Link, format_args!("req {xid} rxreq"));
+        self.vsl.link(Tag::Link, "req", xid, "rxreq");
         let mut b = Buf::new(xid, Kind::Client, t_first).end_on_drop();
-        b.logf(Tag::Begin, format_args!("req {} rxreq", self.vxid));
+        b.link(Tag::Begin, "req", self.vxid, "rxreq");
         b.ts("Start", t_first);
         b.ts("Req", t_req);
         if crate::vsl::enabled(Tag::VCL_use) {
             b.log(Tag::VCL_use, &ctx.active_name());
         }
-        b.logf(
-            Tag::ReqStart,
-            format_args!("{} {} {}", self.peer.ip(), self.peer.port(), self.listener),
-        );
+        b.log(Tag::ReqStart, &self.req_start);
         b.http_req(Http::Req, req);
         b
     }
 
-    /// A request delivered: `Timestamp Resp`, `ReqAcct` and `End` for
-    /// request `xid` (started at `t_start`, last timestamped at
-    /// `t_last`).
-    pub fn req_done(&mut self, xid: u64, t_start: f64, t_last: f64, acct: &ReqAcct) {
-        let mut b = Buf::new(xid, Kind::Client, t_start);
-        b.t_last = t_last;
+    /// A request delivered: `Timestamp Resp`, `ReqAcct` and `End`, after
+    /// what the request logged (`f`; it started at `t_start`).
+    pub fn req_done(&mut self, f: &crate::vsl::Follow, t_start: f64, acct: &ReqAcct) {
+        let mut b = f.resume(t_start);
         b.ts("Resp", crate::vrt_ctx::now());
-        b.logf(
+        b.numbers(
             Tag::ReqAcct,
-            format_args!(
-                "{} {} {} {} {} {}",
+            &[
                 acct.req_hdrbytes,
                 acct.req_bodybytes,
                 acct.req_hdrbytes + acct.req_bodybytes,
                 acct.resp_hdrbytes,
                 acct.resp_bodybytes,
-                acct.resp_hdrbytes + acct.resp_bodybytes
-            ),
+                acct.resp_hdrbytes + acct.resp_bodybytes,
+            ],
         );
         b.end();
     }

@@ -135,8 +135,10 @@ async fn log(mut s: TcpStream, query: &str) {
     }
     let (mut rd, mut wr) = s.into_split();
     let mut scratch = [0u8; 64];
+    let mut buf = Vec::with_capacity(64 << 10);
     loop {
-        let (lost, batches) = cur.read(64);
+        buf.clear();
+        let lost = cur.read(32 << 10, &mut buf);
         if lost > 0 {
             let mut m = Vec::new();
             vapi::record::encode_lost(&mut m, lost);
@@ -144,7 +146,7 @@ async fn log(mut s: TcpStream, query: &str) {
                 return;
             }
         }
-        if batches.is_empty() {
+        if buf.is_empty() {
             if !follow {
                 let _ = wr.shutdown().await;
                 return;
@@ -160,10 +162,8 @@ async fn log(mut s: TcpStream, query: &str) {
             }
             continue;
         }
-        for b in batches {
-            if wr.write_all(&b.data).await.is_err() {
-                return;
-            }
+        if wr.write_all(&buf).await.is_err() {
+            return;
         }
     }
 }

@@ -15,39 +15,162 @@
 //! attach through the admin HTTP listener (`/log`, see
 //! [`crate::mgt_http`]) with a [`Cursor`].
 
-use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use vapi::{Kind, Tag};
 
-/// One batch of records in the ring.
-#[derive(Clone)]
-pub struct Batch {
-    /// Position of the batch in the ring's history.
-    pub seq: u64,
-    /// Number of the batch's first record in the ring's history.
-    pub first_rec: u64,
-    /// Records in it.
-    pub nrec: u64,
-    /// The records, in the wire form of [`vapi::record`].
-    pub data: Bytes,
+/// Where a batch of records sits in the ring's history.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// Byte offset in the ring's history (the ring holds offsets
+    /// `head - capacity .. head`).
+    start: u64,
+    len: u32,
+    /// Number of its first record in the ring's history, and how many.
+    first_rec: u64,
+    nrec: u32,
 }
 
+/// The ring: `vsl_space` bytes written round and round (as Varnish's
+/// shared memory log), batch after batch (each behind a batch header, see
+/// [`vapi::shm`]), and where each batch starts. Writers copy their batch
+/// in under the lock; no memory is allocated or freed once it is full.
+/// The bytes are either this process's own (readers then come through
+/// `/log`) or a shared mapping of the instance's `_.vsl` file
+/// ([`attach_file`]), which other processes read without the server's
+/// help.
 struct Ring {
-    batches: VecDeque<Batch>,
-    bytes: usize,
-    next_seq: u64,
+    /// The ring's bytes (after the header, in a mapping).
+    base: *mut u8,
+    cap: usize,
+    /// The shared header, when the ring is a mapped file.
+    shm: Option<&'static vapi::shm::Header>,
+    /// The heap ring's storage (the pointer above points into it).
+    heap: Vec<u8>,
+    /// Bytes ever written.
+    head: u64,
+    slots: VecDeque<Slot>,
     next_rec: u64,
 }
 
-static RING: Mutex<Ring> = Mutex::new(Ring {
-    batches: VecDeque::new(),
-    bytes: 0,
-    next_seq: 0,
-    next_rec: 0,
-});
+// SAFETY: the ring's bytes are only touched under RING's mutex (or read
+// by other processes, which check what they read).
+unsafe impl Send for Ring {}
+
+impl Ring {
+    const fn new() -> Ring {
+        Ring {
+            base: std::ptr::null_mut(),
+            cap: 0,
+            shm: None,
+            heap: Vec::new(),
+            head: 0,
+            slots: VecDeque::new(),
+            next_rec: 0,
+        }
+    }
+
+    fn cap(&self) -> u64 {
+        self.cap as u64
+    }
+
+    fn copy_in(&mut self, at: u64, data: &[u8]) {
+        let cap = self.cap;
+        let pos = (at % cap as u64) as usize;
+        let first = data.len().min(cap - pos);
+        // SAFETY: base..base+cap is the ring's memory (heap or mapping),
+        // and both ranges lie within it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(pos), first);
+            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), self.base, data.len() - first);
+        }
+    }
+
+    fn copy_out(&self, at: u64, len: usize, out: &mut Vec<u8>) {
+        let cap = self.cap;
+        let pos = (at % cap as u64) as usize;
+        let first = len.min(cap - pos);
+        // SAFETY: as in copy_in.
+        unsafe {
+            out.extend_from_slice(std::slice::from_raw_parts(self.base.add(pos), first));
+            out.extend_from_slice(std::slice::from_raw_parts(self.base, len - first));
+        }
+    }
+
+    /// A new heap ring of `space` bytes (the old records go).
+    fn heap_ring(&mut self, space: usize) {
+        self.heap = vec![0; space];
+        self.base = self.heap.as_mut_ptr();
+        self.cap = space;
+        self.shm = None;
+        self.slots.clear();
+    }
+}
+
+static RING: Mutex<Ring> = Mutex::new(Ring::new());
+
+/// Puts the ring into memory other processes can map: an anonymous
+/// in-memory file (memfd: never written back to disk, gone with the
+/// process) of `vsl_space` bytes of ring, which readers open as
+/// `/proc/PID/fd/FD` — the path returned, which `serve` writes into the
+/// instance directory. The records logged before are dropped. Called
+/// once at start-up.
+pub fn attach_shm() -> std::io::Result<std::path::PathBuf> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let space = SPACE.load(Relaxed);
+    let len = vapi::shm::HDR + space;
+    // SAFETY: a NUL-terminated name; the descriptor is checked and then
+    // owned by `f` (kept open for the process's lifetime below).
+    let fd = unsafe { libc::memfd_create(c"shellac-vsl".as_ptr(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.set_len(len as u64)?;
+    // SAFETY: a fresh shared read-write mapping of a file of `len`
+    // bytes; checked for failure; kept for the process's lifetime.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let map = map as *mut u8;
+    // SAFETY: the mapping is page-aligned and larger than the header;
+    // the header is bytes and atomics, zeroed by the fresh file.
+    let hdr: &'static vapi::shm::Header = unsafe { &*(map as *const vapi::shm::Header) };
+    hdr.space
+        .store(space as u64, std::sync::atomic::Ordering::Release);
+    // SAFETY: writing the magic into the header's first bytes; no reader
+    // knows the file's path yet.
+    unsafe {
+        std::ptr::copy_nonoverlapping(vapi::shm::MAGIC.as_ptr(), map, 8);
+    }
+    let path =
+        std::path::PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()));
+    // The descriptor stays open (readers open it through /proc).
+    std::mem::forget(f);
+    let mut r = RING.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: the ring part starts HDR bytes into the mapping.
+    r.base = unsafe { map.add(vapi::shm::HDR) };
+    r.cap = space;
+    r.shm = Some(hdr);
+    r.heap = Vec::new();
+    r.head = 0;
+    r.next_rec = 0;
+    r.slots.clear();
+    Ok(path)
+}
 
 /// `vsl_space`: bytes the ring keeps.
 static SPACE: AtomicUsize = AtomicUsize::new(80 << 20);
@@ -139,38 +262,67 @@ pub fn configure(p: &crate::mgt_param::Params) {
     MASK[1].store(m[1], Relaxed);
 }
 
-/// Moves a batch into the ring, dropping the oldest past `vsl_space`.
-fn publish(data: Vec<u8>, nrec: u64) {
+/// Copies a batch into the ring, over its oldest batches.
+fn publish(data: &[u8], nrec: u64) {
     if data.is_empty() {
         return;
     }
     crate::vsc::MAIN.shm_records.add(nrec);
     crate::vsc::MAIN.shm_writes.inc();
-    let data = Bytes::from(data);
-    let space = SPACE.load(Relaxed);
-    {
-        let mut r = RING.lock().unwrap_or_else(|p| p.into_inner());
-        let b = Batch {
-            seq: r.next_seq,
-            first_rec: r.next_rec,
-            nrec,
-            data,
-        };
-        r.next_seq += 1;
-        r.next_rec += nrec;
-        r.bytes += b.data.len();
-        r.batches.push_back(b);
-        while r.bytes > space && r.batches.len() > 1 {
-            if let Some(old) = r.batches.pop_front() {
-                r.bytes -= old.data.len();
-            }
-        }
-    }
+    publish_to(&RING, SPACE.load(Relaxed), data, nrec);
     // SeqCst against the reader's increment: either the reader sees
     // the batch, or this sees the reader (see `Cursor::wait`).
     if WAITING.load(std::sync::atomic::Ordering::SeqCst) > 0 {
         NOTIFY.notify_waiters();
     }
+}
+
+/// Copies a batch into `ring` (of `space` bytes, unless it is a shared
+/// file, whose size is fixed).
+fn publish_to(ring: &Mutex<Ring>, space: usize, data: &[u8], nrec: u64) {
+    use std::sync::atomic::{fence, Ordering};
+    let mut r = ring.lock().unwrap_or_else(|p| p.into_inner());
+    if r.shm.is_none() && r.cap != space {
+        // First use, or `vsl_space` changed: a new ring.
+        r.heap_ring(space);
+    }
+    let total = vapi::shm::BATCH_HDR + data.len();
+    if total > r.cap {
+        return;
+    }
+    let start = r.head;
+    if let Some(h) = r.shm {
+        // Readers learn first that these bytes are about to change.
+        h.reserved.store(start + total as u64, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+    let first_rec = r.next_rec;
+    r.copy_in(start, &vapi::shm::batch_header(data.len(), nrec, first_rec));
+    r.copy_in(start + vapi::shm::BATCH_HDR as u64, data);
+    r.slots.push_back(Slot {
+        start,
+        len: total as u32,
+        first_rec,
+        nrec: nrec as u32,
+    });
+    r.head += total as u64;
+    r.next_rec += nrec;
+    let oldest = r.head.saturating_sub(r.cap());
+    while r.slots.front().is_some_and(|s| s.start < oldest) {
+        r.slots.pop_front();
+    }
+    if let (Some(h), Some(front)) = (r.shm, r.slots.front().copied()) {
+        h.oldest.store(front.start, Ordering::Release);
+        h.oldest_rec.store(front.first_rec, Ordering::Release);
+        h.next_rec.store(r.next_rec, Ordering::Release);
+        h.head.store(r.head, Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// Emptied transaction buffers, kept for the next transactions on
+    /// this thread (no allocation per transaction).
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Where a transaction's records go before the ring: its VXID, whose it
@@ -187,7 +339,7 @@ pub struct Buf {
     pub parent: u64,
     /// Told the transaction's current VXID (a restart gives a request a
     /// new one), for whoever ends it after its buffer is gone.
-    follow: Option<std::sync::Arc<AtomicU64>>,
+    follow: Option<std::sync::Arc<Follow>>,
     /// `Timestamp` bases: the transaction's start and last timestamp.
     pub t_start: f64,
     pub t_last: f64,
@@ -214,12 +366,19 @@ impl Buf {
         self.vxid
     }
 
-    /// A cell that holds the transaction's VXID, also after a restart
-    /// moved the request to a new one.
-    pub fn follow(&mut self) -> std::sync::Arc<AtomicU64> {
+    /// Where the transaction goes on after its buffer is gone: its VXID
+    /// (a restart moves a request to a new one) and what its buffer held
+    /// when dropped, which [`Follow::resume`] continues, so a request's
+    /// records go to the ring in one batch.
+    pub fn follow(&mut self) -> std::sync::Arc<Follow> {
         let vxid = self.vxid;
         self.follow
-            .get_or_insert_with(|| std::sync::Arc::new(AtomicU64::new(vxid)))
+            .get_or_insert_with(|| {
+                std::sync::Arc::new(Follow {
+                    vxid: AtomicU64::new(vxid),
+                    parked: Mutex::new(None),
+                })
+            })
             .clone()
     }
 
@@ -258,7 +417,34 @@ impl Buf {
         }
     }
 
+    /// Room for a transaction's records at once (a request's fit in
+    /// `vsl_buffer`), from the thread's pool of buffers.
+    #[inline]
+    fn room(&mut self) {
+        if self.data.capacity() == 0 {
+            self.data = POOL
+                .with(|p| p.borrow_mut().pop())
+                .unwrap_or_else(|| Vec::with_capacity(BUFFER.load(Relaxed).min(64 << 10)));
+        }
+    }
+
+    /// Hands the records to the ring and the emptied buffer to the pool.
+    fn publish_and_recycle(&mut self) {
+        let mut data = std::mem::take(&mut self.data);
+        publish(&data, std::mem::take(&mut self.nrec));
+        data.clear();
+        if data.capacity() <= 256 << 10 {
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < 16 {
+                    p.push(data);
+                }
+            });
+        }
+    }
+
     fn put(&mut self, tag: Tag, b: &[u8]) {
+        self.room();
         let len = b.len().min(RECLEN.load(Relaxed));
         vapi::record::encode_header(&mut self.data, self.vxid, tag as u8, self.kind, len as u16);
         self.data.extend_from_slice(&b[..len]);
@@ -271,17 +457,11 @@ impl Buf {
         if !enabled(tag) {
             return;
         }
+        self.room();
         let start = self.data.len();
         vapi::record::encode_header(&mut self.data, self.vxid, tag as u8, self.kind, 0);
         let body = self.data.len();
-        struct W<'a>(&'a mut Vec<u8>);
-        impl std::fmt::Write for W<'_> {
-            fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                self.0.extend_from_slice(s.as_bytes());
-                Ok(())
-            }
-        }
-        let _ = W(&mut self.data).write_fmt(args);
+        let _ = Adapter(&mut self.data).write_fmt(args);
         let len = (self.data.len() - body).min(RECLEN.load(Relaxed));
         self.data.truncate(body + len);
         self.data[start + 10..start + 12].copy_from_slice(&(len as u16).to_le_bytes());
@@ -295,27 +475,81 @@ impl Buf {
         }
     }
 
+    /// Starts a record written piece by piece (the hot records, without
+    /// the formatter); `None` when the tag is masked. [`Buf::done`] ends
+    /// it.
+    #[inline]
+    fn start(&mut self, tag: Tag) -> Option<usize> {
+        if !enabled(tag) {
+            return None;
+        }
+        self.room();
+        let start = self.data.len();
+        vapi::record::encode_header(&mut self.data, self.vxid, tag as u8, self.kind, 0);
+        Some(start)
+    }
+
+    /// Ends a record [`Buf::start`] began: its length (cut at
+    /// `vsl_reclen`) goes in its header.
+    #[inline]
+    fn done(&mut self, start: usize) {
+        let body = start + vapi::record::HEADER;
+        let len = (self.data.len() - body).min(RECLEN.load(Relaxed));
+        self.data.truncate(body + len);
+        self.data[start + 10..start + 12].copy_from_slice(&(len as u16).to_le_bytes());
+        self.done_record();
+    }
+
     /// `Timestamp LABEL: now since_start since_last`, moving `t_last`.
     pub fn ts(&mut self, label: &str, now: f64) {
-        self.logf(
-            Tag::Timestamp,
-            format_args!(
-                "{label}: {now:.6} {:.6} {:.6}",
-                now - self.t_start,
-                now - self.t_last
-            ),
-        );
+        let (d0, d1) = (now - self.t_start, now - self.t_last);
         self.t_last = now;
+        let Some(s) = self.start(Tag::Timestamp) else {
+            return;
+        };
+        self.data.extend_from_slice(label.as_bytes());
+        self.data.extend_from_slice(b": ");
+        fixed6(&mut self.data, now);
+        self.data.push(b' ');
+        fixed6(&mut self.data, d0);
+        self.data.push(b' ');
+        fixed6(&mut self.data, d1);
+        self.done(s);
+    }
+
+    /// A record `WORD NUMBER WORD` (`Begin req 1000 rxreq`, `Link bereq
+    /// 1002 fetch`).
+    pub fn link(&mut self, tag: Tag, kind: &str, vxid: u64, reason: &str) {
+        let Some(s) = self.start(tag) else {
+            return;
+        };
+        self.data.extend_from_slice(kind.as_bytes());
+        self.data.push(b' ');
+        push_u64(&mut self.data, vxid);
+        self.data.push(b' ');
+        self.data.extend_from_slice(reason.as_bytes());
+        self.done(s);
+    }
+
+    /// A record of numbers separated by spaces (`ReqAcct`, `Length`,
+    /// `RespStatus`).
+    pub fn numbers(&mut self, tag: Tag, ns: &[u64]) {
+        let Some(s) = self.start(tag) else {
+            return;
+        };
+        for (i, n) in ns.iter().enumerate() {
+            if i > 0 {
+                self.data.push(b' ');
+            }
+            push_u64(&mut self.data, *n);
+        }
+        self.done(s);
     }
 
     /// Hands the records so far to the ring.
     pub fn flush(&mut self) {
         if !self.data.is_empty() {
-            let cap = BUFFER.load(Relaxed).min(64 << 10);
-            publish(
-                std::mem::replace(&mut self.data, Vec::with_capacity(cap)),
-                std::mem::take(&mut self.nrec),
-            );
+            self.publish_and_recycle();
         }
     }
 }
@@ -330,9 +564,53 @@ impl Drop for Buf {
     fn drop(&mut self) {
         if self.end_on_drop {
             self.log(Tag::End, "");
+        } else if let Some(f) = self.follow.take() {
+            // Its owner goes on with it: parked, not published.
+            if let Ok(mut p) = f.parked.lock() {
+                *p = Some((
+                    std::mem::take(&mut self.data),
+                    std::mem::take(&mut self.nrec),
+                    self.t_last,
+                ));
+                return;
+            }
         }
         if !self.data.is_empty() {
-            publish(std::mem::take(&mut self.data), self.nrec);
+            self.publish_and_recycle();
+        }
+    }
+}
+
+/// A transaction that outlives its first buffer (see [`Buf::follow`]).
+pub struct Follow {
+    vxid: AtomicU64,
+    parked: Mutex<Option<(Vec<u8>, u64, f64)>>,
+}
+
+impl Follow {
+    /// The transaction's VXID now.
+    pub fn vxid(&self) -> u64 {
+        self.vxid.load(Relaxed)
+    }
+
+    /// A buffer that goes on where the dropped one stopped (its records
+    /// and its last timestamp); `t_start` is the transaction's start.
+    pub fn resume(&self, t_start: f64) -> Buf {
+        let mut b = Buf::new(self.vxid(), Kind::Client, t_start);
+        if let Some((data, nrec, t_last)) = self.parked.lock().ok().and_then(|mut p| p.take()) {
+            b.data = data;
+            b.nrec = nrec;
+            b.t_last = t_last;
+        }
+        b
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        // Records nobody resumed still go to the ring.
+        if let Some((data, nrec, _)) = self.parked.get_mut().ok().and_then(|p| p.take()) {
+            publish(&data, nrec);
         }
     }
 }
@@ -346,21 +624,30 @@ pub fn log0(tag: Tag, args: std::fmt::Arguments<'_>) {
 
 /// A reader's place in the ring.
 pub struct Cursor {
-    next_seq: u64,
+    ring: &'static Mutex<Ring>,
+    /// Offset of the next batch to read, and the number of its first
+    /// record.
+    next: u64,
     next_rec: u64,
 }
 
 impl Cursor {
     /// At the oldest record the ring holds (`varnishlog -d`).
     pub fn head() -> Cursor {
-        let r = RING.lock().unwrap_or_else(|p| p.into_inner());
-        match r.batches.front() {
-            Some(b) => Cursor {
-                next_seq: b.seq,
-                next_rec: b.first_rec,
+        Cursor::head_of(&RING)
+    }
+
+    fn head_of(ring: &'static Mutex<Ring>) -> Cursor {
+        let r = ring.lock().unwrap_or_else(|p| p.into_inner());
+        match r.slots.front() {
+            Some(s) => Cursor {
+                ring,
+                next: s.start,
+                next_rec: s.first_rec,
             },
             None => Cursor {
-                next_seq: r.next_seq,
+                ring,
+                next: r.head,
                 next_rec: r.next_rec,
             },
         }
@@ -368,40 +655,52 @@ impl Cursor {
 
     /// After the newest record: only what comes next.
     pub fn tail() -> Cursor {
-        let r = RING.lock().unwrap_or_else(|p| p.into_inner());
+        Cursor::tail_of(&RING)
+    }
+
+    fn tail_of(ring: &'static Mutex<Ring>) -> Cursor {
+        let r = ring.lock().unwrap_or_else(|p| p.into_inner());
         Cursor {
-            next_seq: r.next_seq,
+            ring,
+            next: r.head,
             next_rec: r.next_rec,
         }
     }
 
-    /// The batches past the cursor (at most `max`), and how many records
-    /// the cursor lost because the ring dropped them before it read
-    /// them.
-    pub fn read(&mut self, max: usize) -> (u64, Vec<Batch>) {
-        let r = RING.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lost = 0;
-        let Some(front) = r.batches.front() else {
-            return (0, Vec::new());
+    /// Appends to `out` the batches past the cursor (whole batches, about
+    /// `max` bytes at most, so writers wait little), and returns how many
+    /// records the cursor lost because the ring wrote over them before it
+    /// read them.
+    pub fn read(&mut self, max: usize, out: &mut Vec<u8>) -> u64 {
+        let r = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(front) = r.slots.front() else {
+            return 0;
         };
-        if front.seq > self.next_seq {
-            lost = front.first_rec - self.next_rec;
-            self.next_seq = front.seq;
+        let mut lost = 0;
+        if front.start > self.next {
+            lost = front.first_rec.saturating_sub(self.next_rec);
+            self.next = front.start;
             self.next_rec = front.first_rec;
         }
-        let skip = (self.next_seq - front.seq) as usize;
-        let out: Vec<Batch> = r.batches.iter().skip(skip).take(max).cloned().collect();
-        if let Some(last) = out.last() {
-            self.next_seq = last.seq + 1;
-            self.next_rec = last.first_rec + last.nrec;
+        let i = r.slots.partition_point(|s| s.start < self.next);
+        let mut taken = 0;
+        for s in r.slots.iter().skip(i) {
+            if taken > 0 && taken + s.len as usize > max {
+                break;
+            }
+            let hdr = vapi::shm::BATCH_HDR;
+            r.copy_out(s.start + hdr as u64, s.len as usize - hdr, out);
+            taken += s.len as usize;
+            self.next = s.start + u64::from(s.len);
+            self.next_rec = s.first_rec + u64::from(s.nrec);
         }
-        (lost, out)
+        lost
     }
 
     /// Whether nothing is past the cursor now.
     pub fn at_end(&self) -> bool {
-        let r = RING.lock().unwrap_or_else(|p| p.into_inner());
-        self.next_seq >= r.next_seq
+        let r = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        self.next >= r.head
     }
 
     /// Waits until something may be past the cursor.
@@ -515,7 +814,7 @@ impl Buf {
     pub fn http_resp(&mut self, h: Http, m: &crate::vrt_ctx::RespMsg) {
         let t = h.tags();
         self.log(t[2], &m.proto);
-        self.logf(t[3], format_args!("{}", m.status));
+        self.numbers(t[3], &[u64::from(m.status)]);
         self.log(t[4], &m.reason);
         self.headers(h, &m.headers);
     }
@@ -533,7 +832,26 @@ impl Buf {
 
     /// One header set: `ReqHeader name: value`.
     pub fn header(&mut self, h: Http, name: &str, value: &str) {
-        self.logf(h.tags()[5], format_args!("{name}: {value}"));
+        self.pair(h.tags()[5], name, value);
+    }
+
+    /// A record `NAME: VALUE` (headers), without the formatter.
+    fn pair(&mut self, tag: Tag, name: &str, value: &str) {
+        if !enabled(tag) {
+            return;
+        }
+        self.room();
+        let reclen = RECLEN.load(Relaxed);
+        let len = (name.len() + 2 + value.len()).min(reclen);
+        vapi::record::encode_header(&mut self.data, self.vxid, tag as u8, self.kind, len as u16);
+        let rec = [name.as_bytes(), b": ", value.as_bytes()];
+        let mut left = len;
+        for part in rec {
+            let n = part.len().min(left);
+            self.data.extend_from_slice(&part[..n]);
+            left -= n;
+        }
+        self.done_record();
     }
 
     /// The headers named `name` about to be removed: `ReqUnset name: v`.
@@ -543,7 +861,7 @@ impl Buf {
             return;
         }
         for (n, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            self.logf(tag, format_args!("{n}: {v}"));
+            self.pair(tag, n, v);
         }
     }
 
@@ -562,10 +880,24 @@ impl Buf {
 
     /// `VCL_call` before a subroutine runs.
     pub fn vcl_call(&mut self, m: vcl_to_wasm::types::Method) {
-        if enabled(Tag::VCL_call) {
-            let name = m.sub_name().trim_start_matches("vcl_").to_ascii_uppercase();
-            self.log(Tag::VCL_call, &name);
-        }
+        use vcl_to_wasm::types::Method as M;
+        let name = match m {
+            M::Recv => "RECV",
+            M::Pipe => "PIPE",
+            M::Pass => "PASS",
+            M::Hash => "HASH",
+            M::Purge => "PURGE",
+            M::Miss => "MISS",
+            M::Hit => "HIT",
+            M::Deliver => "DELIVER",
+            M::Synth => "SYNTH",
+            M::BackendFetch => "BACKEND_FETCH",
+            M::BackendResponse => "BACKEND_RESPONSE",
+            M::BackendError => "BACKEND_ERROR",
+            M::Init => "INIT",
+            M::Fini => "FINI",
+        };
+        self.log(Tag::VCL_call, name);
     }
 
     /// `VCL_return` after it (its `return`, or the one the builtin VCL
@@ -721,9 +1053,9 @@ pub fn minimal(mut b: Buf, status: u16, reason: &str) {
     b.end();
 }
 
-/// Ends transaction `vxid` (`End`) from outside its buffer.
-pub fn end_txn(vxid: u64, kind: Kind) {
-    Buf::new(vxid, kind, 0.0).end();
+/// Ends a transaction whose buffer is gone (`End`).
+pub fn end_txn(f: &Follow) {
+    f.resume(0.0).end();
 }
 
 /// The lookup found `obj`: `Hit XID TTL GRACE KEEP` (time left to live,
@@ -734,14 +1066,19 @@ pub fn hit(b: &mut Buf, tag: Tag, obj: &crate::cache_obj::Object) {
         return;
     }
     let left = obj.fresh_until() - crate::vrt_ctx::now();
+    let Some(s) = b.start(tag) else {
+        return;
+    };
+    push_u64(&mut b.data, obj.xid);
+    b.data.push(b' ');
+    fixed6(&mut b.data, left);
     if tag == Tag::Hit {
-        b.logf(
-            tag,
-            format_args!("{} {left:.6} {:.6} {:.6}", obj.xid, obj.grace, obj.keep),
-        );
-    } else {
-        b.logf(tag, format_args!("{} {left:.6}", obj.xid));
+        b.data.push(b' ');
+        fixed6(&mut b.data, obj.grace);
+        b.data.push(b' ');
+        fixed6(&mut b.data, obj.keep);
     }
+    b.done(s);
 }
 
 /// A backend request's buffer (its `Begin` is logged when the fetch
@@ -764,7 +1101,7 @@ pub fn bereq_begin(bo: &mut crate::vrt_ctx::Task, vcl: &str) {
     };
     let b = &mut bo.vsl;
     let parent = b.parent;
-    b.logf(Tag::Begin, format_args!("bereq {parent} {how}"));
+    b.link(Tag::Begin, "bereq", parent, how);
     b.log(Tag::VCL_use, vcl);
     let t0 = b.t_start;
     b.ts("Start", t0);
@@ -894,7 +1231,7 @@ pub fn storage(
 /// The body is in: `Timestamp BerespBody` and `Length`.
 pub fn body_done(b: &mut Buf, obj: &crate::cache_obj::Object) {
     b.ts("BerespBody", crate::vrt_ctx::now());
-    b.logf(Tag::Length, format_args!("{}", obj.body.len()));
+    b.numbers(Tag::Length, &[obj.body.len()]);
 }
 
 /// CLI traffic (VXID 0), before the command runs: `CLI Rd COMMAND`.
@@ -974,17 +1311,156 @@ pub fn restart(ctx: &crate::cache_req_fsm::Ctx, t: &mut crate::vrt_ctx::Task) {
     let old_xid = t.xid;
     let mut old = std::mem::take(&mut t.vsl);
     old.ts("Restart", now);
-    old.logf(Tag::Link, format_args!("req {new} restart"));
+    old.link(Tag::Link, "req", new, "restart");
     let mut b = Buf::new(new, Kind::Client, old.t_start);
     b.end_on_drop = old.end_on_drop;
     b.follow = old.follow.take();
     if let Some(c) = &b.follow {
-        c.store(new, Relaxed);
+        c.vxid.store(new, Relaxed);
     }
     old.end();
-    b.logf(Tag::Begin, format_args!("req {old_xid} restart"));
+    b.link(Tag::Begin, "req", old_xid, "restart");
     b.t_last = now;
     b.ts("Start", now);
     t.vsl = b;
     t.xid = new;
+}
+
+/// `x` with six decimals, as `{:.6}` writes it (for the magnitudes
+/// timestamps have; others go through the formatter).
+fn fixed6(out: &mut Vec<u8>, x: f64) {
+    if !x.is_finite() || x.abs() >= 9.0e12 {
+        let _ = write!(Adapter(out), "{x:.6}");
+        return;
+    }
+    let neg = x < 0.0;
+    let us = (x.abs() * 1e6).round() as u64;
+    if neg && us != 0 {
+        out.push(b'-');
+    }
+    let (secs, frac) = (us / 1_000_000, us % 1_000_000);
+    push_u64(out, secs);
+    out.push(b'.');
+    let mut f = [b'0'; 6];
+    let mut v = frac;
+    for d in f.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&f);
+}
+
+/// `v` in decimal.
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend(digits[..n].iter().rev());
+}
+
+/// `std::fmt::Write` onto a byte vector.
+struct Adapter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Adapter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed6_is_like_the_formatter() {
+        for x in [
+            0.0,
+            -0.0,
+            1.5,
+            0.000_000_4,
+            0.000_000_6,
+            -0.25,
+            1_796_256_816.791_924,
+            123.456_789_49,
+            1e13,
+            f64::NAN,
+        ] {
+            let mut o = Vec::new();
+            fixed6(&mut o, x);
+            let want = format!("{x:.6}");
+            let want = if want == "-0.000000" {
+                "0.000000".to_string()
+            } else {
+                want
+            };
+            assert_eq!(String::from_utf8(o).unwrap(), want, "{x}");
+        }
+    }
+
+    /// A small ring of its own: batches wrap around its end, a reader
+    /// that keeps up sees them all, one that falls behind is told how
+    /// many records it lost and goes on from the oldest batch kept.
+    #[test]
+    fn ring_wraps_and_counts_losses() {
+        let ring: &'static Mutex<Ring> = Box::leak(Box::new(Mutex::new(Ring::new())));
+        // Room for three batches of 30 bytes and their headers.
+        let space = 3 * (30 + vapi::shm::BATCH_HDR) + 10;
+        let batch = |i: u8| vec![i; 30];
+        let mut fast = Cursor::tail_of(ring);
+        let mut slow = Cursor::head_of(ring);
+        let mut seen = Vec::new();
+        for i in 0..10u8 {
+            publish_to(ring, space, &batch(i), 2);
+            let mut out = Vec::new();
+            assert_eq!(fast.read(1000, &mut out), 0);
+            assert_eq!(out, batch(i));
+            seen.push(out);
+            assert!(fast.at_end());
+        }
+        assert_eq!(seen.len(), 10);
+        // The slow reader lost the 7 batches (14 records) the ring wrote
+        // over, then reads the 3 kept, oldest first.
+        let mut out = Vec::new();
+        assert_eq!(slow.read(1000, &mut out), 14);
+        assert_eq!(out, [batch(7), batch(8), batch(9)].concat());
+        assert!(slow.at_end());
+        // Reads stop near `max`, whole batches only.
+        publish_to(ring, space, &batch(10), 1);
+        publish_to(ring, space, &batch(11), 1);
+        let mut out = Vec::new();
+        assert_eq!(slow.read(40, &mut out), 0);
+        assert_eq!(out, batch(10));
+        // A batch larger than the ring is dropped.
+        publish_to(ring, space, &[0; 300], 1);
+        let mut out = Vec::new();
+        slow.read(1000, &mut out);
+        assert_eq!(out, batch(11));
+    }
+
+    #[test]
+    fn masks() {
+        let m = parse_mask(DEFAULT_MASK, [0, 0]).unwrap();
+        assert!(show_mask(m).contains("-Debug"));
+        let m2 = parse_mask("+Debug,-ReqHeader", m).unwrap();
+        let shown = show_mask(m2);
+        assert!(!shown.contains("-Debug,") && shown.contains("-ReqHeader"));
+        assert_eq!(
+            parse_mask("-*", [0, 0])
+                .map(show_mask)
+                .unwrap()
+                .matches(',')
+                .count(),
+            95
+        );
+        assert!(parse_mask("Debug", [0, 0]).is_err());
+        assert!(parse_mask("-Nope", [0, 0]).is_err());
+    }
 }

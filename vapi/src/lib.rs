@@ -16,6 +16,7 @@ pub mod ncsa;
 pub mod print;
 pub mod query;
 pub mod record;
+pub mod shm;
 pub mod stream;
 pub mod tag;
 

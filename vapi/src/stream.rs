@@ -85,3 +85,106 @@ impl Stream {
         }
     }
 }
+
+/// The log of a running Shellac, read from its shared-memory file
+/// (`DIR/_.vsl`) when there is one, else from its admin HTTP listener.
+pub enum Source {
+    /// The shared mapping: polled, costs the server nothing.
+    Shm {
+        /// The mapping.
+        reader: crate::shm::Reader,
+        /// Records copied out, not decoded yet.
+        buf: Vec<u8>,
+        /// Decoded up to here.
+        pos: usize,
+        /// Stop at the end (`-d`) instead of waiting for more.
+        dump: bool,
+        /// How long [`Source::read`] waits before saying [`Next::Idle`].
+        timeout: Duration,
+    },
+    /// The `/log` stream.
+    Http(Stream),
+}
+
+impl Source {
+    /// Opens the log of an instance: its shared memory at `shm` when
+    /// given and readable, else its admin HTTP listener `http`; from the
+    /// oldest record kept (`head`) or the next written; `follow` goes on
+    /// after the newest.
+    pub fn open(
+        shm: Option<&std::path::Path>,
+        http: Option<&str>,
+        head: bool,
+        follow: bool,
+    ) -> io::Result<Source> {
+        let mapped = match shm {
+            Some(p) => crate::shm::Reader::open(p, head),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no shared log")),
+        };
+        match mapped {
+            Ok(reader) => Ok(Source::Shm {
+                reader,
+                buf: Vec::new(),
+                pos: 0,
+                dump: !follow,
+                timeout: Duration::from_millis(500),
+            }),
+            Err(shm_err) => match http {
+                Some(a) => Stream::connect(a, head, follow).map(Source::Http),
+                None => Err(shm_err),
+            },
+        }
+    }
+
+    /// Waits at most `t` for data in [`Source::read`].
+    pub fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        match self {
+            Source::Shm { timeout, .. } => {
+                *timeout = t;
+                Ok(())
+            }
+            Source::Http(s) => s.set_timeout(Some(t)),
+        }
+    }
+
+    /// The next item.
+    pub fn read(&mut self) -> io::Result<Next> {
+        let (reader, buf, pos, dump, timeout) = match self {
+            Source::Http(s) => return s.read(),
+            Source::Shm {
+                reader,
+                buf,
+                pos,
+                dump,
+                timeout,
+            } => (reader, buf, pos, *dump, *timeout),
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match decode(&buf[*pos..]) {
+                Ok(Some((item, n))) => {
+                    *pos += n;
+                    return Ok(Next::Item(item));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            buf.drain(..*pos);
+            *pos = 0;
+            let lost = reader.read(64 << 10, buf);
+            if lost > 0 {
+                return Ok(Next::Item(Item::Lost(lost)));
+            }
+            if !buf.is_empty() {
+                continue;
+            }
+            if dump {
+                return Ok(Next::Eof);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(Next::Idle);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pcre2::bytes::Regex;
-use vapi::stream::{Next, Stream};
+use vapi::stream::Next;
 use vapi::{Dispatcher, Filter, Grouping, Item, Kind, Query, Record, Tag};
 
 use crate::ctx::{Abort, Ctx, R};
@@ -267,7 +267,7 @@ impl Matcher {
 
 /// Where the records come from.
 enum Source {
-    Shellac(Stream),
+    Shellac(vapi::stream::Source),
     /// varnishlog and its output's lines (read by a thread of their own,
     /// so waiting for one can time out).
     Varnishlog(Child, std::sync::mpsc::Receiver<String>),
@@ -652,12 +652,17 @@ impl Logexp {
             }
             return Ok(src);
         }
+        // The instance directory tells where the log is once serve is up.
         let admin: PathBuf = workdir.join("_.admin");
         let deadline = Instant::now() + ctx.config.max_duration / 3;
-        let addr = loop {
+        let (addr, shm) = loop {
             let text = std::fs::read_to_string(&admin).unwrap_or_default();
             if let Some(a) = text.lines().find_map(|l| l.strip_prefix("H ")) {
-                break a.to_string();
+                let shm = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("V "))
+                    .map(PathBuf::from);
+                break (a.to_string(), shm);
             }
             if Instant::now() > deadline {
                 return Err(ctx.fatal(
@@ -667,9 +672,9 @@ impl Logexp {
             }
             ctx.sleep(Duration::from_millis(50))?;
         };
-        let s = Stream::connect(&addr, self.d_arg, true)
+        let mut s = vapi::stream::Source::open(shm.as_deref(), Some(&addr), self.d_arg, true)
             .map_err(|e| ctx.fatal(&self.name, format!("VSL_CursorVSM: {e}")))?;
-        s.set_timeout(Some(Duration::from_millis(100)))
+        s.set_timeout(Duration::from_millis(100))
             .map_err(|e| ctx.fatal(&self.name, e.to_string()))?;
         Ok(Source::Shellac(s))
     }

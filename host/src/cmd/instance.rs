@@ -18,6 +18,8 @@ pub struct Instance {
     pub secret: Option<PathBuf>,
     /// The admin HTTP listener.
     pub http: Option<String>,
+    /// The transaction log's shared memory.
+    pub vsl: Option<PathBuf>,
 }
 
 /// The directory `-n DIR` names (serve's default when not given).
@@ -52,6 +54,7 @@ pub fn find(n: Option<&Path>, wait: Duration) -> anyhow::Result<Instance> {
             Some(("T", v)) => i.cli = Some(v.to_string()),
             Some(("S", v)) => i.secret = Some(PathBuf::from(v)),
             Some(("H", v)) => i.http = Some(v.to_string()),
+            Some(("V", v)) => i.vsl = Some(PathBuf::from(v)),
             _ => {}
         }
     }

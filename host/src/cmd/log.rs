@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use vapi::stream::{Next, Stream};
+use vapi::stream::{Next, Source};
 use vapi::{Dispatcher, Filter, Grouping, Item, Query};
 
 #[derive(clap::Args)]
@@ -181,10 +181,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (false, None) => None,
     };
     let inst = super::instance::find(o.name.as_deref(), o.wait)?;
-    let addr = inst.http()?.to_string();
-    let mut stream = Stream::connect(&addr, o.dump, !o.dump)
-        .with_context(|| format!("reading the log from {addr}"))?;
-    stream.set_timeout(Some(Duration::from_millis(500)))?;
+    let dir = super::instance::dir(o.name.as_deref());
+    let mut stream = Source::open(inst.vsl.as_deref(), inst.http.as_deref(), o.dump, !o.dump)
+        .with_context(|| format!("reading the log of {}", dir.display()))?;
+    stream.set_timeout(Duration::from_millis(500))?;
     let mut d = Dispatcher::new(grouping);
     d.timeout = o.timeout;
     d.limit = o.limit;

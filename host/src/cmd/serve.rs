@@ -91,6 +91,7 @@ fn write_instance(
     admin: Option<&str>,
     secret: Option<&std::path::Path>,
     http: Option<&str>,
+    vsl: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("-n {}", dir.display()))?;
     std::fs::write(dir.join("listen"), listens.join("\n") + "\n")?;
@@ -100,6 +101,9 @@ fn write_instance(
     }
     if let Some(h) = http {
         a.push_str(&format!("H {h}\n"));
+    }
+    if let Some(v) = vsl {
+        a.push_str(&format!("V {}\n", v.display()));
     }
     if let Some(s) = secret {
         let s = std::fs::canonicalize(s).unwrap_or_else(|_| s.to_path_buf());
@@ -162,6 +166,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => Ctx::empty(params, storage),
         });
         tokio::spawn(shellac::cache_ban::lurker(Arc::downgrade(&ctx)));
+        // The transaction log in shared memory, where `shellac log` and
+        // logexpect map it (the instance directory says where).
+        let vsl = match shellac::vsl::attach_shm() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("transaction log not shared (readers use /log): {e}");
+                None
+            }
+        };
+        let dir = args.name.clone().unwrap_or_else(default_instance);
         let child = Arc::new(Child::new(ctx.clone(), listens));
         let mut tasks = Vec::new();
         let mut admin_addr = None;
@@ -184,13 +198,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             http_addr = Some(l.local_addr()?.to_string());
             tokio::spawn(shellac::mgt_http::serve(child.clone(), l));
         }
-        let dir = args.name.clone().unwrap_or_else(default_instance);
         write_instance(
             &dir,
             &addrs,
             admin_addr.as_deref(),
             args.secret.as_deref(),
             http_addr.as_deref(),
+            vsl.as_deref(),
         )?;
         // The CLI answers only once the instance directory tells where
         // everything is (varnishtest reads counters right after `start`).
