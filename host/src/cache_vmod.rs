@@ -561,6 +561,8 @@ pub struct VclVmod {
     pool: Mutex<Vec<VmodInstance>>,
     /// Calls made in `vcl_init`, replayed on each new instance.
     init_log: Mutex<Vec<Recorded>>,
+    /// `VMOD.<vcl>.<vmod>.*`: calls and how they failed.
+    pub vsc: crate::vsc::VmodStats,
 }
 
 #[derive(Clone)]
@@ -594,6 +596,7 @@ impl VclVmod {
             limits,
             pool: Mutex::new(Vec::new()),
             init_log: Mutex::new(Vec::new()),
+            vsc: Default::default(),
         }
     }
 
@@ -717,6 +720,7 @@ impl VclVmod {
         object: Option<u32>,
         args: Vec<VclValue>,
     ) -> Result<VclResult, VmodError> {
+        self.vsc.calls.inc();
         let in_init = inst
             .store
             .data()
@@ -724,9 +728,13 @@ impl VclVmod {
             .as_ref()
             .is_some_and(|t| t.method == Method::Init);
         if !in_init {
-            return self.invoke(inst, export, object, args);
+            return self
+                .invoke(inst, export, object, args)
+                .inspect_err(|_| self.vsc.failed.inc());
         }
-        let r = self.invoke(inst, export, object, args.clone())?;
+        let r = self
+            .invoke(inst, export, object, args.clone())
+            .inspect_err(|_| self.vsc.failed.inc())?;
         if let Ok(mut log) = self.init_log.lock() {
             log.push(Recorded {
                 export,
@@ -819,6 +827,7 @@ impl VclVmod {
     /// The error for a failed call of `func`.
     fn call_error(&self, inst: &VmodInstance, func: &str, err: &wasmtime::Error) -> VmodError {
         let cap = &inst.store.data().limits;
+        crate::vsc::vmod_failed(&self.vsc, cap.refused, err);
         if cap.refused {
             // The guest's allocator traps when memory cannot grow: name
             // the cause rather than the `unreachable`.

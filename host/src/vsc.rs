@@ -492,6 +492,33 @@ counters! {
     helddown: c diag i "Connection opens not attempted",
 }}
 
+counters! {
+    /// `VMOD.<vcl>.<vmod>.*`: one VMOD component of one loaded VCL.
+    VmodStats(Single), VMOD_FIELDS {
+    calls: c info i "Calls into the VMOD",
+    failed: c info i "Calls that failed (the request got a 503)",
+    cpu_exceeded: c info i "Calls stopped at their CPU budget",
+    out_of_memory: c info i "Calls that hit the instance memory cap",
+}}
+
+impl std::fmt::Debug for VmodStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VmodStats")
+    }
+}
+
+/// A VMOD call trapped: at its memory cap, or its CPU budget.
+pub fn vmod_failed(s: &VmodStats, out_of_memory: bool, e: &wasmtime::Error) {
+    if out_of_memory {
+        s.out_of_memory.inc();
+    } else if matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
+        s.cpu_exceeded.inc();
+    }
+}
+
 /// The management counters.
 pub static MGT: Mgt = Mgt::new();
 /// The cache's counters.
@@ -721,6 +748,20 @@ pub fn snapshot(ctx: &crate::cache_req_fsm::Ctx) -> Vec<Point> {
             );
         }
     }
+    // Shellac's own: per VCL and VMOD component.
+    for (vname, vcl) in ctx.vcl_table() {
+        if labels.contains(&vname) {
+            continue;
+        }
+        for m in vcl.shared.vmods.iter() {
+            push(
+                &mut out,
+                &format!("VMOD.{vname}.{}", m.lib.name),
+                VMOD_FIELDS,
+                m.vsc.values(),
+            );
+        }
+    }
     out
 }
 
@@ -790,6 +831,14 @@ fn prometheus_name(name: &str) -> Option<(String, String)> {
             (
                 format!("varnish_backend_{counter}"),
                 format!("{{backend={},vcl={}}}", q(backend), q(vcl)),
+            )
+        }
+        "VMOD" => {
+            let (vcl, rest) = rest.split_once('.')?;
+            let (vmod, counter) = rest.rsplit_once('.')?;
+            (
+                format!("shellac_vmod_{counter}"),
+                format!("{{vcl={},vmod={}}}", q(vcl), q(vmod)),
             )
         }
         "SMA" => {

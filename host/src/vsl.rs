@@ -1024,22 +1024,15 @@ pub fn prep_changes(
         return;
     }
     for name in PREP {
-        let old: Vec<_> = before
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .collect();
-        let new: Vec<_> = after
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .collect();
-        if old == new {
+        let named = |h: &&(String, String)| h.0.eq_ignore_ascii_case(name);
+        if before.iter().filter(named).eq(after.iter().filter(named)) {
             continue;
         }
-        for (n, v) in old {
-            b.logf(Tag::ReqUnset, format_args!("{n}: {v}"));
+        for (n, v) in before.iter().filter(named) {
+            b.pair(Tag::ReqUnset, n, v);
         }
-        for (n, v) in new {
-            b.logf(Tag::ReqHeader, format_args!("{n}: {v}"));
+        for (n, v) in after.iter().filter(named) {
+            b.pair(Tag::ReqHeader, n, v);
         }
     }
 }
@@ -1334,35 +1327,57 @@ fn fixed6(out: &mut Vec<u8>, x: f64) {
         return;
     }
     let neg = x < 0.0;
-    let us = (x.abs() * 1e6).round() as u64;
+    // Rounded half away from zero as `{:.6}` does (a cast, not `round()`,
+    // which is a libm call on baseline x86-64).
+    let us = (x.abs() * 1e6 + 0.5) as u64;
     if neg && us != 0 {
         out.push(b'-');
     }
-    let (secs, frac) = (us / 1_000_000, us % 1_000_000);
+    let (secs, frac) = (us / 1_000_000, (us % 1_000_000) as usize);
     push_u64(out, secs);
-    out.push(b'.');
-    let mut f = [b'0'; 6];
-    let mut v = frac;
-    for d in f.iter_mut().rev() {
-        *d = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    out.extend_from_slice(&f);
+    let (a, b, c) = (frac / 10_000 * 2, frac / 100 % 100 * 2, frac % 100 * 2);
+    out.extend_from_slice(&[
+        b'.',
+        DIGITS2[a],
+        DIGITS2[a + 1],
+        DIGITS2[b],
+        DIGITS2[b + 1],
+        DIGITS2[c],
+        DIGITS2[c + 1],
+    ]);
 }
 
+/// Two decimal digits per entry, for writing numbers two at a time.
+const DIGITS2: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 /// `v` in decimal.
+#[inline]
 fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut n = 0;
-    loop {
-        digits[n] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+    if v < 10 {
+        out.push(b'0' + v as u8);
+        return;
     }
-    out.extend(digits[..n].iter().rev());
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGITS2[d..d + 2]);
+    }
+    if v >= 10 {
+        let d = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGITS2[d..d + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// `std::fmt::Write` onto a byte vector.
@@ -1443,6 +1458,15 @@ mod tests {
         let mut out = Vec::new();
         slow.read(1000, &mut out);
         assert_eq!(out, batch(11));
+    }
+
+    #[test]
+    fn push_u64_is_like_display() {
+        for v in [0, 7, 10, 99, 100, 101, 999, 1000, 123_456_789, u64::MAX] {
+            let mut o = Vec::new();
+            push_u64(&mut o, v);
+            assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
+        }
     }
 
     #[test]

@@ -83,11 +83,14 @@ pub enum Item {
 }
 
 /// Writes a record header for `len` bytes of data.
+#[inline]
 pub fn encode_header(out: &mut Vec<u8>, vxid: u64, tag: u8, kind: Kind, len: u16) {
-    out.extend_from_slice(&vxid.to_le_bytes());
-    out.push(tag);
-    out.push(kind.byte());
-    out.extend_from_slice(&len.to_le_bytes());
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(&vxid.to_le_bytes());
+    h[8] = tag;
+    h[9] = kind.byte();
+    h[10..].copy_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&h);
 }
 
 /// Writes a whole record (data longer than 65535 bytes is cut).
