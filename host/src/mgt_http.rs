@@ -91,7 +91,6 @@ async fn conn(child: Arc<Child>, mut s: TcpStream) {
     let Some(req) = read_head(&mut s).await else {
         return;
     };
-    let _ = &req.query;
     if req.method != "GET" && req.method != "HEAD" {
         return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET only\n").await;
     }
