@@ -53,6 +53,7 @@ pub struct ConnSlot(std::sync::Arc<Backend>);
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
+        self.0.conns.vsc.conn.dec();
         self.0
             .busy
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
@@ -206,7 +207,10 @@ impl Backend {
         self.busy
             .fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1))
             .ok()
-            .map(|_| ConnSlot(self.clone()))
+            .map(|_| {
+                self.conns.vsc.conn.inc();
+                ConnSlot(self.clone())
+            })
     }
 
     /// When its health last changed as `std.healthy()` and directors see

@@ -350,8 +350,9 @@ fn update_backend(be: &Backend, t: &ProbeTarget, st: &ProbeStats) {
         .iter()
         .map(|(b, c, _, _)| if b & 1 == 1 { *c } else { '-' })
         .collect();
-    tracing::info!(
-        "Backend_health: {} {} {} {} {} {} {} {:.6} {:.6} \"{}\"",
+    be.conns.vsc.happy.set(st.bits.happy);
+    crate::vsl::backend_health(format_args!(
+        "{} {} {} {} {} {} {} {:.6} {:.6} \"{}\"",
         be.name,
         if changed { "Went" } else { "Still" },
         if healthy { "healthy" } else { "sick" },
@@ -362,7 +363,7 @@ fn update_backend(be: &Backend, t: &ProbeTarget, st: &ProbeStats) {
         st.last,
         st.avg,
         st.resp
-    );
+    ));
 }
 
 /// Sets the backend's initial health from its probe's `.initial` and

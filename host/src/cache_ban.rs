@@ -239,7 +239,20 @@ impl Ban {
     /// Whether the ban matches `obj`, looked up by a request with `url` and
     /// `req` headers (`None`: the lurker, which has no request).
     pub fn matches(&self, obj: &Object, req: Option<(&str, &Headers)>, now: f64) -> bool {
+        self.test(obj, req, now, &mut 0)
+    }
+
+    /// [`Ban::matches`], adding to `tested` how many of its conditions
+    /// were evaluated (`MAIN.bans_tests_tested`).
+    pub fn test(
+        &self,
+        obj: &Object,
+        req: Option<(&str, &Headers)>,
+        now: f64,
+        tested: &mut u64,
+    ) -> bool {
         self.conds.iter().all(|c| {
+            *tested += 1;
             let secs = match c.field {
                 Field::ObjTtl => Some(obj.fresh_until() - now),
                 Field::ObjAge => Some(now - obj.t_origin),
@@ -330,6 +343,8 @@ impl BanList {
             }
         }
         b.push(Arc::new(ban));
+        crate::vsc::MAIN.bans_added.inc();
+        crate::vsc::MAIN.bans_dups.add(n as u64);
         n
     }
 
@@ -350,12 +365,20 @@ impl BanList {
             return false;
         };
         let checked = obj.ban_checked();
+        let mut tests = 0;
         let hit = b
             .iter()
             .rev()
             .take_while(|ban| ban.time > checked)
             .filter(|ban| !ban.is_completed())
-            .any(|ban| ban.matches(obj, Some((url, req)), now));
+            .any(|ban| {
+                crate::vsc::MAIN.bans_tested.inc();
+                ban.test(obj, Some((url, req)), now, &mut tests)
+            });
+        crate::vsc::MAIN.bans_tests_tested.add(tests);
+        if hit {
+            crate::vsc::MAIN.bans_obj_killed.inc();
+        }
         if !hit {
             if let Some(last) = b.last() {
                 obj.set_ban_checked(last.time);
@@ -383,9 +406,19 @@ impl BanList {
     /// lurker's `bans`.
     pub fn lurk_hit(bans: &[Arc<Ban>], obj: &Object, now: f64) -> bool {
         let checked = obj.ban_checked();
-        bans.iter()
+        let mut tests = 0;
+        let hit = bans
+            .iter()
             .filter(|b| b.time > checked && !b.is_completed())
-            .any(|b| b.matches(obj, None, now))
+            .any(|b| {
+                crate::vsc::MAIN.bans_lurker_tested.inc();
+                b.test(obj, None, now, &mut tests)
+            });
+        crate::vsc::MAIN.bans_lurker_tests_tested.add(tests);
+        if hit {
+            crate::vsc::MAIN.bans_lurker_obj_killed.inc();
+        }
+        hit
     }
 
     /// Whether a req ban newer than `t` is still pending (then an object
@@ -426,6 +459,7 @@ impl BanList {
                 keep_from
             };
             b.drain(..keep_from);
+            crate::vsc::MAIN.bans_deleted.add(keep_from as u64);
         }
     }
 

@@ -30,6 +30,8 @@ pub struct Fetched {
     /// was started for: always, but for a `vcl_backend_error` object
     /// without a TTL.
     pub replaces_stale: bool,
+    /// The backend request's log, ended when the body is in.
+    pub vsl: crate::vsl::Buf,
 }
 
 /// The fetch was abandoned (`abandon`, `fail`, or an error with no
@@ -48,7 +50,7 @@ const HOP_BY_HOP: &[&str] = &["transfer-encoding", "content-length"];
 async fn send(
     ctx: &Ctx,
     vcl: &Vcl,
-    bo: &Task,
+    bo: &mut Task,
     body: &mut BereqBody,
 ) -> Result<(RespMsg, Pump), String> {
     // A director picks its backend now (Varnish's resolve step).
@@ -57,11 +59,13 @@ async fn send(
         .addr
         .ok_or_else(|| format!("backend {} is none", be.name))?;
     if !be.is_healthy() {
+        crate::vsc::backend_unhealthy(&be.conns.vsc);
         return Err(format!("backend {}: unhealthy", be.name));
     }
-    let slot = be
-        .claim()
-        .ok_or_else(|| format!("backend {}: busy (max_connections reached)", be.name))?;
+    let slot = be.claim().ok_or_else(|| {
+        crate::vsc::backend_busy(&be.conns.vsc);
+        format!("backend {}: busy (max_connections reached)", be.name)
+    })?;
     let params = ctx.params();
     let pick = |task: Option<f64>, backend: Option<f64>, param: &str| {
         task.or(backend).unwrap_or_else(|| params.num(param))
@@ -81,6 +85,8 @@ async fn send(
         max_head: params.num("http_resp_size") as usize,
         max_hdr_len: params.num("http_resp_hdr_len") as usize,
         max_headers: params.num("http_max_hdr") as usize,
+        local_holddown: params.num("backend_local_error_holddown"),
+        remote_holddown: params.num("backend_remote_error_holddown"),
     };
     let body = body.attempt().map_err(|e| e.to_string())?;
     let (mut resp, reader) = fetch_head(
@@ -93,7 +99,8 @@ async fn send(
         &limits,
     )
     .await
-    .map_err(|e| format!("backend {}: {e}", be.name))?;
+    .map_err(|e| crate::vsl::fetch_error(&be.name, &e))?;
+    crate::vsl::backend_open(&mut bo.vsl, &be, &reader, &resp);
     // Content-Length stays unless the body is framed otherwise (chunked,
     // or up to the close): then it would not be the body's length.
     let framed_otherwise = !reader.is_empty() && reader.content_length().is_none();
@@ -183,6 +190,7 @@ impl Pump {
                     });
                 }
                 Ok(Some(d)) => {
+                    self.backend.conns.vsc.beresp_bodybytes.add(d.len() as u64);
                     match self.vfps.as_mut() {
                         Some(v) => {
                             v.push(d, &mut out)?;
@@ -196,7 +204,7 @@ impl Pump {
                         return Err("backend body too large".into());
                     }
                 }
-                Err(e) => return Err(format!("backend {}: {e}", self.backend.name)),
+                Err(e) => return Err(crate::vsl::fetch_error(&self.backend.name, &e)),
             }
         }
     }
@@ -303,6 +311,7 @@ fn object(
         tags: object_tags(bo),
         soft_purged: AtomicU64::new(0),
         ban_mark: AtomicU64::new(0),
+        live: crate::vsc::ObjLive::new(kind == ObjKind::Normal),
     })
 }
 
@@ -345,6 +354,7 @@ pub async fn fetch(
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
     let max_retries = ctx.params().num("max_retries") as u32;
+    crate::vsl::bereq_begin(&mut bo, &ctx.active_name());
     // A body that failed after `vcl_backend_response` (without
     // streaming) takes the next round straight to `vcl_backend_error`.
     let mut body_failed: Option<String> = None;
@@ -360,7 +370,10 @@ pub async fn fetch(
             r
         };
         let mut error = match r {
-            Ok(_) if body_failed.is_some() => body_failed.take(),
+            Ok(_) if body_failed.is_some() => {
+                crate::vsc::MAIN.fetch_failed.inc();
+                body_failed.take()
+            }
             Ok(None | Some(Action::Fetch)) => None,
             Ok(Some(Action::Abandon)) => {
                 return Err(Abandoned("abandon in vcl_backend_fetch".into()))
@@ -375,10 +388,11 @@ pub async fn fetch(
                 return Err(Abandoned(e.to_string()));
             }
         };
+        bo.vsl.ts("Fetch", now());
         let mut fetched_body = None;
         let mut pump = None;
         if error.is_none() {
-            match send(ctx, vcl, &bo, &mut body).await {
+            match send(ctx, vcl, &mut bo, &mut body).await {
                 Ok((resp, p)) => {
                     bo.beresp = resp;
                     bo.beresp_backend = vcl.shared.handle_of(&p.backend);
@@ -436,7 +450,11 @@ pub async fn fetch(
                         }
                     }
                 }
-                Err(e) => error = Some(e),
+                Err(e) => {
+                    crate::vsc::MAIN.fetch_failed.inc();
+                    bo.vsl.log(vapi::Tag::FetchError, &e);
+                    error = Some(e)
+                }
             }
         }
         // Objects are born when their headers arrive (Varnish's t_origin
@@ -474,6 +492,9 @@ pub async fn fetch(
         bo.beresp_time = t_fetch;
         bo.uncacheable = bo.bereq_uncacheable;
         bo.pass_ttl = None;
+        if error.is_none() {
+            crate::vsl::ttl_rfc(&mut bo, &lt, t_fetch);
+        }
         if let Some(why) = error {
             tracing::warn!(xid = bo.xid, "FetchError: {why}");
             let (status, reason) = match err_code.take() {
@@ -492,11 +513,18 @@ pub async fn fetch(
                     ("Server".into(), "Shellac".into()),
                 ],
             };
+            bo.vsl.ts("Error", now());
+            bo.vsl.http_resp(crate::vsl::Http::Beresp, &bo.beresp);
             bo.synth_body.clear();
             let (b, r) = vcl_call(ctx, vcl, Method::BackendError, bo, ws);
             bo = b;
             match r {
                 Ok(None | Some(Action::Deliver)) => {
+                    crate::vsc::beresp_storage(
+                        bo.uncacheable,
+                        bo.ttl + bo.grace + bo.keep,
+                        ctx.params().num("shortlived"),
+                    );
                     let body = Bytes::from(std::mem::take(&mut bo.synth_body));
                     let obj = object(
                         &bo,
@@ -513,6 +541,7 @@ pub async fn fetch(
                         pump: None,
                         stream: true,
                         replaces_stale: bo.ttl > 0.0,
+                        vsl: std::mem::take(&mut bo.vsl),
                     });
                 }
                 Ok(Some(Action::Retry)) if bo.retries < max_retries => {
@@ -537,6 +566,7 @@ pub async fn fetch(
                 },
             )
         });
+        bo.vsl.ts("Process", now());
         let body_of = |fetched: Option<Bytes>, pump: &Option<Pump>| match (fetched, pump) {
             (Some(b), _) => Body::complete_with(b, stale_attrs.clone().and_then(|(a, _)| a)),
             (None, Some(_)) => Body::streaming(),
@@ -634,6 +664,7 @@ pub async fn fetch(
             }
         }
         if is_pass {
+            crate::vsc::MAIN.beresp_uncacheable.inc();
             // Hit-for-pass for pass_ttl.
             let mut marker = object(
                 &bo,
@@ -674,6 +705,7 @@ pub async fn fetch(
                 pump,
                 stream: bo.do_stream,
                 replaces_stale: true,
+                vsl: std::mem::take(&mut bo.vsl),
             });
         }
         let vary = match vary_of(&bo.beresp.headers, &bo.bereq.headers, bo.gzip_support) {
@@ -687,6 +719,11 @@ pub async fn fetch(
                 Vec::new()
             }
         };
+        crate::vsc::beresp_storage(
+            bo.uncacheable || bo.bereq_uncacheable,
+            bo.ttl + bo.grace + bo.keep,
+            ctx.params().num("shortlived"),
+        );
         let obj = object(
             &bo,
             ObjKind::Normal,
@@ -741,6 +778,7 @@ pub async fn fetch(
             pump,
             stream,
             replaces_stale: true,
+            vsl: std::mem::take(&mut bo.vsl),
         });
     }
 }

@@ -161,15 +161,26 @@ impl Cache {
     fn release(&self, o: &Object) {
         let c = o.charged.swap(0, Ordering::Relaxed);
         self.used.fetch_sub(c.min(self.used()), Ordering::Relaxed);
+        crate::vsc::sma_free(&crate::vsc::SMA_S0, &o.live, c);
     }
 
     /// Charges what `o` costs now beyond what it was charged (a streamed
     /// body that completed), then evicts to fit.
+    /// An object that is not charged (never inserted: a pass; or
+    /// already evicted) stays uncharged.
     pub fn account(&self, o: &Object) {
         let now = cost(o);
-        let before = o.charged.swap(now, Ordering::Relaxed);
+        let Ok(before) = o
+            .charged
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b > 0).then_some(now)
+            })
+        else {
+            return;
+        };
         if now > before {
             self.used.fetch_add(now - before, Ordering::Relaxed);
+            crate::vsc::sma_grow(&crate::vsc::SMA_S0, &o.live, now - before);
             self.evict();
         }
     }
@@ -210,9 +221,11 @@ impl Cache {
             let now_hits = obj.hits.load(Ordering::Relaxed);
             if now_hits > hits {
                 q.push_back((hash, weak, now_hits));
+                crate::vsc::MAIN.n_lru_moved.inc();
                 continue;
             }
             drop(q);
+            crate::vsc::MAIN.n_lru_nuked.inc();
             if let Ok(mut s) = self.shard(&hash).lock() {
                 if let Some(oh) = s.get_mut(&hash) {
                     self.retain(&mut oh.variants, |o| std::ptr::eq(o, &*obj));
@@ -257,7 +270,11 @@ impl Cache {
         let bans = &self.bans;
         let mut variants = std::mem::take(&mut oh.variants);
         self.retain(&mut variants, |o| {
-            o.expired(r.t_req) || bans.banned(o, r.url, r.headers, r.t_req)
+            if o.expired(r.t_req) {
+                crate::vsc::MAIN.n_expired.inc();
+                return true;
+            }
+            bans.banned(o, r.url, r.headers, r.t_req)
         });
         oh.variants = variants;
         if r.always_miss {
@@ -339,6 +356,7 @@ impl Cache {
             let c = cost(&obj);
             obj.charged.store(c, Ordering::Relaxed);
             self.used.fetch_add(c, Ordering::Relaxed);
+            crate::vsc::sma_alloc(&crate::vsc::SMA_S0, &obj, c);
             if self.budget != u64::MAX {
                 if let Ok(mut q) = self.order.lock() {
                     q.push_back((hash, Arc::downgrade(&obj), 0));
@@ -460,6 +478,14 @@ impl Cache {
         BanList::complete(&bans);
         self.bans.trim(oldest);
         removed
+    }
+
+    /// How many hashes have an entry (`MAIN.n_objecthead`).
+    pub fn heads(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|g| g.len()).unwrap_or(0))
+            .sum()
     }
 
     /// Drops every object (a stopped child loses its `malloc` storage).

@@ -21,7 +21,7 @@ pub async fn bind(addrs: &[String]) -> std::io::Result<Vec<(TcpListener, SocketA
 }
 
 /// Serves connections from `listener` forever.
-pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
+pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, name: String) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -29,20 +29,16 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
                 // Out of file descriptors and the like: back off briefly
                 // instead of spinning on the error.
                 tracing::warn!("accept: {e}");
+                crate::vsc::sess_fail(&e);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
         // The session has its own XID, as in Varnish: the first request
         // on a connection is the session's XID + 1.
-        let _session_xid = ctx.next_xid();
-        let local = stream.local_addr().unwrap_or(peer);
-        tokio::spawn(crate::cache_http1_fsm::session(
-            ctx.clone(),
-            stream,
-            peer,
-            local,
-        ));
+        let sess = crate::cache_session::Sess::new(&ctx, &stream, peer, local, &name);
+        tokio::spawn(crate::cache_http1_fsm::session(ctx.clone(), stream, sess));
     }
 }

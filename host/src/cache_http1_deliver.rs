@@ -33,6 +33,7 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     out: &mut W,
     reply: Reply,
     ex: Exchange,
+    acct: &mut crate::cache_session::ReqAcct,
 ) -> std::io::Result<bool> {
     let no_body = ex.head || reply.status / 100 == 1 || reply.status == 204 || reply.status == 304;
     let mut close = ex.close
@@ -79,6 +80,7 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
         head.put_slice(b"Connection: close\r\n");
     }
     head.put_slice(b"\r\n");
+    acct.resp_hdrbytes += head.len() as u64;
     if no_body {
         out.write_all(&head).await?;
         out.flush().await?;
@@ -125,6 +127,7 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
         }
         batch.retain(|d| !d.is_empty());
         let prefix = pending.take();
+        acct.resp_bodybytes += batch.iter().map(|d| d.len() as u64).sum::<u64>();
         let last = ended && failed.is_none();
         if !chunked && batch.len() == 1 && prefix.is_some() && batch[0].len() <= COALESCE {
             // A small response: one buffer, one write.

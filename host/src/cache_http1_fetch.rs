@@ -47,9 +47,47 @@ pub enum FetchError {
 #[derive(Debug, Default)]
 pub struct ConnPool {
     idle: Mutex<Vec<TcpStream>>,
+    /// The backend's `VBE.<vcl>.<backend>.*` counters.
+    pub vsc: crate::vsc::Vbe,
+    /// After a connect error that will not go away soon (refused,
+    /// unreachable, not permitted), no new connection is tried until this
+    /// time; fetches fail with that error meanwhile (Varnish's holddown).
+    holddown: Mutex<Option<(std::time::Instant, i32)>>,
 }
 
 impl ConnPool {
+    /// The error new connections fail with while held down.
+    fn held_down(&self) -> Option<i32> {
+        let mut g = self.holddown.lock().ok()?;
+        match *g {
+            Some((until, errno)) if std::time::Instant::now() < until => Some(errno),
+            Some(_) => {
+                *g = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Starts a holddown after a connect error, for the errors Varnish
+    /// holds down on.
+    fn hold_down(&self, err: &std::io::Error, limits: &Limits) {
+        let h = match err.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM | libc::EADDRNOTAVAIL) => limits.local_holddown,
+            Some(libc::ECONNREFUSED | libc::ENETUNREACH) => limits.remote_holddown,
+            _ => return,
+        };
+        if h <= 0.0 {
+            return;
+        }
+        let until = std::time::Instant::now() + crate::vrt_ctx::secs(h);
+        if let (Ok(mut g), Some(errno)) = (self.holddown.lock(), err.raw_os_error()) {
+            if g.is_none_or(|(u, _)| until < u) {
+                *g = Some((until, errno));
+            }
+        }
+    }
+
     /// An idle connection, if there is one the backend has not closed
     /// meanwhile (Varnish's waiter drops those from the pool).
     pub(crate) fn take(&self) -> Option<TcpStream> {
@@ -94,6 +132,9 @@ pub struct Limits {
     pub max_hdr_len: usize,
     /// `http_max_hdr`: header slots (the status line takes five).
     pub max_headers: usize,
+    /// `backend_local_error_holddown`, `backend_remote_error_holddown`.
+    pub local_holddown: f64,
+    pub remote_holddown: f64,
 }
 
 fn secs(s: f64) -> Duration {
@@ -190,6 +231,21 @@ pub struct BodyReader {
     /// The connection was given back to the pool.
     recycled: bool,
     between_bytes_timeout: f64,
+    /// The connection's descriptor and local address (for the log).
+    pub fd: i32,
+    pub local: Option<SocketAddr>,
+    /// Whether the connection came from the idle pool.
+    pub reused: bool,
+    /// Bytes of the response head.
+    pub hdr_bytes: u64,
+    /// When the connection was had, the request sent, the response head
+    /// in (for the log's timestamps).
+    pub t_connected: f64,
+    pub t_bereq: f64,
+    pub t_beresp: f64,
+    /// A pooled connection that turned out closed before this one: its
+    /// descriptor and when the request went out on it.
+    pub retried: Option<(i32, f64)>,
 }
 
 /// Sends `req` with `body` to `addr` (on an idle pooled connection if
@@ -214,22 +270,54 @@ pub async fn fetch_head(
         },
     };
     let head = request_head(req, Some(framed), host_header);
+    let body_bytes = match framed {
+        Framed::Length(n) => n as usize,
+        _ => 0,
+    };
     let mut r = None;
+    let mut retried = None;
     if let Some(s) = pool.take() {
+        use std::os::fd::AsRawFd;
+        crate::vsc::backend_reuse(&pool.vsc, head.len(), body_bytes);
+        let (fd, t) = (s.as_raw_fd(), crate::vrt_ctx::now());
         match exchange(s, &head, &mut body, framed, req, limits).await {
-            Ok(x) => r = Some(x),
+            Ok(mut x) => {
+                x.1.t_connected = t;
+                r = Some(x);
+            }
             // A recycled connection the backend had closed: try a new one.
-            Err(FetchError::Closed | FetchError::Io(_)) if !body.started() => {}
+            Err(FetchError::Closed | FetchError::Io(_)) if !body.started() => {
+                crate::vsc::MAIN.backend_retry.inc();
+                retried = Some((fd, t));
+            }
             Err(e) => return Err(e),
         }
     }
     let (resp, reader) = match r {
         Some(x) => x,
         None => {
-            let s = connect(addr, limits, preamble).await?;
-            exchange(s, &head, &mut body, framed, req, limits).await?
+            if let Some(errno) = pool.held_down() {
+                crate::vsc::MAIN.backend_fail.inc();
+                pool.vsc.helddown.inc();
+                return Err(FetchError::Connect {
+                    addr,
+                    err: std::io::Error::from_raw_os_error(errno),
+                });
+            }
+            let s = connect(addr, limits, preamble).await;
+            if let Err(FetchError::Connect { err, .. }) = &s {
+                pool.hold_down(err, limits);
+            }
+            crate::vsc::backend_connect(&pool.vsc, &s, head.len(), body_bytes);
+            let t = crate::vrt_ctx::now();
+            let mut x = exchange(s?, &head, &mut body, framed, req, limits).await?;
+            x.1.reused = false;
+            x.1.t_connected = t;
+            x.1.retried = retried;
+            x
         }
     };
+    pool.vsc.beresp_hdrbytes.add(reader.hdr_bytes);
     // Even without a body to read (HEAD, 204, 304) the connection goes
     // back to the pool only when the fetch is done with it: VCL may yet
     // say `Connection: close`.
@@ -289,6 +377,7 @@ async fn exchange(
     limits: &Limits,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
     send_request(&mut s, head, body, framed).await?;
+    let t_bereq = crate::vrt_ctx::now();
     let mut buf = BytesMut::with_capacity(8192);
     let fbt = secs(limits.first_byte_timeout);
     let (resp, head_len) = loop {
@@ -311,8 +400,18 @@ async fn exchange(
             });
         }
     };
+    let t_beresp = crate::vrt_ctx::now();
     buf.advance(head_len);
     let framing = framing_of(req, &resp)?;
+    crate::vsc::MAIN.fetch_framing(match framing {
+        Framing::None if req.method == "HEAD" => "head",
+        Framing::None if resp.status == 204 => "204",
+        Framing::None if resp.status == 304 => "304",
+        Framing::None => "none",
+        Framing::Length(_) => "length",
+        Framing::Chunked => "chunked",
+        Framing::Eof => "eof",
+    });
     let says_close = |h: &crate::cache_obj::Headers| {
         hdr_get(h, "connection")
             .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
@@ -328,7 +427,16 @@ async fn exchange(
         Framing::Length(n) => n,
         _ => 0,
     };
+    use std::os::fd::AsRawFd;
     let reader = BodyReader {
+        fd: s.as_raw_fd(),
+        local: s.local_addr().ok(),
+        reused: true,
+        hdr_bytes: head_len as u64,
+        t_connected: t_bereq,
+        t_bereq,
+        t_beresp,
+        retried: None,
         stream: Some(s),
         buf,
         framing,
@@ -494,6 +602,7 @@ impl BodyReader {
     fn release(&mut self, pool: &ConnPool) {
         if let Some(s) = self.stream.take() {
             if self.reusable && self.buf.is_empty() {
+                crate::vsc::MAIN.backend_recycle.inc();
                 pool.give(s);
                 self.recycled = true;
             }

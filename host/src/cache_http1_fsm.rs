@@ -10,16 +10,17 @@ use crate::cache_http1_proto::{
     connection_has, dissect, leading_space, BodyFraming, HeadError, HeadLimits,
 };
 use crate::cache_req_body::{ClientReader, ReqBody};
-use crate::cache_req_fsm::{handle, Ctx, ReplyBody};
+use crate::cache_req_fsm::{handle_txn, Ctx, ReplyBody};
+use crate::cache_session::{Sc, Sess};
 use bytes::{Buf, Bytes, BytesMut};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Serves one connection until it closes.
-pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
+    let (peer, local) = (sess.peer, sess.local);
     let idle = crate::vrt_ctx::secs(ctx.params().num("timeout_idle").max(0.001));
     let (rd, mut wr) = stream.into_split();
     let mut conn = ClientReader {
@@ -38,22 +39,28 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
         drop(params);
         // The whole head must arrive within timeout_idle.
         let deadline = Instant::now() + idle;
+        let mut acct = crate::cache_session::ReqAcct::default();
+        let mut t_first = (!conn.buf.is_empty()).then(crate::vrt_ctx::now);
         let req = loop {
             let skip = leading_space(&conn.buf);
             conn.buf.advance(skip);
             match dissect(&conn.buf, &limits) {
                 Ok(Some((req, n))) => {
                     conn.buf.advance(n);
+                    acct.req_hdrbytes = n as u64;
                     break req;
                 }
                 Ok(None) => {}
                 Err(HeadError::Overflow) => {
                     // Varnish closes such a connection without an answer.
                     tracing::debug!(%peer, "request head over http_req_size");
+                    sess.close(Sc::RxOverflow);
                     return;
                 }
                 Err(HeadError::Bad(why)) => {
                     tracing::debug!(%peer, "bad request: {why}");
+                    crate::vsc::MAIN.client_req_400.inc();
+                    sess.close(Sc::RxJunk);
                     let _ = write_minimal(&mut wr, 400, "Bad Request").await;
                     return close(wr).await;
                 }
@@ -62,11 +69,25 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
                 conn.buf.reserve(16 << 10);
             }
             match tokio::time::timeout_at(deadline, conn.rd.read_buf(&mut conn.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+                Ok(Ok(n)) if n > 0 => {
+                    t_first.get_or_insert_with(crate::vrt_ctx::now);
+                }
+                Ok(_) => return,
+                Err(_) => {
+                    let sc = if conn.buf.is_empty() {
+                        Sc::RxTimeout
+                    } else {
+                        Sc::RxJunk
+                    };
+                    sess.close(sc);
+                    return;
+                }
             }
         };
         let msg = req.msg;
+        let t_req = crate::vrt_ctx::now();
+        let mut rlog = sess.req_log(&ctx, t_first.unwrap_or(t_req), t_req, &msg);
+        let rxid = rlog.follow();
         // Refused before any VCL runs, as Varnish does: an `Expect` other
         // than 100-continue, and an HTTP/1.0 POST or PUT without a length.
         let expect = msg
@@ -75,6 +96,9 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             .find(|(n, _)| n.eq_ignore_ascii_case("expect"))
             .map(|(_, v)| v.trim().to_ascii_lowercase());
         if expect.as_deref().is_some_and(|e| e != "100-continue") {
+            crate::vsc::MAIN.client_req_417.inc();
+            sess.close(Sc::RxJunk);
+            crate::vsl::minimal(rlog, 417, "Expectation Failed");
             let _ = write_minimal(&mut wr, 417, "Expectation Failed").await;
             return close(wr).await;
         }
@@ -82,6 +106,9 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             && (msg.method == "POST" || msg.method == "PUT")
             && req.body == BodyFraming::None
         {
+            crate::vsc::MAIN.client_req_400.inc();
+            sess.close(Sc::RxJunk);
+            crate::vsl::minimal(rlog, 400, "Bad Request");
             let _ = write_minimal(&mut wr, 400, "Bad Request").await;
             return close(wr).await;
         }
@@ -104,7 +131,18 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
         };
         // The body stays on the connection until something reads it.
         let body = ReqBody::new(conn, req.body);
-        let mut reply = handle(ctx.clone(), msg, body.clone(), peer.ip(), local.ip()).await;
+        crate::vsc::MAIN.client_req.inc();
+        let rt0 = rlog.t_start;
+        let mut reply = handle_txn(
+            ctx.clone(),
+            msg,
+            body.clone(),
+            peer.ip(),
+            local.ip(),
+            0,
+            rlog.detach(),
+        )
+        .await;
         if let ReplyBody::Pipe(_) = reply.body {
             let ReplyBody::Pipe(job) =
                 std::mem::replace(&mut reply.body, ReplyBody::Bytes(Bytes::new()))
@@ -118,16 +156,22 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             let Ok(stream) = reader.rd.reunite(wr) else {
                 return;
             };
+            sess.close(Sc::TxPipe);
             if let Err(e) = crate::cache_pipe::run(stream, &leftover, *job).await {
                 tracing::debug!(%peer, "pipe: {e}");
             }
+            crate::vsl::end_txn(&rxid);
             return;
         }
         if reply.status == 0 {
             // No answer: the request body failed.
+            sess.close(Sc::RxBody);
+            crate::vsl::end_txn(&rxid);
             return close(wr).await;
         }
         if reply.minimal {
+            sess.close(Sc::VclFailure);
+            crate::vsl::end_txn(&rxid);
             let _ = write_minimal(&mut wr, reply.status, &reply.reason).await;
             return close(wr).await;
         }
@@ -139,20 +183,39 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, local: 
             close: close_after,
             ..ex
         };
-        match tokio::time::timeout(send_timeout, write_reply(&mut wr, reply, ex)).await {
+        let resp_close = crate::cache_session::resp_close(&reply, &ex);
+        let written =
+            tokio::time::timeout(send_timeout, write_reply(&mut wr, reply, ex, &mut acct)).await;
+        acct.charge();
+        sess.req_done(&rxid, rt0, &acct);
+        match written {
             Ok(Ok(false)) => {}
-            Ok(Ok(true)) => return close(wr).await,
+            Ok(Ok(true)) => {
+                sess.close(if next.is_none() {
+                    Sc::RxBody
+                } else {
+                    resp_close
+                });
+                return close(wr).await;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, "delivery: {e}");
+                sess.close(Sc::TxError);
                 return;
             }
             Err(_) => {
                 tracing::debug!(%peer, "send_timeout");
+                sess.close(Sc::TxError);
                 return;
             }
         }
         match next {
-            Some(r) => conn = r,
+            Some(r) => {
+                if !r.buf.is_empty() {
+                    crate::vsc::MAIN.sess_readahead.inc();
+                }
+                conn = r
+            }
             None => return close(wr).await,
         }
     }

@@ -263,6 +263,8 @@ pub struct Object {
     /// The time of the newest ban it has been tested against (f64 bits;
     /// starts at its insertion time: older bans never apply).
     pub ban_mark: AtomicU64,
+    /// Counts the object in `MAIN.n_object` while it lives.
+    pub live: crate::vsc::ObjLive,
 }
 
 impl Object {

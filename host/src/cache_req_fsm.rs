@@ -49,6 +49,7 @@ impl Ctx {
 
     /// A context without any VCL yet (`-f ''`): the admin CLI loads one.
     pub fn empty(params: Params, storage_budget: u64) -> Ctx {
+        crate::vsl::configure(&params);
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),
             cache: Arc::new(Cache::with_budget(storage_budget)),
@@ -77,6 +78,7 @@ impl Ctx {
         };
         let mut next = (**g).clone();
         let r = f(&mut next);
+        crate::vsl::configure(&next);
         *g = Arc::new(next);
         r
     }
@@ -361,7 +363,22 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
-    handle_task(ctx, req, body, client, server, esi_level, None).await
+    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level);
+    handle_task(ctx, req, body, client, server, esi_level, None, vsl).await
+}
+
+/// Handles a client request whose log `vsl` has begun (the request's
+/// transaction, with its VXID).
+pub async fn handle_txn(
+    ctx: Arc<Ctx>,
+    req: ReqMsg,
+    body: crate::cache_req_body::ReqBody,
+    client: IpAddr,
+    server: IpAddr,
+    esi_level: u32,
+    vsl: crate::vsl::Buf,
+) -> Reply {
+    handle_task(ctx, req, body, client, server, esi_level, None, vsl).await
 }
 
 /// Handles the sub-request of an ESI include: `top` is the top request
@@ -375,9 +392,11 @@ pub async fn handle_include(
     top: Arc<(ReqMsg, f64)>,
 ) -> Reply {
     let body = crate::cache_req_body::ReqBody::none();
-    handle_task(ctx, req, body, client, server, esi_level, Some(top)).await
+    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level);
+    handle_task(ctx, req, body, client, server, esi_level, Some(top), vsl).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle_task(
     ctx: Arc<Ctx>,
     req: ReqMsg,
@@ -386,17 +405,19 @@ async fn handle_task(
     server: IpAddr,
     esi_level: u32,
     top: Option<Arc<(ReqMsg, f64)>>,
+    vsl: crate::vsl::Buf,
 ) -> Reply {
     let Some(mut vcl) = ctx.vcl() else {
-        return fallback_503(ctx.next_xid());
+        return fallback_503(vsl.vxid());
     };
-    let xid = ctx.next_xid();
+    let xid = vsl.vxid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
     if let Some(top) = top {
         // An include keeps the time of the request it is part of.
         t.req_time = top.1;
         t.req_top = Some(top);
     }
+    t.vsl = vsl;
     t.cache = Some(ctx.cache.clone());
     // What the client sent, before any VCL (Varnish's `http0`): a VCL
     // failure and `std.rollback(req)` go back to it.
@@ -410,8 +431,13 @@ async fn handle_task(
         t.gzip_support = params.flag("http_gzip_support");
         t.range_support = params.flag("http_range_support");
     }
+    if esi_level > 0 {
+        crate::vsc::MAIN.esi_req.inc();
+    }
     if esi_level == 0 {
+        let before = crate::vsl::prep_snapshot(&t.req.headers);
         recv_prep(&ctx, &mut t.req, client);
+        crate::vsl::prep_changes(&mut t.vsl, &before, &t.req.headers);
     }
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().num("max_restarts") as u32;
@@ -486,6 +512,7 @@ async fn handle_task(
                 // it, a 503 "VCL failed" from vcl_synth, and the
                 // connection closes after it.
                 tracing::warn!(xid = t.xid, "request failed: {why}");
+                crate::vsc::MAIN.vcl_fail.inc();
                 t.req = t.http0.clone();
                 t.obj = None;
                 doclose = true;
@@ -504,6 +531,7 @@ async fn handle_task(
                 step = Step::Synth(503, Some("Too many restarts".into()));
                 continue;
             }
+            crate::vsl::restart(&ctx, &mut t);
         }
         step = next;
     }
@@ -635,6 +663,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         hdr_set(&mut t.bereq.headers, "Connection", "close");
         hdr_set(&mut t.bereq.headers, "X-Varnish", &t.xid.to_string());
         t.bereq_backend = t.backend_hint;
+        crate::vsc::MAIN.s_pipe.inc();
         let (tt, r) = vcl_call(ctx, vcl, Method::Pipe, t, ws);
         t = tt;
         let s = match r {
@@ -646,6 +675,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
     }
     if purge {
         let n = ctx.cache.purge(t.hash);
+        crate::vsc::purged(n);
         tracing::debug!(xid = t.xid, "purged {n} objects");
         let (tt, r) = vcl_call(ctx, vcl, Method::Purge, t, ws);
         t = tt;
@@ -674,14 +704,20 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         let obj = match found {
             Lookup::Wait(mut rx) => {
                 // Woken when the busy fetch ends (its sender is dropped).
+                crate::vsc::MAIN.busy_sleep.inc();
                 let _ = rx.changed().await;
+                crate::vsc::MAIN.busy_wakeup.inc();
                 continue;
             }
-            Lookup::HitPass(_) => {
+            Lookup::HitPass(o) => {
+                crate::vsc::MAIN.cache_hitpass.inc();
+                crate::vsl::hit(&mut t.vsl, vapi::Tag::HitPass, &o);
                 t.is_hitpass = true;
                 return pass_fetch(ctx, vcl, t).await;
             }
-            Lookup::HitMiss(_) => {
+            Lookup::HitMiss(o) => {
+                crate::vsc::MAIN.cache_hitmiss.inc();
+                crate::vsl::hit(&mut t.vsl, vapi::Tag::HitMiss, &o);
                 t.is_hitmiss = true;
                 return miss(ctx, vcl, t, None).await;
             }
@@ -691,9 +727,13 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
             }
             Lookup::Hit(o) => o,
             Lookup::Grace(o, guard) => {
+                crate::vsc::MAIN.cache_hit_grace.inc();
                 if let Some(g) = guard {
+                    crate::vsc::MAIN.s_fetch.inc();
+                    crate::vsc::MAIN.s_bgfetch.inc();
                     t.stale_obj = Some(o.clone());
                     let bo = make_bo(ctx, &t, false);
+                    t.vsl.link(vapi::Tag::Link, "bereq", bo.xid, "bgfetch");
                     t.stale_obj = None;
                     let (ctx2, vcl2, hdrs, hash) =
                         (ctx.clone(), vcl.clone(), t.req.headers.clone(), t.hash);
@@ -713,13 +753,18 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
             }
         };
         obj.hit();
+        crate::vsl::hit(&mut t.vsl, vapi::Tag::Hit, &obj);
         t.is_hit = true;
         t.obj = Some(obj.clone());
         let (tt, r) = vcl_call(ctx, vcl, Method::Hit, t, ws);
         t = tt;
         let s = match r {
-            Ok(None | Some(Action::Deliver)) => Step::Deliver(obj.clone(), Some(obj.xid)),
+            Ok(None | Some(Action::Deliver)) => {
+                crate::vsc::MAIN.cache_hit.inc();
+                Step::Deliver(obj.clone(), Some(obj.xid))
+            }
             Ok(Some(Action::Pass)) => {
+                crate::vsc::MAIN.cache_hit.inc();
                 t.obj = None;
                 return pass_fetch(ctx, vcl, t).await;
             }
@@ -733,6 +778,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
 /// The backend task for a miss or pass of `t`.
 fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     let mut bo = Box::new(Task::new(ctx.next_xid(), t.client_ip, t.server_ip, now()));
+    bo.vsl = crate::vsl::bereq_buf(bo.xid, t.xid, bo.req_time);
     bo.cache = t.cache.clone();
     bo.method = Method::BackendFetch;
     bo.bereq = t.req.clone();
@@ -807,8 +853,11 @@ async fn complete_fetch(
         pump,
         stream,
         replaces_stale,
+        mut vsl,
     } = f;
     let stale = stale.filter(|_| replaces_stale);
+    crate::vsc::transient_if_uncached(&obj, insert.as_ref());
+    crate::vsl::storage(&mut vsl, &obj, insert.as_ref());
     let mut deliver = deliver;
     if stream || pump.is_none() {
         if let Some(i) = &insert {
@@ -822,6 +871,8 @@ async fn complete_fetch(
             Some(p) => match p.run(&obj.body).await {
                 Err(e) => {
                     tracing::warn!(xid = obj.xid, "FetchError: {e}");
+                    vsl.log(vapi::Tag::FetchError, &e);
+                    crate::vsc::MAIN.fetch_failed.inc();
                     ctx.cache.remove(hash, &obj);
                     obj.body.finish(false);
                     false
@@ -838,6 +889,7 @@ async fn complete_fetch(
         if let (true, Some(s)) = (ok, stale) {
             ctx.cache.remove(hash, &s);
         }
+        crate::vsl::body_done(&mut vsl, &obj);
     } else {
         let ok = match pump {
             Some(p) => match p.run(&obj.body).await {
@@ -850,6 +902,10 @@ async fn complete_fetch(
             None => Ok(()),
         };
         obj.body.finish(ok.is_ok());
+        if let Err(e) = &ok {
+            vsl.log(vapi::Tag::FetchError, e);
+        }
+        crate::vsl::body_done(&mut vsl, &obj);
         match ok {
             Ok(()) => {
                 if let Some(i) = &insert {
@@ -900,12 +956,15 @@ fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task) -> Step {
 async fn run_fetch(
     ctx: &Arc<Ctx>,
     vcl: &Arc<Vcl>,
-    t: &Task,
+    t: &mut Task,
     pass: bool,
     guard: Option<crate::cache_hash::BusyGuard>,
 ) -> Step {
     let bo = make_bo(ctx, t, pass);
     let stale = bo.stale_obj.clone();
+    let how = if pass { "pass" } else { "fetch" };
+    t.vsl.link(vapi::Tag::Link, "bereq", bo.xid, how);
+    crate::vsc::MAIN.s_fetch.inc();
     let (ctx2, vcl2, hdrs, hash, body) = (
         ctx.clone(),
         vcl.clone(),
@@ -918,7 +977,9 @@ async fn run_fetch(
         let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
         complete_fetch(&ctx2, hash, r, guard, Some(tx), stale).await;
     });
-    match rx.await {
+    let fetched = rx.await;
+    t.vsl.ts("Fetch", now());
+    match fetched {
         Ok(Ok(obj)) => Step::Deliver(obj, None),
         Ok(Err(e)) => {
             // A failed fetch (abandon, fail, a body that broke before
@@ -941,7 +1002,10 @@ async fn miss(
     let (tt, r) = vcl_call(ctx, vcl, Method::Miss, t, client_ws(ctx));
     t = tt;
     let s = match r {
-        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, false, guard).await,
+        Ok(None | Some(Action::Fetch)) => {
+            crate::vsc::MAIN.cache_miss.inc();
+            run_fetch(ctx, vcl, &mut t, false, guard).await
+        }
         Ok(Some(Action::Pass)) => {
             drop(guard);
             return pass_fetch(ctx, vcl, t).await;
@@ -956,7 +1020,10 @@ async fn pass_fetch(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (Box<Ta
     let (tt, r) = vcl_call(ctx, vcl, Method::Pass, t, client_ws(ctx));
     t = tt;
     let s = match r {
-        Ok(None | Some(Action::Fetch)) => run_fetch(ctx, vcl, &t, true, None).await,
+        Ok(None | Some(Action::Fetch)) => {
+            crate::vsc::MAIN.s_pass.inc();
+            run_fetch(ctx, vcl, &mut t, true, None).await
+        }
         Ok(Some(a)) => common(&t, "vcl_pass", a),
         Err(e) => fail_of(&t, e),
     };
@@ -1018,11 +1085,13 @@ fn deliver(
         headers,
     };
     crate::cache_deliver::setup_deliver(&mut t.resp, &obj, &t.req.headers, &params);
+    t.vsl.http_resp(crate::vsl::Http::Resp, &t.resp);
     t.obj = Some(obj.clone());
     t.resp_do_esi = true;
     t.vdp_filters = None;
     let (tt, r) = vcl_call(ctx, vcl, Method::Deliver, t, client_ws(ctx));
     t = tt;
+    t.vsl.ts("Process", now());
     match r {
         Ok(None | Some(Action::Deliver)) => {
             let head = t.req.method == "HEAD";
@@ -1032,6 +1101,8 @@ fn deliver(
             {
                 t.resp.status = 304;
                 t.resp.reason = "Not Modified".into();
+                crate::vsl::vrt_set(&mut t.vsl, "resp.status", &304);
+                crate::vsl::vrt_set(&mut t.vsl, "resp.reason", &"Not Modified");
             }
             let disable_esi = !t.resp_do_esi || !t.req_esi;
             let (req0, client, server, level) =
@@ -1096,6 +1167,7 @@ fn synth(
     status: u16,
     reason: Option<String>,
 ) -> (Box<Task>, Result<Reply, Step>) {
+    crate::vsc::MAIN.s_synth.inc();
     let reason =
         reason.unwrap_or_else(|| crate::cache_http::status_reason(status % 1000).to_string());
     t.resp = RespMsg {
@@ -1108,10 +1180,12 @@ fn synth(
             ("X-Varnish".into(), t.xid.to_string()),
         ],
     };
+    t.vsl.http_resp(crate::vsl::Http::Resp, &t.resp);
     t.synth_body.clear();
     t.obj = None;
     let (tt, r) = vcl_call(ctx, vcl, Method::Synth, t, client_ws(ctx));
     t = tt;
+    t.vsl.ts("Process", now());
     // With the restarts used up, a restart from vcl_synth delivers what
     // it made, as in Varnish.
     let r = match r {
@@ -1183,13 +1257,15 @@ pub fn vcl_call(
     ctx: &Ctx,
     vcl: &Vcl,
     method: Method,
-    t: Box<Task>,
+    mut t: Box<Task>,
     ws: u32,
 ) -> (
     Box<Task>,
     Result<Option<Action>, crate::cache_vcl::CallError>,
 ) {
+    t.vsl.vcl_call(method);
     let (mut t, r) = vcl.call(method, t, ws);
+    t.vsl.vcl_return(method, &r);
     for b in t.new_bans.drain(..) {
         tracing::info!(xid = t.xid, "ban: {}", b.text);
         ctx.cache.bans.add(b, ctx.params().flag("ban_dups"));

@@ -615,6 +615,8 @@ pub struct VclVmod {
     pool: Mutex<Vec<Box<VmodInstance>>>,
     /// Calls made in `vcl_init`, replayed on each new instance.
     init_log: Mutex<Vec<Recorded>>,
+    /// `VMOD.<vcl>.<vmod>.*`: calls and how they failed.
+    pub vsc: crate::vsc::VmodStats,
 }
 
 #[derive(Clone)]
@@ -671,6 +673,7 @@ impl VclVmod {
             limits,
             pool: Mutex::new(Vec::new()),
             init_log: Mutex::new(Vec::new()),
+            vsc: Default::default(),
         }
     }
 
@@ -794,6 +797,7 @@ impl VclVmod {
         object: Option<u32>,
         args: Vec<VclValue>,
     ) -> Result<VclResult, VmodError> {
+        self.vsc.calls.inc();
         let in_init = inst
             .store
             .data()
@@ -801,9 +805,13 @@ impl VclVmod {
             .as_ref()
             .is_some_and(|t| t.method == Method::Init);
         if !in_init {
-            return self.invoke(inst, export, object, args);
+            return self
+                .invoke(inst, export, object, args)
+                .inspect_err(|_| self.vsc.failed.inc());
         }
-        let r = self.invoke(inst, export, object, args.clone())?;
+        let r = self
+            .invoke(inst, export, object, args.clone())
+            .inspect_err(|_| self.vsc.failed.inc())?;
         if let Ok(mut log) = self.init_log.lock() {
             log.push(Recorded {
                 export,
@@ -956,6 +964,7 @@ impl VclVmod {
     /// The error for a failed call of `func`.
     fn call_error(&self, inst: &VmodInstance, func: &str, err: &wasmtime::Error) -> VmodError {
         let cap = &inst.store.data().limits;
+        crate::vsc::vmod_failed(&self.vsc, cap.refused, err);
         if cap.refused {
             // The guest's allocator traps when memory cannot grow: name
             // the cause rather than the `unreachable`.
@@ -1272,13 +1281,17 @@ impl shellac::vmod::task::Host for VmodData {
 
 impl shellac::vmod::host::Host for VmodData {
     fn log(&mut self, message: String) {
-        let xid = self.task().map_or(0, |t| t.xid);
-        tracing::info!(xid, "VCL_Log: {message}");
+        if let Some(t) = self.task.as_deref_mut() {
+            t.vsl.log(vapi::Tag::VCL_Log, &message);
+        }
     }
 
     fn error(&mut self, message: String) {
         let xid = self.task().map_or(0, |t| t.xid);
         tracing::warn!(xid, "VCL_Error: {message}");
+        if let Some(t) = self.task.as_deref_mut() {
+            t.vsl.log(vapi::Tag::VCL_Error, &message);
+        }
     }
 
     fn now(&mut self) -> f64 {
@@ -1532,7 +1545,12 @@ impl StrCall {
 
     /// Runs the function on `args`.
     pub fn invoke(&mut self, args: &[&str]) -> Result<(), VmodError> {
-        self.out = Some(self.vv.call_str(&mut self.inst, self.export, args)?);
+        self.vv.vsc.calls.inc();
+        let out = self
+            .vv
+            .call_str(&mut self.inst, self.export, args)
+            .inspect_err(|_| self.vv.vsc.failed.inc())?;
+        self.out = Some(out);
         Ok(())
     }
 

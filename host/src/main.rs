@@ -30,6 +30,11 @@ enum Command {
     Adm(cmd::adm::Args),
     /// Run the cache (like `varnishd`).
     Serve(cmd::serve::Args),
+    /// Show a running instance's counters (like `varnishstat`).
+    Stat(cmd::stat::Args),
+    /// Show a running instance's transaction log (like `varnishlog`; with
+    /// `--ncsa`, `varnishncsa`).
+    Log(cmd::log::Args),
     /// Run the bundled demo origin.
     #[command(hide = true)]
     DemoOrigin(cmd::demo_origin::Args),
@@ -49,6 +54,8 @@ fn main() -> ExitCode {
         Command::Test(args) => cmd::test::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Adm(args) => cmd::adm::run(args),
+        Command::Stat(args) => cmd::stat::run(args),
+        Command::Log(args) => cmd::log::run(args),
         Command::DemoOrigin(args) => cmd::demo_origin::run(args),
     };
     match result {

@@ -118,9 +118,11 @@ impl Child {
             tasks.push(tokio::spawn(crate::cache_http1::serve(
                 self.ctx.clone(),
                 socket,
+                l.name.clone(),
             )));
         }
         *g = tasks;
+        crate::vsc::child_started();
         Ok(())
     }
 

@@ -150,7 +150,10 @@ async fn session(child: Arc<Child>, s: TcpStream, secret: Option<Arc<Vec<u8>>>) 
                 _ => frame(AUTH, "Authentication required."),
             }
         } else {
-            command(&child, &words).await
+            crate::vsl::cli_rd(&words);
+            let reply = command(&child, &words).await;
+            crate::vsl::cli_wr(&reply);
+            reply
         };
         if w.write_all(reply.as_bytes()).await.is_err() {
             return;

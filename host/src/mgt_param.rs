@@ -122,6 +122,22 @@ const DEFS: &[Def] = &[
     d("ban_lurker_age", Unit::Seconds, "60", Some(0.0)),
     d("max_esi_depth", Unit::Count, "5", Some(0.0)),
     d("shortlived", Unit::Seconds, "10", Some(0.0)),
+    d("vsl_buffer", Unit::Bytes, "4k", Some(267.0)),
+    d("vsl_reclen", Unit::Bytes, "255b", Some(16.0)),
+    d("vsl_space", Unit::Bytes, "80M", Some(1048576.0)),
+    d("vsl_mask", Unit::Text, "default", None),
+    d(
+        "backend_local_error_holddown",
+        Unit::Seconds,
+        "10",
+        Some(0.0),
+    ),
+    d(
+        "backend_remote_error_holddown",
+        Unit::Seconds,
+        "0.25",
+        Some(0.0),
+    ),
     d(
         "vcl_path",
         Unit::Text,
@@ -174,8 +190,6 @@ const INERT: &[&str] = &[
     "acceptor_sleep_incr",
     "acceptor_sleep_max",
     "auto_restart",
-    "backend_local_error_holddown",
-    "backend_remote_error_holddown",
     "ban_lurker_batch",
     "ban_lurker_holdoff",
     "cc_command",
@@ -230,10 +244,6 @@ const INERT: &[&str] = &[
     "thread_stats_rate",
     "vary_notice",
     "vcl_cooldown",
-    "vsl_buffer",
-    "vsl_mask",
-    "vsl_reclen",
-    "vsl_space",
     "vsm_free_cooldown",
     "workspace_session",
     "workspace_thread",
@@ -360,18 +370,26 @@ impl Params {
             name: name.to_string(),
             why,
         };
-        let v = match def.unit {
-            // Relative to the bits set now; `default` is the default set.
-            Unit::Bits(tags) => {
-                let (cur, arg) = match value.trim() {
-                    "default" => ("none", def.default),
-                    _ => (self.text(name), value),
-                };
-                tweak_bits(tags, cur, arg).map(Value::Text)
+        let v = if name == "vsl_mask" {
+            // Changes apply to the mask in force, as in varnishd; the
+            // value kept is the resulting list of masked tags.
+            let cur = crate::vsl::parse_mask(self.text("vsl_mask"), [0, 0]).map_err(bad)?;
+            let m = crate::vsl::parse_mask(value, cur).map_err(bad)?;
+            Value::Text(crate::vsl::show_mask(m))
+        } else {
+            match def.unit {
+                // Relative to the bits set now; `default` is the default set.
+                Unit::Bits(tags) => {
+                    let (cur, arg) = match value.trim() {
+                        "default" => ("none", def.default),
+                        _ => (self.text(name), value),
+                    };
+                    tweak_bits(tags, cur, arg).map(Value::Text)
+                }
+                _ => parse(def, value),
             }
-            _ => parse(def, value),
-        }
-        .map_err(bad)?;
+            .map_err(bad)?
+        };
         if let Value::Num(x) = v {
             let (lo, hi) = self.dynamic_bounds(name);
             if let Some((lo, why)) = lo.filter(|(lo, _)| x < *lo) {

@@ -239,10 +239,16 @@ pub fn call(
                 Arg::Str(Some(s)) => Some(s.as_str()),
                 _ => None,
             });
-            tracing::info!(xid = task.xid, "VCL_Log: {}", msg.unwrap_or(""));
+            task.vsl.log(vapi::Tag::VCL_Log, msg.unwrap_or(""));
             Ret::Void
         }
-        Native::Timestamp | Native::Noop => Ret::Void,
+        Native::Timestamp => {
+            if let Some(label) = s(args, 0) {
+                task.vsl.ts(label, crate::vrt_ctx::now());
+            }
+            Ret::Void
+        }
+        Native::Noop => Ret::Void,
         Native::QuerySort => Ret::Str(s(args, 0).map(querysort)),
         Native::Integer => {
             if let Some(v) = s(args, 0).and_then(|v| v.trim().parse::<i64>().ok()) {
@@ -317,6 +323,8 @@ pub fn call(
                     Ret::Bool(true)
                 }
                 Err(e) => {
+                    task.vsl
+                        .logf(vapi::Tag::VCL_Error, format_args!("ban(): {e}"));
                     task.ban_error = e;
                     Ret::Bool(false)
                 }

@@ -373,6 +373,7 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         let msg = read_str(&mut c, msg)?.unwrap_or_default();
         let t = task(&mut c)?;
         tracing::warn!(xid = t.xid, "VCL_Error: {msg}");
+        t.vsl.log(vapi::Tag::VCL_Error, &msg);
         t.failed.push(msg);
         Ok(())
     })?;
@@ -395,6 +396,7 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             let w = where_of(w)?;
             let t = task(&mut c)?;
             let (max, xid) = (t.max_hdr, t.xid);
+            crate::vsl::vrt_hdr(t, w, &name, Some(&v));
             let h = headers_mut(t, w)?;
             let same = h
                 .iter()
@@ -415,7 +417,9 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         |mut c: C<'_>, w: i32, name: i64| -> R<()> {
             let name = read_str(&mut c, name)?.unwrap_or_default();
             let w = where_of(w)?;
-            hdr_unset(headers_mut(task(&mut c)?, w)?, &name);
+            let t = task(&mut c)?;
+            crate::vsl::vrt_hdr(t, w, &name, None);
+            hdr_unset(headers_mut(t, w)?, &name);
             Ok(())
         },
     )?;
@@ -558,7 +562,10 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
     )?;
     l.func_wrap(m, abi::HASH_DATA, |mut c: C<'_>, s: i64| -> R<()> {
         let s = read_bytes(&mut c, s)?;
-        task(&mut c)?.hash_data(s.as_deref());
+        let t = task(&mut c)?;
+        t.vsl
+            .log_bytes(vapi::Tag::Hash, s.as_deref().unwrap_or_default());
+        t.hash_data(s.as_deref());
         Ok(())
     })?;
     l.func_wrap(m, abi::SYNTHETIC, |mut c: C<'_>, s: i64| -> R<()> {
@@ -567,18 +574,24 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         Ok(())
     })?;
     l.func_wrap(m, abi::BAN, |mut c: C<'_>, s: i64| -> R<()> {
-        let s = read_str(&mut c, s)?.unwrap_or_default();
+        let s = read_str(&mut c, s)?;
         let t = task(&mut c)?;
+        let Some(s) = s else {
+            t.vsl.log(vapi::Tag::VCL_Error, "ban(): Null argument");
+            return Ok(());
+        };
         match crate::cache_ban::parse(&s, crate::vrt_ctx::now()) {
             Ok(b) => t.new_bans.push(b),
-            Err(e) => tracing::warn!(xid = t.xid, "ban(\"{s}\"): {e}"),
+            Err(e) => {
+                tracing::warn!(xid = t.xid, "ban(\"{s}\"): {e}");
+                t.vsl.logf(vapi::Tag::VCL_Error, format_args!("ban(): {e}"));
+            }
         }
         Ok(())
     })?;
     l.func_wrap(m, abi::LOG, |mut c: C<'_>, s: i64| -> R<()> {
         let s = read_str(&mut c, s)?.unwrap_or_default();
-        let xid = task(&mut c)?.xid;
-        tracing::info!(xid, "VCL_Log: {s}");
+        task(&mut c)?.vsl.log(vapi::Tag::VCL_Log, &s);
         Ok(())
     })?;
     l.func_wrap(
@@ -632,7 +645,13 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         },
     )?;
     l.func_wrap(m, abi::SET_PASS_TTL, |mut c: C<'_>, d: f64| -> R<()> {
-        task(&mut c)?.pass_ttl = Some(d);
+        let t = task(&mut c)?;
+        let origin = t.beresp_time - t.beresp_age;
+        t.vsl.logf(
+            vapi::Tag::TTL,
+            format_args!("HFP {d:.0} 0 0 {origin:.0} uncacheable"),
+        );
+        t.pass_ttl = Some(d);
         Ok(())
     })?;
     l.func_wrap(m, abi::SET_VCL, |mut c: C<'_>, l: i32| -> R<()> {

@@ -136,6 +136,8 @@ pub struct Task {
     /// `directors` state of this task (shard parameters and queued
     /// changes, applied when the task ends).
     pub directors: crate::vmod_directors_shard::TaskPriv,
+    /// The task's transaction log.
+    pub vsl: crate::vsl::Buf,
 }
 
 impl Task {
@@ -209,6 +211,7 @@ impl Task {
             cache: None,
             vmods: Default::default(),
             directors: Default::default(),
+            vsl: Default::default(),
             new_bans: Vec::new(),
             ban_error: String::new(),
         }

@@ -110,6 +110,11 @@ fn line1(n: &str, v: Option<Vec<u8>>) -> R<String> {
 /// Assigns a STRING (or BODY) variable.
 pub fn set_string(t: &mut Task, id: i32, v: Option<Vec<u8>>) -> R<()> {
     let n = name(id)?;
+    crate::vsl::vrt_set(
+        &mut t.vsl,
+        n,
+        &String::from_utf8_lossy(v.as_deref().unwrap_or_default()),
+    );
     match n {
         "req.method" => t.req.method = line1(n, v)?,
         "req.url" => t.req.url = line1(n, v)?,
@@ -172,6 +177,7 @@ fn status(obj: &str, v: i64) -> R<u16> {
 /// Assigns an INT variable.
 pub fn set_int(t: &mut Task, id: i32, v: i64) -> R<()> {
     let n = name(id)?;
+    crate::vsl::vrt_set(&mut t.vsl, n, &v);
     match n {
         // A new status brings its standard reason (Varnish's
         // http_SetStatus).

@@ -102,6 +102,48 @@ fn serve_with_backend_flag_and_instance_dir() {
     s.read_to_string(&mut resp).expect("read");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("hello"));
+    // adm, stat and the admin HTTP listener, found by -n.
+    let out = Command::new(BIN)
+        .args(["adm", "-n"])
+        .arg(&dir)
+        .args(["param.show", "default_ttl"])
+        .output()
+        .expect("shellac adm -n");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("30.000 [seconds]"));
+    let out = Command::new(BIN)
+        .args([
+            "stat",
+            "-1",
+            "-f",
+            "MAIN.client_req",
+            "-f",
+            "MAIN.cache_miss",
+            "-n",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("shellac stat");
+    let stat = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stat.lines().collect();
+    assert_eq!(lines.len(), 2, "{stat}");
+    assert!(lines[0].starts_with("MAIN.client_req "), "{stat}");
+    assert!(lines[0].contains(" 1 ") && lines[0].ends_with("Good client requests received"));
+    assert!(lines[1].starts_with("MAIN.cache_miss "), "{stat}");
+    let inst = std::fs::read_to_string(dir.join("_.admin")).expect("_.admin");
+    let http = inst
+        .lines()
+        .find_map(|l| l.strip_prefix("H "))
+        .expect("admin HTTP address");
+    let mut s = TcpStream::connect(http).expect("connect admin http");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).expect("read");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains(
+        "# TYPE varnish_main_client_req_total counter\nvarnish_main_client_req_total 1\n"
+    ));
+    assert!(metrics.contains("varnish_backend_req_total{backend=\"default\",vcl=\"boot\"} 1\n"));
     let _ = t.join();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("secret"));

@@ -35,6 +35,7 @@ pub mod ctx;
 pub mod error;
 pub mod expect;
 pub mod http;
+pub mod logexp;
 pub mod macros;
 pub mod misc;
 pub mod runner;
@@ -43,6 +44,7 @@ pub mod server;
 pub mod token;
 pub mod varnish;
 pub mod vcl;
+pub mod vsc;
 
 pub use ctx::{Outcome, TestConfig};
 pub use error::VtcError;

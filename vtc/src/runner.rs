@@ -135,6 +135,7 @@ struct State {
     servers: Vec<Server>,
     clients: Vec<Client>,
     varnishes: Vec<Varnish>,
+    logexps: Vec<crate::logexp::Logexp>,
 }
 
 impl State {
@@ -257,7 +258,36 @@ impl State {
                 Ok(())
             }
             TopKind::Logexpect => {
-                Err(ctx.skip("top", "logexpect is not supported yet; skipping test"))
+                if !inst.starts_with('l') {
+                    return Err(ctx.fatal(
+                        "top",
+                        format!("Logexpect name must start with 'l' (is: {inst})"),
+                    ));
+                }
+                let idx = match self.logexps.iter().position(|l| l.name() == inst) {
+                    Some(i) => i,
+                    None => {
+                        let (Some(v), Some(vname)) = (rest.first(), rest.get(1)) else {
+                            return Err(ctx.fatal("top", "new logexp lacks -v"));
+                        };
+                        if !v.is("-v") {
+                            return Err(ctx.fatal("top", "new logexp lacks -v"));
+                        }
+                        let vname = vname.text().into_owned();
+                        // The varnish must exist (its log is opened at
+                        // -start).
+                        if !self.varnishes.iter().any(|v| v.name() == vname) {
+                            return Err(
+                                ctx.fatal("top", format!("-v argument error: no varnish {vname}"))
+                            );
+                        }
+                        self.logexps.push(crate::logexp::Logexp::new(&inst, &vname));
+                        self.logexps.len() - 1
+                    }
+                };
+                let vname = self.logexps[idx].vname().to_string();
+                let v = self.varnishes.iter_mut().find(|v| v.name() == vname);
+                self.logexps[idx].command(&ctx, rest, v)
             }
             TopKind::Process
             | TopKind::Setenv
@@ -329,6 +359,14 @@ impl State {
         let ctx = self.ctx.clone();
         for c in &mut self.clients {
             c.wait(&ctx);
+        }
+        // A logexpect still running at the end gives up: its thread sees
+        // the test stop.
+        if self.logexps.iter().any(|l| l.running()) {
+            ctx.request_stop();
+        }
+        for l in &mut self.logexps {
+            l.reset();
         }
         for s in &mut self.servers {
             s.stop(&ctx);
@@ -422,6 +460,7 @@ pub fn run_test(file: &Path, config: &TestConfig) -> TestResult {
                 servers: Vec::new(),
                 clients: Vec::new(),
                 varnishes: Vec::new(),
+                logexps: Vec::new(),
             };
             match tokenize(&src, 1) {
                 Ok(cmds) => {

@@ -405,6 +405,81 @@ impl Varnish {
         Ok((st2, if st2 == status::OK { r } else { r2 }))
     }
 
+    /// Every counter of the instance, through its stat tool.
+    fn counters(&self) -> Result<Vec<(String, u64)>, String> {
+        match &self.shared.config.varnishd {
+            Some(_) => crate::vsc::read(std::path::Path::new("varnishstat"), false, &self.workdir),
+            None => crate::vsc::read(&self.shared.config.shellac, true, &self.workdir),
+        }
+    }
+
+    /// `-expect NAME OP VALUE` (or `-expect !NAME` when `cmp` is
+    /// `None`): retried every 0.1 s, 50 times, as varnishtest does.
+    fn expect_counter(&mut self, ctx: &Ctx, lhs: &str, cmp: Option<(&str, &str)>) -> R<()> {
+        self.launch(ctx)?;
+        let rhs_num = cmp.and_then(|(_, r)| {
+            let r = r.trim();
+            let ok = !r.is_empty()
+                && if let Some(h) = r.strip_prefix("0x").or_else(|| r.strip_prefix("0X")) {
+                    !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit())
+                } else {
+                    r.chars().all(|c| c.is_ascii_digit())
+                };
+            ok.then(|| crate::expect::strtoul(r))
+        });
+        let mut last: Result<Vec<(String, u64)>, String> = Ok(Vec::new());
+        let mut vals = (None, None);
+        for attempt in 0..50 {
+            if attempt > 0 {
+                ctx.sleep(Duration::from_millis(100))?;
+            }
+            last = self.counters();
+            let Ok(points) = &last else { continue };
+            let l = crate::vsc::find(points, lhs);
+            let Some((op, rhs)) = cmp else {
+                if l.is_some() {
+                    return Err(self.fatal(ctx, format!("Found (not expected): {lhs}")));
+                }
+                ctx.log
+                    .log(2, &self.name, &format!("not found (as expected): {lhs}"));
+                return Ok(());
+            };
+            let r = rhs_num.or_else(|| crate::vsc::find(points, rhs));
+            vals = (l, r);
+            let (Some(a), Some(b)) = (l, r) else { continue };
+            let good = match op {
+                "==" => a == b,
+                "!=" => a != b,
+                ">" => a > b,
+                "<" => a < b,
+                ">=" => a >= b,
+                "<=" => a <= b,
+                _ => return Err(self.fatal(ctx, format!("comparison {op} unknown"))),
+            };
+            if good {
+                ctx.log.log(
+                    2,
+                    &self.name,
+                    &format!("as expected: {lhs} ({a}) {op} {rhs} ({b})"),
+                );
+                return Ok(());
+            }
+        }
+        if let Err(e) = last {
+            return Err(self.fatal(ctx, format!("VSM error: {e}")));
+        }
+        let Some((op, rhs)) = cmp else {
+            return Ok(());
+        };
+        match vals {
+            (Some(a), Some(b)) => {
+                Err(self.fatal(ctx, format!("Not true: {lhs} ({a}) {op} {rhs} ({b})")))
+            }
+            (None, _) => Err(self.fatal(ctx, format!("stats field {lhs} unknown"))),
+            (_, None) => Err(self.fatal(ctx, format!("stats field {rhs} unknown"))),
+        }
+    }
+
     /// Runs the arguments of one `varnish` command, left to right.
     /// `backends` produces the `-vcl+backend` declarations.
     pub fn command(
@@ -510,11 +585,26 @@ impl Varnish {
                     "Child in state running",
                     Some("Child in state stopped"),
                 )?,
-                "-expect" | "-vsc" => {
-                    return Err(ctx.skip(
-                        &self.name,
-                        "varnish counters are not supported yet; skipping test",
-                    ));
+                "-expect" => {
+                    let lhs = val(1)?;
+                    if let Some(name) = lhs.strip_prefix('!') {
+                        self.expect_counter(ctx, name, None)?;
+                    } else {
+                        let op = val(2)?;
+                        let rhs = val(3)?;
+                        self.expect_counter(ctx, &lhs, Some((&op, &rhs)))?;
+                        i += 2;
+                    }
+                    i += 1;
+                }
+                "-vsc" => {
+                    let pat = val(1)?;
+                    self.launch(ctx)?;
+                    let points = self.counters().map_err(|e| self.fatal(ctx, e))?;
+                    for (n, v) in points.iter().filter(|(n, _)| crate::vsc::fnmatch(&pat, n)) {
+                        ctx.log.log(4, &self.name, &format!("VSC {n} {v}"));
+                    }
+                    i += 1;
                 }
                 "-start" => self.start(ctx)?,
                 "-stop" => self.stop(ctx)?,

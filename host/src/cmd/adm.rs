@@ -1,5 +1,6 @@
-//! `shellac adm`: varnishadm for Shellac: connects to `-T`, answers the
-//! `-S` challenge, runs one command and prints the answer.
+//! `shellac adm`: varnishadm for Shellac: connects to `-T` (or the admin
+//! CLI of the instance `-n DIR` names), answers the `-S` challenge, runs
+//! one command and prints the answer.
 
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,7 +12,10 @@ use std::process::ExitCode;
 pub struct Args {
     /// Admin address ADDR:PORT (serve's -T).
     #[arg(short = 'T', value_name = "ADDR:PORT")]
-    pub admin: String,
+    pub admin: Option<String>,
+    /// The instance directory (serve's `-n`): its `-T` and `-S`.
+    #[arg(short = 'n', value_name = "DIR")]
+    pub name: Option<PathBuf>,
     /// Secret file (serve's -S).
     #[arg(short = 'S', value_name = "FILE")]
     pub secret: Option<PathBuf>,
@@ -36,13 +40,22 @@ fn answer(r: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, String)> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let s =
-        TcpStream::connect(&args.admin).with_context(|| format!("connecting to {}", args.admin))?;
+    let (admin, secret) = match args.admin {
+        Some(t) => (t, args.secret),
+        None => {
+            let i = super::instance::find(args.name.as_deref(), std::time::Duration::ZERO)?;
+            let Some(t) = i.cli else {
+                bail!("the instance has no admin CLI (serve without -T)");
+            };
+            (t, args.secret.or(i.secret))
+        }
+    };
+    let s = TcpStream::connect(&admin).with_context(|| format!("connecting to {admin}"))?;
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s);
     let (mut st, body) = answer(&mut r)?;
     if st == 107 {
-        let Some(f) = &args.secret else {
+        let Some(f) = &secret else {
             bail!("authentication required: give -S SECRETFILE");
         };
         let secret = std::fs::read(f).with_context(|| format!("-S {}", f.display()))?;

@@ -27,9 +27,19 @@ pub struct Args {
     /// Foreground (the only mode for now).
     #[arg(short = 'F')]
     pub foreground: bool,
-    /// Instance directory: created, and the listen addresses written there.
+    /// Instance directory: created, and the listen and admin addresses
+    /// written there, so `shellac adm|stat|log -n DIR` find this instance
+    /// (default: `shellac` in the temporary directory).
     #[arg(short = 'n', value_name = "DIR")]
     pub name: Option<PathBuf>,
+    /// The admin HTTP listener (Prometheus `/metrics`, and what `shellac
+    /// stat` and `shellac log` read); `none` turns it off.
+    #[arg(
+        long = "admin-http",
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:0"
+    )]
+    pub admin_http: String,
     /// Storage: malloc,SIZE.
     #[arg(short = 's', value_name = "malloc,SIZE")]
     pub storage: Vec<String>,
@@ -80,6 +90,8 @@ fn write_instance(
     listens: &[String],
     admin: Option<&str>,
     secret: Option<&std::path::Path>,
+    http: Option<&str>,
+    vsl: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("-n {}", dir.display()))?;
     std::fs::write(dir.join("listen"), listens.join("\n") + "\n")?;
@@ -87,15 +99,32 @@ fn write_instance(
     if let Some(t) = admin {
         a.push_str(&format!("T {t}\n"));
     }
+    if let Some(h) = http {
+        a.push_str(&format!("H {h}\n"));
+    }
+    if let Some(v) = vsl {
+        a.push_str(&format!("V {}\n", v.display()));
+    }
     if let Some(s) = secret {
         let s = std::fs::canonicalize(s).unwrap_or_else(|_| s.to_path_buf());
         a.push_str(&format!("S {}\n", s.display()));
     }
-    std::fs::write(dir.join("_.admin"), a)?;
+    // Written whole under another name first: a tool reading it never
+    // sees half of it.
+    let tmp = dir.join("_.admin.new");
+    std::fs::write(&tmp, a)?;
+    std::fs::rename(&tmp, dir.join("_.admin"))?;
     Ok(())
 }
 
+/// The instance directory when `-n` is not given: `shellac` in the
+/// temporary directory (as varnishd's default names one per host).
+pub fn default_instance() -> PathBuf {
+    std::env::temp_dir().join("shellac")
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    shellac::vsc::process_started();
     let mut params = Params::default();
     for p in &args.params {
         params.set_arg(p)?;
@@ -137,9 +166,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => Ctx::empty(params, storage),
         });
         tokio::spawn(shellac::cache_ban::lurker(Arc::downgrade(&ctx)));
+        // The transaction log in shared memory, where `shellac log` and
+        // logexpect map it (the instance directory says where).
+        let vsl = match shellac::vsl::attach_shm() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("transaction log not shared (readers use /log): {e}");
+                None
+            }
+        };
+        let dir = args.name.clone().unwrap_or_else(default_instance);
         let child = Arc::new(Child::new(ctx.clone(), listens));
         let mut tasks = Vec::new();
         let mut admin_addr = None;
+        let mut cli = None;
         if let Some(t) = &args.admin {
             let l = tokio::net::TcpListener::bind(t.as_str())
                 .await
@@ -147,14 +187,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let a = l.local_addr()?.to_string();
             eprintln!("shellac: admin CLI on {a}");
             admin_addr = Some(a);
+            cli = Some(l);
+        }
+        let mut http_addr = None;
+        if args.admin_http != "none" {
+            let h = args.admin_http.as_str();
+            let l = tokio::net::TcpListener::bind(h)
+                .await
+                .with_context(|| format!("--admin-http {h}"))?;
+            http_addr = Some(l.local_addr()?.to_string());
+            tokio::spawn(shellac::mgt_http::serve(child.clone(), l));
+        }
+        write_instance(
+            &dir,
+            &addrs,
+            admin_addr.as_deref(),
+            args.secret.as_deref(),
+            http_addr.as_deref(),
+            vsl.as_deref(),
+        )?;
+        // The CLI answers only once the instance directory tells where
+        // everything is (varnishtest reads counters right after `start`).
+        if let Some(l) = cli {
             tasks.push(tokio::spawn(shellac::mgt_cli::serve(
                 child.clone(),
                 l,
                 secret,
             )));
-        }
-        if let Some(dir) = &args.name {
-            write_instance(dir, &addrs, admin_addr.as_deref(), args.secret.as_deref())?;
         }
         if ctx.has_active_vcl() {
             child.start().context("starting")?;

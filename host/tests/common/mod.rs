@@ -53,7 +53,11 @@ pub async fn proxy_with_storage(vcl: &str, port: u16, params: &[&str], storage: 
         .await
         .expect("bind proxy");
     let (l, addr) = ls.pop().expect("one listener");
-    tokio::spawn(shellac::cache_http1::serve(Arc::new(Ctx::new(p, vcl)), l));
+    tokio::spawn(shellac::cache_http1::serve(
+        Arc::new(Ctx::new(p, vcl)),
+        l,
+        "a0".into(),
+    ));
     addr
 }
 

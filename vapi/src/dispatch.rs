@@ -1,0 +1,513 @@
+//! Grouping records into transactions (libvarnishapi's VSLQ dispatch):
+//! `-g raw` (every record alone), `vxid` (each transaction when it ends),
+//! `request` (a client request with its backend requests and ESI
+//! includes) and `session` (a whole session).
+//!
+//! Records of one transaction may arrive in several batches, and a
+//! child's records before its parent's (a backend request ends before
+//! the request that started it). Transactions are linked both ways
+//! Varnish links them: a child's `Begin` names its parent, a parent's
+//! `Link` names its children. A group is handed out once its root and
+//! every transaction under it has ended; one that has not ended after
+//! the timeout (varnishlog's `-T`, 120 s) is forced to (an `End synth`
+//! is added), and so is everything left at [`Dispatcher::flush`].
+
+use crate::record::{Kind, Record};
+use crate::tag::Tag;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How records are grouped (varnishlog's `-g`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    /// Every record on its own, VXID 0 included.
+    Raw,
+    /// Each transaction on its own.
+    Vxid,
+    /// A client request with what it caused.
+    Request,
+    /// A session with its requests.
+    Session,
+}
+
+impl Grouping {
+    /// By name, or a unique prefix of one (`-g req`).
+    pub fn parse(s: &str) -> Option<Grouping> {
+        let all = [
+            ("raw", Grouping::Raw),
+            ("vxid", Grouping::Vxid),
+            ("request", Grouping::Request),
+            ("session", Grouping::Session),
+        ];
+        if let Some(g) = all.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
+            return Some(g.1);
+        }
+        let mut m = all.iter().filter(|(n, _)| {
+            !s.is_empty() && n.len() >= s.len() && n[..s.len()].eq_ignore_ascii_case(s)
+        });
+        match (m.next(), m.next()) {
+            (Some(g), None) => Some(g.1),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of transaction it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxType {
+    /// Not known (yet).
+    Unknown,
+    /// A session.
+    Sess,
+    /// A client request.
+    Req,
+    /// A backend request.
+    Bereq,
+    /// A single record (`-g raw`).
+    Raw,
+}
+
+impl TxType {
+    /// varnishlog's header label (`<< Request  >>`).
+    pub fn label(self) -> &'static str {
+        match self {
+            TxType::Unknown => "<< Unknown  >>",
+            TxType::Sess => "<< Session  >>",
+            TxType::Req => "<< Request  >>",
+            TxType::Bereq => "<< BeReq    >>",
+            TxType::Raw => "<< Record   >>",
+        }
+    }
+
+    fn parse(s: &str) -> TxType {
+        match s {
+            "sess" => TxType::Sess,
+            "req" => TxType::Req,
+            "bereq" => TxType::Bereq,
+            _ => TxType::Unknown,
+        }
+    }
+}
+
+/// One transaction of a group, as handed out.
+#[derive(Clone, Debug)]
+pub struct Transaction {
+    /// 1 for the group's root, one more per generation (0 in `-g raw`).
+    pub level: u32,
+    /// Its VXID.
+    pub vxid: u64,
+    /// The VXID of the transaction above it in the group (0 for a root).
+    pub parent: u64,
+    /// Session, request or backend request.
+    pub typ: TxType,
+    /// Why it began (`rxreq`, `esi`, `fetch`, `pass`, `bgfetch`, …).
+    pub reason: String,
+    /// Its records, in order.
+    pub records: Vec<Record>,
+}
+
+struct Vtx {
+    typ: TxType,
+    reason: String,
+    parent: Option<u64>,
+    children: Vec<u64>,
+    records: Vec<Record>,
+    begun: bool,
+    complete: bool,
+    created: Instant,
+}
+
+impl Vtx {
+    fn new() -> Vtx {
+        Vtx {
+            typ: TxType::Unknown,
+            reason: String::new(),
+            parent: None,
+            children: Vec::new(),
+            records: Vec::new(),
+            begun: false,
+            complete: false,
+            created: Instant::now(),
+        }
+    }
+}
+
+/// `Begin`/`Link` data: `TYPE VXID REASON`.
+fn parse_link(data: &str) -> Option<(TxType, u64, String)> {
+    let mut it = data.split_whitespace();
+    let t = TxType::parse(it.next()?);
+    let v = it.next()?.parse().ok()?;
+    let r = it.next()?.to_string();
+    Some((t, v, r))
+}
+
+/// Groups records into transactions.
+pub struct Dispatcher {
+    grouping: Grouping,
+    vtx: HashMap<u64, Vtx>,
+    /// Incomplete transactions older than this are forced to end.
+    pub timeout: Duration,
+    /// At most this many incomplete transactions are kept (`-L`); the
+    /// oldest is forced to end beyond it.
+    pub limit: usize,
+}
+
+/// A group handed out: its transactions, root first, then breadth
+/// first.
+pub type Group = Vec<Transaction>;
+
+impl Dispatcher {
+    /// A dispatcher for `grouping`.
+    pub fn new(grouping: Grouping) -> Dispatcher {
+        Dispatcher {
+            grouping,
+            vtx: HashMap::new(),
+            timeout: Duration::from_secs(120),
+            limit: 1000,
+        }
+    }
+
+    /// The grouping.
+    pub fn grouping(&self) -> Grouping {
+        self.grouping
+    }
+
+    /// Takes one record; returns the groups it completed.
+    pub fn feed(&mut self, r: Record) -> Vec<Group> {
+        if self.grouping == Grouping::Raw {
+            return vec![vec![Transaction {
+                level: 0,
+                vxid: r.vxid,
+                parent: 0,
+                typ: TxType::Raw,
+                reason: String::new(),
+                records: vec![r],
+            }]];
+        }
+        if r.vxid == 0 {
+            return Vec::new();
+        }
+        let vxid = r.vxid;
+        let v = self.vtx.entry(vxid).or_insert_with(Vtx::new);
+        if v.complete {
+            // A record after the end: Varnish reports it; we drop it.
+            return Vec::new();
+        }
+        let tag = r.tag;
+        let text = r.text().into_owned();
+        v.records.push(r);
+        match tag {
+            Tag::Begin if !v.begun => {
+                v.begun = true;
+                if let Some((t, p, reason)) = parse_link(&text) {
+                    v.typ = t;
+                    v.reason = reason;
+                    self.link_parent(vxid, p);
+                }
+            }
+            Tag::Link => {
+                if let Some((t, c, reason)) = parse_link(&text) {
+                    self.link_child(vxid, c, t, reason);
+                }
+            }
+            Tag::End => {
+                if let Some(v) = self.vtx.get_mut(&vxid) {
+                    v.complete = true;
+                }
+                let mut out = Vec::new();
+                self.ready_up(vxid, &mut out);
+                return out;
+            }
+            _ => {}
+        }
+        let mut out = Vec::new();
+        if self.vtx.len() > self.limit {
+            self.force_oldest(&mut out);
+        }
+        out
+    }
+
+    fn link_parent(&mut self, vxid: u64, p: u64) {
+        if p == 0 || p == vxid || self.grouping == Grouping::Vxid {
+            return;
+        }
+        let (typ, reason) = match self.vtx.get(&vxid) {
+            Some(v) => (v.typ, v.reason.clone()),
+            None => return,
+        };
+        if self.grouping == Grouping::Request && typ == TxType::Req && reason == "rxreq" {
+            return;
+        }
+        if let Some(v) = self.vtx.get(&vxid) {
+            if v.parent.is_some() {
+                return;
+            }
+        }
+        let pv = self.vtx.entry(p).or_insert_with(Vtx::new);
+        if pv.complete {
+            return;
+        }
+        if !pv.children.contains(&vxid) {
+            pv.children.push(vxid);
+        }
+        if let Some(v) = self.vtx.get_mut(&vxid) {
+            v.parent = Some(p);
+        }
+    }
+
+    fn link_child(&mut self, vxid: u64, c: u64, t: TxType, reason: String) {
+        if c == 0 || c == vxid || self.grouping == Grouping::Vxid {
+            return;
+        }
+        let ptype = self.vtx.get(&vxid).map_or(TxType::Unknown, |v| v.typ);
+        if self.grouping == Grouping::Request && ptype == TxType::Sess {
+            return;
+        }
+        let cv = self.vtx.entry(c).or_insert_with(Vtx::new);
+        if cv.parent.is_some() || cv.complete {
+            return;
+        }
+        if cv.typ == TxType::Unknown {
+            cv.typ = t;
+            cv.reason = reason;
+        }
+        cv.parent = Some(vxid);
+        if let Some(p) = self.vtx.get_mut(&vxid) {
+            if !p.children.contains(&c) {
+                p.children.push(c);
+            }
+        }
+    }
+
+    fn ready(&self, vxid: u64) -> bool {
+        match self.vtx.get(&vxid) {
+            Some(v) => v.complete && v.children.iter().all(|c| self.ready(*c)),
+            None => true,
+        }
+    }
+
+    /// After `vxid` ended: hands out its group if everything in it has.
+    fn ready_up(&mut self, mut vxid: u64, out: &mut Vec<Group>) {
+        loop {
+            if !self.ready(vxid) {
+                return;
+            }
+            match self.vtx.get(&vxid).and_then(|v| v.parent) {
+                Some(p) => vxid = p,
+                None => break,
+            }
+        }
+        let Some(root) = self.vtx.get(&vxid) else {
+            return;
+        };
+        let wanted = match self.grouping {
+            Grouping::Session => root.typ == TxType::Sess,
+            Grouping::Request => root.typ == TxType::Req,
+            _ => true,
+        };
+        let group = self.take_group(vxid);
+        if wanted {
+            out.push(group);
+        }
+    }
+
+    /// Removes a root and everything under it, breadth first.
+    fn take_group(&mut self, root: u64) -> Group {
+        let mut g: Group = Vec::new();
+        let mut queue = vec![(root, 1u32, 0u64)];
+        let mut i = 0;
+        while i < queue.len() {
+            let (vxid, level, parent) = queue[i];
+            i += 1;
+            let Some(v) = self.vtx.remove(&vxid) else {
+                continue;
+            };
+            for c in &v.children {
+                let cl = match self.vtx.get(c) {
+                    Some(cv) if cv.reason == "restart" => level,
+                    _ => level + 1,
+                };
+                queue.push((*c, cl, vxid));
+            }
+            g.push(Transaction {
+                level,
+                vxid,
+                parent,
+                typ: v.typ,
+                reason: v.reason,
+                records: v.records,
+            });
+        }
+        g
+    }
+
+    /// Ends a transaction that will not end by itself.
+    fn force(&mut self, vxid: u64, out: &mut Vec<Group>) {
+        let Some(v) = self.vtx.get_mut(&vxid) else {
+            return;
+        };
+        if v.complete {
+            return;
+        }
+        let kind = match v.typ {
+            TxType::Bereq => Kind::Backend,
+            _ => Kind::Client,
+        };
+        if !v.begun {
+            let t = match v.typ {
+                TxType::Sess => "sess",
+                TxType::Req => "req",
+                TxType::Bereq => "bereq",
+                _ => "unknown",
+            };
+            v.records.insert(
+                0,
+                Record {
+                    vxid,
+                    tag: Tag::Begin,
+                    kind,
+                    data: format!("{t} 0 synth").into_bytes(),
+                },
+            );
+            v.begun = true;
+        }
+        v.records.push(Record {
+            vxid,
+            tag: Tag::End,
+            kind,
+            data: b"synth".to_vec(),
+        });
+        v.complete = true;
+        self.ready_up(vxid, out);
+    }
+
+    fn force_oldest(&mut self, out: &mut Vec<Group>) {
+        let oldest = self
+            .vtx
+            .iter()
+            .filter(|(_, v)| !v.complete)
+            .min_by_key(|(_, v)| v.created)
+            .map(|(k, _)| *k);
+        if let Some(k) = oldest {
+            self.force(k, out);
+        }
+    }
+
+    /// Forces transactions older than the timeout to end; returns the
+    /// groups that completes.
+    pub fn expire(&mut self) -> Vec<Group> {
+        let now = Instant::now();
+        let old: Vec<u64> = self
+            .vtx
+            .iter()
+            .filter(|(_, v)| !v.complete && now.duration_since(v.created) >= self.timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for k in old {
+            self.force(k, &mut out);
+        }
+        out
+    }
+
+    /// Ends everything still open (the end of `varnishlog -d`).
+    pub fn flush(&mut self) -> Vec<Group> {
+        let mut out = Vec::new();
+        let mut open: Vec<(Instant, u64)> = self
+            .vtx
+            .iter()
+            .filter(|(_, v)| !v.complete)
+            .map(|(k, v)| (v.created, *k))
+            .collect();
+        open.sort();
+        for (_, k) in open {
+            self.force(k, &mut out);
+        }
+        // Complete transactions still waiting for a parent that never
+        // came (its records were lost).
+        let stuck: Vec<u64> = self.vtx.keys().copied().collect();
+        for k in stuck {
+            if self.vtx.contains_key(&k) {
+                self.ready_up(k, &mut out);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(vxid: u64, tag: Tag, kind: Kind, data: &str) -> Record {
+        Record {
+            vxid,
+            tag,
+            kind,
+            data: data.as_bytes().to_vec(),
+        }
+    }
+
+    /// A session 1000 with request 1001 whose backend request 1002 ends
+    /// first, in the order Shellac flushes them.
+    fn feed_all(d: &mut Dispatcher) -> Vec<Group> {
+        let c = Kind::Client;
+        let b = Kind::Backend;
+        let mut out = Vec::new();
+        for r in [
+            rec(1002, Tag::Begin, b, "bereq 1001 fetch"),
+            rec(1002, Tag::BereqURL, b, "/"),
+            rec(1002, Tag::End, b, ""),
+            rec(1001, Tag::Begin, c, "req 1000 rxreq"),
+            rec(1001, Tag::ReqURL, c, "/"),
+            rec(1001, Tag::Link, c, "bereq 1002 fetch"),
+            rec(1001, Tag::End, c, ""),
+            rec(1000, Tag::Begin, c, "sess 0 HTTP/1"),
+            rec(1000, Tag::Link, c, "req 1001 rxreq"),
+            rec(1000, Tag::End, c, ""),
+        ] {
+            out.extend(d.feed(r));
+        }
+        out
+    }
+
+    #[test]
+    fn vxid_grouping() {
+        let mut d = Dispatcher::new(Grouping::Vxid);
+        let g = feed_all(&mut d);
+        let ids: Vec<u64> = g.iter().map(|g| g[0].vxid).collect();
+        assert_eq!(ids, vec![1002, 1001, 1000]);
+        assert!(g.iter().all(|g| g.len() == 1 && g[0].level == 1));
+    }
+
+    #[test]
+    fn request_grouping() {
+        let mut d = Dispatcher::new(Grouping::Request);
+        let g = feed_all(&mut d);
+        assert_eq!(g.len(), 1);
+        let ids: Vec<(u64, u32)> = g[0].iter().map(|t| (t.vxid, t.level)).collect();
+        assert_eq!(ids, vec![(1001, 1), (1002, 2)]);
+        assert!(d.vtx.is_empty());
+    }
+
+    #[test]
+    fn session_grouping() {
+        let mut d = Dispatcher::new(Grouping::Session);
+        let g = feed_all(&mut d);
+        assert_eq!(g.len(), 1);
+        let ids: Vec<(u64, u32)> = g[0].iter().map(|t| (t.vxid, t.level)).collect();
+        assert_eq!(ids, vec![(1000, 1), (1001, 2), (1002, 3)]);
+    }
+
+    #[test]
+    fn flush_forces_open_transactions() {
+        let mut d = Dispatcher::new(Grouping::Vxid);
+        assert!(d.feed(rec(5, Tag::ReqURL, Kind::Client, "/")).is_empty());
+        let g = d.flush();
+        assert_eq!(g.len(), 1);
+        let tags: Vec<Tag> = g[0][0].records.iter().map(|r| r.tag).collect();
+        assert_eq!(tags, vec![Tag::Begin, Tag::ReqURL, Tag::End]);
+        assert_eq!(Grouping::parse("req"), Some(Grouping::Request));
+        assert_eq!(Grouping::parse("r"), None);
+    }
+}

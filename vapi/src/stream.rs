@@ -1,0 +1,190 @@
+//! Reading the log of a running Shellac: its admin HTTP listener's
+//! `/log` stream (see `shellac serve`), decoded into records.
+
+use crate::record::{decode, Item};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// What the stream had.
+#[derive(Debug)]
+pub enum Next {
+    /// A record, or a count of records lost.
+    Item(Item),
+    /// Nothing within the read timeout.
+    Idle,
+    /// The stream ended.
+    Eof,
+}
+
+/// A log stream.
+pub struct Stream {
+    r: BufReader<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Stream {
+    /// Connects to the admin HTTP listener at `addr` and asks for the
+    /// log from the oldest record the ring holds (`head`) or from the
+    /// next one written; with `follow` the stream goes on, else it ends
+    /// at the newest record. Returns once the server placed the reader:
+    /// everything logged from then on will come.
+    pub fn connect(addr: &str, head: bool, follow: bool) -> io::Result<Stream> {
+        let mut s = TcpStream::connect(addr)?;
+        let _ = s.set_nodelay(true);
+        write!(
+            s,
+            "GET /log?from={}&follow={} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
+            if head { "head" } else { "tail" },
+            if follow { 1 } else { 0 }
+        )?;
+        let mut r = BufReader::new(s);
+        let mut status = String::new();
+        r.read_line(&mut status)?;
+        if status.split_whitespace().nth(1) != Some("200") {
+            return Err(io::Error::other(format!("{addr}/log: {}", status.trim())));
+        }
+        loop {
+            let mut l = String::new();
+            if r.read_line(&mut l)? == 0 || l == "\r\n" || l == "\n" {
+                break;
+            }
+        }
+        Ok(Stream { r, buf: Vec::new() })
+    }
+
+    /// Waits at most `t` for data in [`Stream::read`] (`None`: forever).
+    pub fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.r.get_ref().set_read_timeout(t)
+    }
+
+    /// The next item.
+    pub fn read(&mut self) -> io::Result<Next> {
+        loop {
+            match decode(&self.buf) {
+                Ok(Some((item, n))) => {
+                    self.buf.drain(..n);
+                    return Ok(Next::Item(item));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            let mut chunk = [0u8; 16384];
+            match self.r.read(&mut chunk) {
+                Ok(0) => return Ok(Next::Eof),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    return Ok(Next::Idle)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The log of a running Shellac, read from its shared-memory file
+/// (`DIR/_.vsl`) when there is one, else from its admin HTTP listener.
+pub enum Source {
+    /// The shared mapping: polled, costs the server nothing.
+    Shm {
+        /// The mapping.
+        reader: crate::shm::Reader,
+        /// Records copied out, not decoded yet.
+        buf: Vec<u8>,
+        /// Decoded up to here.
+        pos: usize,
+        /// Stop at the end (`-d`) instead of waiting for more.
+        dump: bool,
+        /// How long [`Source::read`] waits before saying [`Next::Idle`].
+        timeout: Duration,
+    },
+    /// The `/log` stream.
+    Http(Stream),
+}
+
+impl Source {
+    /// Opens the log of an instance: its shared memory at `shm` when
+    /// given and readable, else its admin HTTP listener `http`; from the
+    /// oldest record kept (`head`) or the next written; `follow` goes on
+    /// after the newest.
+    pub fn open(
+        shm: Option<&std::path::Path>,
+        http: Option<&str>,
+        head: bool,
+        follow: bool,
+    ) -> io::Result<Source> {
+        let mapped = match shm {
+            Some(p) => crate::shm::Reader::open(p, head),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no shared log")),
+        };
+        match mapped {
+            Ok(reader) => Ok(Source::Shm {
+                reader,
+                buf: Vec::new(),
+                pos: 0,
+                dump: !follow,
+                timeout: Duration::from_millis(500),
+            }),
+            Err(shm_err) => match http {
+                Some(a) => Stream::connect(a, head, follow).map(Source::Http),
+                None => Err(shm_err),
+            },
+        }
+    }
+
+    /// Waits at most `t` for data in [`Source::read`].
+    pub fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        match self {
+            Source::Shm { timeout, .. } => {
+                *timeout = t;
+                Ok(())
+            }
+            Source::Http(s) => s.set_timeout(Some(t)),
+        }
+    }
+
+    /// The next item.
+    pub fn read(&mut self) -> io::Result<Next> {
+        let (reader, buf, pos, dump, timeout) = match self {
+            Source::Http(s) => return s.read(),
+            Source::Shm {
+                reader,
+                buf,
+                pos,
+                dump,
+                timeout,
+            } => (reader, buf, pos, *dump, *timeout),
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match decode(&buf[*pos..]) {
+                Ok(Some((item, n))) => {
+                    *pos += n;
+                    return Ok(Next::Item(item));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            buf.drain(..*pos);
+            *pos = 0;
+            let lost = reader.read(64 << 10, buf);
+            if lost > 0 {
+                return Ok(Next::Item(Item::Lost(lost)));
+            }
+            if !buf.is_empty() {
+                continue;
+            }
+            if dump {
+                return Ok(Next::Eof);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(Next::Idle);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
