@@ -39,18 +39,12 @@ for port in 8090 6091 6092; do
     done
 done
 
-# One wrk run: prints "req/s p50_ms p99_ms". $2: an extra header or "".
+# One wrk run: "req/s p50_ms p99_ms". $2: an extra header or "".
 run() {
     local hdr=()
     [ -n "$2" ] && hdr=(-H "$2")
-    taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" "$1" 2>/dev/null | awk '
-        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        /Requests\/sec/ { rps = $2 }
-        $1 == "50.000%" || $1 == "50%" { p50 = ms($2) }
-        $1 == "99.000%" || $1 == "99%" { p99 = ms($2) }
-        END { printf "%s %s %s\n", rps, p50, p99 }'
+    wrk_run "$CONNS" "$SECS" "${hdr[@]}" "$1"
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # Both proxies must give the same content before they are timed.
 check() {
@@ -75,8 +69,7 @@ while IFS='|' read -r name url hdr; do
     vr=$(cut -d' ' -f1 "$work/v" | median); sr=$(cut -d' ' -f1 "$work/s" | median)
     v50=$(cut -d' ' -f2 "$work/v" | median); s50=$(cut -d' ' -f2 "$work/s" | median)
     v99=$(cut -d' ' -f3 "$work/v" | median); s99=$(cut -d' ' -f3 "$work/s" | median)
-    ratio=$(awk -v a="$sr" -v b="$vr" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-    echo "| $name | $vr | $sr | $ratio | $v50 / $v99 | $s50 / $s99 |"
+    echo "| $name | $vr | $sr | $(ratio "$sr" "$vr") | $v50 / $v99 | $s50 / $s99 |"
 done <<SCENARIOS
 ESI page, $FRAGMENTS fragments, plain|/esi/page/$FRAGMENTS|
 ESI page, $FRAGMENTS fragments, stored gzipped, gzip client|/esi/gzpage/$FRAGMENTS|Accept-Encoding: gzip

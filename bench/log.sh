@@ -83,7 +83,6 @@ run() {
         END { n = rps * secs; cpu = (n > 0) ? dt / hz * 1e6 / n : 0; ipr = (n > 0) ? ins / n : 0
               printf "%s %s %s %.2f %.0f\n", rps, p50, p99, cpu, ipr }' "$work/wrk.out"
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 url=/bytes/$SIZE
 for port in 6181 6182 6183; do curl -s -o /dev/null "http://127.0.0.1:$port$url"; done
