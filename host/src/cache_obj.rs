@@ -42,6 +42,10 @@ pub enum Progress {
 /// An object's body: complete, or still arriving from the backend while
 /// clients already deliver it (Varnish's streaming, `beresp.do_stream`).
 /// The fetch appends chunks; every reader follows at its own pace.
+/// Chunks shorter than this are copied into their own storage by
+/// [`Body::push`].
+const STORE_COPY_MAX: usize = 32 << 10;
+
 #[derive(Debug)]
 pub struct Body {
     chunks: Mutex<Vec<Bytes>>,
@@ -101,11 +105,20 @@ impl Body {
         }
     }
 
-    /// Appends a chunk (fetch side).
+    /// Appends a chunk (fetch side). A small chunk is copied into storage
+    /// of its own size: it is usually a slice of the fetch's read buffer,
+    /// and keeping it would keep that whole buffer alive with the object
+    /// (8 KiB and more behind a 1 KiB body). Varnish trims its last storage
+    /// segment for the same reason.
     pub fn push(&self, b: Bytes) {
         if b.is_empty() {
             return;
         }
+        let b = if b.len() < STORE_COPY_MAX {
+            Bytes::copy_from_slice(&b)
+        } else {
+            b
+        };
         self.len.fetch_add(b.len() as u64, Ordering::Relaxed);
         let n = {
             let mut c = self.chunks.lock().unwrap_or_else(|p| p.into_inner());

@@ -6,6 +6,12 @@
 mod cmd;
 mod sandbox;
 
+/// mimalloc rather than glibc's malloc: the request path allocates and
+/// frees many small strings, and glibc's consolidation of its fast bins on
+/// every larger allocation showed up as a tenth of a cache hit's CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
