@@ -106,11 +106,10 @@ pub fn setup_deliver(
     req: &Headers,
     params: &crate::mgt_param::Params,
 ) {
-    if params.flag("http_gzip_support") && obj.gzipped && !crate::cache_gzip::req_accepts_gzip(req)
-    {
+    if params.hot().http_gzip_support && obj.gzipped && !crate::cache_gzip::req_accepts_gzip(req) {
         crate::cache_gzip::weaken_etag(&mut resp.headers);
     }
-    if params.flag("http_range_support") && resp.status == 200 && !obj.private {
+    if params.hot().http_range_support && resp.status == 200 && !obj.private {
         hdr_set(&mut resp.headers, "Accept-Ranges", "bytes");
     }
 }
@@ -141,8 +140,8 @@ pub fn transmit(
             &FilterWant {
                 req: r.req,
                 disable_esi: r.disable_esi,
-                gzip_support: r.params.flag("http_gzip_support"),
-                range_support: r.params.flag("http_range_support"),
+                gzip_support: r.params.hot().http_gzip_support,
+                range_support: r.params.hot().http_range_support,
             },
             resp,
             obj,

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 /// Serves one connection until it closes.
 pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
     let (peer, local) = (sess.peer, sess.local);
-    let idle = crate::vrt_ctx::secs(ctx.params().num("timeout_idle").max(0.001));
+    let idle = crate::vrt_ctx::secs(ctx.params().hot().timeout_idle.max(0.001));
     let (rd, mut wr) = stream.into_split();
     let mut conn = ClientReader {
         rd,
@@ -31,11 +31,11 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
     loop {
         let params = ctx.params();
         let limits = HeadLimits {
-            req_size: params.num("http_req_size") as usize,
-            hdr_len: params.num("http_req_hdr_len") as usize,
-            max_hdr: params.num("http_max_hdr") as usize,
+            req_size: params.hot().http_req_size,
+            hdr_len: params.hot().http_req_hdr_len,
+            max_hdr: params.hot().http_max_hdr,
         };
-        let send_timeout = crate::vrt_ctx::secs(params.num("send_timeout").max(0.001));
+        let send_timeout = crate::vrt_ctx::secs(params.hot().send_timeout.max(0.001));
         drop(params);
         // The whole head must arrive within timeout_idle.
         let deadline = Instant::now() + idle;

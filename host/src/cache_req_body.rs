@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::watch;
 
 /// Why a request body could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,8 +187,9 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
-    /// Bumped whenever `place` stops being `Busy`.
-    changed: watch::Sender<()>,
+    /// Woken whenever `place` stops being `Busy`. A `Notify` rather than a
+    /// watch channel: every request makes one, and few ever wait on it.
+    changed: tokio::sync::Notify,
 }
 
 /// A request's body; clones share it.
@@ -302,14 +302,18 @@ impl Inner {
             s.status = status;
             s.place = place;
         }
-        self.changed.send_replace(());
+        self.changed.notify_waiters();
     }
 
     /// Takes the unread body out (marking the place busy), or says what
     /// the status is instead. Waits while someone else reads it.
     async fn take_source(&self) -> Result<Source, Status> {
-        let mut rx = self.changed.subscribe();
         loop {
+            // Registered before the state is looked at, so a `put` in
+            // between is not missed.
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
             {
                 let Ok(mut s) = self.state.lock() else {
                     return Err(Status::Error);
@@ -323,9 +327,7 @@ impl Inner {
                     }
                 }
             }
-            if rx.changed().await.is_err() {
-                return Err(Status::Error);
-            }
+            notified.await;
         }
     }
 }
@@ -362,7 +364,7 @@ impl ReqBody {
                 true,
             ),
         };
-        let (changed, _) = watch::channel(());
+        let changed = tokio::sync::Notify::new();
         ReqBody(Some(Arc::new(Inner {
             state: Mutex::new(State {
                 status,

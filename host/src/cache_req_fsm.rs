@@ -335,11 +335,14 @@ enum Step {
 
 /// Headers a message may hold (`http_max_hdr` less the start line's).
 fn max_hdr(ctx: &Ctx) -> usize {
-    (ctx.params().num("http_max_hdr") as usize).saturating_sub(crate::cache_http1_proto::HDR_FIRST)
+    ctx.params()
+        .hot()
+        .http_max_hdr
+        .saturating_sub(crate::cache_http1_proto::HDR_FIRST)
 }
 
 fn client_ws(ctx: &Ctx) -> u32 {
-    ctx.params().num("workspace_client") as u32
+    ctx.params().hot().workspace_client
 }
 
 /// Handles one client request.
@@ -428,8 +431,8 @@ async fn handle_task(
     t.esi_level = esi_level;
     {
         let params = ctx.params();
-        t.gzip_support = params.flag("http_gzip_support");
-        t.range_support = params.flag("http_range_support");
+        t.gzip_support = params.hot().http_gzip_support;
+        t.range_support = params.hot().http_range_support;
     }
     if esi_level > 0 {
         crate::vsc::MAIN.esi_req.inc();
@@ -440,7 +443,7 @@ async fn handle_task(
         crate::vsl::prep_changes(&mut t.vsl, &before, &t.req.headers);
     }
     t.backend_hint = vcl.default_backend;
-    let max_restarts = ctx.params().num("max_restarts") as u32;
+    let max_restarts = ctx.params().hot().max_restarts;
     // Varnish's `req->doclose` after a VCL failure: the response still
     // goes out, then the connection closes.
     let mut doclose = false;
@@ -1105,15 +1108,13 @@ fn deliver(
                 crate::vsl::vrt_set(&mut t.vsl, "resp.reason", &"Not Modified");
             }
             let disable_esi = !t.resp_do_esi || !t.req_esi;
-            let (req0, client, server, level) =
-                (t.http0.clone(), t.client_ip, t.server_ip, t.esi_level);
-            let top = t
-                .req_top
-                .clone()
-                .unwrap_or_else(|| Arc::new((t.req.clone(), t.req_time)));
+            let (client, server, level) = (t.client_ip, t.server_ip, t.esi_level);
             let filters = t.vdp_filters.take();
+            // Copies of the request for ESI includes, made only when the
+            // delivery has includes (not on every hit).
+            let (http0, req, req_top, req_time) = (&t.http0, &t.req, &t.req_top, t.req_time);
             let tr = crate::cache_deliver::TransmitReq {
-                req: &t.req.headers,
+                req: &req.headers,
                 head,
                 esi_level: t.esi_level,
                 disable_esi,
@@ -1123,12 +1124,14 @@ fn deliver(
             let job = |gzip_out| crate::cache_esi::EsiJob {
                 ctx: ctx.clone(),
                 obj: obj.clone(),
-                req0,
+                req0: http0.clone(),
                 client,
                 server,
                 level,
                 gzip_out,
-                top,
+                top: req_top
+                    .clone()
+                    .unwrap_or_else(|| Arc::new((req.clone(), req_time))),
             };
             let (body, head_length, close) =
                 match crate::cache_deliver::transmit(&tr, &mut t.resp, &obj, job) {
@@ -1189,7 +1192,7 @@ fn synth(
     // With the restarts used up, a restart from vcl_synth delivers what
     // it made, as in Varnish.
     let r = match r {
-        Ok(Some(Action::Restart)) if t.restarts > ctx.params().num("max_restarts") as u32 => {
+        Ok(Some(Action::Restart)) if t.restarts > ctx.params().hot().max_restarts => {
             Ok(Some(Action::Deliver))
         }
         r => r,
