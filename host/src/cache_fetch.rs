@@ -354,7 +354,7 @@ pub async fn fetch(
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
     let max_retries = ctx.params().num("max_retries") as u32;
-    crate::vsl::bereq_begin(&mut bo, &ctx.active_name());
+    crate::vsl::bereq_begin(&mut bo, vcl.name());
     // A body that failed after `vcl_backend_response` (without
     // streaming) takes the next round straight to `vcl_backend_error`.
     let mut body_failed: Option<String> = None;

@@ -10,6 +10,7 @@ use crate::vmod_std::{self, Native};
 use crate::vrt::{Data, VrtError};
 use crate::vrt_ctx::Task;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use vcl_to_wasm::abi;
 use vcl_to_wasm::tir::Metadata;
@@ -117,10 +118,141 @@ struct Warm {
 pub struct Vcl {
     pub shared: Arc<VclShared>,
     pub default_backend: i32,
-    pre: InstancePre<Data>,
+    /// The compiled module, shared by every loaded VCL whose module has
+    /// the same bytes (see [`compiled_module`]).
+    module: Arc<CachedModule>,
     pool: Mutex<Vec<Warm>>,
     budget_ticks: u64,
     mem_cap: usize,
+    /// Its name in the VCL table, set once when it is added there.
+    name: OnceLock<String>,
+    /// The sources it was compiled from (`vcl.show`): the main file
+    /// first, then what it includes.
+    pub sources: Vec<Arc<vcl_to_wasm::error::Source>>,
+    /// Cold (`vcl.state NAME cold`, or `auto` after `vcl_cooldown`): no
+    /// warm instances are kept and its probes are stopped.
+    cold: AtomicBool,
+    /// Tasks using it now (`vcl.list`'s busy count).
+    busy: AtomicUsize,
+}
+
+/// A compiled module, cached by the SHA-256 of its bytes so reloading an
+/// unchanged VCL costs no machine-code compilation.
+struct CachedModule {
+    pre: InstancePre<Data>,
+}
+
+/// How many module compilations were avoided by the cache and how many
+/// were done (for tests and `bench/`).
+pub static MODULES_COMPILED: AtomicU64 = AtomicU64::new(0);
+pub static MODULES_REUSED: AtomicU64 = AtomicU64::new(0);
+
+/// The compiled module for `wasm`: from the cache when a loaded VCL has
+/// the same module, else compiled (Cranelift) and linked. The cache holds
+/// modules weakly: a module goes when the last VCL using it is discarded.
+fn compiled_module(engine: &Engine, wasm: &[u8]) -> Result<Arc<CachedModule>, String> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::Weak;
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Weak<CachedModule>>>> = OnceLock::new();
+    // Custom sections (the metadata: backends, probes, names) do not
+    // change the machine code, so VCLs that differ only there share it.
+    let mut h = Sha256::new();
+    for part in code_sections(wasm) {
+        h.update(part);
+    }
+    let key: [u8; 32] = h.finalize().into();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(m) = cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&key).and_then(Weak::upgrade))
+    {
+        MODULES_REUSED.fetch_add(1, Ordering::Relaxed);
+        return Ok(m);
+    }
+    let module = Module::new(engine, wasm).map_err(|e| format!("{e:#}"))?;
+    let pre = linker()?
+        .instantiate_pre(&module)
+        .map_err(|e| format!("{e:#}"))?;
+    MODULES_COMPILED.fetch_add(1, Ordering::Relaxed);
+    let m = Arc::new(CachedModule { pre });
+    if let Ok(mut c) = cache.lock() {
+        c.retain(|_, w| w.strong_count() > 0);
+        c.insert(key, Arc::downgrade(&m));
+    }
+    Ok(m)
+}
+
+/// The parts of a module that decide its machine code: everything but
+/// its custom sections (or the whole module, if it cannot be walked).
+fn code_sections(wasm: &[u8]) -> Vec<&[u8]> {
+    fn leb(b: &[u8], at: &mut usize) -> Option<usize> {
+        let mut v: usize = 0;
+        for shift in (0..35).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let walk = || -> Option<Vec<&[u8]>> {
+        let mut out = vec![wasm.get(..8)?];
+        let mut at = 8;
+        while at < wasm.len() {
+            let start = at;
+            let id = wasm[at];
+            at += 1;
+            let len = leb(wasm, &mut at)?;
+            let end = at.checked_add(len)?;
+            let whole = wasm.get(start..end)?;
+            if id != 0 {
+                out.push(whole);
+            }
+            at = end;
+        }
+        Some(out)
+    };
+    walk().unwrap_or_else(|| vec![wasm])
+}
+
+/// A task's hold on a VCL: counted in its busy count while it lives
+/// (Varnish's VCL reference of a request or a fetch).
+pub struct VclRef(Arc<Vcl>);
+
+impl VclRef {
+    /// Holds `vcl` for a task.
+    pub fn new(vcl: Arc<Vcl>) -> VclRef {
+        vcl.busy.fetch_add(1, Ordering::Relaxed);
+        VclRef(vcl)
+    }
+
+    /// The VCL held.
+    pub fn vcl(&self) -> &Arc<Vcl> {
+        &self.0
+    }
+}
+
+impl Clone for VclRef {
+    fn clone(&self) -> Self {
+        VclRef::new(self.0.clone())
+    }
+}
+
+impl Drop for VclRef {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for VclRef {
+    type Target = Arc<Vcl>;
+    fn deref(&self) -> &Arc<Vcl> {
+        &self.0
+    }
 }
 
 /// The process-wide engine, with a ticker thread advancing its epoch every
@@ -212,7 +344,7 @@ impl Vcl {
         let opts = compile_options(params);
         let compiled = vcl_to_wasm::compile_file(path, &opts)
             .map_err(|d| LoadError::Compile(d.to_string()))?;
-        Self::load_wasm(&compiled.wasm, params, storage).await
+        Self::load_compiled(compiled, params, storage).await
     }
 
     /// Compiles and loads VCL source text.
@@ -238,7 +370,31 @@ impl Vcl {
         opts.labels = labels;
         let compiled = vcl_to_wasm::compile_source(name, src, None, &opts)
             .map_err(|d| LoadError::Compile(d.to_string()))?;
-        Self::load_wasm(&compiled.wasm, params, storage).await
+        Self::load_compiled(compiled, params, storage).await
+    }
+
+    /// Compiles and loads a VCL file where `labels` are the VCL labels
+    /// that `return (vcl(label))` may name.
+    pub async fn load_file_with_labels(
+        path: &Path,
+        params: &Params,
+        storage: u64,
+        labels: Vec<String>,
+    ) -> Result<Arc<Vcl>, LoadError> {
+        let mut opts = compile_options(params);
+        opts.labels = labels;
+        let compiled = vcl_to_wasm::compile_file(path, &opts)
+            .map_err(|d| LoadError::Compile(d.to_string()))?;
+        Self::load_compiled(compiled, params, storage).await
+    }
+
+    /// Loads what the compiler made, keeping its sources for `vcl.show`.
+    pub async fn load_compiled(
+        compiled: vcl_to_wasm::Compiled,
+        params: &Params,
+        storage: u64,
+    ) -> Result<Arc<Vcl>, LoadError> {
+        Self::load_with_sources(&compiled.wasm, compiled.sources, params, storage).await
     }
 
     /// Loads a compiled module.
@@ -247,14 +403,19 @@ impl Vcl {
         params: &Params,
         storage: u64,
     ) -> Result<Arc<Vcl>, LoadError> {
+        Self::load_with_sources(wasm, Vec::new(), params, storage).await
+    }
+
+    async fn load_with_sources(
+        wasm: &[u8],
+        sources: Vec<Arc<vcl_to_wasm::error::Source>>,
+        params: &Params,
+        storage: u64,
+    ) -> Result<Arc<Vcl>, LoadError> {
         let setup = LoadError::Setup;
         let meta = abi::read_metadata(wasm).map_err(|e| setup(e.to_string()))?;
         let engine = engine().map_err(setup)?;
-        let module = Module::new(engine, wasm).map_err(|e| setup(format!("{e:#}")))?;
-        let pre = linker()
-            .map_err(setup)?
-            .instantiate_pre(&module)
-            .map_err(|e| setup(format!("{e:#}")))?;
+        let module = compiled_module(engine, wasm).map_err(setup)?;
         let regexes = meta
             .regexes
             .iter()
@@ -325,10 +486,14 @@ impl Vcl {
         let vcl = Arc::new(Vcl {
             shared,
             default_backend,
-            pre,
+            module,
             pool: Mutex::new(Vec::new()),
             budget_ticks: params.num("vcl_cpu_budget_ms").max(1.0) as u64,
             mem_cap: 64 << 20,
+            name: OnceLock::new(),
+            sources,
+            cold: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
         });
         let mut task = Box::new(Task::new(
             0,
@@ -353,8 +518,60 @@ impl Vcl {
         }
     }
 
+    /// Its name in the VCL table ("" before it is added).
+    pub fn name(&self) -> &str {
+        self.name.get().map_or("", String::as_str)
+    }
+
+    /// Names it (once: when the VCL table takes it).
+    pub fn set_name(&self, name: &str) {
+        let _ = self.name.set(name.to_string());
+    }
+
+    /// Tasks using it now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is cold.
+    pub fn is_cold(&self) -> bool {
+        self.cold.load(Ordering::Relaxed)
+    }
+
+    /// Cools it (Varnish's `VCL_EVENT_COLD`): its warm instances and its
+    /// VMODs' pooled instances are let go, so their memory returns to
+    /// the allocator, and its probes stop; or warms it again
+    /// (`VCL_EVENT_WARM`): the probes start over. Requests still running
+    /// on a cold VCL finish; new instances are made for them as needed.
+    pub fn set_cold(&self, cold: bool) {
+        if self.cold.swap(cold, Ordering::AcqRel) == cold {
+            return;
+        }
+        if cold {
+            if let Ok(mut p) = self.pool.lock() {
+                p.clear();
+            }
+            for v in &self.shared.vmods {
+                v.drain();
+            }
+            for b in &self.shared.backends {
+                crate::cache_backend_probe::stop(b);
+            }
+        } else {
+            for b in &self.shared.backends {
+                crate::cache_backend_probe::start(b);
+            }
+        }
+    }
+
+    /// Warm instances kept now.
+    pub fn pooled(&self) -> usize {
+        self.pool.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
     fn instantiate(&self) -> Result<Warm, CallError> {
-        let engine = self.pre.module().engine();
+        let pre = &self.module.pre;
+        let engine = pre.module().engine();
         let data = Data {
             task: None,
             vcl: self.shared.clone(),
@@ -365,7 +582,7 @@ impl Vcl {
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
         store.set_epoch_deadline(self.budget_ticks.saturating_mul(10));
-        let inst = self.pre.instantiate(&mut store).map_err(classify)?;
+        let inst = pre.instantiate(&mut store).map_err(classify)?;
         let missing = |n: &str| CallError::Trap(format!("module lacks export {n}"));
         let mem: Memory = inst
             .get_memory(&mut store, abi::EXPORT_MEMORY)
@@ -470,6 +687,9 @@ impl Vcl {
     }
 
     fn release(&self, w: Warm) {
+        if self.is_cold() {
+            return;
+        }
         if let Ok(mut p) = self.pool.lock() {
             if p.len() < 256 {
                 p.push(w);

@@ -739,6 +739,13 @@ impl VclVmod {
         r.map_err(|m| self.err("on-event", m))
     }
 
+    /// Lets go of every pooled instance (the VCL went cold).
+    pub fn drain(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear();
+        }
+    }
+
     /// Checks out an instance for a task.
     pub fn checkout(&self, id: usize) -> Result<Box<VmodInstance>, VmodError> {
         if let Some(i) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
