@@ -72,8 +72,11 @@ pub struct Cache {
     shards: Vec<Mutex<HashMap<Digest, Objhead>>>,
     /// The ban list, tested at lookup.
     pub bans: crate::cache_ban::BanList,
-    /// `-s malloc,SIZE`: bytes of bodies and headers the cache may hold.
-    budget: u64,
+    /// `-s malloc,SIZE` (or the tenant's `cache_bytes` quota): bytes of
+    /// bodies and headers the cache may hold; `u64::MAX`: no limit.
+    budget: AtomicU64,
+    /// Objects evicted to fit the budget (a tenant's own `n_lru_nuked`).
+    nuked: AtomicU64,
     /// Bytes held now.
     used: AtomicU64,
     /// The LRU list, least recently used first, with each object's hit
@@ -145,7 +148,8 @@ impl Cache {
         Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             bans: Default::default(),
-            budget,
+            budget: AtomicU64::new(budget),
+            nuked: AtomicU64::new(0),
             used: AtomicU64::new(0),
             order: Mutex::new(VecDeque::new()),
             tags: Mutex::new(HashMap::new()),
@@ -156,6 +160,47 @@ impl Cache {
     /// Bytes held now.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// The budget in bytes (`u64::MAX`: none).
+    pub fn budget(&self) -> u64 {
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Objects evicted so far to fit the budget.
+    pub fn nuked(&self) -> u64 {
+        self.nuked.load(Ordering::Relaxed)
+    }
+
+    /// Changes the budget (a tenant's quota set at run time) and evicts
+    /// to fit it. Objects inserted while there was no budget join the
+    /// LRU list now, oldest first as far as the index knows.
+    pub fn set_budget(&self, budget: u64) {
+        let before = self.budget.swap(budget, Ordering::Relaxed);
+        if before == u64::MAX && budget != u64::MAX {
+            let mut objs = self.objects();
+            objs.sort_by(|a, b| a.1.t_origin.total_cmp(&b.1.t_origin));
+            if let Ok(mut q) = self.order.lock() {
+                q.clear();
+                q.extend(
+                    objs.into_iter()
+                        .map(|(h, o)| (h, Arc::downgrade(&o), o.hits.load(Ordering::Relaxed))),
+                );
+            }
+        }
+        self.evict();
+    }
+
+    /// How many objects the index holds.
+    pub fn objects_held(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .map(|g| g.values().map(|oh| oh.variants.len()).sum())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 
     fn release(&self, o: &Object) {
@@ -212,7 +257,7 @@ impl Cache {
 
     /// Evicts the oldest objects until the cache fits its budget.
     fn evict(&self) {
-        while self.used() > self.budget {
+        while self.used() > self.budget() {
             let Ok(mut q) = self.order.lock() else { return };
             let Some((hash, weak, hits)) = q.pop_front() else {
                 return;
@@ -226,6 +271,7 @@ impl Cache {
             }
             drop(q);
             crate::vsc::MAIN.n_lru_nuked.inc();
+            self.nuked.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut s) = self.shard(&hash).lock() {
                 if let Some(oh) = s.get_mut(&hash) {
                     self.retain(&mut oh.variants, |o| std::ptr::eq(o, &*obj));
@@ -357,7 +403,7 @@ impl Cache {
             obj.charged.store(c, Ordering::Relaxed);
             self.used.fetch_add(c, Ordering::Relaxed);
             crate::vsc::sma_alloc(&crate::vsc::SMA_S0, &obj, c);
-            if self.budget != u64::MAX {
+            if self.budget() != u64::MAX {
                 if let Ok(mut q) = self.order.lock() {
                     q.push_back((hash, Arc::downgrade(&obj), 0));
                     if q.len() >= 1024 && q.len().is_power_of_two() {

@@ -27,6 +27,8 @@ pub struct Ctx {
     pub vcls: crate::mgt_vcl::VclTable,
     /// The default tenant.
     pub default_tenant: Arc<crate::cache_tenant::Tenant>,
+    /// Every tenant (the default one and the labels').
+    pub tenants: Arc<crate::cache_tenant::Tenants>,
     xid: AtomicU64,
 }
 
@@ -51,12 +53,17 @@ impl Ctx {
             crate::cache_tenant::DEFAULT,
             cache.clone(),
         ));
+        let tenants = Arc::new(crate::cache_tenant::Tenants::new(
+            default_tenant.clone(),
+            storage_budget,
+        ));
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),
             cache,
             storage_budget,
-            vcls: crate::mgt_vcl::VclTable::new(default_tenant.clone()),
+            vcls: crate::mgt_vcl::VclTable::new(tenants.clone()),
             default_tenant,
+            tenants,
             xid: AtomicU64::new(1000),
         }
     }

@@ -109,6 +109,8 @@ impl VclShared {
 /// One warm instance with its store.
 struct Warm {
     store: Store<Data>,
+    /// Its memory limit is a tenant's quota, not the VCL's own.
+    capped: bool,
     ws_start: Global,
     heap_base: u32,
     subs: Vec<Option<TypedFunc<(), i32>>>,
@@ -445,9 +447,7 @@ impl Vcl {
                 params.text("vmod_limits"),
             )
             .map_err(setup)?;
-            vmods.push(Arc::new(crate::cache_vmod::VclVmod::new(
-                lib, "default", limits,
-            )));
+            vmods.push(Arc::new(crate::cache_vmod::VclVmod::new(lib, "", limits)));
         }
         let mut natives = Vec::new();
         for f in &meta.natives {
@@ -608,6 +608,7 @@ impl Vcl {
         d.mem = Some(mem);
         Ok(Warm {
             store,
+            capped: false,
             ws_start,
             heap_base,
             subs,
@@ -659,18 +660,62 @@ impl Vcl {
             self.release(warm);
             return (task, Ok(None));
         };
+        // The tenant's quotas: memory the instance may grow to, CPU time
+        // left for this request.
+        let (mut cpu_ms, mem_cap) = task
+            .tenant
+            .as_deref()
+            .map_or((None, None), |t| (t.cpu_ms(), t.wasm_memory()));
+        // The error pages (`vcl_synth`, `vcl_backend_error`) run on the
+        // VCL's own per-call budget, so a request over its quota gets its
+        // 503 rather than a bare 500.
+        if matches!(method, Method::Synth | Method::BackendError) {
+            cpu_ms = None;
+        }
+        if mem_cap.is_some() || warm.capped {
+            let cap = mem_cap.map_or(self.mem_cap, |m| {
+                self.mem_cap.min(usize::try_from(m).unwrap_or(usize::MAX))
+            });
+            warm.store.data_mut().limits = StoreLimitsBuilder::new().memory_size(cap).build();
+            warm.capped = mem_cap.is_some();
+        }
         if let Err(e) = self.prepare(&mut warm, ws) {
             return (task, Err(e));
+        }
+        let started = cpu_ms.map(|ms| {
+            let left = ms.saturating_sub(task.cpu_spent.as_millis() as u64);
+            // +1: the current tick may be about to end.
+            warm.store
+                .set_epoch_deadline(self.budget_ticks.min(left) + 1);
+            (left, std::time::Instant::now())
+        });
+        if let Some((0, _)) = started {
+            if let Some(t) = task.tenant.as_deref() {
+                t.cpu_503.fetch_add(1, Ordering::Relaxed);
+            }
+            self.release(warm);
+            return (task, Err(CallError::Timeout));
         }
         task.method = method;
         task.synth = None;
         warm.store.data_mut().task = Some(task);
         let r = f.call(&mut warm.store, ());
-        let task = match warm.store.data_mut().task.take() {
+        let mut task = match warm.store.data_mut().task.take() {
             Some(t) => t,
             // The task is only ever taken here.
             None => Box::new(Task::new(0, [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), 0.0)),
         };
+        if let Some((_, t0)) = started {
+            task.cpu_spent += t0.elapsed();
+            if matches!(
+                r.as_ref().map_err(|e| e.downcast_ref::<wasmtime::Trap>()),
+                Err(Some(wasmtime::Trap::Interrupt))
+            ) {
+                if let Some(t) = task.tenant.as_deref() {
+                    t.cpu_503.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         match r {
             Ok(code) => {
                 self.release(warm);

@@ -137,7 +137,8 @@ impl std::fmt::Debug for VmodLib {
 /// The store data of a VMOD instance: the task it is serving right now.
 pub struct VmodData {
     pub task: Option<Box<Task>>,
-    /// `tenant/vmod`: the namespace of its shared state.
+    /// The VMOD's name: its shared state lives in `tenant/vmod`, the
+    /// tenant being the current task's (the default one in `vcl_init`).
     namespace: String,
     limits: MemoryCap,
     memory_cap: usize,
@@ -668,7 +669,11 @@ pub struct VmodInstance {
 impl VclVmod {
     pub fn new(lib: Arc<VmodLib>, tenant: &str, limits: VmodLimits) -> VclVmod {
         VclVmod {
-            namespace: format!("{tenant}/{}", lib.name),
+            namespace: if tenant.is_empty() {
+                lib.name.clone()
+            } else {
+                format!("{tenant}/{}", lib.name)
+            },
             lib,
             limits,
             pool: Mutex::new(Vec::new()),
@@ -1133,6 +1138,15 @@ impl VmodData {
         self.task.as_deref()
     }
 
+    /// The namespace of shared state: the task's tenant's, then the VMOD.
+    fn shared_ns(&self) -> String {
+        let tenant = self
+            .task()
+            .and_then(|t| t.tenant.as_deref())
+            .map_or(crate::cache_tenant::DEFAULT, |t| t.name.as_str());
+        format!("{tenant}/{}", self.namespace)
+    }
+
     fn regex(&mut self, pattern: &str) -> Result<&pcre2::bytes::Regex, String> {
         self.regexes
             .entry(pattern.to_string())
@@ -1329,15 +1343,15 @@ impl shellac::vmod::host::Host for VmodData {
 
 impl shellac::vmod::shared::Host for VmodData {
     fn get(&mut self, key: String) -> Option<String> {
-        crate::cache_shared::get(&self.namespace, &key)
+        crate::cache_shared::get(&self.shared_ns(), &key)
     }
 
     fn set(&mut self, key: String, value: String, ttl: Option<f64>) {
-        crate::cache_shared::set(&self.namespace, &key, value, ttl)
+        crate::cache_shared::set(&self.shared_ns(), &key, value, ttl)
     }
 
     fn incr(&mut self, key: String, delta: i64, ttl: Option<f64>) -> i64 {
-        crate::cache_shared::incr(&self.namespace, &key, delta, ttl)
+        crate::cache_shared::incr(&self.shared_ns(), &key, delta, ttl)
     }
 
     fn swap(
@@ -1347,15 +1361,15 @@ impl shellac::vmod::shared::Host for VmodData {
         value: String,
         ttl: Option<f64>,
     ) -> bool {
-        crate::cache_shared::swap(&self.namespace, &key, expected.as_deref(), value, ttl)
+        crate::cache_shared::swap(&self.shared_ns(), &key, expected.as_deref(), value, ttl)
     }
 
     fn delete(&mut self, key: String) -> bool {
-        crate::cache_shared::delete(&self.namespace, &key)
+        crate::cache_shared::delete(&self.shared_ns(), &key)
     }
 
     fn ttl(&mut self, key: String) -> Option<f64> {
-        crate::cache_shared::ttl(&self.namespace, &key)
+        crate::cache_shared::ttl(&self.shared_ns(), &key)
     }
 }
 
@@ -1390,6 +1404,19 @@ impl shellac::vmod::cache::Host for VmodData {
         t.new_bans.push(b);
         Ok(())
     }
+}
+
+/// Hands `task` to `inst` for a call, with the memory cap of the task's
+/// tenant (its `wasm_memory` quota) if that is below the VMOD's own.
+fn enter(inst: &mut VmodInstance, task: Box<Task>) {
+    let tenant_cap = task
+        .tenant
+        .as_ref()
+        .and_then(|t| t.wasm_memory())
+        .map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX));
+    let d = inst.store.data_mut();
+    d.limits.bytes = d.memory_cap.min(tenant_cap);
+    d.task = Some(task);
 }
 
 /// The VMOD instances one task holds, returned (after `end-task`) to their
@@ -1482,7 +1509,7 @@ pub fn call_from_vcl(
         Ok(i) => i,
         Err(e) => return (task, Err(e)),
     };
-    inst.store.data_mut().task = Some(task);
+    enter(&mut inst, task);
     let r = vv.call(&mut inst, b.export, object, vals);
     let Some(mut task) = inst.store.data_mut().task.take() else {
         // The task only moves in and out here.
@@ -1541,7 +1568,7 @@ impl StrCall {
                 Err(e) => return Err((task, e)),
             },
         };
-        inst.store.data_mut().task = Some(task);
+        enter(&mut inst, task);
         Ok(StrCall {
             vv,
             inst,

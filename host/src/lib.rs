@@ -33,6 +33,7 @@ pub mod mgt_child;
 pub mod mgt_cli;
 pub mod mgt_http;
 pub mod mgt_param;
+pub mod mgt_tenant;
 pub mod mgt_vcl;
 pub mod sandbox;
 pub mod vmod_directors;

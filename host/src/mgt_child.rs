@@ -137,6 +137,8 @@ impl Child {
         for t in g.drain(..) {
             t.abort();
         }
-        self.ctx.cache.clear();
+        for t in self.ctx.tenants.all() {
+            t.cache.clear();
+        }
     }
 }

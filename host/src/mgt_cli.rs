@@ -476,11 +476,38 @@ async fn vcl_load(child: &Child, cmd: &str, args: &[String]) -> String {
     }
 }
 
+/// Runs one command (`words`: the command and its arguments) as the CLI
+/// would, logged as the CLI logs it: (status, text). The HTTP admin API
+/// runs its commands through here.
+pub async fn execute(child: &Child, words: &[String]) -> (u16, String) {
+    if words.is_empty() {
+        return (SYNTAX, "Empty command".into());
+    }
+    crate::vsl::cli_rd(words);
+    let reply = command(child, words).await;
+    crate::vsl::cli_wr(&reply);
+    unframe(&reply)
+}
+
+/// Status and text of an answer made by [`frame`].
+fn unframe(reply: &str) -> (u16, String) {
+    let (head, body) = reply.split_once('\n').unwrap_or((reply, ""));
+    let status = head
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CANT);
+    (status, body.strip_suffix('\n').unwrap_or(body).to_string())
+}
+
 async fn command(child: &Child, words: &[String]) -> String {
     let ctx = child.ctx();
     let cmd = words[0].as_str();
     let args = &words[1..];
     let need = |n: usize| args.len() < n;
+    if let Some((st, text)) = crate::mgt_tenant::command(ctx, cmd, args) {
+        return frame(st, &text);
+    }
     match cmd {
         "vcl.load" | "vcl.inline" => vcl_load(child, cmd, args).await,
         "vcl.use" if !need(1) => answer(ctx.vcls.use_(&args[0])),
@@ -521,7 +548,7 @@ async fn command(child: &Child, words: &[String]) -> String {
         "quit" => frame(CLOSE, "Closing CLI connection"),
         "help" => frame(
             OK,
-            "auth <response>\nbackend.list [-j] [-p] [<backend_pattern>]\nbackend.set_health <backend_pattern> [auto|healthy|sick]\nban <field> <operator> <arg> [&& <field> <oper> <arg> ...]\nban.list [-j]\ndebug.listen_address\nhelp [<command>]\npanic.show\nparam.reset <param>\nparam.set <param> <value>\nparam.show [<param>]\nping [<timestamp>]\nquit\nstart\nstatus\nstop\nvcl.deps [-j]\nvcl.discard <name_pattern>...\nvcl.inline <configname> <quoted_VCLstring> [auto|cold|warm]\nvcl.label <label> <configname>\nvcl.list [-j]\nvcl.load <configname> <filename> [auto|cold|warm]\nvcl.show [-v] [<configname>]\nvcl.state <configname> [auto|cold|warm]\nvcl.use <configname|label>",
+            "auth <response>\nbackend.list [-j] [-p] [<backend_pattern>]\nbackend.set_health <backend_pattern> [auto|healthy|sick]\nban <field> <operator> <arg> [&& <field> <oper> <arg> ...]\nban.list [-j]\ndebug.listen_address\nhelp [<command>]\npanic.show\nparam.reset <param>\nparam.set <param> <value>\nparam.show [<param>]\nping [<timestamp>]\nquit\nstart\nstatus\nstop\ntenant.add <label>\ntenant.ban <tenant> <field> <operator> <arg> [&& ...]\ntenant.list [-j]\ntenant.quota <tenant> [<key>=<value>...]\ntenant.remove <label>\nvcl.deps [-j]\nvcl.discard <name_pattern>...\nvcl.inline <configname> <quoted_VCLstring> [auto|cold|warm]\nvcl.label <label> <configname>\nvcl.list [-j]\nvcl.load <configname> <filename> [auto|cold|warm]\nvcl.show [-v] [<configname>]\nvcl.state <configname> [auto|cold|warm]\nvcl.use <configname|label>",
         ),
         "ban" => {
             if need(3) {

@@ -8,7 +8,7 @@
 //! done: `vcl.use` swaps the active route atomically under the table's
 //! lock, and requests in flight finish on the VCL they began with.
 
-use crate::cache_tenant::Tenant;
+use crate::cache_tenant::{Tenant, Tenants};
 use crate::cache_vcl::Vcl;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -76,12 +76,7 @@ struct Program {
 
 enum Kind {
     Program(Program),
-    Label {
-        target: String,
-        /// The tenant requests reaching a VCL through this label use
-        /// (`tenant.label`); none: the default tenant.
-        tenant: Option<Arc<Tenant>>,
-    },
+    Label { target: String },
 }
 
 struct Entry {
@@ -101,8 +96,9 @@ struct Inner {
 /// The VCL table.
 pub struct VclTable {
     inner: RwLock<Inner>,
-    /// The tenant of requests not routed through a tenant's label.
-    default_tenant: Arc<Tenant>,
+    /// The tenants: the default one (requests not routed through a
+    /// label) and the labels'.
+    pub tenants: Arc<Tenants>,
 }
 
 /// Varnish's VCL name rule: a letter, then letters, digits, `_` and `-`.
@@ -194,7 +190,11 @@ impl Inner {
         active == Some(name) || !self.labels_of(name).is_empty()
     }
 
-    fn rebuild(&mut self, default: &Arc<Tenant>) {
+    /// Resolves every name again; a label declared a tenant routes the
+    /// requests it gets from `return (vcl(label))` into that tenant, any
+    /// other into the default tenant (Varnish's one cache).
+    fn rebuild(&mut self, tenants: &Tenants) {
+        let default = tenants.default_tenant();
         let mut routes = HashMap::with_capacity(self.entries.len());
         for e in &self.entries {
             let r = match &e.kind {
@@ -203,18 +203,25 @@ impl Inner {
                     label: None,
                     tenant: default.clone(),
                 },
-                Kind::Label { target, tenant } => match self.program(target) {
+                Kind::Label { target } => match self.program(target) {
                     Some(p) => Route {
                         vcl: p.vcl.clone(),
                         label: Some(Arc::from(e.name.as_str())),
-                        tenant: tenant.clone().unwrap_or_else(|| default.clone()),
+                        tenant: tenants.get(&e.name).unwrap_or_else(|| default.clone()),
                     },
                     None => continue,
                 },
             };
             routes.insert(e.name.clone(), r);
         }
-        self.active_route = self.active.as_ref().and_then(|a| routes.get(a).cloned());
+        // The active VCL (a label too) serves the default tenant: only
+        // `return (vcl(label))` enters a label's tenant.
+        self.active_route = self.active.as_ref().and_then(|a| {
+            routes.get(a).map(|r| Route {
+                tenant: default.clone(),
+                ..r.clone()
+            })
+        });
         self.routes = routes;
     }
 
@@ -247,8 +254,8 @@ pub struct Listing {
 }
 
 impl VclTable {
-    /// An empty table whose unrouted requests use `default_tenant`.
-    pub fn new(default_tenant: Arc<Tenant>) -> VclTable {
+    /// An empty table over `tenants`.
+    pub fn new(tenants: Arc<Tenants>) -> VclTable {
         VclTable {
             inner: RwLock::new(Inner {
                 entries: Vec::new(),
@@ -256,8 +263,14 @@ impl VclTable {
                 routes: HashMap::new(),
                 active_route: None,
             }),
-            default_tenant,
+            tenants,
         }
+    }
+
+    /// Routes again after tenants were declared or removed.
+    pub fn refresh(&self) {
+        let mut g = self.write();
+        g.rebuild(&self.tenants);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -360,7 +373,7 @@ impl VclTable {
         if becomes_active {
             g.active = Some(name.to_string());
         }
-        g.rebuild(&self.default_tenant);
+        g.rebuild(&self.tenants);
         Ok(())
     }
 
@@ -385,7 +398,7 @@ impl VclTable {
         if let Some(old) = old.as_deref().and_then(|o| g.target(o)).map(str::to_string) {
             g.release(&old, now);
         }
-        g.rebuild(&self.default_tenant);
+        g.rebuild(&self.tenants);
         ok(format!("VCL '{name}' now active"))
     }
 
@@ -441,39 +454,20 @@ impl VclTable {
                 name: label.to_string(),
                 kind: Kind::Label {
                     target: target.to_string(),
-                    tenant: None,
                 },
             }),
         }
-        g.rebuild(&self.default_tenant);
+        g.rebuild(&self.tenants);
         ok("")
     }
 
-    /// Binds label `label` to `tenant` (`None`: the default tenant).
-    pub fn set_label_tenant(&self, label: &str, tenant: Option<Arc<Tenant>>) -> Result<(), Answer> {
-        let mut g = self.write();
-        let Some(e) = g.entries.iter_mut().find(|e| e.name == label) else {
-            return Err((PARAM, format!("No VCL named {label} known\n")));
-        };
-        match &mut e.kind {
-            Kind::Label { tenant: t, .. } => *t = tenant,
-            Kind::Program(_) => return Err((PARAM, format!("{label} is not a label"))),
-        }
-        g.rebuild(&self.default_tenant);
-        Ok(())
-    }
-
-    /// The labels bound to each tenant, by tenant name.
+    /// Each label's tenant and the program it names.
     pub fn tenant_labels(&self) -> Vec<(String, String)> {
         self.read()
-            .entries
+            .routes
             .iter()
-            .filter_map(|e| match &e.kind {
-                Kind::Label {
-                    tenant: Some(t), ..
-                } => Some((t.name.clone(), e.name.clone())),
-                _ => None,
-            })
+            .filter(|(_, r)| r.label.is_some())
+            .map(|(_, r)| (r.tenant.name.clone(), r.vcl.name().to_string()))
             .collect()
     }
 
@@ -604,7 +598,15 @@ impl VclTable {
         for t in released {
             g.release(&t, now);
         }
-        g.rebuild(&self.default_tenant);
+        for m in &marked {
+            // A discarded label's tenant lets go of its objects (the
+            // tenant and its quota stay, for a label of that name made
+            // later).
+            if g.routes.get(m).is_some_and(|r| r.label.is_some()) {
+                self.tenants.clear(m);
+            }
+        }
+        g.rebuild(&self.tenants);
         ok("")
     }
 

@@ -140,6 +140,9 @@ pub struct Task {
     pub cache: Option<std::sync::Arc<crate::cache_hash::Cache>>,
     /// The tenant the task runs in (none: the default tenant).
     pub tenant: Option<Arc<crate::cache_tenant::Tenant>>,
+    /// Time spent in VCL code so far, against the tenant's `cpu_ms`
+    /// quota (counted only when the tenant has one).
+    pub cpu_spent: std::time::Duration,
     /// The route a client request started on (its ESI includes start
     /// there too).
     pub vcl_start: Option<crate::mgt_vcl::Route>,
@@ -197,6 +200,7 @@ impl Task {
             resp_do_esi: true,
             req_top: None,
             tenant: None,
+            cpu_spent: std::time::Duration::ZERO,
             vcl_start: None,
             vfp_filters: None,
             vdp_filters: None,

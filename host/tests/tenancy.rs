@@ -15,6 +15,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+/// Tests that count compilations (process-wide counters) run alone; the
+/// others share this lock and may run together.
+static COMPILES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A proxy with its admin CLI.
 struct Proxy {
     ctx: Arc<Ctx>,
@@ -99,6 +103,7 @@ async fn busy(p: &Proxy, name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vcl_use_swaps_while_requests_finish_on_their_vcl() {
+    let _shared = COMPILES.read().await;
     let o = origin().await;
     let port = o.addr.port();
     let p = proxy(&vcl_named("one", port), port, &[], u64::MAX).await;
@@ -136,6 +141,7 @@ async fn vcl_use_swaps_while_requests_finish_on_their_vcl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_unchanged_vcl_compiles_nothing_and_keeps_the_cache() {
+    let _alone = COMPILES.write().await;
     use shellac::cache_vcl::{MODULES_COMPILED, MODULES_REUSED};
     let o = origin().await;
     let port = o.addr.port();
@@ -177,6 +183,7 @@ async fn reloading_unchanged_vcl_compiles_nothing_and_keeps_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_vcl_lets_go_of_instances_and_stops_probing() {
+    let _shared = COMPILES.read().await;
     let o = origin().await;
     let port = o.addr.port();
     let p = proxy(&vcl_named("one", port), port, &[], u64::MAX).await;
@@ -235,6 +242,7 @@ async fn cold_vcl_lets_go_of_instances_and_stops_probing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_load_leaves_everything_in_service() {
+    let _shared = COMPILES.read().await;
     let o = origin().await;
     let port = o.addr.port();
     let p = proxy(&vcl_named("one", port), port, &[], u64::MAX).await;
@@ -267,4 +275,222 @@ async fn failing_load_leaves_everything_in_service() {
         body.contains("Cannot discard labeled VCL program two"),
         "{body}"
     );
+}
+
+/// A tenant VCL (purge and ban by method) behind a router that sends
+/// `Host: a…` to label `la`, `Host: b…` to label `lb` (both naming the
+/// same program and declared tenants, so only the tenant tells them
+/// apart), anything else to the default tenant.
+async fn tenants(port: u16) -> Proxy {
+    let tenant_vcl = format!(
+        "vcl 4.1; backend o {{ .host = \"127.0.0.1\"; .port = \"{port}\"; }} \
+         sub vcl_recv {{ \
+           if (req.method == \"PURGE\") {{ return (purge); }} \
+           if (req.method == \"BAN\") {{ ban(\"req.url == \" + req.url); return (synth(200, \"banned\")); }} \
+           if (req.http.x-burn) {{ \
+             if (req.http.x-burn ~ \"(*NO_START_OPT)(*NO_JIT)a*a*a*c\") {{ }} \
+           }} \
+         }} \
+         sub vcl_deliver {{ set resp.http.X-Hit = obj.hits; }}"
+    );
+    let p = proxy(&tenant_vcl, port, &[], u64::MAX).await;
+    p.ok("vcl.label la boot").await;
+    p.ok("vcl.label lb boot").await;
+    p.ok("tenant.add la").await;
+    p.ok("tenant.add lb").await;
+    let router = format!(
+        "vcl 4.1; backend o {{ .host = \"127.0.0.1\"; .port = \"{port}\"; }} \
+         sub vcl_recv {{ \
+           if (req.http.host ~ \"^a\") {{ return (vcl(la)); }} \
+           if (req.http.host ~ \"^b\") {{ return (vcl(lb)); }} \
+         }}"
+    );
+    p.ok(&format!(
+        "vcl.inline router \"{}\"",
+        router.replace('"', "\\\"")
+    ))
+    .await;
+    p.ok("vcl.use router").await;
+    p
+}
+
+/// A request with method `method` and `Host: host`.
+async fn req(p: &Proxy, method: &str, host: &str, path: &str) -> common::Resp {
+    let r = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    common::raw(p.addr, r.as_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_with_identical_urls_never_share_objects() {
+    let _shared = COMPILES.read().await;
+    let o = origin().await;
+    let p = tenants(o.addr.port()).await;
+    let a1 = req(&p, "GET", "a.example", "/echo").await;
+    let b1 = req(&p, "GET", "b.example", "/echo").await;
+    let d1 = req(&p, "GET", "c.example", "/echo").await;
+    // Three tenants, three fetches of the same URL.
+    assert_eq!(o.hits.load(Ordering::Relaxed), 3);
+    assert_ne!(a1.body, b1.body);
+    assert_ne!(b1.body, d1.body);
+    assert_eq!(a1.header("x-hit"), Some("0"));
+    assert_eq!(b1.header("x-hit"), Some("0"));
+    // Each hits its own object.
+    let a2 = req(&p, "GET", "a.example", "/echo").await;
+    let b2 = req(&p, "GET", "b.example", "/echo").await;
+    let d2 = req(&p, "GET", "c.example", "/echo").await;
+    assert_eq!((a2.header("x-hit"), &a2.body), (Some("1"), &a1.body));
+    assert_eq!((b2.header("x-hit"), &b2.body), (Some("1"), &b1.body));
+    assert_eq!(d2.body, d1.body);
+    assert_eq!(o.hits.load(Ordering::Relaxed), 3);
+    let list = p.ok("tenant.list").await;
+    assert!(list.contains("la->boot"), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&p.ok("tenant.list -j").await).expect("tenant.list -j is JSON");
+    let objects = |name: &str| {
+        json.as_array()
+            .and_then(|a| a.iter().find(|t| t["name"] == name))
+            .map(|t| t["objects"].as_u64().unwrap_or(0))
+    };
+    assert_eq!(objects("la"), Some(1));
+    assert_eq!(objects("lb"), Some(1));
+    assert_eq!(objects("*"), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ban_and_purge_in_one_tenant_leave_the_others_objects() {
+    let _shared = COMPILES.read().await;
+    let o = origin().await;
+    let p = tenants(o.addr.port()).await;
+    for h in ["a", "b", "c"] {
+        assert_eq!(req(&p, "GET", h, "/echo").await.status, 200);
+        assert_eq!(req(&p, "GET", h, "/").await.status, 200);
+    }
+    let fetched = o.hits.load(Ordering::Relaxed);
+    // A purge in a: a fetches /echo again, b and the default tenant hit.
+    assert_eq!(req(&p, "PURGE", "a", "/echo").await.status, 200);
+    assert_eq!(
+        req(&p, "GET", "b", "/echo").await.header("x-hit"),
+        Some("1")
+    );
+    assert_eq!(req(&p, "GET", "c", "/echo").await.status, 200);
+    assert_eq!(o.hits.load(Ordering::Relaxed), fetched);
+    assert_eq!(
+        req(&p, "GET", "a", "/echo").await.header("x-hit"),
+        Some("0")
+    );
+    assert_eq!(o.hits.load(Ordering::Relaxed), fetched + 1);
+    // A ban from b's VCL: b's / goes, a's stays.
+    assert_eq!(req(&p, "BAN", "b", "/").await.status, 200);
+    assert_eq!(req(&p, "GET", "a", "/").await.header("x-hit"), Some("1"));
+    assert_eq!(req(&p, "GET", "b", "/").await.header("x-hit"), Some("0"));
+    assert_eq!(o.hits.load(Ordering::Relaxed), fetched + 2);
+    // A ban from the CLI into one tenant; `ban` itself is the default
+    // tenant's, as Varnish's one cache.
+    p.ok("tenant.ban la req.url ~ /echo").await;
+    assert_eq!(
+        req(&p, "GET", "b", "/echo").await.header("x-hit"),
+        Some("2")
+    );
+    assert_eq!(
+        req(&p, "GET", "a", "/echo").await.header("x-hit"),
+        Some("0")
+    );
+    p.ok("ban req.url ~ /").await;
+    let fetched = o.hits.load(Ordering::Relaxed);
+    assert_eq!(req(&p, "GET", "b", "/").await.header("x-hit"), Some("1"));
+    assert_eq!(o.hits.load(Ordering::Relaxed), fetched);
+    assert_eq!(req(&p, "GET", "c", "/").await.status, 200);
+    assert_eq!(o.hits.load(Ordering::Relaxed), fetched + 1);
+    assert_eq!(p.cli("tenant.ban nosuch req.url ~ /").await.0, 106);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_its_quota_evicts_only_its_own_objects() {
+    let _shared = COMPILES.read().await;
+    let o = origin().await;
+    let p = tenants(o.addr.port()).await;
+    p.ok("tenant.quota la cache_bytes=64k").await;
+    assert!(p.ok("tenant.quota la").await.contains("cache_bytes=65536"));
+    // b and the default tenant cache something first.
+    assert_eq!(req(&p, "GET", "b", "/bytes/5000").await.status, 200);
+    assert_eq!(req(&p, "GET", "c", "/bytes/5000").await.status, 200);
+    // a floods: 100 objects of 2-3 KB, four times its quota.
+    for i in 0..100 {
+        let r = req(&p, "GET", "a", &format!("/bytes/{}", 2000 + i)).await;
+        assert_eq!(r.status, 200);
+    }
+    let la = p.ctx.tenants.get("la").expect("la is a tenant");
+    let lb = p.ctx.tenants.get("lb").expect("lb is a tenant");
+    assert!(la.cache.used() <= 64 << 10, "{} bytes", la.cache.used());
+    assert!(la.cache.nuked() > 50, "{} evictions", la.cache.nuked());
+    assert_eq!(lb.cache.nuked(), 0);
+    assert_eq!(p.ctx.default_tenant.cache.nuked(), 0);
+    // The others' objects are still there.
+    assert_eq!(
+        req(&p, "GET", "b", "/bytes/5000").await.header("x-hit"),
+        Some("1")
+    );
+    assert_eq!(req(&p, "GET", "c", "/bytes/5000").await.status, 200);
+    assert_eq!(p.ctx.default_tenant.cache.objects_held(), 1);
+    // a's newest objects are there, its oldest went.
+    assert_eq!(
+        req(&p, "GET", "a", "/bytes/2099").await.header("x-hit"),
+        Some("1")
+    );
+    assert_eq!(
+        req(&p, "GET", "a", "/bytes/2000").await.header("x-hit"),
+        Some("0")
+    );
+    // Bad quotas are refused with a reason.
+    let (st, body) = p.cli("tenant.quota la cache_bytes=lots").await;
+    assert_eq!(st, 106, "{body}");
+    assert_eq!(p.cli("tenant.quota la colour=blue").await.0, 106);
+    assert_eq!(p.cli("tenant.quota 9bad cpu_ms=1").await.0, 106);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_and_connection_quotas_fail_only_their_tenant() {
+    let _shared = COMPILES.read().await;
+    let o = origin().await;
+    let p = tenants(o.addr.port()).await;
+    p.ok("tenant.quota la cpu_ms=1 backend_conns=1").await;
+    // Regex backtracking over a long header: well over 1 ms of VCL.
+    let burn = format!(
+        "GET /echo HTTP/1.1\r\nHost: {{}}\r\nX-Burn: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200)
+    );
+    let burn_in = |h: &str| burn.replace("{}", h);
+    let r = common::raw(p.addr, burn_in("a").as_bytes()).await;
+    assert_eq!(r.status, 503);
+    let r = common::raw(p.addr, burn_in("b").as_bytes()).await;
+    assert_eq!(r.status, 200);
+    let la = p.ctx.tenants.get("la").expect("la");
+    assert!(la.cpu_503.load(Ordering::Relaxed) >= 1);
+    assert_eq!(
+        p.ctx
+            .tenants
+            .get("lb")
+            .map(|t| t.cpu_503.load(Ordering::Relaxed)),
+        Some(0)
+    );
+    // One backend connection for a: a second fetch while a slow one
+    // holds it fails; b fetches meanwhile.
+    let addr = p.addr;
+    let slow = tokio::spawn(async move {
+        common::raw(
+            addr,
+            b"GET /slow?1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await
+    });
+    let mut tries = 0;
+    while la.conns() == 0 {
+        tries += 1;
+        assert!(tries < 200, "the slow fetch never held a connection");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(req(&p, "GET", "a", "/slow?2").await.status, 503);
+    assert_eq!(req(&p, "GET", "b", "/slow?3").await.status, 200);
+    assert_eq!(slow.await.expect("slow").status, 200);
+    assert!(la.conns_refused.load(Ordering::Relaxed) >= 1);
 }
