@@ -29,6 +29,7 @@ pub mod cache_tenant;
 pub mod cache_vcl;
 pub mod cache_vmod;
 pub mod demo_origin;
+pub mod mgt_auth;
 pub mod mgt_child;
 pub mod mgt_cli;
 pub mod mgt_http;

@@ -89,14 +89,29 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Serves the CLI on `listener`.
+/// Authentication failures are counted by client address: one that keeps
+/// failing is locked out for a while (see [`crate::mgt_auth::Limiter`]).
 pub async fn serve(child: Arc<Child>, listener: TcpListener, secret: Option<Vec<u8>>) {
     let secret = secret.map(Arc::new);
-    while let Ok((s, _)) = listener.accept().await {
-        tokio::spawn(session(child.clone(), s, secret.clone()));
+    let limiter = Arc::new(crate::mgt_auth::Limiter::default());
+    while let Ok((s, peer)) = listener.accept().await {
+        tokio::spawn(session(
+            child.clone(),
+            s,
+            secret.clone(),
+            peer.ip(),
+            limiter.clone(),
+        ));
     }
 }
 
-async fn session(child: Arc<Child>, s: TcpStream, secret: Option<Arc<Vec<u8>>>) {
+async fn session(
+    child: Arc<Child>,
+    s: TcpStream,
+    secret: Option<Arc<Vec<u8>>>,
+    peer: std::net::IpAddr,
+    limiter: Arc<crate::mgt_auth::Limiter>,
+) {
     let (r, mut w) = s.into_split();
     let mut lines = BufReader::new(r).lines();
     let mut authed = secret.is_none();
@@ -138,11 +153,19 @@ async fn session(child: Arc<Child>, s: TcpStream, secret: Option<Arc<Vec<u8>>>) 
         }
         let reply = if !authed {
             match (words[0].as_str(), words.get(1), &secret) {
-                ("auth", Some(resp), Some(sec)) if *resp == auth_response(&ch, sec) => {
+                ("auth", Some(resp), Some(sec))
+                    if limiter.allowed(peer, crate::vrt_ctx::now())
+                        && crate::mgt_auth::same(
+                            resp.as_bytes(),
+                            auth_response(&ch, sec).as_bytes(),
+                        ) =>
+                {
+                    limiter.succeeded(peer);
                     authed = true;
                     frame(OK, "Authenticated.")
                 }
                 ("auth", _, _) => {
+                    limiter.failed(peer, crate::vrt_ctx::now());
                     let _ = w
                         .write_all(frame(CANT, "Authentication failed.").as_bytes())
                         .await;

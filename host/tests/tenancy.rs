@@ -494,3 +494,135 @@ async fn cpu_and_connection_quotas_fail_only_their_tenant() {
     assert_eq!(slow.await.expect("slow").status, 200);
     assert!(la.conns_refused.load(Ordering::Relaxed) >= 1);
 }
+
+/// One HTTP request to `addr`: (status, body).
+async fn http(addr: SocketAddr, req: String) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let r = common::parse(&out);
+    (r.status, r.body)
+}
+
+fn post_cli(body: &str, token: Option<&str>) -> String {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "POST /cli HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_admin_api_runs_cli_verbs_behind_the_token() {
+    let _shared = COMPILES.read().await;
+    let o = origin().await;
+    let p = proxy(
+        &vcl_named("one", o.addr.port()),
+        o.addr.port(),
+        &[],
+        u64::MAX,
+    )
+    .await;
+    let listens = shellac::mgt_child::bind(&["127.0.0.1:0".to_string()]).expect("bind");
+    let child = Arc::new(Child::new(p.ctx.clone(), listens));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = l.local_addr().expect("addr");
+    let secret = b"the secret\n".to_vec();
+    tokio::spawn(shellac::mgt_http::serve(child, l, Some(secret.clone())));
+    let token = shellac::mgt_auth::http_token(&secret);
+    // The token works; the answer is the CLI's.
+    let (st, body) = http(admin, post_cli(r#"{"command": "vcl.list"}"#, Some(&token))).await;
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["status"], 200);
+    assert!(v["text"].as_str().unwrap_or("").contains("boot"), "{body}");
+    // Same verbs as the CLI, with its refusals.
+    let vcl = vcl_named("two", o.addr.port());
+    let argv = serde_json::json!({ "argv": ["vcl.inline", "two", vcl] }).to_string();
+    let (_, body) = http(admin, post_cli(&argv, Some(&token))).await;
+    assert!(body.contains("\"status\":200"), "{body}");
+    let (_, body) = http(
+        admin,
+        post_cli(r#"{"command":"vcl.use nosuch"}"#, Some(&token)),
+    )
+    .await;
+    assert!(body.contains("\"status\":106"), "{body}");
+    let (_, body) = http(
+        admin,
+        post_cli(r#"{"command":"vcl.use two"}"#, Some(&token)),
+    )
+    .await;
+    assert!(body.contains("\"status\":200"), "{body}");
+    assert_eq!(get(p.addr, "/echo", &[]).await.header("x-vcl"), Some("two"));
+    // Wrong or missing credentials: only the auth error, nothing run.
+    let (st, body) = http(admin, post_cli(r#"{"command":"vcl.use boot"}"#, None)).await;
+    assert_eq!(
+        (st, body.as_str()),
+        (401, r#"{"error":"authentication required"}"#)
+    );
+    for _ in 0..4 {
+        let (st, _) = http(
+            admin,
+            post_cli(r#"{"command":"vcl.use boot"}"#, Some("guess")),
+        )
+        .await;
+        assert_eq!(st, 401);
+    }
+    assert_eq!(get(p.addr, "/echo", &[]).await.header("x-vcl"), Some("two"));
+    // Past five failures the address is locked out, right token or not.
+    let (st, _) = http(admin, post_cli(r#"{"command":"ping"}"#, Some("guess"))).await;
+    assert_eq!(st, 401);
+    let (st, body) = http(admin, post_cli(r#"{"command":"ping"}"#, Some(&token))).await;
+    assert_eq!(st, 429, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_auth_failures_are_rate_limited() {
+    let _shared = COMPILES.read().await;
+    let o = origin().await;
+    let p = proxy(
+        &vcl_named("one", o.addr.port()),
+        o.addr.port(),
+        &[],
+        u64::MAX,
+    )
+    .await;
+    let listens = shellac::mgt_child::bind(&["127.0.0.1:0".to_string()]).expect("bind");
+    let child = Arc::new(Child::new(p.ctx.clone(), listens));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let cli = l.local_addr().expect("addr");
+    let secret = b"s\n".to_vec();
+    tokio::spawn(shellac::mgt_cli::serve(child, l, Some(secret.clone())));
+    // One session: (status of the banner, status after `auth`).
+    let attempt = |right: bool| {
+        let secret = secret.clone();
+        async move {
+            let s = tokio::net::TcpStream::connect(cli).await.expect("connect");
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            let (st, banner) = answer(&mut r).await;
+            assert_eq!(st, 107);
+            let ch = banner.lines().next().unwrap_or("").to_string();
+            let resp = if right {
+                shellac::mgt_cli::auth_response(&ch, &secret)
+            } else {
+                "0".repeat(64)
+            };
+            w.write_all(format!("auth {resp}\nping\n").as_bytes())
+                .await
+                .expect("write");
+            answer(&mut r).await.0
+        }
+    };
+    assert_eq!(attempt(true).await, 200);
+    for _ in 0..6 {
+        assert_eq!(attempt(false).await, 300);
+    }
+    // Locked out: the right answer is refused too, for now.
+    assert_eq!(attempt(true).await, 300);
+}
