@@ -662,20 +662,35 @@ impl Vcl {
         };
         // The tenant's quotas: memory the instance may grow to, CPU time
         // left for this request.
-        let (mut cpu_ms, mem_cap) = task
+        let (mut cpu_ms, mut mem_cap) = task
             .tenant
             .as_deref()
             .map_or((None, None), |t| (t.cpu_ms(), t.wasm_memory()));
-        // The error pages (`vcl_synth`, `vcl_backend_error`) run on the
-        // VCL's own per-call budget, so a request over its quota gets its
-        // 503 rather than a bare 500.
+        // The error pages (`vcl_synth`, `vcl_backend_error`) run within
+        // the VCL's own limits, so a request over its tenant's quota gets
+        // its 503 rather than a bare 500.
         if matches!(method, Method::Synth | Method::BackendError) {
-            cpu_ms = None;
+            (cpu_ms, mem_cap) = (None, None);
         }
         if mem_cap.is_some() || warm.capped {
             let cap = mem_cap.map_or(self.mem_cap, |m| {
                 self.mem_cap.min(usize::try_from(m).unwrap_or(usize::MAX))
             });
+            // An instance another tenant's requests grew past this cap is
+            // not used for this one: a fresh one starts small.
+            if Self::memory_size(&warm) > cap {
+                match self.instantiate() {
+                    Ok(w) if Self::memory_size(&w) <= cap => warm = w,
+                    Ok(_) => {
+                        self.release(warm);
+                        return (task, Err(CallError::WsOverflow));
+                    }
+                    Err(e) => {
+                        self.release(warm);
+                        return (task, Err(e));
+                    }
+                }
+            }
             warm.store.data_mut().limits = StoreLimitsBuilder::new().memory_size(cap).build();
             warm.capped = mem_cap.is_some();
         }
@@ -729,6 +744,11 @@ impl Vcl {
             }
             Err(e) => (task, Err(classify(e))),
         }
+    }
+
+    /// Bytes of linear memory an instance has now.
+    fn memory_size(w: &Warm) -> usize {
+        w.store.data().mem.map_or(0, |m| m.data_size(&w.store))
     }
 
     fn release(&self, w: Warm) {

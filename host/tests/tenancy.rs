@@ -626,3 +626,21 @@ async fn cli_auth_failures_are_rate_limited() {
     // Locked out: the right answer is refused too, for now.
     assert_eq!(attempt(true).await, 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_quota_fails_only_its_tenant() {
+    let _shared = COMPILES.read().await;
+    let o = origin().await;
+    let p = tenants(o.addr.port()).await;
+    assert_eq!(req(&p, "GET", "a", "/echo").await.status, 200);
+    // Less than one wasm page: no VCL instance fits.
+    p.ok("tenant.quota la wasm_memory=1k").await;
+    assert_eq!(req(&p, "GET", "a", "/echo").await.status, 503);
+    assert_eq!(req(&p, "GET", "b", "/echo").await.status, 200);
+    assert_eq!(req(&p, "GET", "c", "/echo").await.status, 200);
+    // Room enough: served again, from the same instances.
+    p.ok("tenant.quota la wasm_memory=64m").await;
+    assert_eq!(req(&p, "GET", "a", "/echo").await.status, 200);
+    p.ok("tenant.quota la wasm_memory=none").await;
+    assert_eq!(req(&p, "GET", "a", "/echo").await.status, 200);
+}
