@@ -91,6 +91,7 @@ pub struct Tenant {
     /// lock (`u64::MAX`: none).
     cpu_ms: AtomicU64,
     wasm_memory: AtomicU64,
+    max_conns: AtomicU32,
     /// `-s malloc,SIZE`: the budget when the quota sets none.
     storage: u64,
     /// Backend connections its fetches hold now.
@@ -126,6 +127,7 @@ impl Tenant {
             quota: RwLock::new(Quota::default()),
             cpu_ms: AtomicU64::new(u64::MAX),
             wasm_memory: AtomicU64::new(u64::MAX),
+            max_conns: AtomicU32::new(u32::MAX),
             storage,
             conns: AtomicU32::new(0),
             cpu_503: AtomicU64::new(0),
@@ -145,6 +147,8 @@ impl Tenant {
             .store(q.cpu_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
         self.wasm_memory
             .store(q.wasm_memory.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.max_conns
+            .store(q.backend_conns.unwrap_or(u32::MAX), Ordering::Relaxed);
         self.cache.set_budget(q.cache_bytes.unwrap_or(self.storage));
     }
 
@@ -161,7 +165,7 @@ impl Tenant {
     /// Claims a backend connection under the quota; `None` when the
     /// tenant holds all it may.
     pub fn claim_conn(self: &Arc<Self>) -> Option<TenantConn> {
-        let max = self.quota().backend_conns.unwrap_or(u32::MAX);
+        let max = self.max_conns.load(Ordering::Relaxed);
         match self
             .conns
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

@@ -140,6 +140,8 @@ pub struct VmodData {
     /// The VMOD's name: its shared state lives in `tenant/vmod`, the
     /// tenant being the current task's (the default one in `vcl_init`).
     namespace: String,
+    /// `*/vmod`: the default tenant's namespace, made once.
+    default_ns: String,
     limits: MemoryCap,
     memory_cap: usize,
     regexes: HashMap<String, Result<pcre2::bytes::Regex, String>>,
@@ -697,6 +699,7 @@ impl VclVmod {
         let data = VmodData {
             task: None,
             namespace: self.namespace.clone(),
+            default_ns: format!("{}/{}", crate::cache_tenant::DEFAULT, self.namespace),
             limits: MemoryCap {
                 bytes: self.limits.memory,
                 refused: false,
@@ -1139,12 +1142,13 @@ impl VmodData {
     }
 
     /// The namespace of shared state: the task's tenant's, then the VMOD.
-    fn shared_ns(&self) -> String {
-        let tenant = self
-            .task()
-            .and_then(|t| t.tenant.as_deref())
-            .map_or(crate::cache_tenant::DEFAULT, |t| t.name.as_str());
-        format!("{tenant}/{}", self.namespace)
+    fn shared_ns(&self) -> std::borrow::Cow<'_, str> {
+        match self.task().and_then(|t| t.tenant.as_deref()) {
+            Some(t) if t.name != crate::cache_tenant::DEFAULT => {
+                format!("{}/{}", t.name, self.namespace).into()
+            }
+            _ => self.default_ns.as_str().into(),
+        }
     }
 
     fn regex(&mut self, pattern: &str) -> Result<&pcre2::bytes::Regex, String> {
