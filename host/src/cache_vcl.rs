@@ -713,6 +713,7 @@ impl Vcl {
         }
         task.method = method;
         task.synth = None;
+        let io_before = task.io_wait;
         warm.store.data_mut().task = Some(task);
         let r = f.call(&mut warm.store, ());
         let mut task = match warm.store.data_mut().task.take() {
@@ -721,7 +722,9 @@ impl Vcl {
             None => Box::new(Task::new(0, [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), 0.0)),
         };
         if let Some((_, t0)) = started {
-            task.cpu_spent += t0.elapsed();
+            task.cpu_spent += t0
+                .elapsed()
+                .saturating_sub(task.io_wait.saturating_sub(io_before));
             if matches!(
                 r.as_ref().map_err(|e| e.downcast_ref::<wasmtime::Trap>()),
                 Err(Some(wasmtime::Trap::Interrupt))

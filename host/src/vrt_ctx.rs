@@ -143,6 +143,9 @@ pub struct Task {
     /// Time spent in VCL code so far, against the tenant's `cpu_ms`
     /// quota (counted only when the tenant has one).
     pub cpu_spent: std::time::Duration,
+    /// Time VCL calls spent waiting for I/O (`std.cache_req_body`):
+    /// not counted against `cpu_ms`.
+    pub io_wait: std::time::Duration,
     /// The route a client request started on (its ESI includes start
     /// there too).
     pub vcl_start: Option<crate::mgt_vcl::Route>,
@@ -201,6 +204,7 @@ impl Task {
             req_top: None,
             tenant: None,
             cpu_spent: std::time::Duration::ZERO,
+            io_wait: std::time::Duration::ZERO,
             vcl_start: None,
             vfp_filters: None,
             vdp_filters: None,

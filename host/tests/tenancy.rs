@@ -283,12 +283,15 @@ async fn failing_load_leaves_everything_in_service() {
 /// apart), anything else to the default tenant.
 async fn tenants(port: u16) -> Proxy {
     let tenant_vcl = format!(
-        "vcl 4.1; backend o {{ .host = \"127.0.0.1\"; .port = \"{port}\"; }} \
+        "vcl 4.1; import std; backend o {{ .host = \"127.0.0.1\"; .port = \"{port}\"; }} \
          sub vcl_recv {{ \
+           if (req.method == \"POST\") {{ std.cache_req_body(1MB); }} \
            if (req.method == \"PURGE\") {{ return (purge); }} \
            if (req.method == \"BAN\") {{ ban(\"req.url == \" + req.url); return (synth(200, \"banned\")); }} \
            if (req.http.x-burn) {{ \
              if (req.http.x-burn ~ \"(*NO_START_OPT)(*NO_JIT)a*a*a*c\") {{ }} \
+             if (req.http.x-burn ~ \"(*NO_START_OPT)(*NO_JIT)a*a*a*d\") {{ }} \
+             if (req.http.x-burn ~ \"(*NO_START_OPT)(*NO_JIT)a*a*a*e\") {{ }} \
            }} \
          }} \
          sub vcl_deliver {{ set resp.http.X-Hit = obj.hits; }}"
@@ -453,7 +456,7 @@ async fn cpu_and_connection_quotas_fail_only_their_tenant() {
     let _shared = COMPILES.read().await;
     let o = origin().await;
     let p = tenants(o.addr.port()).await;
-    p.ok("tenant.quota la cpu_ms=1 backend_conns=1").await;
+    p.ok("tenant.quota la cpu_ms=5 backend_conns=1").await;
     // Regex backtracking over a long header: well over 1 ms of VCL.
     let burn = format!(
         "GET /echo HTTP/1.1\r\nHost: {{}}\r\nX-Burn: {}\r\nConnection: close\r\n\r\n",
@@ -473,6 +476,20 @@ async fn cpu_and_connection_quotas_fail_only_their_tenant() {
             .map(|t| t.cpu_503.load(Ordering::Relaxed)),
         Some(0)
     );
+    // Waiting for a slow client's body is not CPU time.
+    let mut s = tokio::net::TcpStream::connect(p.addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    s.write_all(b"hello").await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    assert_eq!(common::parse(&out).status, 200);
     // One backend connection for a: a second fetch while a slow one
     // holds it fails; b fetches meanwhile.
     let addr = p.addr;
