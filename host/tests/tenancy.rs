@@ -290,8 +290,6 @@ async fn tenants(port: u16) -> Proxy {
            if (req.method == \"BAN\") {{ ban(\"req.url == \" + req.url); return (synth(200, \"banned\")); }} \
            if (req.http.x-burn) {{ \
              if (req.http.x-burn ~ \"(*NO_START_OPT)(*NO_JIT)a*a*a*c\") {{ }} \
-             if (req.http.x-burn ~ \"(*NO_START_OPT)(*NO_JIT)a*a*a*d\") {{ }} \
-             if (req.http.x-burn ~ \"(*NO_START_OPT)(*NO_JIT)a*a*a*e\") {{ }} \
            }} \
          }} \
          sub vcl_deliver {{ set resp.http.X-Hit = obj.hits; }}"
@@ -457,10 +455,11 @@ async fn cpu_and_connection_quotas_fail_only_their_tenant() {
     let o = origin().await;
     let p = tenants(o.addr.port()).await;
     p.ok("tenant.quota la cpu_ms=5 backend_conns=1").await;
-    // Regex backtracking over a long header: well over 1 ms of VCL.
+    // Regex backtracking over a long header: well over the 5 ms quota,
+    // well under the 100 ms per call every VCL has.
     let burn = format!(
         "GET /echo HTTP/1.1\r\nHost: {{}}\r\nX-Burn: {}\r\nConnection: close\r\n\r\n",
-        "a".repeat(200)
+        "a".repeat(150)
     );
     let burn_in = |h: &str| burn.replace("{}", h);
     let r = common::raw(p.addr, burn_in("a").as_bytes()).await;
