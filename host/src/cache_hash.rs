@@ -89,6 +89,53 @@ pub struct Cache {
     tags: Mutex<HashMap<String, Vec<ObjRef>>>,
     /// Numbers busy markers.
     busy_ids: AtomicU64,
+    /// The storage all tenants' caches share (`-s malloc,SIZE`), if this
+    /// cache is one of several.
+    storage: Option<Arc<Storage>>,
+}
+
+/// The storage several caches (one per tenant) share: `-s malloc,SIZE`
+/// stays a limit on all of them together. When the caches hold more than
+/// that, the one holding the most gives up its least recently used
+/// objects first, so a tenant that floods the cache evicts its own
+/// objects before anyone else's.
+pub struct Storage {
+    budget: u64,
+    used: AtomicU64,
+    caches: Mutex<Vec<Weak<Cache>>>,
+}
+
+impl Storage {
+    /// A storage of `budget` bytes (`u64::MAX`: unlimited).
+    pub fn new(budget: u64) -> Arc<Storage> {
+        Arc::new(Storage {
+            budget,
+            used: AtomicU64::new(0),
+            caches: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Bytes all its caches hold.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Evicts from the largest cache until everything fits.
+    fn evict(&self) {
+        while self.used() > self.budget {
+            let largest = {
+                let Ok(mut g) = self.caches.lock() else {
+                    return;
+                };
+                g.retain(|w| w.strong_count() > 0);
+                g.iter().filter_map(Weak::upgrade).max_by_key(|c| c.used())
+            };
+            match largest {
+                Some(c) if c.evict_one() => {}
+                _ => return,
+            }
+        }
+    }
 }
 
 /// What an object costs against the storage budget.
@@ -154,6 +201,37 @@ impl Cache {
             order: Mutex::new(VecDeque::new()),
             tags: Mutex::new(HashMap::new()),
             busy_ids: AtomicU64::new(0),
+            storage: None,
+        }
+    }
+
+    /// A cache of at most `budget` bytes that also shares `storage` with
+    /// other caches.
+    pub fn in_storage(budget: u64, storage: &Arc<Storage>) -> Arc<Cache> {
+        let c = Arc::new(Cache {
+            storage: Some(storage.clone()),
+            ..Cache::with_budget(budget)
+        });
+        if let Ok(mut g) = storage.caches.lock() {
+            g.push(Arc::downgrade(&c));
+        }
+        c
+    }
+
+    /// Counts `n` more (or, `grow` false, fewer) bytes held, here and in
+    /// the shared storage.
+    fn charge(&self, n: u64, grow: bool) {
+        if grow {
+            self.used.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.used.fetch_sub(n.min(self.used()), Ordering::Relaxed);
+        }
+        if let Some(st) = &self.storage {
+            if grow {
+                st.used.fetch_add(n, Ordering::Relaxed);
+            } else {
+                st.used.fetch_sub(n.min(st.used()), Ordering::Relaxed);
+            }
         }
     }
 
@@ -205,7 +283,7 @@ impl Cache {
 
     fn release(&self, o: &Object) {
         let c = o.charged.swap(0, Ordering::Relaxed);
-        self.used.fetch_sub(c.min(self.used()), Ordering::Relaxed);
+        self.charge(c, false);
         crate::vsc::sma_free(&crate::vsc::SMA_S0, &o.live, c);
     }
 
@@ -224,7 +302,7 @@ impl Cache {
             return;
         };
         if now > before {
-            self.used.fetch_add(now - before, Ordering::Relaxed);
+            self.charge(now - before, true);
             crate::vsc::sma_grow(&crate::vsc::SMA_S0, &o.live, now - before);
             self.evict();
         }
@@ -255,12 +333,28 @@ impl Cache {
         });
     }
 
-    /// Evicts the oldest objects until the cache fits its budget.
+    /// Evicts the oldest objects until the cache fits its budget, then
+    /// until the storage it shares fits its own.
     fn evict(&self) {
         while self.used() > self.budget() {
-            let Ok(mut q) = self.order.lock() else { return };
+            if !self.evict_one() {
+                break;
+            }
+        }
+        if let Some(st) = &self.storage {
+            st.evict();
+        }
+    }
+
+    /// Evicts the least recently used object; false if there is none to
+    /// evict.
+    fn evict_one(&self) -> bool {
+        loop {
+            let Ok(mut q) = self.order.lock() else {
+                return false;
+            };
             let Some((hash, weak, hits)) = q.pop_front() else {
-                return;
+                return false;
             };
             let Some(obj) = weak.upgrade() else { continue };
             let now_hits = obj.hits.load(Ordering::Relaxed);
@@ -277,6 +371,7 @@ impl Cache {
                     self.retain(&mut oh.variants, |o| std::ptr::eq(o, &*obj));
                 }
             }
+            return true;
         }
     }
 
@@ -401,7 +496,7 @@ impl Cache {
             let mut variants = std::mem::take(&mut oh.variants);
             let c = cost(&obj);
             obj.charged.store(c, Ordering::Relaxed);
-            self.used.fetch_add(c, Ordering::Relaxed);
+            self.charge(c, true);
             crate::vsc::sma_alloc(&crate::vsc::SMA_S0, &obj, c);
             if self.budget() != u64::MAX {
                 if let Ok(mut q) = self.order.lock() {

@@ -48,7 +48,10 @@ impl Ctx {
     /// A context without any VCL yet (`-f ''`): the admin CLI loads one.
     pub fn empty(params: Params, storage_budget: u64) -> Ctx {
         crate::vsl::configure(&params);
-        let cache = Arc::new(Cache::with_budget(storage_budget));
+        // One storage for every tenant's cache: `-s malloc,SIZE` is the
+        // limit of all of them together.
+        let storage = crate::cache_hash::Storage::new(storage_budget);
+        let cache = Cache::in_storage(storage_budget, &storage);
         let default_tenant = Arc::new(crate::cache_tenant::Tenant::new(
             crate::cache_tenant::DEFAULT,
             cache.clone(),
@@ -56,6 +59,7 @@ impl Ctx {
         let tenants = Arc::new(crate::cache_tenant::Tenants::new(
             default_tenant.clone(),
             storage_budget,
+            storage,
         ));
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),

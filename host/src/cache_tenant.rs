@@ -6,7 +6,7 @@
 //! they reach their VCL through `return (vcl(LABEL))` and LABEL was
 //! declared a tenant: then they are in LABEL's (see `docs/tenancy.md`).
 
-use crate::cache_hash::Cache;
+use crate::cache_hash::{Cache, Storage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -190,16 +190,21 @@ impl Tenant {
 /// label of its name, whether that label exists yet or not.
 pub struct Tenants {
     default: Arc<Tenant>,
-    storage: u64,
+    /// `-s malloc,SIZE`: a tenant's budget unless its quota sets one.
+    storage_budget: u64,
+    /// The storage all tenants' caches share.
+    storage: Arc<Storage>,
     map: RwLock<HashMap<String, Arc<Tenant>>>,
 }
 
 impl Tenants {
-    /// The registry around `default`; new tenants' caches get `storage`
-    /// bytes unless their quota says otherwise.
-    pub fn new(default: Arc<Tenant>, storage: u64) -> Tenants {
+    /// The registry around `default`; new tenants' caches share
+    /// `storage` and may each hold `storage_budget` bytes unless their
+    /// quota says otherwise.
+    pub fn new(default: Arc<Tenant>, storage_budget: u64, storage: Arc<Storage>) -> Tenants {
         Tenants {
             default,
+            storage_budget,
             storage,
             map: RwLock::new(HashMap::new()),
         }
@@ -223,7 +228,7 @@ impl Tenants {
             .or_insert_with(|| {
                 Arc::new(Tenant::new(
                     name,
-                    Arc::new(Cache::with_budget(self.storage)),
+                    Cache::in_storage(self.storage_budget, &self.storage),
                 ))
             })
             .clone()

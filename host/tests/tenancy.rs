@@ -282,6 +282,11 @@ async fn failing_load_leaves_everything_in_service() {
 /// same program and declared tenants, so only the tenant tells them
 /// apart), anything else to the default tenant.
 async fn tenants(port: u16) -> Proxy {
+    tenants_in(port, u64::MAX).await
+}
+
+/// [`tenants`] with a `-s malloc` budget of `storage` bytes.
+async fn tenants_in(port: u16, storage: u64) -> Proxy {
     let tenant_vcl = format!(
         "vcl 4.1; import std; backend o {{ .host = \"127.0.0.1\"; .port = \"{port}\"; }} \
          sub vcl_recv {{ \
@@ -294,7 +299,7 @@ async fn tenants(port: u16) -> Proxy {
          }} \
          sub vcl_deliver {{ set resp.http.X-Hit = obj.hits; }}"
     );
-    let p = proxy(&tenant_vcl, port, &[], u64::MAX).await;
+    let p = proxy(&tenant_vcl, port, &[], storage).await;
     p.ok("vcl.label la boot").await;
     p.ok("vcl.label lb boot").await;
     p.ok("tenant.add la").await;
@@ -659,4 +664,34 @@ async fn memory_quota_fails_only_its_tenant() {
     assert_eq!(req(&p, "GET", "a", "/echo").await.status, 200);
     p.ok("tenant.quota la wasm_memory=none").await;
     assert_eq!(req(&p, "GET", "a", "/echo").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quotas_the_flooding_tenant_pays_for_the_shared_storage() {
+    let _shared = COMPILES.read().await;
+    let o = origin().await;
+    // -s malloc,64k for all tenants together, no quotas.
+    let p = tenants_in(o.addr.port(), 64 << 10).await;
+    assert_eq!(req(&p, "GET", "b", "/bytes/5000").await.status, 200);
+    assert_eq!(req(&p, "GET", "c", "/bytes/5000").await.status, 200);
+    for i in 0..100 {
+        assert_eq!(
+            req(&p, "GET", "a", &format!("/bytes/{}", 2000 + i))
+                .await
+                .status,
+            200
+        );
+    }
+    let la = p.ctx.tenants.get("la").expect("la");
+    let lb = p.ctx.tenants.get("lb").expect("lb");
+    let total: u64 = p.ctx.tenants.all().iter().map(|t| t.cache.used()).sum();
+    assert!(total <= 64 << 10, "{total} bytes in all");
+    assert!(la.cache.nuked() > 50, "{} evictions", la.cache.nuked());
+    assert_eq!(lb.cache.nuked(), 0);
+    assert_eq!(p.ctx.default_tenant.cache.nuked(), 0);
+    assert_eq!(
+        req(&p, "GET", "b", "/bytes/5000").await.header("x-hit"),
+        Some("1")
+    );
+    assert_eq!(p.ctx.default_tenant.cache.objects_held(), 1);
 }
