@@ -130,7 +130,8 @@ async fn conn(child: Arc<Child>, mut s: TcpStream, peer: std::net::IpAddr, auth:
     }
     match req.path.as_str() {
         "/metrics" => {
-            let body = crate::vsc::to_prometheus(&crate::vsc::snapshot(child.ctx()));
+            let mut body = crate::vsc::to_prometheus(&crate::vsc::snapshot(child.ctx()));
+            body.push_str(&crate::mgt_tenant::prometheus(child.ctx()));
             respond(&mut s, "200 OK", "text/plain; version=0.0.4", &body).await
         }
         "/stats" => {

@@ -177,6 +177,74 @@ fn list(ctx: &Ctx, json: bool) -> String {
     out
 }
 
+/// The tenants' gauges and counters in Prometheus' text format, appended
+/// to `/metrics` (label `tenant`, `*` for the default tenant).
+pub fn prometheus(ctx: &Ctx) -> String {
+    let tenants = ctx.tenants.all();
+    type Get = fn(&Tenant) -> u64;
+    let families: [(&str, &str, &str, Get); 7] = [
+        (
+            "shellac_tenant_objects",
+            "gauge",
+            "Objects in the tenant's cache",
+            |t| t.cache.objects_held() as u64,
+        ),
+        (
+            "shellac_tenant_bytes",
+            "gauge",
+            "Bytes the tenant's objects hold",
+            |t| t.cache.used(),
+        ),
+        (
+            "shellac_tenant_cache_bytes_quota",
+            "gauge",
+            "The tenant's cache budget in bytes",
+            |t| t.cache.budget(),
+        ),
+        (
+            "shellac_tenant_lru_nuked_total",
+            "counter",
+            "Objects evicted from the tenant's cache to fit",
+            |t| t.cache.nuked(),
+        ),
+        (
+            "shellac_tenant_backend_conns",
+            "gauge",
+            "Backend connections the tenant's fetches hold",
+            |t| u64::from(t.conns()),
+        ),
+        (
+            "shellac_tenant_backend_conns_refused_total",
+            "counter",
+            "Fetches failed for the tenant's backend_conns quota",
+            |t| t.conns_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "shellac_tenant_cpu_503_total",
+            "counter",
+            "Requests failed for the tenant's cpu_ms quota",
+            |t| t.cpu_503.load(Ordering::Relaxed),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, get) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for t in &tenants {
+            let v = get(t);
+            if v == u64::MAX {
+                // No budget.
+                continue;
+            }
+            out.push_str(&format!(
+                "{name}{{tenant={}}} {}\n",
+                crate::vmod_directors::json_str(&t.name),
+                v
+            ));
+        }
+    }
+    out
+}
+
 /// Errors in a `--tenants` file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

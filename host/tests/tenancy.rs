@@ -578,6 +578,17 @@ async fn http_admin_api_runs_cli_verbs_behind_the_token() {
     .await;
     assert!(body.contains("\"status\":200"), "{body}");
     assert_eq!(get(p.addr, "/echo", &[]).await.header("x-vcl"), Some("two"));
+    // The tenants' numbers are in /metrics (readable without the token).
+    let (st, body) = http(
+        admin,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("shellac_tenant_objects{tenant=\"*\"} "),
+        "{body}"
+    );
     // Wrong or missing credentials: only the auth error, nothing run.
     let (st, body) = http(admin, post_cli(r#"{"command":"vcl.use boot"}"#, None)).await;
     assert_eq!(
