@@ -19,7 +19,8 @@
 //!   `-S`, it needs `Authorization: Bearer TOKEN`, TOKEN being
 //!   [`crate::mgt_auth::http_token`] of the secret file; a wrong or
 //!   missing token gets 401 and nothing else, and an address that keeps
-//!   failing is locked out for a while (429).
+//!   failing is locked out for a while (429). Without `-S` it answers
+//!   loopback clients only.
 //!
 //! `shellac serve` writes this listener's address to its instance
 //! directory (`-n DIR`, file `_.admin`, line `H ADDR:PORT`), so the tools
@@ -176,6 +177,16 @@ async fn cli(child: &Child, mut s: TcpStream, req: Request, peer: std::net::IpAd
             .await;
         }
         auth.limiter.succeeded(peer);
+    } else if !peer.is_loopback() {
+        // Without -S there is no token: only this machine may run
+        // commands, wherever the listener is bound.
+        return respond(
+            &mut s,
+            "401 Unauthorized",
+            JSON,
+            &json_error("authentication required (serve -S SECRETFILE for remote use)"),
+        )
+        .await;
     }
     if req.method != "POST" {
         return respond(
