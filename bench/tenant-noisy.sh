@@ -9,6 +9,7 @@
 #
 # Usage: bench/tenant-noisy.sh [SECONDS]     (default 10)
 # Env: SHELLAC=binary (else a release build), CONNS=8, FLOOD=16,
+# A_QUOTA="cache_bytes=1m" (tenant a's quota, e.g. add backend_conns=2),
 # PORT_BASE=18500. SMOKE=1: 2 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ SECS=${1:-10}
 if [ -n "${SMOKE:-}" ]; then SECS=2; fi
 CONNS=${CONNS:-8}
 FLOOD=${FLOOD:-16}
+A_QUOTA=${A_QUOTA:-cache_bytes=1m}
 BASE=${PORT_BASE:-18500}
 ORIGIN=$((BASE)); PROXY=$((BASE + 1)); CLI=$((BASE + 2))
 
@@ -59,7 +61,8 @@ done
 adm() { "$SHELLAC" adm -T "127.0.0.1:$CLI" "$@" >/dev/null; }
 adm vcl.label la boot
 adm vcl.label lb boot
-adm tenant.quota la cache_bytes=1m
+# shellcheck disable=SC2086
+adm tenant.quota la $A_QUOTA
 adm tenant.add lb
 adm vcl.load router "$work/router.vcl"
 adm vcl.use router
@@ -80,9 +83,10 @@ wait "$flood"
 read -r a_rps a_p50 a_p99 <<<"$alone"
 read -r n_rps n_p50 n_p99 <<<"$noisy"
 flood_rps=$(awk '/Requests\/sec/ { print $2 }' "$work/flood.out")
+flood_bad=$(awk '/Non-2xx/ { print $NF }' "$work/flood.out")
 echo "| tenant b's 1 KiB hits ($CONNS conns, $SECS s) | req/s | p50 ms | p99 ms |"
 echo "| --- | --- | --- | --- |"
 echo "| alone | $a_rps | $a_p50 | $a_p99 |"
-echo "| while a floods ($FLOOD conns, $flood_rps req/s of 16 KiB misses) | $n_rps | $n_p50 | $n_p99 |"
+echo "| while a floods ($FLOOD conns, $flood_rps req/s of 16 KiB misses, ${flood_bad:-0} of them 503; a's quota: $A_QUOTA) | $n_rps | $n_p50 | $n_p99 |"
 echo
 echo "evictions: tenant a $(nuked la), tenant b $(nuked lb), default $(nuked '*')"
