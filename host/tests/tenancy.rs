@@ -360,6 +360,19 @@ async fn tenants_with_identical_urls_never_share_objects() {
     assert_eq!(objects("la"), Some(1));
     assert_eq!(objects("lb"), Some(1));
     assert_eq!(objects("*"), Some(1));
+    // Reloading one tenant: its label moves to a new VCL, its cache stays.
+    let port = o.addr.port();
+    let v2 = format!(
+        "vcl 4.1; backend o {{ .host = \"127.0.0.1\"; .port = \"{port}\"; }} \
+         sub vcl_deliver {{ set resp.http.X-Hit = obj.hits; set resp.http.X-V = \"2\"; }}"
+    );
+    p.ok(&format!("vcl.inline v2 \"{}\"", v2.replace('"', "\\\"")))
+        .await;
+    p.ok("vcl.label la v2").await;
+    let a3 = req(&p, "GET", "a.example", "/echo").await;
+    assert_eq!(a3.header("x-v"), Some("2"));
+    assert_eq!((a3.header("x-hit"), &a3.body), (Some("2"), &a1.body));
+    assert_eq!(o.hits.load(Ordering::Relaxed), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
