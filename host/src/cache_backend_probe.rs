@@ -139,6 +139,10 @@ pub struct ProbeStats {
 pub struct ProbeTarget {
     pub cfg: Probe,
     stats: Mutex<ProbeStats>,
+    /// Bumped by every [`start`] and [`stop`]: a probing loop runs while
+    /// it still sees the number it started with (a cold VCL stops its
+    /// probes; warming it starts them again).
+    run: std::sync::atomic::AtomicU64,
 }
 
 impl ProbeTarget {
@@ -154,6 +158,7 @@ impl ProbeTarget {
         ProbeTarget {
             cfg,
             stats: Mutex::new(st),
+            run: Default::default(),
         }
     }
 
@@ -375,8 +380,12 @@ pub fn start(be: &Arc<Backend>) {
     be.healthy.store(true, Ordering::Relaxed);
     update_backend(be, &t, &t.stats());
     let weak: Weak<Backend> = Arc::downgrade(be);
+    let run = t.run.fetch_add(1, Ordering::AcqRel) + 1;
     tokio::spawn(async move {
         loop {
+            if t.run.load(Ordering::Acquire) != run {
+                return;
+            }
             let Some(be) = weak.upgrade() else { return };
             // The maps move on when the probe starts, as Varnish's
             // vbp_start_poke: a probe under way shows as a new, empty
@@ -394,6 +403,14 @@ pub fn start(be: &Arc<Backend>) {
             tokio::time::sleep(crate::vrt_ctx::secs(t.cfg.interval)).await;
         }
     });
+}
+
+/// Stops probing the backend (its VCL went cold): the loop ends before
+/// its next probe. Its health stays as last seen.
+pub fn stop(be: &Arc<Backend>) {
+    if let Some(t) = &be.probe {
+        t.run.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 #[cfg(test)]

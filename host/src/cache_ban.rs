@@ -503,7 +503,12 @@ pub async fn lurker(ctx: std::sync::Weak<crate::cache_req_fsm::Ctx>) {
             let p = ctx.params();
             let (sleep, age) = (p.num("ban_lurker_sleep"), p.num("ban_lurker_age"));
             if sleep > 0.0 {
-                let n = ctx.cache.ban_lurk(crate::vrt_ctx::now(), age);
+                let n: usize = ctx
+                    .tenants
+                    .all()
+                    .iter()
+                    .map(|t| t.cache.ban_lurk(crate::vrt_ctx::now(), age))
+                    .sum();
                 if n > 0 {
                     tracing::debug!("ban lurker removed {n} objects");
                 }

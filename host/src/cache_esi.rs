@@ -55,7 +55,7 @@ pub struct EsiJob {
     /// The client gets gzip (at the top level; includes follow the page).
     pub gzip_out: bool,
     /// The top request and its time (`req_top.*` in includes).
-    pub top: Arc<(crate::vrt_ctx::ReqMsg, f64)>,
+    pub top: Arc<crate::vrt_ctx::ReqTop>,
 }
 
 /// Where assembled bytes go; an error closes the client's connection.

@@ -66,6 +66,17 @@ async fn send(
         crate::vsc::backend_busy(&be.conns.vsc);
         format!("backend {}: busy (max_connections reached)", be.name)
     })?;
+    // The tenant's connection quota: one more than it may hold fails this
+    // fetch alone (503), as a busy backend does.
+    let tenant_slot = match bo.tenant.as_ref() {
+        Some(t) => Some(t.claim_conn().ok_or_else(|| {
+            format!(
+                "backend {}: tenant {} holds its backend_conns quota",
+                be.name, t.name
+            )
+        })?),
+        None => None,
+    };
     let params = ctx.params();
     let pick = |task: Option<f64>, backend: Option<f64>, param: &str| {
         task.or(backend).unwrap_or_else(|| params.num(param))
@@ -119,6 +130,7 @@ async fn send(
             max,
             nap: params.debug("vtc_mode"),
             _slot: slot,
+            _tenant_slot: tenant_slot,
             vfps: None,
         },
     ))
@@ -153,6 +165,8 @@ pub struct Pump {
     nap: bool,
     /// Held until the body is read: the connection is in use till then.
     _slot: crate::cache_backend::ConnSlot,
+    /// The tenant's claim on one of its `backend_conns`, as long.
+    _tenant_slot: Option<crate::cache_tenant::TenantConn>,
     /// The fetch filters the body goes through (`beresp.filters`).
     vfps: Option<crate::cache_fetch_proc::Vfps>,
 }
@@ -354,7 +368,7 @@ pub async fn fetch(
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
     let max_retries = ctx.params().num("max_retries") as u32;
-    crate::vsl::bereq_begin(&mut bo, &ctx.active_name());
+    crate::vsl::bereq_begin(&mut bo, vcl.name());
     // A body that failed after `vcl_backend_response` (without
     // streaming) takes the next round straight to `vcl_backend_error`.
     let mut body_failed: Option<String> = None;

@@ -72,8 +72,11 @@ pub struct Cache {
     shards: Vec<Mutex<HashMap<Digest, Objhead>>>,
     /// The ban list, tested at lookup.
     pub bans: crate::cache_ban::BanList,
-    /// `-s malloc,SIZE`: bytes of bodies and headers the cache may hold.
-    budget: u64,
+    /// `-s malloc,SIZE` (or the tenant's `cache_bytes` quota): bytes of
+    /// bodies and headers the cache may hold; `u64::MAX`: no limit.
+    budget: AtomicU64,
+    /// Objects evicted to fit the budget (a tenant's own `n_lru_nuked`).
+    nuked: AtomicU64,
     /// Bytes held now.
     used: AtomicU64,
     /// The LRU list, least recently used first, with each object's hit
@@ -86,6 +89,53 @@ pub struct Cache {
     tags: Mutex<HashMap<String, Vec<ObjRef>>>,
     /// Numbers busy markers.
     busy_ids: AtomicU64,
+    /// The storage all tenants' caches share (`-s malloc,SIZE`), if this
+    /// cache is one of several.
+    storage: Option<Arc<Storage>>,
+}
+
+/// The storage several caches (one per tenant) share: `-s malloc,SIZE`
+/// stays a limit on all of them together. When the caches hold more than
+/// that, the one holding the most gives up its least recently used
+/// objects first, so a tenant that floods the cache evicts its own
+/// objects before anyone else's.
+pub struct Storage {
+    budget: u64,
+    used: AtomicU64,
+    caches: Mutex<Vec<Weak<Cache>>>,
+}
+
+impl Storage {
+    /// A storage of `budget` bytes (`u64::MAX`: unlimited).
+    pub fn new(budget: u64) -> Arc<Storage> {
+        Arc::new(Storage {
+            budget,
+            used: AtomicU64::new(0),
+            caches: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Bytes all its caches hold.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Evicts from the largest cache until everything fits.
+    fn evict(&self) {
+        while self.used() > self.budget {
+            let largest = {
+                let Ok(mut g) = self.caches.lock() else {
+                    return;
+                };
+                g.retain(|w| w.strong_count() > 0);
+                g.iter().filter_map(Weak::upgrade).max_by_key(|c| c.used())
+            };
+            match largest {
+                Some(c) if c.evict_one() => {}
+                _ => return,
+            }
+        }
+    }
 }
 
 /// What an object costs against the storage budget.
@@ -145,11 +195,43 @@ impl Cache {
         Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             bans: Default::default(),
-            budget,
+            budget: AtomicU64::new(budget),
+            nuked: AtomicU64::new(0),
             used: AtomicU64::new(0),
             order: Mutex::new(VecDeque::new()),
             tags: Mutex::new(HashMap::new()),
             busy_ids: AtomicU64::new(0),
+            storage: None,
+        }
+    }
+
+    /// A cache of at most `budget` bytes that also shares `storage` with
+    /// other caches.
+    pub fn in_storage(budget: u64, storage: &Arc<Storage>) -> Arc<Cache> {
+        let c = Arc::new(Cache {
+            storage: Some(storage.clone()),
+            ..Cache::with_budget(budget)
+        });
+        if let Ok(mut g) = storage.caches.lock() {
+            g.push(Arc::downgrade(&c));
+        }
+        c
+    }
+
+    /// Counts `n` more (or, `grow` false, fewer) bytes held, here and in
+    /// the shared storage.
+    fn charge(&self, n: u64, grow: bool) {
+        if grow {
+            self.used.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.used.fetch_sub(n.min(self.used()), Ordering::Relaxed);
+        }
+        if let Some(st) = &self.storage {
+            if grow {
+                st.used.fetch_add(n, Ordering::Relaxed);
+            } else {
+                st.used.fetch_sub(n.min(st.used()), Ordering::Relaxed);
+            }
         }
     }
 
@@ -158,9 +240,50 @@ impl Cache {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// The budget in bytes (`u64::MAX`: none).
+    pub fn budget(&self) -> u64 {
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Objects evicted so far to fit the budget.
+    pub fn nuked(&self) -> u64 {
+        self.nuked.load(Ordering::Relaxed)
+    }
+
+    /// Changes the budget (a tenant's quota set at run time) and evicts
+    /// to fit it. Objects inserted while there was no budget join the
+    /// LRU list now, oldest first as far as the index knows.
+    pub fn set_budget(&self, budget: u64) {
+        let before = self.budget.swap(budget, Ordering::Relaxed);
+        if before == u64::MAX && budget != u64::MAX {
+            let mut objs = self.objects();
+            objs.sort_by(|a, b| a.1.t_origin.total_cmp(&b.1.t_origin));
+            if let Ok(mut q) = self.order.lock() {
+                q.clear();
+                q.extend(
+                    objs.into_iter()
+                        .map(|(h, o)| (h, Arc::downgrade(&o), o.hits.load(Ordering::Relaxed))),
+                );
+            }
+        }
+        self.evict();
+    }
+
+    /// How many objects the index holds.
+    pub fn objects_held(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .map(|g| g.values().map(|oh| oh.variants.len()).sum())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
     fn release(&self, o: &Object) {
         let c = o.charged.swap(0, Ordering::Relaxed);
-        self.used.fetch_sub(c.min(self.used()), Ordering::Relaxed);
+        self.charge(c, false);
         crate::vsc::sma_free(&crate::vsc::SMA_S0, &o.live, c);
     }
 
@@ -179,7 +302,7 @@ impl Cache {
             return;
         };
         if now > before {
-            self.used.fetch_add(now - before, Ordering::Relaxed);
+            self.charge(now - before, true);
             crate::vsc::sma_grow(&crate::vsc::SMA_S0, &o.live, now - before);
             self.evict();
         }
@@ -210,12 +333,28 @@ impl Cache {
         });
     }
 
-    /// Evicts the oldest objects until the cache fits its budget.
+    /// Evicts the oldest objects until the cache fits its budget, then
+    /// until the storage it shares fits its own.
     fn evict(&self) {
-        while self.used() > self.budget {
-            let Ok(mut q) = self.order.lock() else { return };
+        while self.used() > self.budget() {
+            if !self.evict_one() {
+                break;
+            }
+        }
+        if let Some(st) = &self.storage {
+            st.evict();
+        }
+    }
+
+    /// Evicts the least recently used object; false if there is none to
+    /// evict.
+    fn evict_one(&self) -> bool {
+        loop {
+            let Ok(mut q) = self.order.lock() else {
+                return false;
+            };
             let Some((hash, weak, hits)) = q.pop_front() else {
-                return;
+                return false;
             };
             let Some(obj) = weak.upgrade() else { continue };
             let now_hits = obj.hits.load(Ordering::Relaxed);
@@ -226,11 +365,13 @@ impl Cache {
             }
             drop(q);
             crate::vsc::MAIN.n_lru_nuked.inc();
+            self.nuked.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut s) = self.shard(&hash).lock() {
                 if let Some(oh) = s.get_mut(&hash) {
                     self.retain(&mut oh.variants, |o| std::ptr::eq(o, &*obj));
                 }
             }
+            return true;
         }
     }
 
@@ -355,9 +496,9 @@ impl Cache {
             let mut variants = std::mem::take(&mut oh.variants);
             let c = cost(&obj);
             obj.charged.store(c, Ordering::Relaxed);
-            self.used.fetch_add(c, Ordering::Relaxed);
+            self.charge(c, true);
             crate::vsc::sma_alloc(&crate::vsc::SMA_S0, &obj, c);
-            if self.budget != u64::MAX {
+            if self.budget() != u64::MAX {
                 if let Ok(mut q) = self.order.lock() {
                     q.push_back((hash, Arc::downgrade(&obj), 0));
                     if q.len() >= 1024 && q.len().is_power_of_two() {

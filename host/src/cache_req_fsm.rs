@@ -18,16 +18,17 @@ use vcl_to_wasm::types::{Action, Method};
 pub struct Ctx {
     /// Replaced whole by `param.set`, so a task reads one consistent set.
     params: std::sync::RwLock<Arc<Params>>,
+    /// The default tenant's cache (Varnish's one cache).
     pub cache: Arc<Cache>,
     /// `-s malloc,SIZE`: the storage budget in bytes.
     pub storage_budget: u64,
-    /// Loaded VCLs by name and the name of the active one (`vcl.use`
-    /// swaps it; requests in flight finish on the VCL they started with).
-    vcls: std::sync::RwLock<(std::collections::BTreeMap<String, Arc<Vcl>>, String)>,
-    /// Which names in `vcls` are labels (`vcl.label`).
-    labels: std::sync::RwLock<std::collections::BTreeSet<String>>,
-    /// Names in `vcls` in the order they were loaded (`vcl.list`'s).
-    order: std::sync::RwLock<Vec<String>>,
+    /// Loaded VCLs and labels, and the active one (`vcl.use` swaps it;
+    /// requests in flight finish on the VCL they started with).
+    pub vcls: crate::mgt_vcl::VclTable,
+    /// The default tenant.
+    pub default_tenant: Arc<crate::cache_tenant::Tenant>,
+    /// Every tenant (the default one and the labels').
+    pub tenants: Arc<crate::cache_tenant::Tenants>,
     xid: AtomicU64,
 }
 
@@ -39,24 +40,34 @@ impl Ctx {
     pub fn new(params: Params, vcl: Arc<Vcl>) -> Ctx {
         let budget = vcl.shared.storage_budget;
         let ctx = Ctx::empty(params, budget);
-        if let Ok(mut g) = ctx.vcls.write() {
-            g.0.insert("boot".to_string(), vcl);
-            g.1 = "boot".to_string();
-        }
-        ctx.note_loaded("boot");
+        let _ = ctx.vcls.add("boot", vcl, crate::mgt_vcl::State::Auto);
+        let _ = ctx.vcls.use_("boot");
         ctx
     }
 
     /// A context without any VCL yet (`-f ''`): the admin CLI loads one.
     pub fn empty(params: Params, storage_budget: u64) -> Ctx {
         crate::vsl::configure(&params);
+        // One storage for every tenant's cache: `-s malloc,SIZE` is the
+        // limit of all of them together.
+        let storage = crate::cache_hash::Storage::new(storage_budget);
+        let cache = Cache::in_storage(storage_budget, &storage);
+        let default_tenant = Arc::new(crate::cache_tenant::Tenant::new(
+            crate::cache_tenant::DEFAULT,
+            cache.clone(),
+        ));
+        let tenants = Arc::new(crate::cache_tenant::Tenants::new(
+            default_tenant.clone(),
+            storage_budget,
+            storage,
+        ));
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),
-            cache: Arc::new(Cache::with_budget(storage_budget)),
+            cache,
             storage_budget,
-            vcls: std::sync::RwLock::new((std::collections::BTreeMap::new(), String::new())),
-            labels: std::sync::RwLock::new(std::collections::BTreeSet::new()),
-            order: std::sync::RwLock::new(Vec::new()),
+            vcls: crate::mgt_vcl::VclTable::new(tenants.clone()),
+            default_tenant,
+            tenants,
             xid: AtomicU64::new(1000),
         }
     }
@@ -90,176 +101,38 @@ impl Ctx {
 
     /// Whether a VCL is active (`start` needs one).
     pub fn has_active_vcl(&self) -> bool {
-        self.vcl().is_some()
+        self.vcls.active().is_some()
     }
 
     /// The active VCL.
     pub fn vcl(&self) -> Option<Arc<Vcl>> {
-        let g = self.vcls.read().ok()?;
-        g.0.get(&g.1).cloned()
+        self.vcls.active().map(|r| r.vcl)
     }
 
-    /// Adds a loaded VCL under `name` (refusing a name in use).
-    pub fn add_vcl(&self, name: &str, vcl: Arc<Vcl>) -> Result<(), String> {
-        let mut g = self
-            .vcls
-            .write()
-            .map_err(|_| "VCL table poisoned".to_string())?;
-        if g.0.contains_key(name) {
-            return Err(format!("Already a VCL named {name}"));
-        }
-        g.0.insert(name.to_string(), vcl);
-        // The first VCL loaded becomes the active one, as in varnishd.
-        if g.1.is_empty() {
-            g.1 = name.to_string();
-        }
-        drop(g);
-        self.note_loaded(name);
-        Ok(())
-    }
-
-    fn note_loaded(&self, name: &str) {
-        if let Ok(mut o) = self.order.write() {
-            o.retain(|n| n != name);
-            o.push(name.to_string());
-        }
-    }
-
-    /// Makes `name` the active VCL.
-    pub fn use_vcl(&self, name: &str) -> Result<(), String> {
-        let mut g = self
-            .vcls
-            .write()
-            .map_err(|_| "VCL table poisoned".to_string())?;
-        if !g.0.contains_key(name) {
-            return Err(format!("No VCL named {name} known."));
-        }
-        g.1 = name.to_string();
-        Ok(())
-    }
-
-    /// Discards a VCL that is not active.
-    pub fn discard_vcl(&self, name: &str) -> Result<(), String> {
-        let mut g = self
-            .vcls
-            .write()
-            .map_err(|_| "VCL table poisoned".to_string())?;
-        if g.1 == name {
-            return Err(format!("Cannot discard active VCL program {name}"));
-        }
-        g.0.remove(name)
-            .map(|_| ())
-            .ok_or_else(|| format!("No VCL named {name} known."))?;
-        drop(g);
-        if let Ok(mut o) = self.order.write() {
-            o.retain(|n| n != name);
-        }
-        if let Ok(mut l) = self.labels.write() {
-            l.remove(name);
-        }
-        Ok(())
-    }
-
-    /// Every loaded VCL with its name.
+    /// Every loaded VCL (not labels) with its name.
     pub fn vcl_table(&self) -> Vec<(String, Arc<Vcl>)> {
-        self.vcls
-            .read()
-            .map(|g| g.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+        self.vcls.programs()
     }
 
     /// The active VCL's name ("" before the first load).
     pub fn active_name(&self) -> String {
-        self.vcls.read().map(|g| g.1.clone()).unwrap_or_default()
-    }
-
-    /// `vcl.label LABEL VCL`: LABEL names the same loaded VCL.
-    pub fn label_vcl(&self, label: &str, target: &str) -> Result<(), String> {
-        let mut g = self
-            .vcls
-            .write()
-            .map_err(|_| "VCL table poisoned".to_string())?;
-        let v =
-            g.0.get(target)
-                .cloned()
-                .ok_or_else(|| format!("No VCL named {target} known."))?;
-        g.0.insert(label.to_string(), v);
-        drop(g);
-        if let Ok(mut l) = self.labels.write() {
-            l.insert(label.to_string());
-        }
-        self.note_loaded(label);
-        Ok(())
+        self.vcls.active_name()
     }
 
     /// The labels defined so far (for compiling `return (vcl(label))`).
     pub fn label_names(&self) -> Vec<String> {
-        self.labels
-            .read()
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default()
+        self.vcls.label_names()
     }
 
     /// The VCL a name (or label) refers to.
     pub fn vcl_named(&self, name: &str) -> Option<Arc<Vcl>> {
-        self.vcls.read().ok()?.0.get(name).cloned()
-    }
-
-    /// `vcl.list`: (active, name) pairs.
-    pub fn list_vcls(&self) -> Vec<(bool, String)> {
-        self.vcls
-            .read()
-            .map(|g| g.0.keys().map(|k| (*k == g.1, k.clone())).collect())
-            .unwrap_or_default()
-    }
-
-    /// `vcl.list` as Varnish lists it, in load order: each VCL (or label)
-    /// with whether it is active, the tasks using it now, and for a label
-    /// the VCL it names, for a VCL the number of labels naming it.
-    pub fn vcl_listing(&self) -> Vec<VclListing> {
-        let labels = self.labels.read().map(|l| l.clone()).unwrap_or_default();
-        let Ok(g) = self.vcls.read() else {
-            return Vec::new();
-        };
-        let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
-        let target_of = |v: &Arc<Vcl>| {
-            g.0.iter()
-                .find(|(n, w)| !labels.contains(*n) && Arc::ptr_eq(v, w))
-                .map(|(n, _)| n.clone())
-        };
-        order
-            .iter()
-            .filter_map(|name| {
-                let v = g.0.get(name)?;
-                let refs = g.0.values().filter(|w| Arc::ptr_eq(v, w)).count();
-                let is_label = labels.contains(name);
-                Some(VclListing {
-                    name: name.clone(),
-                    active: *name == g.1,
-                    busy: Arc::strong_count(v).saturating_sub(refs + 1),
-                    label_of: if is_label { target_of(v) } else { None },
-                    labels: if is_label { 0 } else { refs - 1 },
-                })
-            })
-            .collect()
+        self.vcls.route(name).map(|r| r.vcl)
     }
 
     /// A new transaction id.
     pub fn next_xid(&self) -> u64 {
         self.xid.fetch_add(1, Ordering::Relaxed) + 1
     }
-}
-
-/// One line of `vcl.list`.
-pub struct VclListing {
-    pub name: String,
-    pub active: bool,
-    /// Tasks holding it now.
-    pub busy: usize,
-    /// For a label: the VCL it names.
-    pub label_of: Option<String>,
-    /// For a VCL: the labels naming it.
-    pub labels: usize,
 }
 
 /// The body of a response to the client.
@@ -392,7 +265,7 @@ pub async fn handle_include(
     client: IpAddr,
     server: IpAddr,
     esi_level: u32,
-    top: Arc<(ReqMsg, f64)>,
+    top: Arc<crate::vrt_ctx::ReqTop>,
 ) -> Reply {
     let body = crate::cache_req_body::ReqBody::none();
     let vsl = crate::vsl::req_begin(&ctx, &req, esi_level);
@@ -407,12 +280,21 @@ async fn handle_task(
     client: IpAddr,
     server: IpAddr,
     esi_level: u32,
-    top: Option<Arc<(ReqMsg, f64)>>,
+    top: Option<Arc<crate::vrt_ctx::ReqTop>>,
     vsl: crate::vsl::Buf,
 ) -> Reply {
-    let Some(mut vcl) = ctx.vcl() else {
+    // An ESI include starts in the VCL its top request started in (as
+    // Varnish's) and stays in the tenant its page was delivered in.
+    let route = match top.as_ref().and_then(|t| t.2.clone()) {
+        Some(r) => Some(r),
+        None => ctx.vcls.active(),
+    };
+    let Some(route) = route else {
         return fallback_503(vsl.vxid());
     };
+    let start = route.clone();
+    let tenant = route.tenant;
+    let mut vcl = crate::cache_vcl::VclRef::new(route.vcl);
     let xid = vsl.vxid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
     if let Some(top) = top {
@@ -421,7 +303,9 @@ async fn handle_task(
         t.req_top = Some(top);
     }
     t.vsl = vsl;
-    t.cache = Some(ctx.cache.clone());
+    t.cache = Some(tenant.cache.clone());
+    t.tenant = Some(tenant);
+    t.vcl_start = Some(start);
     // What the client sent, before any VCL (Varnish's `http0`): a VCL
     // failure and `std.rollback(req)` go back to it.
     t.http0 = req.clone();
@@ -459,13 +343,33 @@ async fn handle_task(
             // return (vcl(label)): once, from the VCL the request started
             // in, before any restart; else a 503 (Varnish's "Illegal
             // return(vcl)"). The request starts over as the client sent it.
-            Step::SwitchVcl(_) if switched || t.restarts > 0 || t.esi_level > 0 => {
-                tracing::warn!(xid = t.xid, "Illegal return(vcl)");
+            Step::SwitchVcl(_) if switched || t.restarts > 0 => {
+                let why = if t.restarts > 0 {
+                    "Not after restarts"
+                } else {
+                    "Only from active VCL"
+                };
+                tracing::warn!(xid = t.xid, "Illegal return(vcl): {why}");
+                t.vsl.logf(
+                    vapi::Tag::VCL_Error,
+                    format_args!("Illegal return(vcl): {why}"),
+                );
                 Step::Synth(503, None)
             }
-            Step::SwitchVcl(label) => match ctx.vcl_named(&label) {
-                Some(v) => {
-                    vcl = v;
+            Step::SwitchVcl(label) => match ctx.vcls.route(&label) {
+                Some(r) => {
+                    vcl = crate::cache_vcl::VclRef::new(r.vcl);
+                    // An include keeps its page's tenant.
+                    if t.req_top.is_none() {
+                        t.cache = Some(r.tenant.cache.clone());
+                        t.tenant = Some(r.tenant);
+                    }
+                    if crate::vsl::enabled(vapi::Tag::VCL_use) {
+                        t.vsl.logf(
+                            vapi::Tag::VCL_use,
+                            format_args!("{} via {label}", vcl.name()),
+                        );
+                    }
                     switched = true;
                     t.req = t.http0.clone();
                     recv_prep(&ctx, &mut t.req, client);
@@ -677,7 +581,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         return (t, s);
     }
     if purge {
-        let n = ctx.cache.purge(t.hash);
+        let n = task_cache(ctx, &t).purge(t.hash);
         crate::vsc::purged(n);
         tracing::debug!(xid = t.xid, "purged {n} objects");
         let (tt, r) = vcl_call(ctx, vcl, Method::Purge, t, ws);
@@ -692,8 +596,9 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
     if pass {
         return pass_fetch(ctx, vcl, t).await;
     }
+    let cache = task_cache(ctx, &t);
     loop {
-        let found = ctx.cache.lookup(&crate::cache_hash::LookupReq {
+        let found = cache.lookup(&crate::cache_hash::LookupReq {
             hash: t.hash,
             url: &t.req.url,
             headers: &t.req.headers,
@@ -738,8 +643,13 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
                     let bo = make_bo(ctx, &t, false);
                     t.vsl.link(vapi::Tag::Link, "bereq", bo.xid, "bgfetch");
                     t.stale_obj = None;
-                    let (ctx2, vcl2, hdrs, hash) =
-                        (ctx.clone(), vcl.clone(), t.req.headers.clone(), t.hash);
+                    let (ctx2, vcl2, hdrs, hash, cache2) = (
+                        ctx.clone(),
+                        crate::cache_vcl::VclRef::new(vcl.clone()),
+                        t.req.headers.clone(),
+                        t.hash,
+                        cache.clone(),
+                    );
                     let stale = o.clone();
                     // The background fetch sends the request body too;
                     // the client side waits for it to be done with it
@@ -749,7 +659,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
                         let mut bo = bo;
                         bo.is_bgfetch = true;
                         let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
-                        complete_fetch(&ctx2, hash, r, Some(g), None, Some(stale)).await;
+                        complete_fetch(&cache2, hash, r, Some(g), None, Some(stale)).await;
                     });
                 }
                 o
@@ -783,6 +693,7 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     let mut bo = Box::new(Task::new(ctx.next_xid(), t.client_ip, t.server_ip, now()));
     bo.vsl = crate::vsl::bereq_buf(bo.xid, t.xid, bo.req_time);
     bo.cache = t.cache.clone();
+    bo.tenant = t.tenant.clone();
     bo.method = Method::BackendFetch;
     bo.bereq = t.req.clone();
     bo.bereq.proto = "HTTP/1.1".into();
@@ -833,7 +744,7 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
 /// expired object it refreshed (Varnish's `HSH_Kill` of the stale
 /// object at the end of a fetch).
 async fn complete_fetch(
-    ctx: &Arc<Ctx>,
+    cache: &Arc<Cache>,
     hash: [u8; 32],
     r: Result<Fetched, crate::cache_fetch::Abandoned>,
     guard: Option<crate::cache_hash::BusyGuard>,
@@ -864,7 +775,7 @@ async fn complete_fetch(
     let mut deliver = deliver;
     if stream || pump.is_none() {
         if let Some(i) = &insert {
-            ctx.cache.insert(hash, i.clone());
+            cache.insert(hash, i.clone());
         }
         drop(guard);
         if let Some(tx) = deliver.take() {
@@ -876,13 +787,13 @@ async fn complete_fetch(
                     tracing::warn!(xid = obj.xid, "FetchError: {e}");
                     vsl.log(vapi::Tag::FetchError, &e);
                     crate::vsc::MAIN.fetch_failed.inc();
-                    ctx.cache.remove(hash, &obj);
+                    cache.remove(hash, &obj);
                     obj.body.finish(false);
                     false
                 }
                 Ok(done) => {
                     obj.body.finish(true);
-                    ctx.cache.account(&obj);
+                    cache.account(&obj);
                     done.nap().await;
                     true
                 }
@@ -890,7 +801,7 @@ async fn complete_fetch(
             None => true,
         };
         if let (true, Some(s)) = (ok, stale) {
-            ctx.cache.remove(hash, &s);
+            cache.remove(hash, &s);
         }
         crate::vsl::body_done(&mut vsl, &obj);
     } else {
@@ -912,10 +823,10 @@ async fn complete_fetch(
         match ok {
             Ok(()) => {
                 if let Some(i) = &insert {
-                    ctx.cache.insert(hash, i.clone());
+                    cache.insert(hash, i.clone());
                 }
                 if let Some(s) = stale {
-                    ctx.cache.remove(hash, &s);
+                    cache.remove(hash, &s);
                 }
                 drop(guard);
                 if let Some(tx) = deliver.take() {
@@ -968,17 +879,18 @@ async fn run_fetch(
     let how = if pass { "pass" } else { "fetch" };
     t.vsl.link(vapi::Tag::Link, "bereq", bo.xid, how);
     crate::vsc::MAIN.s_fetch.inc();
-    let (ctx2, vcl2, hdrs, hash, body) = (
+    let (ctx2, vcl2, hdrs, hash, body, cache) = (
         ctx.clone(),
-        vcl.clone(),
+        crate::cache_vcl::VclRef::new(vcl.clone()),
         t.req.headers.clone(),
         t.hash,
         crate::cache_req_body::BereqBody::claim(&t.req_body),
+        task_cache(ctx, t),
     );
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
-        complete_fetch(&ctx2, hash, r, guard, Some(tx), stale).await;
+        complete_fetch(&cache, hash, r, guard, Some(tx), stale).await;
     });
     let fetched = rx.await;
     t.vsl.ts("Fetch", now());
@@ -1113,6 +1025,7 @@ fn deliver(
             // Copies of the request for ESI includes, made only when the
             // delivery has includes (not on every hit).
             let (http0, req, req_top, req_time) = (&t.http0, &t.req, &t.req_top, t.req_time);
+            let (vcl_start, tenant) = (&t.vcl_start, &t.tenant);
             let tr = crate::cache_deliver::TransmitReq {
                 req: &req.headers,
                 head,
@@ -1129,9 +1042,13 @@ fn deliver(
                 server,
                 level,
                 gzip_out,
-                top: req_top
-                    .clone()
-                    .unwrap_or_else(|| Arc::new((req.clone(), req_time))),
+                top: req_top.clone().unwrap_or_else(|| {
+                    let start = vcl_start.clone().map(|s| crate::mgt_vcl::Route {
+                        tenant: tenant.clone().unwrap_or(s.tenant),
+                        ..s
+                    });
+                    Arc::new((req.clone(), req_time, start))
+                }),
             };
             let (body, head_length, close) =
                 match crate::cache_deliver::transmit(&tr, &mut t.resp, &obj, job) {
@@ -1255,6 +1172,11 @@ fn not_modified(req: &Headers, resp: &Headers) -> bool {
     false
 }
 
+/// The cache a task works on: its tenant's.
+fn task_cache(ctx: &Ctx, t: &Task) -> Arc<Cache> {
+    t.cache.clone().unwrap_or_else(|| ctx.cache.clone())
+}
+
 /// Calls into the VCL and applies what the call asked of the cache (bans).
 pub fn vcl_call(
     ctx: &Ctx,
@@ -1269,9 +1191,12 @@ pub fn vcl_call(
     t.vsl.vcl_call(method);
     let (mut t, r) = vcl.call(method, t, ws);
     t.vsl.vcl_return(method, &r);
-    for b in t.new_bans.drain(..) {
-        tracing::info!(xid = t.xid, "ban: {}", b.text);
-        ctx.cache.bans.add(b, ctx.params().flag("ban_dups"));
+    if !t.new_bans.is_empty() {
+        let cache = task_cache(ctx, &t);
+        for b in t.new_bans.drain(..) {
+            tracing::info!(xid = t.xid, "ban: {}", b.text);
+            cache.bans.add(b, ctx.params().flag("ban_dups"));
+        }
     }
     (t, r)
 }

@@ -10,6 +10,7 @@ use crate::vmod_std::{self, Native};
 use crate::vrt::{Data, VrtError};
 use crate::vrt_ctx::Task;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use vcl_to_wasm::abi;
 use vcl_to_wasm::tir::Metadata;
@@ -108,6 +109,8 @@ impl VclShared {
 /// One warm instance with its store.
 struct Warm {
     store: Store<Data>,
+    /// Its memory limit is a tenant's quota, not the VCL's own.
+    capped: bool,
     ws_start: Global,
     heap_base: u32,
     subs: Vec<Option<TypedFunc<(), i32>>>,
@@ -117,10 +120,141 @@ struct Warm {
 pub struct Vcl {
     pub shared: Arc<VclShared>,
     pub default_backend: i32,
-    pre: InstancePre<Data>,
+    /// The compiled module, shared by every loaded VCL whose module has
+    /// the same bytes (see [`compiled_module`]).
+    module: Arc<CachedModule>,
     pool: Mutex<Vec<Warm>>,
     budget_ticks: u64,
     mem_cap: usize,
+    /// Its name in the VCL table, set once when it is added there.
+    name: OnceLock<String>,
+    /// The sources it was compiled from (`vcl.show`): the main file
+    /// first, then what it includes.
+    pub sources: Vec<Arc<vcl_to_wasm::error::Source>>,
+    /// Cold (`vcl.state NAME cold`, or `auto` after `vcl_cooldown`): no
+    /// warm instances are kept and its probes are stopped.
+    cold: AtomicBool,
+    /// Tasks using it now (`vcl.list`'s busy count).
+    busy: AtomicUsize,
+}
+
+/// A compiled module, cached by the SHA-256 of its bytes so reloading an
+/// unchanged VCL costs no machine-code compilation.
+struct CachedModule {
+    pre: InstancePre<Data>,
+}
+
+/// How many module compilations were avoided by the cache and how many
+/// were done (for tests and `bench/`).
+pub static MODULES_COMPILED: AtomicU64 = AtomicU64::new(0);
+pub static MODULES_REUSED: AtomicU64 = AtomicU64::new(0);
+
+/// The compiled module for `wasm`: from the cache when a loaded VCL has
+/// the same module, else compiled (Cranelift) and linked. The cache holds
+/// modules weakly: a module goes when the last VCL using it is discarded.
+fn compiled_module(engine: &Engine, wasm: &[u8]) -> Result<Arc<CachedModule>, String> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::Weak;
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Weak<CachedModule>>>> = OnceLock::new();
+    // Custom sections (the metadata: backends, probes, names) do not
+    // change the machine code, so VCLs that differ only there share it.
+    let mut h = Sha256::new();
+    for part in code_sections(wasm) {
+        h.update(part);
+    }
+    let key: [u8; 32] = h.finalize().into();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(m) = cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&key).and_then(Weak::upgrade))
+    {
+        MODULES_REUSED.fetch_add(1, Ordering::Relaxed);
+        return Ok(m);
+    }
+    let module = Module::new(engine, wasm).map_err(|e| format!("{e:#}"))?;
+    let pre = linker()?
+        .instantiate_pre(&module)
+        .map_err(|e| format!("{e:#}"))?;
+    MODULES_COMPILED.fetch_add(1, Ordering::Relaxed);
+    let m = Arc::new(CachedModule { pre });
+    if let Ok(mut c) = cache.lock() {
+        c.retain(|_, w| w.strong_count() > 0);
+        c.insert(key, Arc::downgrade(&m));
+    }
+    Ok(m)
+}
+
+/// The parts of a module that decide its machine code: everything but
+/// its custom sections (or the whole module, if it cannot be walked).
+fn code_sections(wasm: &[u8]) -> Vec<&[u8]> {
+    fn leb(b: &[u8], at: &mut usize) -> Option<usize> {
+        let mut v: usize = 0;
+        for shift in (0..35).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let walk = || -> Option<Vec<&[u8]>> {
+        let mut out = vec![wasm.get(..8)?];
+        let mut at = 8;
+        while at < wasm.len() {
+            let start = at;
+            let id = wasm[at];
+            at += 1;
+            let len = leb(wasm, &mut at)?;
+            let end = at.checked_add(len)?;
+            let whole = wasm.get(start..end)?;
+            if id != 0 {
+                out.push(whole);
+            }
+            at = end;
+        }
+        Some(out)
+    };
+    walk().unwrap_or_else(|| vec![wasm])
+}
+
+/// A task's hold on a VCL: counted in its busy count while it lives
+/// (Varnish's VCL reference of a request or a fetch).
+pub struct VclRef(Arc<Vcl>);
+
+impl VclRef {
+    /// Holds `vcl` for a task.
+    pub fn new(vcl: Arc<Vcl>) -> VclRef {
+        vcl.busy.fetch_add(1, Ordering::Relaxed);
+        VclRef(vcl)
+    }
+
+    /// The VCL held.
+    pub fn vcl(&self) -> &Arc<Vcl> {
+        &self.0
+    }
+}
+
+impl Clone for VclRef {
+    fn clone(&self) -> Self {
+        VclRef::new(self.0.clone())
+    }
+}
+
+impl Drop for VclRef {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for VclRef {
+    type Target = Arc<Vcl>;
+    fn deref(&self) -> &Arc<Vcl> {
+        &self.0
+    }
 }
 
 /// The process-wide engine, with a ticker thread advancing its epoch once
@@ -215,7 +349,7 @@ impl Vcl {
         let opts = compile_options(params);
         let compiled = vcl_to_wasm::compile_file(path, &opts)
             .map_err(|d| LoadError::Compile(d.to_string()))?;
-        Self::load_wasm(&compiled.wasm, params, storage).await
+        Self::load_compiled(compiled, params, storage).await
     }
 
     /// Compiles and loads VCL source text.
@@ -241,7 +375,31 @@ impl Vcl {
         opts.labels = labels;
         let compiled = vcl_to_wasm::compile_source(name, src, None, &opts)
             .map_err(|d| LoadError::Compile(d.to_string()))?;
-        Self::load_wasm(&compiled.wasm, params, storage).await
+        Self::load_compiled(compiled, params, storage).await
+    }
+
+    /// Compiles and loads a VCL file where `labels` are the VCL labels
+    /// that `return (vcl(label))` may name.
+    pub async fn load_file_with_labels(
+        path: &Path,
+        params: &Params,
+        storage: u64,
+        labels: Vec<String>,
+    ) -> Result<Arc<Vcl>, LoadError> {
+        let mut opts = compile_options(params);
+        opts.labels = labels;
+        let compiled = vcl_to_wasm::compile_file(path, &opts)
+            .map_err(|d| LoadError::Compile(d.to_string()))?;
+        Self::load_compiled(compiled, params, storage).await
+    }
+
+    /// Loads what the compiler made, keeping its sources for `vcl.show`.
+    pub async fn load_compiled(
+        compiled: vcl_to_wasm::Compiled,
+        params: &Params,
+        storage: u64,
+    ) -> Result<Arc<Vcl>, LoadError> {
+        Self::load_with_sources(&compiled.wasm, compiled.sources, params, storage).await
     }
 
     /// Loads a compiled module.
@@ -250,14 +408,19 @@ impl Vcl {
         params: &Params,
         storage: u64,
     ) -> Result<Arc<Vcl>, LoadError> {
+        Self::load_with_sources(wasm, Vec::new(), params, storage).await
+    }
+
+    async fn load_with_sources(
+        wasm: &[u8],
+        sources: Vec<Arc<vcl_to_wasm::error::Source>>,
+        params: &Params,
+        storage: u64,
+    ) -> Result<Arc<Vcl>, LoadError> {
         let setup = LoadError::Setup;
         let meta = abi::read_metadata(wasm).map_err(|e| setup(e.to_string()))?;
         let engine = engine().map_err(setup)?;
-        let module = Module::new(engine, wasm).map_err(|e| setup(format!("{e:#}")))?;
-        let pre = linker()
-            .map_err(setup)?
-            .instantiate_pre(&module)
-            .map_err(|e| setup(format!("{e:#}")))?;
+        let module = compiled_module(engine, wasm).map_err(setup)?;
         let regexes = meta
             .regexes
             .iter()
@@ -287,9 +450,7 @@ impl Vcl {
                 params.text("vmod_limits"),
             )
             .map_err(setup)?;
-            vmods.push(Arc::new(crate::cache_vmod::VclVmod::new(
-                lib, "default", limits,
-            )));
+            vmods.push(Arc::new(crate::cache_vmod::VclVmod::new(lib, "", limits)));
         }
         let mut natives = Vec::new();
         for f in &meta.natives {
@@ -328,10 +489,14 @@ impl Vcl {
         let vcl = Arc::new(Vcl {
             shared,
             default_backend,
-            pre,
+            module,
             pool: Mutex::new(Vec::new()),
             budget_ticks: params.num("vcl_cpu_budget_ms").max(1.0) as u64,
             mem_cap: 64 << 20,
+            name: OnceLock::new(),
+            sources,
+            cold: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
         });
         let mut task = Box::new(Task::new(
             0,
@@ -356,8 +521,60 @@ impl Vcl {
         }
     }
 
+    /// Its name in the VCL table ("" before it is added).
+    pub fn name(&self) -> &str {
+        self.name.get().map_or("", String::as_str)
+    }
+
+    /// Names it (once: when the VCL table takes it).
+    pub fn set_name(&self, name: &str) {
+        let _ = self.name.set(name.to_string());
+    }
+
+    /// Tasks using it now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is cold.
+    pub fn is_cold(&self) -> bool {
+        self.cold.load(Ordering::Relaxed)
+    }
+
+    /// Cools it (Varnish's `VCL_EVENT_COLD`): its warm instances and its
+    /// VMODs' pooled instances are let go, so their memory returns to
+    /// the allocator, and its probes stop; or warms it again
+    /// (`VCL_EVENT_WARM`): the probes start over. Requests still running
+    /// on a cold VCL finish; new instances are made for them as needed.
+    pub fn set_cold(&self, cold: bool) {
+        if self.cold.swap(cold, Ordering::AcqRel) == cold {
+            return;
+        }
+        if cold {
+            if let Ok(mut p) = self.pool.lock() {
+                p.clear();
+            }
+            for v in &self.shared.vmods {
+                v.drain();
+            }
+            for b in &self.shared.backends {
+                crate::cache_backend_probe::stop(b);
+            }
+        } else {
+            for b in &self.shared.backends {
+                crate::cache_backend_probe::start(b);
+            }
+        }
+    }
+
+    /// Warm instances kept now.
+    pub fn pooled(&self) -> usize {
+        self.pool.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
     fn instantiate(&self) -> Result<Warm, CallError> {
-        let engine = self.pre.module().engine();
+        let pre = &self.module.pre;
+        let engine = pre.module().engine();
         let data = Data {
             task: None,
             vcl: self.shared.clone(),
@@ -368,7 +585,7 @@ impl Vcl {
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
         store.set_epoch_deadline(self.budget_ticks.saturating_mul(10));
-        let inst = self.pre.instantiate(&mut store).map_err(classify)?;
+        let inst = pre.instantiate(&mut store).map_err(classify)?;
         let missing = |n: &str| CallError::Trap(format!("module lacks export {n}"));
         let mem: Memory = inst
             .get_memory(&mut store, abi::EXPORT_MEMORY)
@@ -394,6 +611,7 @@ impl Vcl {
         d.mem = Some(mem);
         Ok(Warm {
             store,
+            capped: false,
             ws_start,
             heap_base,
             subs,
@@ -446,11 +664,60 @@ impl Vcl {
             self.release(warm);
             return (task, Ok(None));
         }
+        // The tenant's quotas: memory the instance may grow to, CPU time
+        // left for this request.
+        let (mut cpu_ms, mut mem_cap) = task
+            .tenant
+            .as_deref()
+            .map_or((None, None), |t| (t.cpu_ms(), t.wasm_memory()));
+        // The error pages (`vcl_synth`, `vcl_backend_error`) run within
+        // the VCL's own limits, so a request over its tenant's quota gets
+        // its 503 rather than a bare 500.
+        if matches!(method, Method::Synth | Method::BackendError) {
+            (cpu_ms, mem_cap) = (None, None);
+        }
+        if mem_cap.is_some() || warm.capped {
+            let cap = mem_cap.map_or(self.mem_cap, |m| {
+                self.mem_cap.min(usize::try_from(m).unwrap_or(usize::MAX))
+            });
+            // An instance another tenant's requests grew past this cap is
+            // not used for this one: a fresh one starts small.
+            if Self::memory_size(&warm) > cap {
+                match self.instantiate() {
+                    Ok(w) if Self::memory_size(&w) <= cap => warm = w,
+                    Ok(_) => {
+                        self.release(warm);
+                        return (task, Err(CallError::WsOverflow));
+                    }
+                    Err(e) => {
+                        self.release(warm);
+                        return (task, Err(e));
+                    }
+                }
+            }
+            warm.store.data_mut().limits = StoreLimitsBuilder::new().memory_size(cap).build();
+            warm.capped = mem_cap.is_some();
+        }
         if let Err(e) = self.prepare(&mut warm, ws) {
             return (task, Err(e));
         }
+        let started = cpu_ms.map(|ms| {
+            let left = ms.saturating_sub(task.cpu_spent.as_millis() as u64);
+            // +1: the current tick may be about to end.
+            warm.store
+                .set_epoch_deadline(self.budget_ticks.min(left) + 1);
+            (left, std::time::Instant::now())
+        });
+        if let Some((0, _)) = started {
+            if let Some(t) = task.tenant.as_deref() {
+                t.cpu_503.fetch_add(1, Ordering::Relaxed);
+            }
+            self.release(warm);
+            return (task, Err(CallError::Timeout));
+        }
         task.method = method;
         task.synth = None;
+        let io_before = task.io_wait;
         warm.store.data_mut().task = Some(task);
         // Borrowed, not cloned: a `TypedFunc` clone takes a reference on
         // its type in the engine's registry, a cost on every call.
@@ -458,11 +725,24 @@ impl Vcl {
             Some(Some(f)) => f.call(&mut warm.store, ()),
             _ => Ok(0),
         };
-        let task = match warm.store.data_mut().task.take() {
+        let mut task = match warm.store.data_mut().task.take() {
             Some(t) => t,
             // The task is only ever taken here.
             None => Box::new(Task::new(0, [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), 0.0)),
         };
+        if let Some((_, t0)) = started {
+            task.cpu_spent += t0
+                .elapsed()
+                .saturating_sub(task.io_wait.saturating_sub(io_before));
+            if matches!(
+                r.as_ref().map_err(|e| e.downcast_ref::<wasmtime::Trap>()),
+                Err(Some(wasmtime::Trap::Interrupt))
+            ) {
+                if let Some(t) = task.tenant.as_deref() {
+                    t.cpu_503.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         match r {
             Ok(code) => {
                 self.release(warm);
@@ -478,7 +758,15 @@ impl Vcl {
         }
     }
 
+    /// Bytes of linear memory an instance has now.
+    fn memory_size(w: &Warm) -> usize {
+        w.store.data().mem.map_or(0, |m| m.data_size(&w.store))
+    }
+
     fn release(&self, w: Warm) {
+        if self.is_cold() {
+            return;
+        }
         if let Ok(mut p) = self.pool.lock() {
             if p.len() < 256 {
                 p.push(w);

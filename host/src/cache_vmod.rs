@@ -137,8 +137,11 @@ impl std::fmt::Debug for VmodLib {
 /// The store data of a VMOD instance: the task it is serving right now.
 pub struct VmodData {
     pub task: Option<Box<Task>>,
-    /// `tenant/vmod`: the namespace of its shared state.
+    /// The VMOD's name: its shared state lives in `tenant/vmod`, the
+    /// tenant being the current task's (the default one in `vcl_init`).
     namespace: String,
+    /// `*/vmod`: the default tenant's namespace, made once.
+    default_ns: String,
     limits: MemoryCap,
     memory_cap: usize,
     regexes: HashMap<String, Result<pcre2::bytes::Regex, String>>,
@@ -668,7 +671,11 @@ pub struct VmodInstance {
 impl VclVmod {
     pub fn new(lib: Arc<VmodLib>, tenant: &str, limits: VmodLimits) -> VclVmod {
         VclVmod {
-            namespace: format!("{tenant}/{}", lib.name),
+            namespace: if tenant.is_empty() {
+                lib.name.clone()
+            } else {
+                format!("{tenant}/{}", lib.name)
+            },
             lib,
             limits,
             pool: Mutex::new(Vec::new()),
@@ -692,6 +699,7 @@ impl VclVmod {
         let data = VmodData {
             task: None,
             namespace: self.namespace.clone(),
+            default_ns: format!("{}/{}", crate::cache_tenant::DEFAULT, self.namespace),
             limits: MemoryCap {
                 bytes: self.limits.memory,
                 refused: false,
@@ -737,6 +745,13 @@ impl VclVmod {
             .call(&mut inst.store, (ev,))
             .map_err(|e| self.err("on-event", trap_text(&e)))?;
         r.map_err(|m| self.err("on-event", m))
+    }
+
+    /// Lets go of every pooled instance (the VCL went cold).
+    pub fn drain(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear();
+        }
     }
 
     /// Checks out an instance for a task.
@@ -1126,6 +1141,16 @@ impl VmodData {
         self.task.as_deref()
     }
 
+    /// The namespace of shared state: the task's tenant's, then the VMOD.
+    fn shared_ns(&self) -> std::borrow::Cow<'_, str> {
+        match self.task().and_then(|t| t.tenant.as_deref()) {
+            Some(t) if t.name != crate::cache_tenant::DEFAULT => {
+                format!("{}/{}", t.name, self.namespace).into()
+            }
+            _ => self.default_ns.as_str().into(),
+        }
+    }
+
     fn regex(&mut self, pattern: &str) -> Result<&pcre2::bytes::Regex, String> {
         self.regexes
             .entry(pattern.to_string())
@@ -1322,15 +1347,15 @@ impl shellac::vmod::host::Host for VmodData {
 
 impl shellac::vmod::shared::Host for VmodData {
     fn get(&mut self, key: String) -> Option<String> {
-        crate::cache_shared::get(&self.namespace, &key)
+        crate::cache_shared::get(&self.shared_ns(), &key)
     }
 
     fn set(&mut self, key: String, value: String, ttl: Option<f64>) {
-        crate::cache_shared::set(&self.namespace, &key, value, ttl)
+        crate::cache_shared::set(&self.shared_ns(), &key, value, ttl)
     }
 
     fn incr(&mut self, key: String, delta: i64, ttl: Option<f64>) -> i64 {
-        crate::cache_shared::incr(&self.namespace, &key, delta, ttl)
+        crate::cache_shared::incr(&self.shared_ns(), &key, delta, ttl)
     }
 
     fn swap(
@@ -1340,15 +1365,15 @@ impl shellac::vmod::shared::Host for VmodData {
         value: String,
         ttl: Option<f64>,
     ) -> bool {
-        crate::cache_shared::swap(&self.namespace, &key, expected.as_deref(), value, ttl)
+        crate::cache_shared::swap(&self.shared_ns(), &key, expected.as_deref(), value, ttl)
     }
 
     fn delete(&mut self, key: String) -> bool {
-        crate::cache_shared::delete(&self.namespace, &key)
+        crate::cache_shared::delete(&self.shared_ns(), &key)
     }
 
     fn ttl(&mut self, key: String) -> Option<f64> {
-        crate::cache_shared::ttl(&self.namespace, &key)
+        crate::cache_shared::ttl(&self.shared_ns(), &key)
     }
 }
 
@@ -1383,6 +1408,19 @@ impl shellac::vmod::cache::Host for VmodData {
         t.new_bans.push(b);
         Ok(())
     }
+}
+
+/// Hands `task` to `inst` for a call, with the memory cap of the task's
+/// tenant (its `wasm_memory` quota) if that is below the VMOD's own.
+fn enter(inst: &mut VmodInstance, task: Box<Task>) {
+    let tenant_cap = task
+        .tenant
+        .as_ref()
+        .and_then(|t| t.wasm_memory())
+        .map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX));
+    let d = inst.store.data_mut();
+    d.limits.bytes = d.memory_cap.min(tenant_cap);
+    d.task = Some(task);
 }
 
 /// The VMOD instances one task holds, returned (after `end-task`) to their
@@ -1475,7 +1513,7 @@ pub fn call_from_vcl(
         Ok(i) => i,
         Err(e) => return (task, Err(e)),
     };
-    inst.store.data_mut().task = Some(task);
+    enter(&mut inst, task);
     let r = vv.call(&mut inst, b.export, object, vals);
     let Some(mut task) = inst.store.data_mut().task.take() else {
         // The task only moves in and out here.
@@ -1534,7 +1572,7 @@ impl StrCall {
                 Err(e) => return Err((task, e)),
             },
         };
-        inst.store.data_mut().task = Some(task);
+        enter(&mut inst, task);
         Ok(StrCall {
             vv,
             inst,

@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 pub enum StartError {
     #[error("No VCL available")]
     NoVcl,
+    #[error("No active VCL")]
+    NoActive,
     #[error("Child in state running")]
     Running,
     #[error("cannot serve {addr}: {err}")]
@@ -105,8 +107,11 @@ impl Child {
         if !g.is_empty() {
             return Err(StartError::Running);
         }
-        if !self.ctx.has_active_vcl() {
+        if !self.ctx.vcls.has_programs() {
             return Err(StartError::NoVcl);
+        }
+        if !self.ctx.has_active_vcl() {
+            return Err(StartError::NoActive);
         }
         let mut tasks = Vec::new();
         for l in &self.listens {
@@ -132,6 +137,8 @@ impl Child {
         for t in g.drain(..) {
             t.abort();
         }
-        self.ctx.cache.clear();
+        for t in self.ctx.tenants.all() {
+            t.cache.clear();
+        }
     }
 }

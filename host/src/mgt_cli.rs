@@ -18,6 +18,7 @@ const OK: u16 = 200;
 const SYNTAX: u16 = 100;
 const UNKNOWN: u16 = 101;
 const TOOFEW: u16 = 104;
+const TOOMANY: u16 = 105;
 const PARAM: u16 = 106;
 const AUTH: u16 = 107;
 const CANT: u16 = 300;
@@ -88,14 +89,29 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Serves the CLI on `listener`.
+/// Authentication failures are counted by client address: one that keeps
+/// failing is locked out for a while (see [`crate::mgt_auth::Limiter`]).
 pub async fn serve(child: Arc<Child>, listener: TcpListener, secret: Option<Vec<u8>>) {
     let secret = secret.map(Arc::new);
-    while let Ok((s, _)) = listener.accept().await {
-        tokio::spawn(session(child.clone(), s, secret.clone()));
+    let limiter = Arc::new(crate::mgt_auth::Limiter::default());
+    while let Ok((s, peer)) = listener.accept().await {
+        tokio::spawn(session(
+            child.clone(),
+            s,
+            secret.clone(),
+            peer.ip(),
+            limiter.clone(),
+        ));
     }
 }
 
-async fn session(child: Arc<Child>, s: TcpStream, secret: Option<Arc<Vec<u8>>>) {
+async fn session(
+    child: Arc<Child>,
+    s: TcpStream,
+    secret: Option<Arc<Vec<u8>>>,
+    peer: std::net::IpAddr,
+    limiter: Arc<crate::mgt_auth::Limiter>,
+) {
     let (r, mut w) = s.into_split();
     let mut lines = BufReader::new(r).lines();
     let mut authed = secret.is_none();
@@ -137,11 +153,19 @@ async fn session(child: Arc<Child>, s: TcpStream, secret: Option<Arc<Vec<u8>>>) 
         }
         let reply = if !authed {
             match (words[0].as_str(), words.get(1), &secret) {
-                ("auth", Some(resp), Some(sec)) if *resp == auth_response(&ch, sec) => {
+                ("auth", Some(resp), Some(sec))
+                    if limiter.allowed(peer, crate::vrt_ctx::now())
+                        && crate::mgt_auth::same(
+                            resp.as_bytes(),
+                            auth_response(&ch, sec).as_bytes(),
+                        ) =>
+                {
+                    limiter.succeeded(peer);
                     authed = true;
                     frame(OK, "Authenticated.")
                 }
                 ("auth", _, _) => {
+                    limiter.failed(peer, crate::vrt_ctx::now());
                     let _ = w
                         .write_all(frame(CANT, "Authentication failed.").as_bytes())
                         .await;
@@ -195,171 +219,6 @@ fn ban_list_json(args: &[String], list: &[crate::cache_ban::BanEntry]) -> String
     }
     out.push_str("\n]");
     out
-}
-
-/// `vcl.list`'s table, as Varnish 7.1 lays it out: state, temperature
-/// and busy count, the name, and a label's target or a VCL's labels.
-fn vcl_list(ctx: &Ctx) -> String {
-    let mut raw = String::new();
-    for v in ctx.vcl_listing() {
-        raw.push_str(&format!(
-            "{}\tauto\twarm\t{:>6}\t{}",
-            if v.active { "active" } else { "available" },
-            v.busy,
-            v.name
-        ));
-        if let Some(t) = &v.label_of {
-            raw.push_str(&format!("\t->\t{t}"));
-        } else if v.labels > 0 {
-            raw.push_str(&format!(
-                "\t<-\t({} label{})",
-                v.labels,
-                if v.labels > 1 { "s" } else { "" }
-            ));
-        }
-        raw.push('\n');
-    }
-    crate::vte::vte(&raw, 80)
-}
-
-/// Varnish's VCL name rule: a letter, then letters, digits, `_` and `-`.
-/// The refusal to send, if `name` breaks it.
-fn invalid_vcl_name(name: &str) -> Option<String> {
-    let bad = name.char_indices().find(|&(i, c)| {
-        !(c.is_ascii_alphabetic() || (i > 0 && (c.is_ascii_digit() || c == '_' || c == '-')))
-    });
-    let (_, c) = bad?;
-    let shown = if (c as u32) > 0x20 && (c as u32) < 0x7f {
-        format!("('{c}')")
-    } else {
-        let mut b = [0u8; 4];
-        format!("(0x{:02x})", c.encode_utf8(&mut b).as_bytes()[0])
-    };
-    Some(frame(
-        PARAM,
-        &format!("Illegal character in VCL name {shown}"),
-    ))
-}
-
-/// `vcl.label LABEL VCL` as varnishd checks it: a label only names a
-/// VCL (not another label), and an existing name must be a label.
-fn vcl_label(ctx: &Ctx, label: &str, target: &str) -> String {
-    if let Some(e) = invalid_vcl_name(label) {
-        return e;
-    }
-    let listing = ctx.vcl_listing();
-    let find = |n: &str| listing.iter().find(|v| v.name == n);
-    if let Some(l) = find(label) {
-        if l.label_of.is_none() {
-            return frame(PARAM, &format!("{label} is not a label"));
-        }
-    }
-    if let Some(e) = invalid_vcl_name(target) {
-        return e;
-    }
-    match find(target) {
-        None => frame(PARAM, &format!("No VCL named {target} known\n")),
-        Some(t) if t.label_of.is_some() => frame(CANT, "VCL labels cannot point to labels"),
-        Some(_) => match ctx.label_vcl(label, target) {
-            Ok(()) => frame(OK, ""),
-            Err(e) => frame(CANT, &e),
-        },
-    }
-}
-
-/// `vcl.state NAME auto|cold|warm`: accepted (Shellac's VCLs are always
-/// warm) with varnishd's refusals.
-fn vcl_state(ctx: &Ctx, name: &str, state: &str) -> String {
-    if let Some(e) = invalid_vcl_name(name) {
-        return e;
-    }
-    let listing = ctx.vcl_listing();
-    let Some(v) = listing.iter().find(|v| v.name == name) else {
-        return frame(PARAM, &format!("No VCL named {name} known\n"));
-    };
-    if v.label_of.is_some() {
-        return frame(PARAM, "Labels are always warm");
-    }
-    match state {
-        "auto" | "warm" => frame(OK, ""),
-        "cold" if v.labels > 0 => frame(CANT, "A labeled VCL cannot be set cold"),
-        "cold" if v.active => frame(CANT, "Cannot set the active VCL cold."),
-        "cold" => frame(OK, ""),
-        s => frame(
-            PARAM,
-            &format!("State must be one of auto, cold or warm, not {s}"),
-        ),
-    }
-}
-
-/// `vcl.use NAME`, with varnishd's answers.
-fn vcl_use(ctx: &Ctx, name: &str) -> String {
-    if let Some(e) = invalid_vcl_name(name) {
-        return e;
-    }
-    if ctx.vcl_named(name).is_none() {
-        return frame(PARAM, &format!("No VCL named {name} known\n"));
-    }
-    if ctx.active_name() == name {
-        return frame(OK, "");
-    }
-    match ctx.use_vcl(name) {
-        Ok(()) => frame(OK, &format!("VCL '{name}' now active")),
-        Err(e) => frame(CANT, &e),
-    }
-}
-
-/// `vcl.discard GLOB...` as Varnish 7.1: every VCL or label a glob names
-/// goes, unless one is active, a glob names none, or a label not being
-/// discarded still names a VCL that is. All or nothing.
-fn vcl_discard(ctx: &Ctx, globs: &[String]) -> String {
-    let listing = ctx.vcl_listing();
-    let mut marked: Vec<&str> = Vec::new();
-    for glob in globs {
-        let mut n = 0;
-        for v in listing
-            .iter()
-            .filter(|v| crate::vmod_std::fnmatch(glob, &v.name, false))
-        {
-            if v.active {
-                return frame(
-                    CANT,
-                    &format!("Cannot discard active VCL program {}\n", v.name),
-                );
-            }
-            if !marked.contains(&v.name.as_str()) {
-                marked.push(&v.name);
-            }
-            n += 1;
-        }
-        if n == 0 {
-            return frame(PARAM, &format!("No VCL name matches {glob}\n"));
-        }
-    }
-    for v in listing.iter().filter(|v| marked.contains(&v.name.as_str())) {
-        let deps: Vec<&str> = listing
-            .iter()
-            .filter(|l| {
-                l.label_of.as_deref() == Some(&v.name) && !marked.contains(&l.name.as_str())
-            })
-            .map(|l| l.name.as_str())
-            .collect();
-        if !deps.is_empty() {
-            let mut msg = format!("Cannot discard labeled VCL program {}:\n", v.name);
-            for d in deps {
-                msg.push_str(&format!("\t{d}\n"));
-            }
-            return frame(CANT, &msg);
-        }
-    }
-    // Labels first, then what they named.
-    marked.sort_by_key(|m| listing.iter().all(|l| l.name != *m || l.label_of.is_none()));
-    for m in marked {
-        if let Err(e) = ctx.discard_vcl(m) {
-            return frame(CANT, &e);
-        }
-    }
-    frame(OK, "")
 }
 
 /// Varnish's `VCL_IterDirector` patterns: none (or `*`) is every backend
@@ -541,7 +400,7 @@ fn backend_list(ctx: &Ctx, args: &[String]) -> String {
 /// `backend.set_health PATTERN STATE`.
 fn set_health(ctx: &Ctx, args: &[String]) -> String {
     let (Some(pat), Some(state)) = (args.first(), args.get(1)) else {
-        return frame(TOOFEW, "Too few parameters");
+        return frame(TOOFEW, "Too few parameters\n");
     };
     let v = match state.as_str() {
         "auto" => crate::cache_backend::ADMIN_AUTO,
@@ -572,57 +431,121 @@ fn set_health(ctx: &Ctx, args: &[String]) -> String {
     }
 }
 
+fn answer((status, body): crate::mgt_vcl::Answer) -> String {
+    frame(status, &body)
+}
+
+/// `vcl.load NAME FILE [STATE]` and `vcl.inline NAME SOURCE [STATE]`: a
+/// VCL that fails to compile or to initialise is not added, and what is
+/// in service stays in service; the answer says why, as varnishd's.
+async fn vcl_load(child: &Child, cmd: &str, args: &[String]) -> String {
+    let ctx = child.ctx();
+    if args.len() < 2 {
+        return frame(TOOFEW, "Too few parameters\n");
+    }
+    if args.len() > 3 {
+        return frame(TOOMANY, "Too many parameters\n");
+    }
+    let (name, what) = (&args[0], &args[1]);
+    if let Some(e) = crate::mgt_vcl::invalid_name(name) {
+        return answer(e);
+    }
+    if ctx.vcls.contains(name) {
+        return frame(PARAM, &format!("Already a VCL named {name}"));
+    }
+    let state = match args.get(2) {
+        None => crate::mgt_vcl::State::Auto,
+        Some(s) => match crate::mgt_vcl::State::parse(s) {
+            Some(s) => s,
+            None => return frame(PARAM, "State must be one of auto, cold or warm."),
+        },
+    };
+    let params = ctx.params();
+    let labels = ctx.label_names();
+    let loaded = if cmd == "vcl.load" {
+        crate::cache_vcl::Vcl::load_file_with_labels(
+            std::path::Path::new(what),
+            &params,
+            ctx.storage_budget,
+            labels,
+        )
+        .await
+    } else {
+        crate::cache_vcl::Vcl::load_source_with_labels(
+            "<vcl.inline>",
+            what,
+            &params,
+            ctx.storage_budget,
+            labels,
+        )
+        .await
+    };
+    match loaded {
+        Ok(v) => match ctx.vcls.add(name, v, state) {
+            // varnishd's manager says so; with a child running the child
+            // answers, and says nothing.
+            Ok(()) if child.running() => frame(OK, ""),
+            Ok(()) => frame(OK, "VCL compiled.\n"),
+            Err(e) => answer(e),
+        },
+        Err(crate::cache_vcl::LoadError::Compile(msg)) => frame(
+            PARAM,
+            &format!(
+                "Message from VCC-compiler:\n{}\nRunning VCC-compiler failed, exited with 2\nVCL compilation failed",
+                msg.trim_end()
+            ),
+        ),
+        Err(e) => frame(PARAM, &e.to_string()),
+    }
+}
+
+/// Runs one command (`words`: the command and its arguments) as the CLI
+/// would, logged as the CLI logs it: (status, text). The HTTP admin API
+/// runs its commands through here.
+pub async fn execute(child: &Child, words: &[String]) -> (u16, String) {
+    if words.is_empty() {
+        return (SYNTAX, "Empty command".into());
+    }
+    crate::vsl::cli_rd(words);
+    let reply = command(child, words).await;
+    crate::vsl::cli_wr(&reply);
+    unframe(&reply)
+}
+
+/// Status and text of an answer made by [`frame`].
+fn unframe(reply: &str) -> (u16, String) {
+    let (head, body) = reply.split_once('\n').unwrap_or((reply, ""));
+    let status = head
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CANT);
+    (status, body.strip_suffix('\n').unwrap_or(body).to_string())
+}
+
 async fn command(child: &Child, words: &[String]) -> String {
     let ctx = child.ctx();
     let cmd = words[0].as_str();
     let args = &words[1..];
     let need = |n: usize| args.len() < n;
+    if let Some((st, text)) = crate::mgt_tenant::command(ctx, cmd, args) {
+        return frame(st, &text);
+    }
     match cmd {
-        "vcl.load" | "vcl.inline" => {
-            if need(2) {
-                return frame(TOOFEW, "Too few parameters");
-            }
-            let (name, what) = (&args[0], &args[1]);
-            if let Some(e) = invalid_vcl_name(name) {
-                return e;
-            }
-            if ctx.vcl_named(name).is_some() {
-                return frame(PARAM, &format!("Already a VCL named {name}"));
-            }
-            let params = ctx.params();
-            let loaded = if cmd == "vcl.load" {
-                crate::cache_vcl::Vcl::load_file(
-                    std::path::Path::new(what),
-                    &params,
-                    ctx.storage_budget,
-                )
-                .await
-            } else {
-                crate::cache_vcl::Vcl::load_source_with_labels(
-                    name,
-                    what,
-                    &params,
-                    ctx.storage_budget,
-                    ctx.label_names(),
-                )
-                .await
-            };
-            match loaded {
-                Ok(v) => match ctx.add_vcl(name, v) {
-                    Ok(()) => frame(OK, "VCL compiled."),
-                    Err(e) => frame(PARAM, &e),
-                },
-                // A failing load leaves the running VCL in service.
-                Err(e) => frame(PARAM, &e.to_string()),
-            }
-        }
-        "vcl.use" if !need(1) => vcl_use(ctx, &args[0]),
-        "vcl.discard" if !need(1) => vcl_discard(ctx, args),
-        "vcl.label" if !need(2) => vcl_label(ctx, &args[0], &args[1]),
-        "vcl.state" if !need(2) => vcl_state(ctx, &args[0], &args[1]),
-        "vcl.list" => frame(OK, &vcl_list(ctx)),
+        "vcl.load" | "vcl.inline" => vcl_load(child, cmd, args).await,
+        "vcl.use" if !need(1) => answer(ctx.vcls.use_(&args[0])),
+        "vcl.discard" if !need(1) => answer(ctx.vcls.discard(args)),
+        "vcl.label" if !need(2) => answer(ctx.vcls.label(&args[0], &args[1])),
+        "vcl.state" if !need(2) => answer(ctx.vcls.state(&args[0], &args[1])),
+        "vcl.list" => answer(ctx.vcls.list(args, child.running())),
+        "vcl.deps" => answer(ctx.vcls.deps(args)),
+        "vcl.show" if !child.running() => frame(
+            UNKNOWN,
+            "Unknown request in manager process (child not running).\nType 'help' for more info.",
+        ),
+        "vcl.show" => answer(ctx.vcls.show(args)),
         "vcl.use" | "vcl.discard" | "vcl.label" | "vcl.state" => {
-            frame(TOOFEW, "Too few parameters")
+            frame(TOOFEW, "Too few parameters\n")
         }
         "ping" => frame(OK, &format!("PONG {} 1.0", crate::vrt_ctx::now() as u64)),
         "status" => frame(
@@ -648,11 +571,11 @@ async fn command(child: &Child, words: &[String]) -> String {
         "quit" => frame(CLOSE, "Closing CLI connection"),
         "help" => frame(
             OK,
-            "auth <response>\nbackend.list [-p] [<backend_pattern>]\nbackend.set_health <backend_pattern> [auto|healthy|sick]\nban <field> <operator> <arg> [&& <field> <oper> <arg> ...]\nban.list\ndebug.listen_address\nhelp [<command>]\npanic.show\nparam.reset <param>\nparam.set <param> <value>\nparam.show [<param>]\nping [<timestamp>]\nquit\nstart\nstatus\nstop\nvcl.discard <configname|label>\nvcl.inline <configname> <quoted_VCLstring>\nvcl.label <label> <configname>\nvcl.list\nvcl.load <configname> <filename>\nvcl.state <configname> auto|cold|warm\nvcl.use <configname|label>",
+            "auth <response>\nbackend.list [-j] [-p] [<backend_pattern>]\nbackend.set_health <backend_pattern> [auto|healthy|sick]\nban <field> <operator> <arg> [&& <field> <oper> <arg> ...]\nban.list [-j]\ndebug.listen_address\nhelp [<command>]\npanic.show\nparam.reset <param>\nparam.set <param> <value>\nparam.show [<param>]\nping [<timestamp>]\nquit\nstart\nstatus\nstop\ntenant.add <label>\ntenant.ban <tenant> <field> <operator> <arg> [&& ...]\ntenant.list [-j]\ntenant.quota <tenant> [<key>=<value>...]\ntenant.remove <label>\nvcl.deps [-j]\nvcl.discard <name_pattern>...\nvcl.inline <configname> <quoted_VCLstring> [auto|cold|warm]\nvcl.label <label> <configname>\nvcl.list [-j]\nvcl.load <configname> <filename> [auto|cold|warm]\nvcl.show [-v] [<configname>]\nvcl.state <configname> [auto|cold|warm]\nvcl.use <configname|label>",
         ),
         "ban" => {
             if need(3) {
-                return frame(TOOFEW, "Too few parameters");
+                return frame(TOOFEW, "Too few parameters\n");
             }
             let words: Vec<String> = args.iter().map(|a| a.to_string()).collect();
             match crate::cache_ban::parse_words(&words, crate::vrt_ctx::now()) {
@@ -686,14 +609,14 @@ async fn command(child: &Child, words: &[String]) -> String {
         },
         "param.set" => {
             if need(2) {
-                return frame(TOOFEW, "Too few parameters");
+                return frame(TOOFEW, "Too few parameters\n");
             }
             match ctx.update_params(|p| p.set(&args[0], &args[1])) {
                 Ok(()) => frame(OK, ""),
                 Err(e) => frame(PARAM, &e.to_string()),
             }
         }
-        "param.reset" | "debug.xid" if need(1) => frame(TOOFEW, "Too few parameters"),
+        "param.reset" | "debug.xid" if need(1) => frame(TOOFEW, "Too few parameters\n"),
         "param.reset" => match ctx.update_params(|p| p.reset(&args[0])) {
             Ok(()) => frame(OK, ""),
             Err(e) => frame(PARAM, &e.to_string()),

@@ -12,6 +12,16 @@
 //!   (default: it goes on until the reader closes). A reader that falls
 //!   behind the ring gets a "lost N records" marker, never slows writers.
 //!
+//! * `POST /cli`: the admin CLI's commands over HTTP/JSON. The body is
+//!   `{"command": "vcl.list"}` (a CLI line, with the CLI's quoting) or
+//!   `{"argv": ["vcl.inline", "name", "vcl 4.1; ..."]}`; the answer is
+//!   `{"status": 200, "text": "..."}` with the CLI's status code. With
+//!   `-S`, it needs `Authorization: Bearer TOKEN`, TOKEN being
+//!   [`crate::mgt_auth::http_token`] of the secret file; a wrong or
+//!   missing token gets 401 and nothing else, and an address that keeps
+//!   failing is locked out for a while (429). Without `-S` it answers
+//!   loopback clients only.
+//!
 //! `shellac serve` writes this listener's address to its instance
 //! directory (`-n DIR`, file `_.admin`, line `H ADDR:PORT`), so the tools
 //! given the same `-n` find it.
@@ -24,13 +34,27 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The largest request head accepted.
 const MAX_HEAD: usize = 8192;
+/// The largest `/cli` body accepted (a `vcl.inline` carries a VCL).
+const MAX_BODY: usize = 4 << 20;
 
-/// Serves the admin HTTP API on `listener` until the process ends.
-pub async fn serve(child: Arc<Child>, listener: TcpListener) {
+/// What every connection shares: the bearer token (none without `-S`)
+/// and the failure limiter.
+struct Auth {
+    token: Option<String>,
+    limiter: crate::mgt_auth::Limiter,
+}
+
+/// Serves the admin HTTP API on `listener` until the process ends;
+/// `secret` is the `-S` file's content.
+pub async fn serve(child: Arc<Child>, listener: TcpListener, secret: Option<Vec<u8>>) {
+    let auth = Arc::new(Auth {
+        token: secret.map(|s| crate::mgt_auth::http_token(&s)),
+        limiter: Default::default(),
+    });
     loop {
         match listener.accept().await {
-            Ok((s, _)) => {
-                tokio::spawn(conn(child.clone(), s));
+            Ok((s, peer)) => {
+                tokio::spawn(conn(child.clone(), s, peer.ip(), auth.clone()));
             }
             Err(e) => {
                 tracing::warn!("admin http accept: {e}");
@@ -40,11 +64,13 @@ pub async fn serve(child: Arc<Child>, listener: TcpListener) {
     }
 }
 
-/// A parsed request line.
+/// A parsed request head, and the bytes read after it.
 struct Request {
     method: String,
     path: String,
     query: String,
+    headers: crate::cache_obj::Headers,
+    rest: Vec<u8>,
 }
 
 async fn read_head(s: &mut TcpStream) -> Option<Request> {
@@ -58,13 +84,15 @@ async fn read_head(s: &mut TcpStream) -> Option<Request> {
     };
     loop {
         match crate::cache_http1_proto::dissect(&buf, &lim) {
-            Ok(Some((r, _))) => {
+            Ok(Some((r, n))) => {
                 let target = r.msg.url.as_str();
                 let (path, query) = target.split_once('?').unwrap_or((target, ""));
                 return Some(Request {
                     method: r.msg.method.clone(),
                     path: path.to_string(),
                     query: query.to_string(),
+                    headers: r.msg.headers.clone(),
+                    rest: buf.get(n..).unwrap_or_default().to_vec(),
                 });
             }
             Ok(None) if buf.len() < MAX_HEAD => {}
@@ -91,16 +119,20 @@ async fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &str) {
     let _ = s.shutdown().await;
 }
 
-async fn conn(child: Arc<Child>, mut s: TcpStream) {
+async fn conn(child: Arc<Child>, mut s: TcpStream, peer: std::net::IpAddr, auth: Arc<Auth>) {
     let Some(req) = read_head(&mut s).await else {
         return;
     };
+    if req.path == "/cli" {
+        return cli(&child, s, req, peer, &auth).await;
+    }
     if req.method != "GET" && req.method != "HEAD" {
         return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET only\n").await;
     }
     match req.path.as_str() {
         "/metrics" => {
-            let body = crate::vsc::to_prometheus(&crate::vsc::snapshot(child.ctx()));
+            let mut body = crate::vsc::to_prometheus(&crate::vsc::snapshot(child.ctx()));
+            body.push_str(&crate::mgt_tenant::prometheus(child.ctx()));
             respond(&mut s, "200 OK", "text/plain; version=0.0.4", &body).await
         }
         "/stats" => {
@@ -110,6 +142,113 @@ async fn conn(child: Arc<Child>, mut s: TcpStream) {
         "/log" => log(s, &req.query).await,
         _ => respond(&mut s, "404 Not Found", "text/plain", "not found\n").await,
     }
+}
+
+fn json_error(why: &str) -> String {
+    serde_json::json!({ "error": why }).to_string()
+}
+
+/// `POST /cli` (see the module's doc).
+async fn cli(child: &Child, mut s: TcpStream, req: Request, peer: std::net::IpAddr, auth: &Auth) {
+    const JSON: &str = "application/json";
+    if let Some(token) = &auth.token {
+        let now = crate::vrt_ctx::now();
+        if !auth.limiter.allowed(peer, now) {
+            return respond(
+                &mut s,
+                "429 Too Many Requests",
+                JSON,
+                &json_error("too many failed authentications; try later"),
+            )
+            .await;
+        }
+        let given = crate::cache_obj::hdr_get(&req.headers, "authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if !crate::mgt_auth::same(given.as_bytes(), token.as_bytes()) {
+            auth.limiter.failed(peer, now);
+            return respond(
+                &mut s,
+                "401 Unauthorized\r\nWWW-Authenticate: Bearer",
+                JSON,
+                &json_error("authentication required"),
+            )
+            .await;
+        }
+        auth.limiter.succeeded(peer);
+    } else if !peer.is_loopback() {
+        // Without -S there is no token: only this machine may run
+        // commands, wherever the listener is bound.
+        return respond(
+            &mut s,
+            "401 Unauthorized",
+            JSON,
+            &json_error("authentication required (serve -S SECRETFILE for remote use)"),
+        )
+        .await;
+    }
+    if req.method != "POST" {
+        return respond(
+            &mut s,
+            "405 Method Not Allowed",
+            JSON,
+            &json_error("POST only"),
+        )
+        .await;
+    }
+    let len = crate::cache_obj::hdr_get(&req.headers, "content-length")
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let Some(len) = len.filter(|&l| l <= MAX_BODY) else {
+        return respond(
+            &mut s,
+            "411 Length Required",
+            JSON,
+            &json_error("a Content-Length of at most 4 MiB"),
+        )
+        .await;
+    };
+    let mut body = req.rest;
+    body.truncate(len);
+    let mut chunk = vec![0u8; 16 << 10];
+    while body.len() < len {
+        let n = match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        body.extend_from_slice(&chunk[..n.min(len - body.len())]);
+    }
+    let words = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => match (v.get("command").and_then(|c| c.as_str()), v.get("argv")) {
+            (Some(line), None) => crate::mgt_cli::split_words(line),
+            (None, Some(serde_json::Value::Array(a))) => a
+                .iter()
+                .map(|w| {
+                    w.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| "argv: strings only".to_string())
+                })
+                .collect(),
+            _ => Err("give \"command\" (a CLI line) or \"argv\" (its words)".into()),
+        },
+        Err(e) => Err(format!("bad JSON: {e}")),
+    };
+    let words = match words {
+        Ok(w) if !w.is_empty() => w,
+        Ok(_) => {
+            return respond(
+                &mut s,
+                "400 Bad Request",
+                JSON,
+                &json_error("empty command"),
+            )
+            .await
+        }
+        Err(e) => return respond(&mut s, "400 Bad Request", JSON, &json_error(&e)).await,
+    };
+    let (status, text) = crate::mgt_cli::execute(child, &words).await;
+    let out = serde_json::json!({ "status": status, "text": text }).to_string();
+    respond(&mut s, "200 OK", JSON, &out).await
 }
 
 /// Streams the log to `s` (see the module's doc).

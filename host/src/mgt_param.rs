@@ -157,6 +157,8 @@ const DEFS: &[Def] = &[
     d("gzip_level", Unit::Count, "6", Some(0.0)),
     d("nuke_limit", Unit::Count, "50", Some(0.0)),
     d("max_vcl", Unit::Count, "100", Some(0.0)),
+    // How long an `auto` VCL that is not in use stays warm.
+    d("vcl_cooldown", Unit::Seconds, "600", Some(1.0)),
     // Without effect (Shellac has no thread pools), but checked against
     // each other as Varnish does (see `dynamic_bounds`).
     d("thread_pool_min", Unit::Count, "100", Some(5.0)),
@@ -243,7 +245,6 @@ const INERT: &[&str] = &[
     "thread_queue_limit",
     "thread_stats_rate",
     "vary_notice",
-    "vcl_cooldown",
     "vsm_free_cooldown",
     "workspace_session",
     "workspace_thread",

@@ -621,11 +621,13 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             let r = if let vmod_std::Native::Component(b) = native {
                 component_call(&mut c, &vcl, b, object, slots)
             } else {
+                let t0 = std::time::Instant::now();
                 let r = vmod_std::call(native, object, &slots, task(&mut c)?, &vcl);
                 if matches!(native, vmod_std::Native::CacheReqBody) {
                     // Waiting for the client's body is not CPU time.
                     let budget = c.data().budget_ticks;
                     c.as_context_mut().set_epoch_deadline(budget + 1);
+                    task(&mut c)?.io_wait += t0.elapsed();
                 }
                 r
             };

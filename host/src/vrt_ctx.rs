@@ -26,6 +26,12 @@ pub struct RespMsg {
     pub headers: Headers,
 }
 
+/// The top request of an ESI tree: the request and its time
+/// (`req_top.*`), and the route its includes start on (the VCL the top
+/// request started in, as Varnish's, and the tenant it ended in, which
+/// includes keep).
+pub type ReqTop = (ReqMsg, f64, Option<crate::mgt_vcl::Route>);
+
 /// Everything a subroutine of one task reads or writes.
 pub struct Task {
     pub xid: u64,
@@ -89,8 +95,9 @@ pub struct Task {
     pub req_esi: bool,
     /// `resp.do_esi`: process this response's ESI (default true).
     pub resp_do_esi: bool,
-    /// In an ESI include: the top request and its time (`req_top.*`).
-    pub req_top: Option<Arc<(ReqMsg, f64)>>,
+    /// In an ESI include: the top request and its time (`req_top.*`),
+    /// and where its includes run.
+    pub req_top: Option<Arc<ReqTop>>,
     /// `beresp.filters` / `resp.filters` once VCL set them.
     pub vfp_filters: Option<String>,
     pub vdp_filters: Option<String>,
@@ -128,8 +135,20 @@ pub struct Task {
     pub failed: Vec<String>,
     /// Cache tags for the object being fetched (`cache.add-tags`).
     pub tags: Vec<String>,
-    /// The cache the task works on (VMODs' tag purges reach it).
+    /// The cache the task works on (its tenant's; VMODs' tag purges
+    /// reach it).
     pub cache: Option<std::sync::Arc<crate::cache_hash::Cache>>,
+    /// The tenant the task runs in (none: the default tenant).
+    pub tenant: Option<Arc<crate::cache_tenant::Tenant>>,
+    /// Time spent in VCL code so far, against the tenant's `cpu_ms`
+    /// quota (counted only when the tenant has one).
+    pub cpu_spent: std::time::Duration,
+    /// Time VCL calls spent waiting for I/O (`std.cache_req_body`):
+    /// not counted against `cpu_ms`.
+    pub io_wait: std::time::Duration,
+    /// The route a client request started on (its ESI includes start
+    /// there too).
+    pub vcl_start: Option<crate::mgt_vcl::Route>,
     /// The VMOD instances this task has checked out; returned to their
     /// pools when the task ends.
     pub vmods: crate::cache_vmod::TaskVmods,
@@ -183,6 +202,10 @@ impl Task {
             req_esi: true,
             resp_do_esi: true,
             req_top: None,
+            tenant: None,
+            cpu_spent: std::time::Duration::ZERO,
+            io_wait: std::time::Duration::ZERO,
+            vcl_start: None,
             vfp_filters: None,
             vdp_filters: None,
             beresp_has_body: false,

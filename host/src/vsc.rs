@@ -736,7 +736,8 @@ pub fn snapshot(ctx: &crate::cache_req_fsm::Ctx) -> Vec<Point> {
     );
     let labels = ctx.label_names();
     for (vname, vcl) in ctx.vcl_table() {
-        if labels.contains(&vname) {
+        // A cold VCL's backends have no counters (Varnish removes them).
+        if labels.contains(&vname) || vcl.is_cold() {
             continue;
         }
         for b in vcl.shared.backends.iter() {

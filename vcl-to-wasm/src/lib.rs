@@ -101,4 +101,7 @@ pub struct Compiled {
     pub meta: tir::Metadata,
     /// Warnings (e.g. unused symbols with `vcc_err_unref` off).
     pub warnings: Vec<Diagnostic>,
+    /// Every source read, in the order read (the main file first, then
+    /// what it includes), without the builtin VCL: `vcl.show` prints them.
+    pub sources: Vec<std::sync::Arc<error::Source>>,
 }

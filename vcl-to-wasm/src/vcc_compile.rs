@@ -70,13 +70,14 @@ fn compile_here(
     dir: Option<&Path>,
     opts: &CompileOptions,
 ) -> Result<Compiled, Diagnostics> {
-    let (program, warnings) = check_here(name, text, dir, opts)?;
+    let (program, warnings, sources) = check_with_sources(name, text, dir, opts)?;
     let (wasm, meta) = crate::codegen::generate(&program)
         .map_err(|e| Diagnostic::new(format!("Code generation failed: {e}"), None))?;
     Ok(Compiled {
         wasm,
         meta,
         warnings,
+        sources,
     })
 }
 
@@ -97,6 +98,18 @@ fn check_here(
     dir: Option<&Path>,
     opts: &CompileOptions,
 ) -> Result<(tir::Program, Vec<Diagnostic>), Diagnostics> {
+    check_with_sources(name, text, dir, opts).map(|(p, w, _)| (p, w))
+}
+
+/// [`check_here`], also returning the sources read.
+type Checked = (tir::Program, Vec<Diagnostic>, Vec<Arc<Source>>);
+
+fn check_with_sources(
+    name: &str,
+    text: &str,
+    dir: Option<&Path>,
+    opts: &CompileOptions,
+) -> Result<Checked, Diagnostics> {
     let source = Arc::new(Source {
         name: name.to_string(),
         text: text.to_string(),
@@ -135,7 +148,7 @@ fn check_here(
         .into());
     }
     let warnings = std::mem::take(&mut ck.warnings);
-    Ok((ck.finish(), warnings))
+    Ok((ck.finish(), warnings, std::mem::take(&mut loader.sources)))
 }
 
 /// What a global name refers to.

@@ -46,9 +46,13 @@ pub struct Args {
     /// Admin CLI listen address (varnishadm's protocol; first commands only).
     #[arg(short = 'T', value_name = "ADDR:PORT")]
     pub admin: Option<String>,
-    /// Admin secret file for the challenge-response.
+    /// Admin secret file for the challenge-response (and, hashed, the
+    /// bearer token of the HTTP admin API).
     #[arg(short = 'S', value_name = "FILE")]
     pub secret: Option<PathBuf>,
+    /// Tenants and their quotas (TOML; see docs/tenancy.md).
+    #[arg(long = "tenants", value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
 }
 
 fn storage_budget(specs: &[String]) -> anyhow::Result<u64> {
@@ -134,6 +138,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(f) => Some(std::fs::read(f).with_context(|| format!("-S {}", f.display()))?),
         None => None,
     };
+    let tenants = match &args.tenants {
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("--tenants {}", f.display()))?;
+            shellac::mgt_tenant::parse_config(&text)
+                .with_context(|| format!("--tenants {}", f.display()))?
+        }
+        None => Vec::new(),
+    };
     let listen = if args.listen.is_empty() {
         vec![":80".to_string()]
     } else {
@@ -165,7 +178,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(v) => Ctx::new(params, v),
             None => Ctx::empty(params, storage),
         });
+        shellac::mgt_tenant::apply(&ctx, tenants);
         tokio::spawn(shellac::cache_ban::lurker(Arc::downgrade(&ctx)));
+        tokio::spawn(shellac::mgt_vcl::poker(Arc::downgrade(&ctx)));
         // The transaction log in shared memory, where `shellac log` and
         // logexpect map it (the instance directory says where).
         let vsl = match shellac::vsl::attach_shm() {
@@ -196,7 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("--admin-http {h}"))?;
             http_addr = Some(l.local_addr()?.to_string());
-            tokio::spawn(shellac::mgt_http::serve(child.clone(), l));
+            tokio::spawn(shellac::mgt_http::serve(child.clone(), l, secret.clone()));
         }
         write_instance(
             &dir,
