@@ -124,15 +124,19 @@ pub fn filter_obj_headers(h: &Headers, uncacheable: bool) -> Headers {
         .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
         .filter(|t| !t.is_empty())
         .collect();
-    h.iter()
+    let is = |list: &[&str], n: &str| list.iter().any(|x| x.eq_ignore_ascii_case(n));
+    let mut out: Headers = h
+        .iter()
         .filter(|(n, _)| {
-            let n = n.to_ascii_lowercase();
-            !PASS.contains(&n.as_str())
-                && (uncacheable || !INS.contains(&n.as_str()))
-                && !named.contains(&n)
+            !is(PASS, n)
+                && (uncacheable || !is(INS, n))
+                && !named.iter().any(|x| x.eq_ignore_ascii_case(n))
         })
         .cloned()
-        .collect()
+        .collect();
+    // The object keeps these for its life: no spare capacity.
+    out.shrink_to_fit();
+    out
 }
 
 /// Headers that describe one connection and never travel from the

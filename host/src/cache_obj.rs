@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use tokio::sync::watch;
 
 /// A header list in arrival order; names compare case-insensitively.
 pub type Headers = Vec<(String, String)>;
@@ -39,6 +38,29 @@ pub enum Progress {
     Failed,
 }
 
+impl Progress {
+    const DONE: u64 = 1 << 62;
+    const FAILED: u64 = 1 << 63;
+
+    fn pack(self) -> u64 {
+        match self {
+            Progress::Streaming(n) => n as u64,
+            Progress::Done(n) => n as u64 | Self::DONE,
+            Progress::Failed => Self::FAILED,
+        }
+    }
+
+    fn unpack(v: u64) -> Progress {
+        if v & Self::FAILED != 0 {
+            Progress::Failed
+        } else if v & Self::DONE != 0 {
+            Progress::Done((v & !Self::DONE) as usize)
+        } else {
+            Progress::Streaming(v as usize)
+        }
+    }
+}
+
 /// An object's body: complete, or still arriving from the backend while
 /// clients already deliver it (Varnish's streaming, `beresp.do_stream`).
 /// The fetch appends chunks; every reader follows at its own pace.
@@ -49,7 +71,12 @@ const STORE_COPY_MAX: usize = 32 << 10;
 #[derive(Debug)]
 pub struct Body {
     chunks: Mutex<Vec<Bytes>>,
-    progress: watch::Sender<Progress>,
+    /// The [`Progress`], packed (see [`Progress::pack`]) so that a cached
+    /// object carries a word and a `Notify`, not a watch channel's heap
+    /// block.
+    progress: AtomicU64,
+    /// Woken on every change of `progress`.
+    changed: tokio::sync::Notify,
     len: AtomicU64,
     /// What the fetch filters found out (ESI instructions, gzip layout),
     /// set before the body is marked complete.
@@ -64,7 +91,8 @@ impl Body {
         let n = chunks.len();
         Body {
             chunks: Mutex::new(chunks),
-            progress: watch::Sender::new(Progress::Done(n)),
+            progress: AtomicU64::new(Progress::Done(n).pack()),
+            changed: tokio::sync::Notify::new(),
             len: AtomicU64::new(len),
             attrs: std::sync::OnceLock::new(),
         }
@@ -99,7 +127,8 @@ impl Body {
     pub fn streaming() -> Body {
         Body {
             chunks: Mutex::new(Vec::new()),
-            progress: watch::Sender::new(Progress::Streaming(0)),
+            progress: AtomicU64::new(Progress::Streaming(0).pack()),
+            changed: tokio::sync::Notify::new(),
             len: AtomicU64::new(0),
             attrs: std::sync::OnceLock::new(),
         }
@@ -125,13 +154,18 @@ impl Body {
             c.push(b);
             c.len()
         };
-        self.progress.send_replace(Progress::Streaming(n));
+        self.set_progress(Progress::Streaming(n));
+    }
+
+    fn set_progress(&self, p: Progress) {
+        self.progress.store(p.pack(), Ordering::Release);
+        self.changed.notify_waiters();
     }
 
     /// Ends the body (fetch side): complete, or failed.
     pub fn finish(&self, ok: bool) {
         let n = self.chunks.lock().map(|c| c.len()).unwrap_or(0);
-        self.progress.send_replace(if ok {
+        self.set_progress(if ok {
             Progress::Done(n)
         } else {
             Progress::Failed
@@ -150,7 +184,7 @@ impl Body {
 
     /// Where the body stands.
     pub fn progress(&self) -> Progress {
-        *self.progress.borrow()
+        Progress::unpack(self.progress.load(Ordering::Acquire))
     }
 
     /// Chunk `i` if the answer is known without waiting: `Some(Ok(Some))`
@@ -172,9 +206,13 @@ impl Body {
     /// Chunk `i`, waiting for it to arrive. `Ok(None)` at the end,
     /// `Err(())` when the fetch failed.
     pub async fn chunk(&self, i: usize) -> Result<Option<Bytes>, ()> {
-        let mut rx = self.progress.subscribe();
         loop {
-            let p = *rx.borrow_and_update();
+            // Registered before the progress is read, so a change in
+            // between still wakes it.
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let p = self.progress();
             let have = match p {
                 Progress::Streaming(n) | Progress::Done(n) => n,
                 Progress::Failed => return Err(()),
@@ -186,9 +224,7 @@ impl Body {
             if let Progress::Done(_) = p {
                 return Ok(None);
             }
-            if rx.changed().await.is_err() {
-                return Err(());
-            }
+            notified.await;
         }
     }
 
