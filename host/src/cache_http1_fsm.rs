@@ -186,6 +186,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         let resp_close = crate::cache_session::resp_close(&reply, &ex);
         let written =
             tokio::time::timeout(send_timeout, write_reply(&mut wr, reply, ex, &mut acct)).await;
+        acct.req_bodybytes = body.bytes_read();
         acct.charge();
         sess.req_done(&rxid, rt0, &acct);
         match written {

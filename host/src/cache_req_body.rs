@@ -46,6 +46,23 @@ pub enum BodyError {
     Runtime,
 }
 
+impl BodyError {
+    /// The `FetchError` text Varnish logs for this failure of a body
+    /// that came `chunked` or with a Content-Length.
+    pub fn vfp_text(&self, chunked: bool) -> String {
+        match self {
+            BodyError::Closed | BodyError::Timeout | BodyError::Io(_) => if chunked {
+                "chunked read err"
+            } else {
+                "straight insufficient bytes"
+            }
+            .into(),
+            BodyError::BadChunk => "chunked header number syntax".into(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// The read side of a client connection: the socket, bytes read ahead
 /// (a body's start, a pipelined request) and the idle timeout.
 pub struct ClientReader {
@@ -104,6 +121,9 @@ enum Decoder {
 struct Source {
     reader: ClientReader,
     dec: Decoder,
+    /// Body bytes (after dechunking) read so far: the request's
+    /// `req_bodybytes`, shared with its [`Inner`].
+    read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Source {
@@ -122,6 +142,8 @@ impl Source {
                     }
                     let n = (self.reader.buf.len() as u64).min(left);
                     let piece = self.reader.buf.split_to(n as usize).freeze();
+                    self.read
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     self.dec = match self.dec {
                         Decoder::Length(_) => Decoder::Length(left - n),
                         _ if left == n => Decoder::ChunkEnd,
@@ -188,6 +210,8 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
+    /// Body bytes read from the client (see [`Source::read`]).
+    read: Arc<std::sync::atomic::AtomicU64>,
     /// Bumped whenever `place` stops being `Busy`.
     changed: watch::Sender<()>,
 }
@@ -339,6 +363,7 @@ impl ReqBody {
 
     /// The body framed by `framing` still to come on `reader`.
     pub fn new(reader: ClientReader, framing: BodyFraming) -> ReqBody {
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (status, place, length, chunked) = match framing {
             BodyFraming::None | BodyFraming::Length(0) => {
                 (Status::None, Place::Idle(reader), None, false)
@@ -348,6 +373,7 @@ impl ReqBody {
                 Place::Unread(Source {
                     reader,
                     dec: Decoder::Length(n),
+                    read: read.clone(),
                 }),
                 Some(n),
                 false,
@@ -357,6 +383,7 @@ impl ReqBody {
                 Place::Unread(Source {
                     reader,
                     dec: Decoder::ChunkSize,
+                    read: read.clone(),
                 }),
                 None,
                 true,
@@ -370,8 +397,24 @@ impl ReqBody {
                 length,
                 chunked,
             }),
+            read,
             changed,
         })))
+    }
+
+    /// Body bytes read from the client so far, whoever read them (a
+    /// fetch, `std.cache_req_body`, or the drain before the response):
+    /// the request's `req_bodybytes`, as Varnish counts them at the
+    /// bottom of its body pipeline (after dechunking).
+    pub fn bytes_read(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |i| i.read.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether there is a body still to read from the client.
+    pub fn is_unread(&self) -> bool {
+        matches!(self.status(), Status::Unread)
     }
 
     fn status(&self) -> Status {
@@ -384,6 +427,13 @@ impl ReqBody {
     /// Whether the client sent (or is sending) a body.
     pub fn is_present(&self) -> bool {
         !matches!(self.status(), Status::None)
+    }
+
+    /// The length the client announced (Content-Length), if it did.
+    pub fn announced(&self) -> Option<u64> {
+        self.0
+            .as_ref()
+            .and_then(|i| i.state.lock().ok().and_then(|s| s.length))
     }
 
     /// Whether the body was chunked on the wire.

@@ -763,6 +763,9 @@ fn run(
         ctx.log.log(4, name, &format!("qry  | {q}"));
     }
     m.next(ctx);
+    // A debugging aid: `VTC_LOG_DUMP=1` shows every record the
+    // expectations see (they show only those they match).
+    let dump = std::env::var_os("VTC_LOG_DUMP").is_some();
     let mut last_expire = Instant::now();
     let failed = |ctx: &Ctx| {
         if err_arg {
@@ -798,6 +801,19 @@ fn run(
                 for r in &t.records {
                     if !filter.matches(r) {
                         continue;
+                    }
+                    if dump {
+                        ctx.log.log(
+                            4,
+                            name,
+                            &format!(
+                                "vsl  | {:>10} {:<15} {} {}",
+                                r.vxid,
+                                r.tag.name(),
+                                r.kind.letter(),
+                                r.text()
+                            ),
+                        );
                     }
                     if m.record(ctx, r).is_err() {
                         return failed(ctx);
