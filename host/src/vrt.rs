@@ -560,14 +560,20 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             Ok(i32::from(ip.is_some_and(|ip| acl.matches(ip))))
         },
     )?;
-    l.func_wrap(m, abi::HASH_DATA, |mut c: C<'_>, s: i64| -> R<()> {
-        let s = read_bytes(&mut c, s)?;
-        let t = task(&mut c)?;
-        t.vsl
-            .log_bytes(vapi::Tag::Hash, s.as_deref().unwrap_or_default());
-        t.hash_data(s.as_deref());
-        Ok(())
-    })?;
+    l.func_wrap(
+        m,
+        abi::HASH_DATA,
+        |mut c: C<'_>, s: i64, last: i32| -> R<()> {
+            let s = read_bytes(&mut c, s)?;
+            let t = task(&mut c)?;
+            if let Some(s) = s.as_deref() {
+                // A C string in varnishd's record: the NUL is part of it.
+                t.vsl.log_cstr(vapi::Tag::Hash, s);
+            }
+            t.hash_data(s.as_deref(), last != 0);
+            Ok(())
+        },
+    )?;
     l.func_wrap(m, abi::SYNTHETIC, |mut c: C<'_>, s: i64| -> R<()> {
         let s = read_bytes(&mut c, s)?.unwrap_or_default();
         task(&mut c)?.synth_body.extend_from_slice(&s);

@@ -410,6 +410,17 @@ impl Buf {
         }
     }
 
+    /// Logs a record of a C string as varnishd writes one: `b` and its
+    /// terminating NUL (varnishlog shows it, `%00`, for unsafe tags).
+    pub fn log_cstr(&mut self, tag: Tag, b: &[u8]) {
+        let Some(s) = self.start(tag) else {
+            return;
+        };
+        self.data.extend_from_slice(b);
+        self.data.push(0);
+        self.done(s);
+    }
+
     /// Logs a record with bytes `b`.
     pub fn log_bytes(&mut self, tag: Tag, b: &[u8]) {
         if enabled(tag) {

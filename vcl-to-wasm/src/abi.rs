@@ -132,7 +132,7 @@ use crate::types::Type;
 
 /// The version of this interface; exported as the immutable global
 /// [`GLOBAL_ABI_VERSION`] so a host can refuse modules it cannot run.
-pub const ABI_VERSION: i32 = 3;
+pub const ABI_VERSION: i32 = 4;
 
 /// The wasm import module name of every host function.
 pub const MODULE: &str = "shellac";
@@ -516,7 +516,10 @@ pub const REGEX_MATCH: &str = "regex_match";
 pub const REGSUB: &str = "regsub";
 /// `acl_match(acl: i32, ip: i32) -> i32`: `ip ~ Metadata::acls[acl]`.
 pub const ACL_MATCH: &str = "acl_match";
-/// `hash_data(s: str)`.
+/// `hash_data(s: str, last: i32)`: one strand of a `hash_data()`
+/// argument (Varnish hashes and logs each part of a concatenation on its
+/// own; NULL for an unset header), `last` = 1 on the call's last strand,
+/// after which the host adds the separator.
 pub const HASH_DATA: &str = "hash_data";
 /// `synthetic(s: str)`: append to the synthetic body.
 pub const SYNTHETIC: &str = "synthetic";
@@ -577,7 +580,7 @@ pub static IMPORTS: &[ImportDesc] = &[
     imp(REGEX_MATCH, &[I32, I64], &[I32]),
     imp(REGSUB, &[I32, I32, I64, I64], &[I64]),
     imp(ACL_MATCH, &[I32, I32], &[I32]),
-    imp(HASH_DATA, &[I64], &[]),
+    imp(HASH_DATA, &[I64, I32], &[]),
     imp(SYNTHETIC, &[I64], &[]),
     imp(BAN, &[I64], &[]),
     imp(LOG, &[I64], &[]),

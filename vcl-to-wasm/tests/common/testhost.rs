@@ -640,7 +640,7 @@ fn linker() -> HResult<Linker<State>> {
     l.func_wrap(
         m,
         abi::HASH_DATA,
-        |mut c: Caller<'_, State>, s: i64| -> HResult<()> {
+        |mut c: Caller<'_, State>, s: i64, _last: i32| -> HResult<()> {
             let s = read_str(&mut c, s)?;
             c.data_mut().hash.push(s);
             Ok(())
