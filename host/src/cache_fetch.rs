@@ -735,19 +735,16 @@ pub async fn fetch(
         let insert = if bo.bereq_uncacheable {
             None
         } else if bo.uncacheable {
-            let mut m = object(
+            // The marker keeps the response's grace and keep, as
+            // Varnish's does: an expired one still makes a hit-for-miss.
+            Some(object(
                 &bo,
                 ObjKind::HitMiss,
                 Body::complete(Bytes::new()),
                 lt.t_origin,
                 vary,
                 GzFlags::default(),
-            );
-            if let Some(mm) = Arc::get_mut(&mut m) {
-                mm.grace = 0.0;
-                mm.keep = 0.0;
-            }
-            Some(m)
+            ))
         } else if bo.ttl + bo.grace + bo.keep > 0.0 {
             Some(obj.clone())
         } else {
