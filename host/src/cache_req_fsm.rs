@@ -147,10 +147,16 @@ impl Ctx {
         if g.1 == name {
             return Err(format!("Cannot discard active VCL program {name}"));
         }
-        g.0.remove(name)
-            .map(|_| ())
+        let gone = g
+            .0
+            .remove(name)
             .ok_or_else(|| format!("No VCL named {name} known."))?;
         drop(g);
+        // A label is another name for a VCL still loaded: only a VCL's
+        // own discard runs its vcl_fini.
+        if !self.labels.read().is_ok_and(|l| l.contains(name)) {
+            gone.fini(self.params().num("workspace_client") as u32);
+        }
         if let Ok(mut o) = self.order.write() {
             o.retain(|n| n != name);
         }

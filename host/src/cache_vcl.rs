@@ -469,6 +469,23 @@ impl Vcl {
         }
     }
 
+    /// Runs `vcl_fini` as the VCL is discarded (its records, like
+    /// `vcl_init`'s, go to VXID 0). What it returns cannot stop the
+    /// discard: a failure is only logged.
+    pub fn fini(&self, ws: u32) {
+        let task = Box::new(Task::new(
+            0,
+            [127, 0, 0, 1].into(),
+            [127, 0, 0, 1].into(),
+            0.0,
+        ));
+        let (mut task, r) = self.call(Method::Fini, task, ws);
+        if let Err(e) = r {
+            task.vsl
+                .logf(vapi::Tag::VCL_Error, format_args!("vcl_fini: {e}"));
+        }
+    }
+
     fn release(&self, w: Warm) {
         if let Ok(mut p) = self.pool.lock() {
             if p.len() < 256 {
