@@ -354,7 +354,15 @@ pub async fn fetch(
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
     let max_retries = ctx.params().num("max_retries") as u32;
-    crate::vsl::bereq_begin(&mut bo, &ctx.active_name());
+    // The VCL the request runs on (after a `return (vcl(label))`, the
+    // labelled one).
+    let vname = vcl
+        .shared
+        .name
+        .get()
+        .cloned()
+        .unwrap_or_else(|| ctx.active_name());
+    crate::vsl::bereq_begin(&mut bo, &vname);
     // A body that failed after `vcl_backend_response` (without
     // streaming) takes the next round straight to `vcl_backend_error`.
     let mut body_failed: Option<String> = None;

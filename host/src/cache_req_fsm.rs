@@ -108,6 +108,7 @@ impl Ctx {
         if g.0.contains_key(name) {
             return Err(format!("Already a VCL named {name}"));
         }
+        let _ = vcl.shared.name.set(name.to_string());
         g.0.insert(name.to_string(), vcl);
         // The first VCL loaded becomes the active one, as in varnishd.
         if g.1.is_empty() {
@@ -470,6 +471,10 @@ async fn handle_task(
                 Some(v) => {
                     vcl = v;
                     switched = true;
+                    if let Some(name) = vcl.shared.name.get() {
+                        t.vsl
+                            .logf(vapi::Tag::VCL_use, format_args!("{name} via {label}"));
+                    }
                     t.req = t.http0.clone();
                     recv_prep(&ctx, &mut t.req, client);
                     t.backend_hint = vcl.default_backend;

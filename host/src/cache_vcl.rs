@@ -59,6 +59,8 @@ pub struct VclShared {
     pub vmods: Vec<Arc<crate::cache_vmod::VclVmod>>,
     /// What `std.fileread()` may read: `fileread_path` at load time.
     pub files: crate::vmod_std::FileReader,
+    /// The name it was loaded as (`VCL_trace` names it), once known.
+    pub name: std::sync::OnceLock<String>,
 }
 
 impl VclShared {
@@ -321,6 +323,7 @@ impl Vcl {
             directors: Default::default(),
             vmods,
             files: crate::vmod_std::FileReader::new(params.text("fileread_path")),
+            name: std::sync::OnceLock::new(),
         });
         let vcl = Arc::new(Vcl {
             shared,
@@ -413,8 +416,10 @@ impl Vcl {
         set(&mut w.store, w.ws_start, u64::from(w.heap_base))?;
         let data = mem.data_mut(&mut w.store);
         let end = u32::try_from(end).map_err(|_| CallError::WsOverflow)?;
+        let trace = u32::from(crate::vsl::enabled(vapi::Tag::VCL_trace));
         crate::vrt::set_cell(data, abi::WS_PTR_ADDR, w.heap_base)
             .and_then(|()| crate::vrt::set_cell(data, abi::WS_END_ADDR, end))
+            .and_then(|()| crate::vrt::set_cell(data, abi::TRACE_ADDR, trace))
             .ok_or(CallError::WsOverflow)?;
         // +1: the current tick may be about to end.
         w.store.set_epoch_deadline(self.budget_ticks + 1);

@@ -574,6 +574,20 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             Ok(())
         },
     )?;
+    l.func_wrap(m, abi::TRACE, |mut c: C<'_>, n: i32| -> R<()> {
+        let vcl = c.data().vcl.clone();
+        let [src, line, pos] = usize::try_from(n)
+            .ok()
+            .and_then(|i| vcl.meta.traces.get(i))
+            .copied()
+            .unwrap_or_default();
+        let name = vcl.name.get().map_or("", String::as_str);
+        task(&mut c)?.vsl.logf(
+            vapi::Tag::VCL_trace,
+            format_args!("{name} {n} {src}.{line}.{pos}"),
+        );
+        Ok(())
+    })?;
     l.func_wrap(m, abi::SYNTHETIC, |mut c: C<'_>, s: i64| -> R<()> {
         let s = read_bytes(&mut c, s)?.unwrap_or_default();
         task(&mut c)?.synth_body.extend_from_slice(&s);

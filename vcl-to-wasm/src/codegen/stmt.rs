@@ -92,6 +92,22 @@ impl Gen<'_> {
                 Ok(())
             }
             Stmt::HashData(e) => self.hash_data(e),
+            Stmt::Trace(n) => {
+                // Only when the host turned tracing on for this call.
+                self.f.emit_all([
+                    I::I32Const(0),
+                    I::I32Load(wasm_encoder::MemArg {
+                        offset: u64::from(crate::abi::TRACE_ADDR),
+                        align: 2,
+                        memory_index: 0,
+                    }),
+                    I::If(BlockType::Empty),
+                    I::I32Const(*n as i32),
+                ]);
+                self.call_import(Import::Trace);
+                self.f.emit(I::End);
+                Ok(())
+            }
             Stmt::Synthetic(e) => self.string_call(e, Import::Synthetic),
             Stmt::Ban(e) => self.string_call(e, Import::Ban),
             Stmt::New { object, ctor, args } => {
