@@ -188,7 +188,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             tokio::time::timeout(send_timeout, write_reply(&mut wr, reply, ex, &mut acct)).await;
         acct.req_bodybytes = body.bytes_read();
         acct.charge();
-        sess.req_done(&rxid, rt0, &acct);
+        sess.req_done(&rxid, rt0, body.take_read_done(), &acct);
         match written {
             Ok(Ok(false)) => {}
             Ok(Ok(true)) => {

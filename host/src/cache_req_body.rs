@@ -212,6 +212,11 @@ struct Inner {
     state: Mutex<State>,
     /// Body bytes read from the client (see [`Source::read`]).
     read: Arc<std::sync::atomic::AtomicU64>,
+    /// When a fetch or the drain finished reading the body (the bits of
+    /// an `f64`, 0 for none): the request logs it as `Timestamp ReqBody`
+    /// ([`ReqBody::take_read_done`]), as Varnish's request does whoever
+    /// read its body.
+    read_done: std::sync::atomic::AtomicU64,
     /// Bumped whenever `place` stops being `Busy`.
     changed: watch::Sender<()>,
 }
@@ -261,12 +266,14 @@ impl BodyStream {
             Ok(Some(b)) => Ok(Some(b)),
             Ok(None) => {
                 if let Some(src) = self.src.take() {
+                    self.home.read_done();
                     self.home.put(Status::Taken, Place::Idle(src.reader));
                 }
                 Ok(None)
             }
             Err(e) => {
                 self.src = None;
+                self.home.read_done();
                 self.home.put(Status::Error, Place::Gone);
                 Err(e)
             }
@@ -321,6 +328,11 @@ impl BereqBody {
 }
 
 impl Inner {
+    fn read_done(&self) {
+        self.read_done
+            .store(crate::vrt_ctx::now().to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn put(&self, status: Status, place: Place) {
         if let Ok(mut s) = self.state.lock() {
             s.status = status;
@@ -398,8 +410,20 @@ impl ReqBody {
                 chunked,
             }),
             read,
+            read_done: std::sync::atomic::AtomicU64::new(0),
             changed,
         })))
+    }
+
+    /// When a fetch or the drain finished reading the body, once (the
+    /// request's `Timestamp ReqBody`).
+    pub fn take_read_done(&self) -> Option<f64> {
+        let bits = self
+            .0
+            .as_ref()?
+            .read_done
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
     }
 
     /// Body bytes read from the client so far, whoever read them (a
@@ -563,10 +587,12 @@ impl ReqBody {
                 match src.next().await {
                     Ok(Some(_)) => {}
                     Ok(None) => {
+                        inner.read_done();
                         inner.put(Status::Error, Place::Gone);
                         return Some(src.reader);
                     }
                     Err(_) => {
+                        inner.read_done();
                         inner.put(Status::Error, Place::Gone);
                         return None;
                     }

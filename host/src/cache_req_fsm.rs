@@ -989,6 +989,9 @@ async fn run_fetch(
         complete_fetch(&ctx2, hash, r, guard, Some(tx), stale).await;
     });
     let fetched = rx.await;
+    if let Some(at) = t.req_body.take_read_done() {
+        t.vsl.ts("ReqBody", at);
+    }
     t.vsl.ts("Fetch", now());
     match fetched {
         Ok(Ok(obj)) => Step::Deliver(obj, None),

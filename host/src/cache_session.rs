@@ -179,10 +179,21 @@ impl Sess {
         b
     }
 
-    /// A request delivered: `Timestamp Resp`, `ReqAcct` and `End`, after
-    /// what the request logged (`f`; it started at `t_start`).
-    pub fn req_done(&mut self, f: &crate::vsl::Follow, t_start: f64, acct: &ReqAcct) {
+    /// A request delivered: `Timestamp ReqBody` when its body was read
+    /// (drained) after VCL was done, `Timestamp Resp`, `ReqAcct` and
+    /// `End`, after what the request logged (`f`; it started at
+    /// `t_start`).
+    pub fn req_done(
+        &mut self,
+        f: &crate::vsl::Follow,
+        t_start: f64,
+        body_read: Option<f64>,
+        acct: &ReqAcct,
+    ) {
         let mut b = f.resume(t_start);
+        if let Some(at) = body_read {
+            b.ts("ReqBody", at);
+        }
         b.ts("Resp", crate::vrt_ctx::now());
         b.numbers(
             Tag::ReqAcct,
