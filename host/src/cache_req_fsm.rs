@@ -464,7 +464,14 @@ async fn handle_task(
             // in, before any restart; else a 503 (Varnish's "Illegal
             // return(vcl)"). The request starts over as the client sent it.
             Step::SwitchVcl(_) if switched || t.restarts > 0 || t.esi_level > 0 => {
-                tracing::warn!(xid = t.xid, "Illegal return(vcl)");
+                t.vsl.log(
+                    vapi::Tag::VCL_Error,
+                    if t.restarts > 0 {
+                        "Illegal return(vcl): Not after restarts"
+                    } else {
+                        "Illegal return(vcl): Only from active VCL"
+                    },
+                );
                 Step::Synth(503, None)
             }
             Step::SwitchVcl(label) => match ctx.vcl_named(&label) {
