@@ -370,7 +370,7 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
-    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level);
+    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level, 0);
     handle_task(ctx, req, body, client, server, esi_level, None, vsl).await
 }
 
@@ -389,7 +389,7 @@ pub async fn handle_txn(
 }
 
 /// Handles the sub-request of an ESI include: `top` is the top request
-/// (`req_top.*`) and its time.
+/// (`req_top.*`) and its time, `vsl` its log (begun by the include).
 pub async fn handle_include(
     ctx: Arc<Ctx>,
     req: ReqMsg,
@@ -397,9 +397,9 @@ pub async fn handle_include(
     server: IpAddr,
     esi_level: u32,
     top: Arc<(ReqMsg, f64)>,
+    vsl: crate::vsl::Buf,
 ) -> Reply {
     let body = crate::cache_req_body::ReqBody::none();
-    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level);
     handle_task(ctx, req, body, client, server, esi_level, Some(top), vsl).await
 }
 
@@ -1141,6 +1141,8 @@ fn deliver(
                 filters: filters.as_deref(),
                 params: &params,
             };
+            // Includes link from this request's log while it delivers.
+            let parent = t.vsl.follow();
             let job = |gzip_out| crate::cache_esi::EsiJob {
                 ctx: ctx.clone(),
                 obj: obj.clone(),
@@ -1150,6 +1152,7 @@ fn deliver(
                 level,
                 gzip_out,
                 top,
+                parent,
             };
             let (body, head_length, close) =
                 match crate::cache_deliver::transmit(&tr, &mut t.resp, &obj, job) {

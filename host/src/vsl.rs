@@ -576,13 +576,16 @@ impl Drop for Buf {
         if self.end_on_drop {
             self.log(Tag::End, "");
         } else if let Some(f) = self.follow.take() {
-            // Its owner goes on with it: parked, not published.
+            // Its owner goes on with it: parked, not published. Records
+            // appended meanwhile (see [`Follow::append`]) come after.
             if let Ok(mut p) = f.parked.lock() {
-                *p = Some((
-                    std::mem::take(&mut self.data),
-                    std::mem::take(&mut self.nrec),
-                    self.t_last,
-                ));
+                let mut data = std::mem::take(&mut self.data);
+                let mut nrec = std::mem::take(&mut self.nrec);
+                if let Some((more, n, _)) = p.take() {
+                    data.extend_from_slice(&more);
+                    nrec += n;
+                }
+                *p = Some((data, nrec, self.t_last));
                 return;
             }
         }
@@ -614,6 +617,27 @@ impl Follow {
             b.t_last = t_last;
         }
         b
+    }
+}
+
+impl Follow {
+    /// Adds records to the transaction from elsewhere while its owner
+    /// goes on (an ESI include's `Link` in its parent's log, written
+    /// while the parent delivers): they join what is parked.
+    pub fn append(&self, f: impl FnOnce(&mut Buf)) {
+        let Ok(mut p) = self.parked.lock() else {
+            return;
+        };
+        let (data, nrec, t_last) = p.take().unwrap_or((Vec::new(), 0, 0.0));
+        let mut b = Buf::new(self.vxid(), Kind::Client, t_last);
+        b.data = data;
+        b.nrec = nrec;
+        f(&mut b);
+        *p = Some((
+            std::mem::take(&mut b.data),
+            std::mem::take(&mut b.nrec),
+            t_last,
+        ));
     }
 }
 
@@ -984,23 +1008,23 @@ pub fn vrt_hdr(
     }
 }
 
-/// The log of a request that is not a session's (an ESI include, or a
-/// request handled without a session): `Begin req 0 esi|rxreq`,
-/// timestamps, `VCL_use` and the request. Ends when its task does.
+/// The log of a request that is not a session's (an ESI include of the
+/// request `parent`, or a request handled without a session): `Begin req
+/// PARENT esi|rxreq`, timestamps, `VCL_use` and the request. Ends when
+/// its task does.
 pub fn req_begin(
     ctx: &crate::cache_req_fsm::Ctx,
     req: &crate::vrt_ctx::ReqMsg,
     esi_level: u32,
+    parent: u64,
 ) -> Buf {
     let now = crate::vrt_ctx::now();
     let mut b = Buf::new(ctx.next_xid(), Kind::Client, now).end_on_drop();
-    b.log(
+    b.link(
         Tag::Begin,
-        if esi_level > 0 {
-            "req 0 esi"
-        } else {
-            "req 0 rxreq"
-        },
+        "req",
+        parent,
+        if esi_level > 0 { "esi" } else { "rxreq" },
     );
     b.ts("Start", now);
     b.ts("Req", now);
