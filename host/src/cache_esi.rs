@@ -277,8 +277,7 @@ async fn include(
     }
     // The include's transaction lasts until its fragment is delivered
     // (its own includes link from it meanwhile).
-    let mut vsl =
-        crate::vsl::req_begin(&job.ctx, &req, job.level + 1, job.parent.vxid()).detach();
+    let mut vsl = crate::vsl::req_begin(&job.ctx, &req, job.level + 1, job.parent.vxid()).detach();
     let child = vsl.follow();
     let t_start = vsl.t_start;
     let cx = vsl.vxid();

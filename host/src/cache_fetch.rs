@@ -172,8 +172,50 @@ impl Pump {
     /// Reads the body into `body`, returning why it failed (timeout, reset,
     /// oversize). The caller then ends the body with [`Body::finish`],
     /// after taking a failed object out of the cache, so a partial body is
-    /// never found as complete.
-    pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<Pumped, String> {
+    /// never found as complete. What the filters logged (`ESI_xmlerror`,
+    /// `Gzip`) and how the connection ended (`BackendClose`) go to `vsl`.
+    pub async fn run(
+        mut self,
+        body: &crate::cache_obj::Body,
+        vsl: &mut crate::vsl::Buf,
+    ) -> Result<Pumped, String> {
+        let r = self.pump(body).await;
+        if let Some(v) = self.vfps.as_mut() {
+            v.close();
+            for (tag, m) in v.log.drain(..) {
+                vsl.log(tag, &m);
+            }
+        }
+        let (fd, name) = (self.reader.fd, &self.backend.name);
+        if self.reader.recycled() {
+            vsl.logf(vapi::Tag::BackendClose, format_args!("{fd} {name} recycle"));
+        } else {
+            vsl.logf(
+                vapi::Tag::BackendClose,
+                format_args!(
+                    "{fd} {name} close {}",
+                    if r.is_ok() {
+                        "Backend/VCL requested close"
+                    } else {
+                        "Failure receiving req.body"
+                    }
+                ),
+            );
+        }
+        r
+    }
+
+    /// `Fetch_Body STATUS NAME stream|-`: how the body is read (Varnish's
+    /// body status of the response) and whether it is streamed.
+    pub fn fetch_body(&self, vsl: &mut crate::vsl::Buf, stream: bool) {
+        let (n, name) = self.reader.body_status();
+        vsl.logf(
+            vapi::Tag::Fetch_Body,
+            format_args!("{n} {name} {}", if stream { "stream" } else { "-" }),
+        );
+    }
+
+    async fn pump(&mut self, body: &crate::cache_obj::Body) -> Result<Pumped, String> {
         let mut out = Vec::new();
         loop {
             match self.reader.next_chunk(&self.backend.conns).await {
@@ -409,9 +451,9 @@ pub async fn fetch(
                     // before VCL sees it, as in Varnish.
                     if hdr_get(&bo.beresp.headers, "date").is_none() {
                         if bo.beresp.headers.len() < bo.max_hdr {
-                            bo.beresp
-                                .headers
-                                .push(("Date".into(), crate::cache_expire::http_date(now())));
+                            let date = crate::cache_expire::http_date(now());
+                            bo.vsl.header(crate::vsl::Http::Beresp, "Date", &date);
+                            bo.beresp.headers.push(("Date".into(), date));
                         } else {
                             tracing::warn!(xid = bo.xid, "LostHeader: Date");
                         }
@@ -543,6 +585,7 @@ pub async fn fetch(
                         GzFlags::default(),
                     );
                     let insert = (bo.ttl > 0.0 && !bo.bereq_uncacheable).then(|| obj.clone());
+                    crate::vsl::storage(&mut bo.vsl, &obj, insert.as_ref());
                     return Ok(Fetched {
                         obj,
                         insert,
@@ -634,8 +677,14 @@ pub async fn fetch(
         if let Some((_, f)) = stale_attrs {
             gz = f;
         } else if !bo.beresp_has_body {
+            bo.vsl.unset(
+                crate::vsl::Http::Beresp,
+                &bo.beresp.headers,
+                "content-encoding",
+            );
             crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-encoding");
             bo.do_stream = false;
+            bo.vsl.log(vapi::Tag::Filters, "");
         } else if let Some(p) = pump.as_mut() {
             let params = ctx.params();
             let list = bo.vfp_filters.clone().unwrap_or_else(|| {
@@ -648,6 +697,7 @@ pub async fn fetch(
                     beresp: &bo.beresp.headers,
                 })
             });
+            bo.vsl.log(vapi::Tag::Filters, &list);
             let opened = crate::cache_fetch_proc::parse_list(&list).and_then(|l| {
                 crate::cache_fetch_proc::Vfps::open(
                     &l,
@@ -655,6 +705,7 @@ pub async fn fetch(
                     &mut bo.beresp.headers,
                     &bo.bereq.url,
                     &params,
+                    Some(&mut bo.vsl),
                 )
             });
             match opened {
@@ -696,10 +747,14 @@ pub async fn fetch(
                 gz,
             );
             let insert = (!bo.bereq_uncacheable).then_some(marker);
+            crate::vsl::storage(&mut bo.vsl, &obj, insert.as_ref());
+            if let Some(p) = pump.as_ref() {
+                p.fetch_body(&mut bo.vsl, bo.do_stream);
+            }
             let mut pump = pump;
             if !bo.do_stream {
                 if let Some(p) = pump.take() {
-                    if let Err(e) = p.run(&obj.body).await {
+                    if let Err(e) = p.run(&obj.body, &mut bo.vsl).await {
                         obj.body.finish(false);
                         body_failed = Some(e);
                         continue;
@@ -758,12 +813,16 @@ pub async fn fetch(
         } else {
             None
         };
+        crate::vsl::storage(&mut bo.vsl, &obj, insert.as_ref());
+        if let Some(p) = pump.as_ref() {
+            p.fetch_body(&mut bo.vsl, bo.do_stream);
+        }
         // Without streaming the body is read here, so that a broken one
         // still reaches vcl_backend_error (and may be retried).
         let mut pump = pump;
         if !bo.do_stream {
             if let Some(p) = pump.take() {
-                match p.run(&obj.body).await {
+                match p.run(&obj.body, &mut bo.vsl).await {
                     Ok(done) => done.nap().await,
                     Err(e) => {
                         obj.body.finish(false);

@@ -509,6 +509,16 @@ impl BodyReader {
         self.framing == Framing::None || self.framing == Framing::Length(0)
     }
 
+    /// Varnish's body status of the response: its number and name.
+    pub fn body_status(&self) -> (u32, &'static str) {
+        match self.framing {
+            Framing::None => (0, "none"),
+            Framing::Chunked => (2, "chunked"),
+            Framing::Length(_) => (3, "length"),
+            Framing::Eof => (4, "eof"),
+        }
+    }
+
     /// The Content-Length the backend announced.
     pub fn content_length(&self) -> Option<u64> {
         match self.framing {

@@ -142,8 +142,7 @@ impl Source {
                     }
                     let n = (self.reader.buf.len() as u64).min(left);
                     let piece = self.reader.buf.split_to(n as usize).freeze();
-                    self.read
-                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     self.dec = match self.dec {
                         Decoder::Length(_) => Decoder::Length(left - n),
                         _ if left == n => Decoder::ChunkEnd,
@@ -329,8 +328,10 @@ impl BereqBody {
 
 impl Inner {
     fn read_done(&self) {
-        self.read_done
-            .store(crate::vrt_ctx::now().to_bits(), std::sync::atomic::Ordering::Relaxed);
+        self.read_done.store(
+            crate::vrt_ctx::now().to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn put(&self, status: Status, place: Place) {

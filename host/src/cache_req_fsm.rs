@@ -148,10 +148,9 @@ impl Ctx {
         if g.1 == name {
             return Err(format!("Cannot discard active VCL program {name}"));
         }
-        let gone = g
-            .0
-            .remove(name)
-            .ok_or_else(|| format!("No VCL named {name} known."))?;
+        let gone =
+            g.0.remove(name)
+                .ok_or_else(|| format!("No VCL named {name} known."))?;
         drop(g);
         // A label is another name for a VCL still loaded: only a VCL's
         // own discard runs its vcl_fini.
@@ -875,7 +874,6 @@ async fn complete_fetch(
     } = f;
     let stale = stale.filter(|_| replaces_stale);
     crate::vsc::transient_if_uncached(&obj, insert.as_ref());
-    crate::vsl::storage(&mut vsl, &obj, insert.as_ref());
     let mut deliver = deliver;
     if stream || pump.is_none() {
         if let Some(i) = &insert {
@@ -886,7 +884,7 @@ async fn complete_fetch(
             let _ = tx.send(Ok(obj.clone()));
         }
         let ok = match pump {
-            Some(p) => match p.run(&obj.body).await {
+            Some(p) => match p.run(&obj.body, &mut vsl).await {
                 Err(e) => {
                     tracing::warn!(xid = obj.xid, "FetchError: {e}");
                     vsl.log(vapi::Tag::FetchError, &e);
@@ -910,7 +908,7 @@ async fn complete_fetch(
         crate::vsl::body_done(&mut vsl, &obj);
     } else {
         let ok = match pump {
-            Some(p) => match p.run(&obj.body).await {
+            Some(p) => match p.run(&obj.body, &mut vsl).await {
                 Ok(done) => {
                     done.nap().await;
                     Ok(())

@@ -436,7 +436,8 @@ fn cache_req_body(task: &mut Task, max: f64) -> bool {
     }
     let body = task.req_body.clone();
     if task.restarts > 0 && body.cached().is_none() && body.is_present() {
-        task.vsl.log(Tag::VCL_Error, &BodyError::NotFirst.to_string());
+        task.vsl
+            .log(Tag::VCL_Error, &BodyError::NotFirst.to_string());
         return false;
     }
     let max = if max.is_finite() {

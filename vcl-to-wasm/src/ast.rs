@@ -165,7 +165,10 @@ pub enum Stmt {
     /// that tag is on): at the start of every compound and after every
     /// `if` statement, numbered from 1 in parse order over the program
     /// and then the builtin VCL; `at` is the token that follows.
-    Trace { n: u32, at: Span },
+    Trace {
+        n: u32,
+        at: Span,
+    },
 }
 
 /// A call argument, possibly named (`std.real(time = now)`).

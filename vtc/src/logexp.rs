@@ -663,9 +663,7 @@ impl Logexp {
                 };
                 let tail = std::mem::replace(follower, rx);
                 for l in String::from_utf8_lossy(&head.stdout).lines() {
-                    if parse_raw_line(l)
-                        .is_some_and(|r| r.tag == Tag::CLI && r.text() == marker)
-                    {
+                    if parse_raw_line(l).is_some_and(|r| r.tag == Tag::CLI && r.text() == marker) {
                         break;
                     }
                     let _ = tx.send(l.to_string());
