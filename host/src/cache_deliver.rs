@@ -460,7 +460,11 @@ impl RespBody {
             ReplyBody::Bytes(b) => RespBody::full(b),
             ReplyBody::Filtered(inner, vdp) => RespBody::Filtered(Box::new(Filtered {
                 src: source(*inner),
-                gunzip: vdp.gunzip.then(Gunzipper::new),
+                gunzip: vdp.gunzip.then(|| {
+                    // Varnish counts a gunzip context when it makes one.
+                    crate::vsc::MAIN.n_gunzip.inc();
+                    Gunzipper::new()
+                }),
                 pending: None,
                 range: vdp.range.map(|(low, high)| RangeCut {
                     low,

@@ -353,7 +353,10 @@ async fn object_body(obj: &Object, gzip: bool, out: &mut Out<'_>) -> Result<bool
             }
         };
     }
-    let mut g = gzip.then(Gunzipper::new);
+    let mut g = gzip.then(|| {
+        crate::vsc::MAIN.n_gunzip.inc();
+        Gunzipper::new()
+    });
     let mut i = 0;
     loop {
         let c = match obj.body.chunk(i).await {

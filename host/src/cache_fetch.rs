@@ -346,6 +346,7 @@ fn object(
         uncacheable: bo.uncacheable,
         vary,
         hits: AtomicU64::new(0),
+        last_lru: AtomicU64::new(now().to_bits()),
         charged: AtomicU64::new(0),
         gzipped: gz.gzipped,
         chgce: gz.chgce,

@@ -4,7 +4,7 @@
 //! coalescing), each with the `Vary` it is predicted to have, and purge.
 
 use crate::cache_obj::{Headers, ObjKind, Object};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::watch;
@@ -86,6 +86,37 @@ pub struct Cache {
     tags: Mutex<HashMap<String, Vec<ObjRef>>>,
     /// Numbers busy markers.
     busy_ids: AtomicU64,
+    /// Every inserted object by when it dies (ttl + grace + keep), for
+    /// the expiry task ([`Cache::expire_due`]).
+    expiry: Mutex<BinaryHeap<Due>>,
+}
+
+/// An object and when it dies, ordered soonest first in the heap.
+struct Due {
+    when: f64,
+    hash: Digest,
+    obj: Weak<Object>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, o: &Self) -> bool {
+        self.when.total_cmp(&o.when).is_eq()
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // Reversed: BinaryHeap pops the greatest, the soonest here.
+        o.when.total_cmp(&self.when)
+    }
 }
 
 /// What an object costs against the storage budget.
@@ -150,6 +181,64 @@ impl Cache {
             order: Mutex::new(VecDeque::new()),
             tags: Mutex::new(HashMap::new()),
             busy_ids: AtomicU64::new(0),
+            expiry: Mutex::new(BinaryHeap::new()),
+        }
+    }
+
+    /// Removes the objects whose time is up at `now` (Varnish's expiry
+    /// thread: `n_expired`) and returns when the next one is due.
+    pub fn expire_due(&self, now: f64) -> Option<f64> {
+        loop {
+            let due = {
+                let Ok(mut h) = self.expiry.lock() else {
+                    return None;
+                };
+                match h.peek() {
+                    Some(d) if d.when <= now => h.pop()?,
+                    Some(d) => return Some(d.when),
+                    None => return None,
+                }
+            };
+            let Some(obj) = due.obj.upgrade() else {
+                continue;
+            };
+            if !obj.expired(now) {
+                // Its life changed since (a soft purge shortens it).
+                self.push_due(due.hash, &obj);
+                continue;
+            }
+            let mut gone = false;
+            if let Ok(mut s) = self.shard(&due.hash).lock() {
+                if let Some(oh) = s.get_mut(&due.hash) {
+                    let mut variants = std::mem::take(&mut oh.variants);
+                    self.retain(&mut variants, |o| {
+                        let d = std::ptr::eq(o, &*obj);
+                        gone |= d;
+                        d
+                    });
+                    oh.variants = variants;
+                    if oh.variants.is_empty() && oh.busy.is_empty() {
+                        s.remove(&due.hash);
+                    }
+                }
+            }
+            if gone {
+                crate::vsc::MAIN.n_expired.inc();
+            }
+        }
+    }
+
+    fn push_due(&self, hash: Digest, obj: &Arc<Object>) {
+        let when = obj.fresh_until() + obj.grace + obj.keep;
+        if !when.is_finite() {
+            return;
+        }
+        if let Ok(mut h) = self.expiry.lock() {
+            h.push(Due {
+                when,
+                hash,
+                obj: Arc::downgrade(obj),
+            });
         }
     }
 
@@ -220,8 +309,8 @@ impl Cache {
             let Some(obj) = weak.upgrade() else { continue };
             let now_hits = obj.hits.load(Ordering::Relaxed);
             if now_hits > hits {
+                // (Counted in n_lru_moved when the hit touched it.)
                 q.push_back((hash, weak, now_hits));
-                crate::vsc::MAIN.n_lru_moved.inc();
                 continue;
             }
             drop(q);
@@ -374,6 +463,7 @@ impl Cache {
                     }
                 }
             }
+            self.push_due(hash, &obj);
             variants.insert(0, obj);
             oh.variants = variants;
         }

@@ -36,9 +36,13 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             max_hdr: params.num("http_max_hdr") as usize,
         };
         let send_timeout = crate::vrt_ctx::secs(params.num("send_timeout").max(0.001));
+        let linger = crate::vrt_ctx::secs(params.num("timeout_linger").max(0.0));
         drop(params);
         // The whole head must arrive within timeout_idle.
         let deadline = Instant::now() + idle;
+        // A connection quiet for timeout_linger is what Varnish hands to
+        // its waiter (`sess_herd`): counted once per wait.
+        let mut herd_at = conn.buf.is_empty().then(|| Instant::now() + linger);
         let mut acct = crate::cache_session::ReqAcct::default();
         let mut t_first = (!conn.buf.is_empty()).then(crate::vrt_ctx::now);
         let req = loop {
@@ -68,11 +72,17 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             if conn.buf.capacity() - conn.buf.len() < 4096 {
                 conn.buf.reserve(16 << 10);
             }
-            match tokio::time::timeout_at(deadline, conn.rd.read_buf(&mut conn.buf)).await {
+            let until = herd_at.map_or(deadline, |h| h.min(deadline));
+            match tokio::time::timeout_at(until, conn.rd.read_buf(&mut conn.buf)).await {
                 Ok(Ok(n)) if n > 0 => {
+                    herd_at = None;
                     t_first.get_or_insert_with(crate::vrt_ctx::now);
                 }
                 Ok(_) => return,
+                Err(_) if until < deadline => {
+                    herd_at = None;
+                    crate::vsc::MAIN.sess_herd.inc();
+                }
                 Err(_) => {
                     let sc = if conn.buf.is_empty() {
                         Sc::RxTimeout
@@ -156,9 +166,21 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             let Ok(stream) = reader.rd.reunite(wr) else {
                 return;
             };
-            sess.close(Sc::TxPipe);
-            if let Err(e) = crate::cache_pipe::run(stream, &leftover, *job).await {
-                tracing::debug!(%peer, "pipe: {e}");
+            // A backend that cannot be reached closes the client's
+            // connection as a transmit error (Varnish's SC_TX_ERROR).
+            match crate::cache_pipe::run(stream, &leftover, *job).await {
+                Err(
+                    e @ (crate::cache_pipe::PipeError::NoAddress(_)
+                    | crate::cache_pipe::PipeError::Connect(..)),
+                ) => {
+                    tracing::debug!(%peer, "pipe: {e}");
+                    sess.close(Sc::TxError);
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, "pipe: {e}");
+                    sess.close(Sc::TxPipe);
+                }
+                Ok(()) => sess.close(Sc::TxPipe),
             }
             crate::vsl::end_txn(&rxid);
             return;

@@ -769,7 +769,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
                 o
             }
         };
-        obj.hit();
+        obj.hit(now(), ctx.params().num("lru_interval"));
         crate::vsl::hit(&mut t.vsl, vapi::Tag::Hit, &obj);
         t.is_hit = true;
         t.obj = Some(obj.clone());
