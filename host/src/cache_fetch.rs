@@ -412,6 +412,8 @@ pub async fn fetch(
     // `return (error(STATUS, REASON))`: the status and reason the error
     // response starts with (Varnish's bo->err_code/err_reason).
     let mut err_code: Option<(u16, Option<String>)> = None;
+    // `body_failed` is VCL's `return (error)` from vcl_backend_response.
+    let mut vcl_error = false;
     loop {
         let r = if body_failed.is_some() {
             Ok(None)
@@ -422,7 +424,11 @@ pub async fn fetch(
         };
         let mut error = match r {
             Ok(_) if body_failed.is_some() => {
-                crate::vsc::MAIN.fetch_failed.inc();
+                // Varnish counts every way into vcl_backend_error but
+                // VCL's own `return (error)`.
+                if !std::mem::take(&mut vcl_error) {
+                    crate::vsc::MAIN.fetch_failed.inc();
+                }
                 body_failed.take()
             }
             Ok(None | Some(Action::Fetch)) => None,
@@ -494,7 +500,10 @@ pub async fn fetch(
                             // object failed").
                             match stale.body.collect().await {
                                 Some(b) => fetched_body = Some(b),
-                                None => return Err(Abandoned("Template object failed".into())),
+                                None => {
+                                    crate::vsc::MAIN.fetch_failed.inc();
+                                    return Err(Abandoned("Template object failed".into()));
+                                }
                             }
                             bo.beresp_has_body = !stale.body.is_empty();
                             bo.was_304 = true;
@@ -642,6 +651,7 @@ pub async fn fetch(
                 }
                 drop(pump);
                 err_code = error_args(&mut bo);
+                vcl_error = true;
                 body_failed = Some("error in vcl_backend_response".into());
                 continue;
             }

@@ -34,6 +34,7 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     reply: Reply,
     ex: Exchange,
     acct: &mut crate::cache_session::ReqAcct,
+    log: Option<std::sync::Arc<crate::vsl::Follow>>,
 ) -> std::io::Result<bool> {
     let no_body = ex.head || reply.status / 100 == 1 || reply.status == 204 || reply.status == 304;
     let mut close = ex.close
@@ -42,6 +43,9 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
             n.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
         });
     let mut body = RespBody::from_reply(reply.body);
+    if let (RespBody::Filtered(f), Some(log)) = (&mut body, log) {
+        f.log_to(log);
+    }
     let length = if no_body {
         reply.head_length
     } else {

@@ -206,8 +206,11 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             ..ex
         };
         let resp_close = crate::cache_session::resp_close(&reply, &ex);
-        let written =
-            tokio::time::timeout(send_timeout, write_reply(&mut wr, reply, ex, &mut acct)).await;
+        let written = tokio::time::timeout(
+            send_timeout,
+            write_reply(&mut wr, reply, ex, &mut acct, Some(rxid.clone())),
+        )
+        .await;
         acct.req_bodybytes = body.bytes_read();
         acct.charge();
         sess.req_done(&rxid, rt0, body.take_read_done(), &acct);
