@@ -368,18 +368,22 @@ mod hostile {
 /// The expiry task (Varnish's `exp_thread`): removes each object from the
 /// cache when its ttl + grace + keep is over, so memory and `n_object`
 /// follow lifetimes without waiting for a lookup; ends when the context
-/// is gone. It looks at least every second, so an object inserted that
-/// dies sooner than the one it waits for is late by at most that.
+/// is gone. It looks at least every second, and when an insert wakes it.
 pub async fn expiry(ctx: std::sync::Weak<crate::cache_req_fsm::Ctx>) {
     loop {
-        let wait = {
+        let (wait, cache) = {
             let Some(ctx) = ctx.upgrade() else { return };
             let now = crate::vrt_ctx::now();
-            match ctx.cache.expire_due(now) {
+            let wait = match ctx.cache.expire_due(now) {
                 Some(next) => (next - now).clamp(0.001, 1.0),
                 None => 1.0,
-            }
+            };
+            (wait, ctx.cache.clone())
         };
-        tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+        // An insert wakes it early (its `EXP_When`).
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs_f64(wait)) => {}
+            _ = cache.expiry_wake.notified() => {}
+        }
     }
 }

@@ -87,8 +87,16 @@ pub struct Cache {
     /// Numbers busy markers.
     busy_ids: AtomicU64,
     /// Every inserted object by when it dies (ttl + grace + keep), for
-    /// the expiry task ([`Cache::expire_due`]).
+    /// the expiry task ([`Cache::expire_due`]). Its `ExpKill` records
+    /// are Varnish's (`EXP_When` on insert, `EXP_expire` per look at the
+    /// soonest, `EXP_Expired`), with 0 for the objcore flags Shellac
+    /// does not have.
     expiry: Mutex<BinaryHeap<Due>>,
+    /// Objects inserted since the expiry task last looked (Varnish's
+    /// expiry inbox): the request path only queues them and wakes it.
+    inbox: Mutex<Vec<Due>>,
+    /// Wakes the expiry task.
+    pub expiry_wake: tokio::sync::Notify,
 }
 
 /// An object and when it dies, ordered soonest first in the heap.
@@ -182,29 +190,65 @@ impl Cache {
             tags: Mutex::new(HashMap::new()),
             busy_ids: AtomicU64::new(0),
             expiry: Mutex::new(BinaryHeap::new()),
+            inbox: Mutex::new(Vec::new()),
+            expiry_wake: tokio::sync::Notify::new(),
         }
     }
 
     /// Removes the objects whose time is up at `now` (Varnish's expiry
     /// thread: `n_expired`) and returns when the next one is due.
     pub fn expire_due(&self, now: f64) -> Option<f64> {
+        let new = self
+            .inbox
+            .lock()
+            .map(|mut i| std::mem::take(&mut *i))
+            .unwrap_or_default();
+        if !new.is_empty() {
+            let log = crate::vsl::enabled(vapi::Tag::ExpKill);
+            if let Ok(mut h) = self.expiry.lock() {
+                for d in new {
+                    if log {
+                        crate::vsl::log0(
+                            vapi::Tag::ExpKill,
+                            format_args!("EXP_When p={:p} e={:.6} f=0x0", d.obj.as_ptr(), d.when),
+                        );
+                    }
+                    h.push(d);
+                }
+            }
+        }
         loop {
             let due = {
                 let Ok(mut h) = self.expiry.lock() else {
                     return None;
                 };
-                match h.peek() {
-                    Some(d) if d.when <= now => h.pop()?,
-                    Some(d) => return Some(d.when),
-                    None => return None,
+                let d = h.peek()?;
+                if crate::vsl::enabled(vapi::Tag::ExpKill) {
+                    crate::vsl::log0(
+                        vapi::Tag::ExpKill,
+                        format_args!(
+                            "EXP_expire p={:p} e={:.6} f=0x0",
+                            d.obj.as_ptr(),
+                            d.when - now
+                        ),
+                    );
                 }
+                if d.when > now {
+                    return Some(d.when);
+                }
+                h.pop()?
             };
             let Some(obj) = due.obj.upgrade() else {
                 continue;
             };
             if !obj.expired(now) {
-                // Its life changed since (a soft purge shortens it).
-                self.push_due(due.hash, &obj);
+                // Its life changed since.
+                if let Ok(mut h) = self.expiry.lock() {
+                    h.push(Due {
+                        when: obj.fresh_until() + obj.grace + obj.keep,
+                        ..due
+                    });
+                }
                 continue;
             }
             let mut gone = false;
@@ -224,22 +268,30 @@ impl Cache {
             }
             if gone {
                 crate::vsc::MAIN.n_expired.inc();
+                if crate::vsl::enabled(vapi::Tag::ExpKill) {
+                    crate::vsl::log0(
+                        vapi::Tag::ExpKill,
+                        format_args!("EXP_Expired x={} t={:.0}", obj.xid, obj.fresh_until() - now),
+                    );
+                }
             }
         }
     }
 
+    /// Queues an inserted object for the expiry task.
     fn push_due(&self, hash: Digest, obj: &Arc<Object>) {
         let when = obj.fresh_until() + obj.grace + obj.keep;
         if !when.is_finite() {
             return;
         }
-        if let Ok(mut h) = self.expiry.lock() {
-            h.push(Due {
+        if let Ok(mut i) = self.inbox.lock() {
+            i.push(Due {
                 when,
                 hash,
                 obj: Arc::downgrade(obj),
             });
         }
+        self.expiry_wake.notify_one();
     }
 
     /// Bytes held now.

@@ -463,7 +463,8 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RespMsg, usize)>, F
     };
     crate::cache_http1_proto::dissect_response(buf, &lim).map_err(|e| match e {
         crate::cache_http1_proto::HeadError::Overflow => FetchError::TooLong,
-        crate::cache_http1_proto::HeadError::Bad(why) => FetchError::Malformed(why),
+        crate::cache_http1_proto::HeadError::Bad(why)
+        | crate::cache_http1_proto::HeadError::BadHeader(why) => FetchError::Malformed(why),
     })
 }
 

@@ -61,10 +61,16 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
                     sess.close(Sc::RxOverflow);
                     return;
                 }
-                Err(HeadError::Bad(why)) => {
-                    tracing::debug!(%peer, "bad request: {why}");
+                Err(e @ (HeadError::Bad(_) | HeadError::BadHeader(_))) => {
+                    tracing::debug!(%peer, "{e}");
                     crate::vsc::MAIN.client_req_400.inc();
                     sess.close(Sc::RxJunk);
+                    let t_req = crate::vrt_ctx::now();
+                    let bogo = match &e {
+                        HeadError::BadHeader(b) => Some(b.as_str()),
+                        _ => None,
+                    };
+                    sess.bad_req(&ctx, t_first.unwrap_or(t_req), t_req, bogo, &conn.buf);
                     let _ = write_minimal(&mut wr, 400, "Bad Request").await;
                     return close(wr).await;
                 }
