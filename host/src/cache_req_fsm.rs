@@ -460,9 +460,10 @@ async fn handle_task(
                 s
             }
             // return (vcl(label)): once, from the VCL the request started
-            // in, before any restart; else a 503 (Varnish's "Illegal
-            // return(vcl)"). The request starts over as the client sent it.
-            Step::SwitchVcl(_) if switched || t.restarts > 0 || t.esi_level > 0 => {
+            // in (an ESI include too), before any restart; else a 503
+            // (Varnish's "Illegal return(vcl)"). The request starts over
+            // as the client sent it.
+            Step::SwitchVcl(_) if switched || t.restarts > 0 => {
                 t.vsl.log(
                     vapi::Tag::VCL_Error,
                     if t.restarts > 0 {

@@ -185,7 +185,7 @@ static WAITING: AtomicUsize = AtomicUsize::new(0);
 static NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Varnish's default `vsl_mask`.
-pub const DEFAULT_MASK: &str = "-Debug,-ObjProtocol,-ObjStatus,-ObjReason,-ObjHeader,-VCL_trace,-WorkThread,-Hash,-VfpAcct,-H2RxHdr,-H2RxBody,-H2TxHdr,-H2TxBody,-VdpAcct";
+pub const DEFAULT_MASK: &str = "-Debug,-ExpKill,-ObjProtocol,-ObjStatus,-ObjReason,-ObjHeader,-VCL_trace,-WorkThread,-Hash,-VfpAcct,-H2RxHdr,-H2RxBody,-H2TxHdr,-H2TxBody,-VdpAcct";
 
 /// Whether `tag` is logged (not masked by `vsl_mask`).
 #[inline]
@@ -252,10 +252,14 @@ pub fn show_mask(m: [u64; 2]) -> String {
 pub fn configure(p: &crate::mgt_param::Params) {
     SPACE.store(p.num("vsl_space").max(1024.0) as usize, Relaxed);
     RECLEN.store(p.num("vsl_reclen").clamp(16.0, 65535.0) as usize, Relaxed);
-    BUFFER.store(
-        p.num("vsl_buffer").clamp(256.0, 1048576.0) as usize,
-        Relaxed,
-    );
+    // `debug +syncvsl`: every record goes to the ring as it is written,
+    // so records of concurrent transactions interleave as they happened.
+    let buffer = if p.debug("syncvsl") {
+        0
+    } else {
+        p.num("vsl_buffer").clamp(256.0, 1048576.0) as usize
+    };
+    BUFFER.store(buffer, Relaxed);
     let m = parse_mask(p.text("vsl_mask"), [0, 0])
         .unwrap_or_else(|_| parse_mask(DEFAULT_MASK, [0, 0]).unwrap_or_default());
     MASK[0].store(m[0], Relaxed);
@@ -435,7 +439,7 @@ impl Buf {
         if self.data.capacity() == 0 {
             self.data = POOL
                 .with(|p| p.borrow_mut().pop())
-                .unwrap_or_else(|| Vec::with_capacity(BUFFER.load(Relaxed).min(64 << 10)));
+                .unwrap_or_else(|| Vec::with_capacity(BUFFER.load(Relaxed).clamp(256, 64 << 10)));
         }
     }
 
@@ -1028,7 +1032,12 @@ pub fn req_begin(
     );
     b.ts("Start", now);
     b.ts("Req", now);
-    if enabled(Tag::VCL_use) {
+    if esi_level > 0 {
+        // An include's URL is set on a copy of the parent's request
+        // before the request is logged whole (Varnish's `ved_include`);
+        // it runs in the VCL its top request started in, unannounced.
+        b.log(Tag::ReqURL, &req.url);
+    } else if enabled(Tag::VCL_use) {
         b.log(Tag::VCL_use, &ctx.active_name());
     }
     b.http_req(Http::Req, req);
