@@ -20,6 +20,9 @@ use tokio::time::Instant;
 
 /// Serves one connection until it closes.
 pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
+    // A worker in Varnish's terms while it is served; a session waiting
+    // past timeout_linger is herded and holds none.
+    let mut busy = Some(crate::cache_pool::Busy::new());
     let (peer, local) = (sess.peer, sess.local);
     let idle = crate::vrt_ctx::secs(ctx.params().num("timeout_idle").max(0.001));
     let (rd, mut wr) = stream.into_split();
@@ -82,11 +85,13 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             match tokio::time::timeout_at(until, conn.rd.read_buf(&mut conn.buf)).await {
                 Ok(Ok(n)) if n > 0 => {
                     herd_at = None;
+                    busy.get_or_insert_with(crate::cache_pool::Busy::new);
                     t_first.get_or_insert_with(crate::vrt_ctx::now);
                 }
                 Ok(_) => return,
                 Err(_) if until < deadline => {
                     herd_at = None;
+                    busy = None;
                     crate::vsc::MAIN.sess_herd.inc();
                 }
                 Err(_) => {

@@ -158,11 +158,14 @@ const DEFS: &[Def] = &[
     d("gzip_level", Unit::Count, "6", Some(0.0)),
     d("nuke_limit", Unit::Count, "50", Some(0.0)),
     d("max_vcl", Unit::Count, "100", Some(0.0)),
-    // Without effect (Shellac has no thread pools), but checked against
-    // each other as Varnish does (see `dynamic_bounds`).
+    // The pools' sizing as Varnish's (see `cache_pool`: Shellac counts
+    // sessions as its workers), checked against each other as Varnish
+    // does (see `dynamic_bounds`).
+    d("thread_pools", Unit::Count, "2", Some(1.0)),
     d("thread_pool_min", Unit::Count, "100", Some(5.0)),
     d("thread_pool_max", Unit::Count, "5000", None),
     d("thread_pool_reserve", Unit::Count, "0", None),
+    d("thread_pool_timeout", Unit::Seconds, "300.000", Some(10.0)),
     // Shellac's own: CPU budget of one call into VCL, in milliseconds.
     d("vcl_cpu_budget_ms", Unit::Count, "100", Some(1.0)),
     // Shellac's own: linear memory cap of one VMOD instance.
@@ -237,9 +240,7 @@ const INERT: &[&str] = &[
     "thread_pool_destroy_delay",
     "thread_pool_fail_delay",
     "thread_pool_stack",
-    "thread_pool_timeout",
     "thread_pool_watchdog",
-    "thread_pools",
     "thread_queue_limit",
     "thread_stats_rate",
     "vary_notice",

@@ -688,10 +688,6 @@ fn refresh(ctx: &crate::cache_req_fsm::Ctx) {
     } else {
         (t0.elapsed().as_millis() as u64).saturating_sub(child) / 1000
     });
-    MAIN.pools.set(1);
-    if let Ok(h) = tokio::runtime::Handle::try_current() {
-        MAIN.threads.set(h.metrics().num_workers() as u64);
-    }
     let labels = ctx.label_names();
     let vcls: Vec<_> = ctx
         .vcl_table()
