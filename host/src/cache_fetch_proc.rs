@@ -389,6 +389,9 @@ impl Vfps {
             return;
         }
         self.take_parser_log();
+        if !crate::vsl::enabled(vapi::Tag::Gzip) {
+            return;
+        }
         // Varnish closes its filter stack from the last filter pushed.
         for s in self.stages.iter().rev() {
             let rec = match s {

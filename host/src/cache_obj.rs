@@ -6,6 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio::sync::watch;
 
+/// `lru_interval` (f64 bits), read on every hit without the parameter
+/// lock; 2.0 until configured.
+static LRU_INTERVAL: AtomicU64 = AtomicU64::new(0x4000_0000_0000_0000);
+
+/// Applies the object parameters (at start-up and on `param.set`).
+pub fn configure(p: &crate::mgt_param::Params) {
+    LRU_INTERVAL.store(p.num("lru_interval").max(0.0).to_bits(), Ordering::Relaxed);
+}
+
 /// A header list in arrival order; names compare case-insensitively.
 pub type Headers = Vec<(String, String)>;
 
@@ -342,7 +351,8 @@ impl Object {
     /// Counts a hit and returns the new count. A hit more than
     /// `lru_interval` seconds after the object's last move to the LRU's
     /// end counts as another (`n_lru_moved`).
-    pub fn hit(&self, now: f64, lru_interval: f64) -> u64 {
+    pub fn hit(&self, now: f64) -> u64 {
+        let lru_interval = f64::from_bits(LRU_INTERVAL.load(Ordering::Relaxed));
         let last = f64::from_bits(self.last_lru.load(Ordering::Relaxed));
         if now - last >= lru_interval
             && self

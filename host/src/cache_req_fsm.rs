@@ -50,6 +50,7 @@ impl Ctx {
     /// A context without any VCL yet (`-f ''`): the admin CLI loads one.
     pub fn empty(params: Params, storage_budget: u64) -> Ctx {
         crate::vsl::configure(&params);
+        crate::cache_obj::configure(&params);
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),
             cache: Arc::new(Cache::with_budget(storage_budget)),
@@ -79,6 +80,7 @@ impl Ctx {
         let mut next = (**g).clone();
         let r = f(&mut next);
         crate::vsl::configure(&next);
+        crate::cache_obj::configure(&next);
         *g = Arc::new(next);
         r
     }
@@ -770,7 +772,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
                 o
             }
         };
-        obj.hit(now(), ctx.params().num("lru_interval"));
+        obj.hit(now());
         crate::vsl::hit(&mut t.vsl, vapi::Tag::Hit, &obj);
         t.is_hit = true;
         t.obj = Some(obj.clone());
