@@ -206,6 +206,12 @@ impl Cache {
         if !new.is_empty() {
             let log = crate::vsl::enabled(vapi::Tag::ExpKill);
             if let Ok(mut h) = self.expiry.lock() {
+                // Objects removed otherwise (evicted, purged, banned)
+                // leave their entries here until due; when those are
+                // most of the heap, it keeps only the living.
+                if h.len() >= 1024 && h.len() > 2 * crate::vsc::MAIN.n_objectcore.get() as usize {
+                    h.retain(|d| d.obj.strong_count() > 0);
+                }
                 for d in new {
                     if log {
                         crate::vsl::log0(
