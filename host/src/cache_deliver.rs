@@ -344,6 +344,12 @@ pub struct Filtered {
     done: bool,
 }
 
+/// A range delivery whose object ended before the range did: the
+/// session closes as `RANGE_SHORT`.
+#[derive(Debug, thiserror::Error)]
+#[error("range short")]
+pub struct RangeShort;
+
 /// Gunzip output held back at most (Varnish's `gzip_buffer` default).
 const HOLD: usize = 32 << 10;
 
@@ -406,6 +412,11 @@ impl Filtered {
                 Err(Some(Err(e))) => {
                     self.log_gunzip(None);
                     self.done = true;
+                    // A range the object's end (a failed fetch) cut short
+                    // closes as RANGE_SHORT, as Varnish's range processor.
+                    if self.range.as_ref().is_some_and(|r| r.off < r.high) {
+                        return Poll::Ready(Some(Err(std::io::Error::other(RangeShort))));
+                    }
                     return Poll::Ready(Some(Err(e)));
                 }
                 Err(Some(Ok(b))) => b,
@@ -419,7 +430,10 @@ impl Filtered {
                     }
                     self.log_gunzip(None);
                     if self.range.as_ref().is_some_and(|r| r.off < r.high) {
-                        return self.fail("range short".into());
+                        self.done = true;
+                        self.held.clear();
+                        self.held_len = 0;
+                        return Poll::Ready(Some(Err(std::io::Error::other(RangeShort))));
                     }
                     continue;
                 }

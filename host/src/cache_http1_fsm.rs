@@ -237,7 +237,10 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, "delivery: {e}");
-                sess.close(Sc::TxError);
+                let short = e
+                    .get_ref()
+                    .is_some_and(|x| x.is::<crate::cache_deliver::RangeShort>());
+                sess.close(if short { Sc::RangeShort } else { Sc::TxError });
                 return;
             }
             Err(_) => {

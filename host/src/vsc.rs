@@ -634,7 +634,10 @@ pub fn transient_if_uncached(
     if insert.is_some_and(|i| std::sync::Arc::ptr_eq(i, obj)) {
         return;
     }
-    sma_transient(obj.body.len(), has_body(obj));
+    // The object (its headers, as the cache charges them) and what of
+    // its body is there.
+    let h: usize = obj.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    sma_transient(obj.body.len() + (h + 256) as u64, has_body(obj));
 }
 
 /// Whether an object has (or is still getting) a body.
