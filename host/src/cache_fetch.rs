@@ -610,6 +610,8 @@ pub async fn fetch(
                         return Err(Abandoned(format!("Retry not possible, {why}")));
                     }
                     bo.retries += 1;
+                    bo.xid = ctx.next_xid();
+                    crate::vsl::bereq_retry(&mut bo);
                     continue;
                 }
                 Ok(Some(a)) => return Err(Abandoned(format!("{} in vcl_backend_error", a.name()))),
@@ -641,6 +643,8 @@ pub async fn fetch(
                     return Err(Abandoned(format!("Retry not possible, {why}")));
                 }
                 bo.retries += 1;
+                bo.xid = ctx.next_xid();
+                crate::vsl::bereq_retry(&mut bo);
                 continue;
             }
             Ok(Some(Action::Retry)) => return Err(Abandoned("too many retries".into())),

@@ -254,7 +254,9 @@ impl Ctx {
 
     /// A new transaction id.
     pub fn next_xid(&self) -> u64 {
-        self.xid.fetch_add(1, Ordering::Relaxed) + 1
+        // VXIDs wrap at 1 << 30, as Varnish's (the bits above mark the
+        // client and backend sides in its log).
+        (self.xid.fetch_add(1, Ordering::Relaxed) + 1) & ((1 << 30) - 1)
     }
 }
 

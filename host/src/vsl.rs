@@ -1126,6 +1126,20 @@ pub fn bereq_buf(vxid: u64, parent: u64, now: f64) -> Buf {
     b
 }
 
+/// A backend request retried (Varnish's `vbf_stp_retry`): `Timestamp
+/// Retry`, `Link bereq NEW retry` and the end of this transaction; the
+/// fetch goes on as `NEW` (the task's new XID), begun `bereq OLD retry`.
+pub fn bereq_retry(bo: &mut crate::vrt_ctx::Task) {
+    let new = bo.xid;
+    let now = crate::vrt_ctx::now();
+    bo.vsl.ts("Retry", now);
+    bo.vsl.link(Tag::Link, "bereq", new, "retry");
+    let old = bo.vsl.vxid();
+    std::mem::replace(&mut bo.vsl, bereq_buf(new, old, now)).end();
+    bo.vsl.link(Tag::Begin, "bereq", old, "retry");
+    bo.vsl.ts("Start", now);
+}
+
 /// The start of a backend request's log: `Begin bereq PARENT
 /// fetch|pass|bgfetch`, `VCL_use`, `Timestamp Start` and the request.
 pub fn bereq_begin(bo: &mut crate::vrt_ctx::Task, vcl: &str) {
@@ -1213,7 +1227,9 @@ pub fn backend_open(
 /// `TTL RFC TTL GRACE KEEP NOW ORIGIN DATE EXPIRES MAX-AGE cacheable`,
 /// the lifetime the response's headers give.
 pub fn ttl_rfc(bo: &mut crate::vrt_ctx::Task, lt: &crate::cache_expire::Lifetime, now: f64) {
-    if !enabled(Tag::TTL) {
+    // A pass makes a private object: Varnish keeps only its origin time
+    // and logs no TTL.
+    if !enabled(Tag::TTL) || bo.bereq_uncacheable {
         return;
     }
     let h = &bo.beresp.headers;
