@@ -332,12 +332,61 @@ pub struct Filtered {
     range: Option<RangeCut>,
     len: Option<u64>,
     queue: VecDeque<Bytes>,
+    /// Gunzip output held back, as Varnish's gunzip buffer holds it: it
+    /// goes out when [`HOLD`] bytes are there, when the source has to
+    /// wait, or at the end, so a body whose gzip data is followed by junk
+    /// sends nothing of it.
+    held: Vec<Bytes>,
+    held_len: usize,
+    /// The request's log, for the gunzip's `Gzip` records.
+    log: Option<Arc<crate::vsl::Follow>>,
     done: bool,
 }
 
+/// A range delivery whose object ended before the range did: the
+/// session closes as `RANGE_SHORT`.
+#[derive(Debug, thiserror::Error)]
+#[error("range short")]
+pub struct RangeShort;
+
+/// Gunzip output held back at most (Varnish's `gzip_buffer` default).
+const HOLD: usize = 32 << 10;
+
 impl Filtered {
+    /// Sends what is held back.
+    fn release(&mut self) {
+        self.queue.extend(self.held.drain(..));
+        self.held_len = 0;
+    }
+
+    /// The gunzip context's records: an error first, if any, then its
+    /// `U D - in out start last stop` (Varnish's `VGZ_Destroy`).
+    fn log_gunzip(&mut self, err: Option<&str>) {
+        let (Some(g), Some(log)) = (self.gunzip.as_ref(), self.log.take()) else {
+            return;
+        };
+        let rec = g.record("U D -");
+        log.append(|b| {
+            if let Some(e) = err {
+                b.log(vapi::Tag::Gzip, e);
+            }
+            b.log(vapi::Tag::Gzip, &rec);
+        });
+    }
+
+    fn fail(&mut self, e: String) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.done = true;
+        self.held.clear();
+        self.held_len = 0;
+        self.queue.clear();
+        Poll::Ready(Some(Err(std::io::Error::other(e))))
+    }
+
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         loop {
+            if self.done || self.held_len >= HOLD {
+                self.release();
+            }
             if let Some(b) = self.queue.pop_front() {
                 return Poll::Ready(Some(Ok(b)));
             }
@@ -347,14 +396,26 @@ impl Filtered {
             let data = match self.pending.take() {
                 Some(p) => Ok(p),
                 None => match self.src.poll_next(cx) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if self.held_len > 0 {
+                            self.release();
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
                     Poll::Ready(r) => Err(r),
                 },
             };
             let data = match data {
                 Ok(p) => p,
                 Err(Some(Err(e))) => {
+                    self.log_gunzip(None);
                     self.done = true;
+                    // A range the object's end (a failed fetch) cut short
+                    // closes as RANGE_SHORT, as Varnish's range processor.
+                    if self.range.as_ref().is_some_and(|r| r.off < r.high) {
+                        return Poll::Ready(Some(Err(std::io::Error::other(RangeShort))));
+                    }
                     return Poll::Ready(Some(Err(e)));
                 }
                 Err(Some(Ok(b))) => b,
@@ -362,13 +423,18 @@ impl Filtered {
                     self.done = true;
                     if let Some(g) = &self.gunzip {
                         if let Err(e) = g.finish() {
-                            return Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))));
+                            self.log_gunzip(None);
+                            return self.fail(e.to_string());
                         }
                     }
+                    self.log_gunzip(None);
                     if self.range.as_ref().is_some_and(|r| r.off < r.high) {
-                        return Poll::Ready(Some(Err(std::io::Error::other("range short"))));
+                        self.done = true;
+                        self.held.clear();
+                        self.held_len = 0;
+                        return Poll::Ready(Some(Err(std::io::Error::other(RangeShort))));
                     }
-                    return Poll::Ready(None);
+                    continue;
                 }
             };
             let mut pieces = Vec::new();
@@ -377,29 +443,54 @@ impl Filtered {
                     Ok(used) if used < data.len() => self.pending = Some(data.slice(used..)),
                     Ok(_) => {}
                     Err(e) => {
-                        self.done = true;
-                        return Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))));
+                        let why = match e {
+                            crate::cache_gzip::GzError::Junk => {
+                                "G(un)zip error: 1 (junk after VGZ_END)".to_string()
+                            }
+                            ref e => format!("Gunzip error: -3 ({e})"),
+                        };
+                        self.log_gunzip(Some(&why));
+                        return self.fail(e.to_string());
                     }
                 },
                 None => pieces.push(data),
             }
+            let hold = self.gunzip.is_some();
             for p in pieces {
-                match self.range.as_mut() {
+                let part = match self.range.as_mut() {
                     Some(r) => {
                         let (part, end) = r.cut(p);
-                        if let Some(part) = part {
-                            self.queue.push_back(part);
-                        }
                         if end {
                             // The range is complete: no need to wait for
                             // the rest of a streaming object.
                             self.done = true;
-                            break;
                         }
+                        part
                     }
-                    None => self.queue.push_back(p),
+                    None => Some(p),
+                };
+                if let Some(part) = part {
+                    if hold {
+                        self.held_len += part.len();
+                        self.held.push(part);
+                    } else {
+                        self.queue.push_back(part);
+                    }
+                }
+                if self.done {
+                    if hold {
+                        self.log_gunzip(None);
+                    }
+                    break;
                 }
             }
+        }
+    }
+
+    /// Writes the gunzip's `Gzip` records to this request's log.
+    pub fn log_to(&mut self, f: Arc<crate::vsl::Follow>) {
+        if self.gunzip.is_some() {
+            self.log = Some(f);
         }
     }
 }
@@ -459,7 +550,11 @@ impl RespBody {
             ReplyBody::Bytes(b) => RespBody::full(b),
             ReplyBody::Filtered(inner, vdp) => RespBody::Filtered(Box::new(Filtered {
                 src: source(*inner),
-                gunzip: vdp.gunzip.then(Gunzipper::new),
+                gunzip: vdp.gunzip.then(|| {
+                    // Varnish counts a gunzip context when it makes one.
+                    crate::vsc::MAIN.n_gunzip.inc();
+                    Gunzipper::new()
+                }),
                 pending: None,
                 range: vdp.range.map(|(low, high)| RangeCut {
                     low,
@@ -468,6 +563,9 @@ impl RespBody {
                 }),
                 len: vdp.len,
                 queue: VecDeque::new(),
+                held: Vec::new(),
+                held_len: 0,
+                log: None,
                 done: false,
             })),
             b => RespBody::Plain(source(b)),
@@ -498,7 +596,7 @@ impl Body for RespBody {
                 matches!(obj.body.try_chunk(*next), Some(Ok(None)))
             }
             RespBody::Plain(_) => false,
-            RespBody::Filtered(f) => f.done && f.queue.is_empty(),
+            RespBody::Filtered(f) => f.done && f.queue.is_empty() && f.held.is_empty(),
         }
     }
 
@@ -569,6 +667,9 @@ mod tests {
             range: None,
             len: None,
             queue: VecDeque::new(),
+            held: Vec::new(),
+            held_len: 0,
+            log: None,
             done: false,
         };
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -581,7 +682,7 @@ mod tests {
                 Poll::Ready(None) => break,
                 Poll::Pending => panic!("a full source never waits"),
             }
-            let queued: usize = f.queue.iter().map(Bytes::len).sum();
+            let queued: usize = f.queue.iter().chain(&f.held).map(Bytes::len).sum();
             most_queued = most_queued.max(queued);
         }
         assert_eq!(total, plain.len());

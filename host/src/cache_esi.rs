@@ -56,6 +56,9 @@ pub struct EsiJob {
     pub gzip_out: bool,
     /// The top request and its time (`req_top.*` in includes).
     pub top: Arc<crate::vrt_ctx::ReqTop>,
+    /// The log of the request delivering the page: each include is its
+    /// child (`Begin req PARENT esi`, `Link req CHILD esi`).
+    pub parent: Arc<crate::vsl::Follow>,
 }
 
 /// Where assembled bytes go; an error closes the client's connection.
@@ -76,13 +79,16 @@ enum Stop {
 struct Out<'a> {
     sink: &'a Sink,
     gz: Option<Crc>,
+    /// Bytes sent so far (an include's `ReqAcct` counts its own).
+    sent: u64,
 }
 
 impl Out<'_> {
-    async fn send(&self, b: Bytes) -> Result<(), Stop> {
+    async fn send(&mut self, b: Bytes) -> Result<(), Stop> {
         if b.is_empty() {
             return Ok(());
         }
+        self.sent += b.len() as u64;
         self.sink.send(Ok(b)).await.map_err(|_| Stop::Gone)
     }
 
@@ -141,6 +147,7 @@ pub async fn deliver_top(job: EsiJob, sink: &Sink) {
     let mut out = Out {
         sink,
         gz: job.gzip_out.then(Crc::default),
+        sent: 0,
     };
     if job.gzip_out
         && out
@@ -268,6 +275,14 @@ async fn include(
     } else {
         hdr_unset(&mut req.headers, "accept-encoding");
     }
+    // The include's transaction lasts until its fragment is delivered
+    // (its own includes link from it meanwhile).
+    let mut vsl = crate::vsl::req_begin(&job.ctx, &req, job.level + 1, job.parent.vxid()).detach();
+    let child = vsl.follow();
+    let t_start = vsl.t_start;
+    let cx = vsl.vxid();
+    job.parent
+        .append(|p| p.link(vapi::Tag::Link, "req", cx, "esi"));
     let reply = Box::pin(crate::cache_req_fsm::handle_include(
         job.ctx.clone(),
         req,
@@ -275,13 +290,22 @@ async fn include(
         job.server,
         job.level + 1,
         job.top.clone(),
+        vsl,
     ))
     .await;
-    if reply.status < 200 || reply.status == 204 || reply.status == 304 {
-        return Ok(true);
-    }
-    let ce_gzip = crate::cache_gzip::is_gzip(&reply.headers);
-    fragment(reply.body, ce_gzip, out).await
+    let sent0 = out.sent;
+    let r = if reply.status < 200 || reply.status == 204 || reply.status == 304 {
+        Ok(true)
+    } else {
+        let ce_gzip = crate::cache_gzip::is_gzip(&reply.headers);
+        fragment(reply.body, ce_gzip, out).await
+    };
+    let mut b = child.resume(t_start);
+    b.ts("Resp", crate::vrt_ctx::now());
+    let n = out.sent - sent0;
+    b.numbers(vapi::Tag::ReqAcct, &[0, 0, 0, 0, n, n]);
+    b.end();
+    r
 }
 
 fn fragment<'a>(
@@ -329,7 +353,10 @@ async fn object_body(obj: &Object, gzip: bool, out: &mut Out<'_>) -> Result<bool
             }
         };
     }
-    let mut g = gzip.then(Gunzipper::new);
+    let mut g = gzip.then(|| {
+        crate::vsc::MAIN.n_gunzip.inc();
+        Gunzipper::new()
+    });
     let mut i = 0;
     loop {
         let c = match obj.body.chunk(i).await {

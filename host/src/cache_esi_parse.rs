@@ -150,6 +150,27 @@ fn xml_name(c: u8) -> bool {
     xml_name_start(c) || c.is_ascii_digit() || c == b'-' || c == b'.'
 }
 
+/// One `ESI_xmlerror` record. Errors and warnings say where the run of
+/// alike bytes they are in began (Varnish's `o_last`): an offset into
+/// the stored body, which the compressing stage translates when the
+/// body is stored gzipped.
+pub struct XmlNote {
+    /// That offset in the parsed (plain) body, if the text has one.
+    pub after: Option<u64>,
+    /// The record, with `{}` where the offset goes.
+    pub text: String,
+}
+
+impl XmlNote {
+    /// The record with the offset `at` put in.
+    pub fn render(&self, at: u64) -> String {
+        match self.after {
+            Some(_) => self.text.replacen("{}", &at.to_string(), 1),
+            None => self.text.clone(),
+        }
+    }
+}
+
 /// The streaming ESI parser of one body.
 pub struct Parser {
     url: String,
@@ -162,12 +183,19 @@ pub struct Parser {
     /// Everything before this absolute offset is classified.
     marked: u64,
     last_mark: Mark,
+    /// Where the run of bytes being classified alike began (Varnish's
+    /// `o_last`, the offset its error records give), and its length.
+    run_start: u64,
+    run_len: u64,
     events: Vec<Event>,
     /// Some ESI element or comment was seen: the body is processed.
     pub esi_found: bool,
     /// `esi_errors` and `esi_warnings`, as Varnish counts them.
     pub errors: u32,
     pub warnings: u32,
+    /// `ESI_xmlerror` records for the fetch's log, in order (taken by
+    /// whoever logs them).
+    pub log: Vec<XmlNote>,
     endtag: bool,
     emptytag: bool,
     canattr: bool,
@@ -199,10 +227,13 @@ impl Parser {
             marked: 0,
             // Varnish starts in skip mode (its gzip header is skipped).
             last_mark: Mark::Skip,
+            run_start: 0,
+            run_len: 0,
             events: Vec::new(),
             esi_found: false,
             errors: 0,
             warnings: 0,
+            log: Vec::new(),
             endtag: false,
             emptytag: false,
             canattr: false,
@@ -226,18 +257,34 @@ impl Parser {
         std::mem::take(&mut self.events)
     }
 
-    fn error(&mut self, at: u64, msg: &str) {
+    /// An error, logged with where the current run of alike bytes
+    /// began, as Varnish does (`_at`, the parser's position, is kept for
+    /// debugging).
+    fn error(&mut self, _at: u64, msg: &str) {
         self.errors += 1;
-        tracing::debug!("ESI_xmlerror: ERR after {at} {msg}");
+        crate::vsc::MAIN.esi_errors.inc();
+        self.log.push(XmlNote {
+            after: Some(self.run_start),
+            text: format!("ERR after {{}} {msg}"),
+        });
     }
 
-    fn warn(&mut self, at: u64, msg: &str) {
+    fn warn(&mut self, _at: u64, msg: &str) {
         self.warnings += 1;
-        tracing::debug!("ESI_xmlerror: WARN after {at} {msg}");
+        crate::vsc::MAIN.esi_warnings.inc();
+        self.log.push(XmlNote {
+            after: Some(self.run_start),
+            text: format!("WARN after {{}} {msg}"),
+        });
     }
 
     /// Classifies everything up to absolute offset `pos` as `m`.
     fn mark(&mut self, m: Mark, pos: u64) {
+        if m != self.last_mark && self.run_len > 0 {
+            self.run_start += self.run_len;
+            self.run_len = 0;
+        }
+        self.run_len += pos.saturating_sub(self.marked);
         if pos > self.marked {
             let n = pos - self.marked;
             match self.events.last_mut() {
@@ -315,9 +362,15 @@ impl Parser {
                             p += 1;
                             self.st = St::StartTag;
                         } else {
-                            tracing::debug!(
-                                "ESI_xmlerror: No ESI processing, first char not '<'. (See feature esi_disable_xml_check)"
-                            );
+                            let text = if b[p] == 0xeb {
+                                "No ESI processing, first char not '<' but BOM. (See feature esi_remove_bom)"
+                            } else {
+                                "No ESI processing, first char not '<'. (See feature esi_disable_xml_check)"
+                            };
+                            self.log.push(XmlNote {
+                                after: None,
+                                text: text.into(),
+                            });
                             self.st = St::NotXml;
                         }
                     }

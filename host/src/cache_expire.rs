@@ -364,3 +364,26 @@ mod hostile {
         assert!(http_date(f64::NAN).contains("1970"));
     }
 }
+
+/// The expiry task (Varnish's `exp_thread`): removes each object from the
+/// cache when its ttl + grace + keep is over, so memory and `n_object`
+/// follow lifetimes without waiting for a lookup; ends when the context
+/// is gone. It looks at least every second, and when an insert wakes it.
+pub async fn expiry(ctx: std::sync::Weak<crate::cache_req_fsm::Ctx>) {
+    loop {
+        let (wait, cache) = {
+            let Some(ctx) = ctx.upgrade() else { return };
+            let now = crate::vrt_ctx::now();
+            let wait = match ctx.cache.expire_due(now) {
+                Some(next) => (next - now).clamp(0.001, 1.0),
+                None => 1.0,
+            };
+            (wait, ctx.cache.clone())
+        };
+        // An insert wakes it early (its `EXP_When`).
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs_f64(wait)) => {}
+            _ = cache.expiry_wake.notified() => {}
+        }
+    }
+}

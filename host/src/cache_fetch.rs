@@ -186,8 +186,50 @@ impl Pump {
     /// Reads the body into `body`, returning why it failed (timeout, reset,
     /// oversize). The caller then ends the body with [`Body::finish`],
     /// after taking a failed object out of the cache, so a partial body is
-    /// never found as complete.
-    pub async fn run(mut self, body: &crate::cache_obj::Body) -> Result<Pumped, String> {
+    /// never found as complete. What the filters logged (`ESI_xmlerror`,
+    /// `Gzip`) and how the connection ended (`BackendClose`) go to `vsl`.
+    pub async fn run(
+        mut self,
+        body: &crate::cache_obj::Body,
+        vsl: &mut crate::vsl::Buf,
+    ) -> Result<Pumped, String> {
+        let r = self.pump(body).await;
+        if let Some(v) = self.vfps.as_mut() {
+            v.close();
+            for (tag, m) in v.log.drain(..) {
+                vsl.log(tag, &m);
+            }
+        }
+        let (fd, name) = (self.reader.fd, &self.backend.name);
+        if self.reader.recycled() {
+            vsl.logf(vapi::Tag::BackendClose, format_args!("{fd} {name} recycle"));
+        } else {
+            vsl.logf(
+                vapi::Tag::BackendClose,
+                format_args!(
+                    "{fd} {name} close {}",
+                    if r.is_ok() {
+                        "Backend/VCL requested close"
+                    } else {
+                        "Failure receiving req.body"
+                    }
+                ),
+            );
+        }
+        r
+    }
+
+    /// `Fetch_Body STATUS NAME stream|-`: how the body is read (Varnish's
+    /// body status of the response) and whether it is streamed.
+    pub fn fetch_body(&self, vsl: &mut crate::vsl::Buf, stream: bool) {
+        let (n, name) = self.reader.body_status();
+        vsl.logf(
+            vapi::Tag::Fetch_Body,
+            format_args!("{n} {name} {}", if stream { "stream" } else { "-" }),
+        );
+    }
+
+    async fn pump(&mut self, body: &crate::cache_obj::Body) -> Result<Pumped, String> {
         let mut out = Vec::new();
         loop {
             match self.reader.next_chunk(&self.backend.conns).await {
@@ -318,6 +360,7 @@ fn object(
         uncacheable: bo.uncacheable,
         vary,
         hits: AtomicU64::new(0),
+        last_lru: AtomicU64::new(now().to_bits()),
         charged: AtomicU64::new(0),
         gzipped: gz.gzipped,
         chgce: gz.chgce,
@@ -368,13 +411,21 @@ pub async fn fetch(
 ) -> Result<Fetched, Abandoned> {
     let ws = ctx.params().num("workspace_backend") as u32;
     let max_retries = ctx.params().num("max_retries") as u32;
-    crate::vsl::bereq_begin(&mut bo, vcl.name());
+    // The VCL the request runs on (after a `return (vcl(label))`, the
+    // labelled one).
+    let vname = match vcl.name() {
+        "" => ctx.active_name(),
+        n => n.to_string(),
+    };
+    crate::vsl::bereq_begin(&mut bo, &vname);
     // A body that failed after `vcl_backend_response` (without
     // streaming) takes the next round straight to `vcl_backend_error`.
     let mut body_failed: Option<String> = None;
     // `return (error(STATUS, REASON))`: the status and reason the error
     // response starts with (Varnish's bo->err_code/err_reason).
     let mut err_code: Option<(u16, Option<String>)> = None;
+    // `body_failed` is VCL's `return (error)` from vcl_backend_response.
+    let mut vcl_error = false;
     loop {
         let r = if body_failed.is_some() {
             Ok(None)
@@ -385,7 +436,11 @@ pub async fn fetch(
         };
         let mut error = match r {
             Ok(_) if body_failed.is_some() => {
-                crate::vsc::MAIN.fetch_failed.inc();
+                // Varnish counts every way into vcl_backend_error but
+                // VCL's own `return (error)`.
+                if !std::mem::take(&mut vcl_error) {
+                    crate::vsc::MAIN.fetch_failed.inc();
+                }
                 body_failed.take()
             }
             Ok(None | Some(Action::Fetch)) => None,
@@ -415,9 +470,9 @@ pub async fn fetch(
                     // before VCL sees it, as in Varnish.
                     if hdr_get(&bo.beresp.headers, "date").is_none() {
                         if bo.beresp.headers.len() < bo.max_hdr {
-                            bo.beresp
-                                .headers
-                                .push(("Date".into(), crate::cache_expire::http_date(now())));
+                            let date = crate::cache_expire::http_date(now());
+                            bo.vsl.header(crate::vsl::Http::Beresp, "Date", &date);
+                            bo.beresp.headers.push(("Date".into(), date));
                         } else {
                             tracing::warn!(xid = bo.xid, "LostHeader: Date");
                         }
@@ -457,7 +512,10 @@ pub async fn fetch(
                             // object failed").
                             match stale.body.collect().await {
                                 Some(b) => fetched_body = Some(b),
-                                None => return Err(Abandoned("Template object failed".into())),
+                                None => {
+                                    crate::vsc::MAIN.fetch_failed.inc();
+                                    return Err(Abandoned("Template object failed".into()));
+                                }
                             }
                             bo.beresp_has_body = !stale.body.is_empty();
                             bo.was_304 = true;
@@ -549,6 +607,7 @@ pub async fn fetch(
                         GzFlags::default(),
                     );
                     let insert = (bo.ttl > 0.0 && !bo.bereq_uncacheable).then(|| obj.clone());
+                    crate::vsl::storage(&mut bo.vsl, &obj, insert.as_ref());
                     return Ok(Fetched {
                         obj,
                         insert,
@@ -563,6 +622,8 @@ pub async fn fetch(
                         return Err(Abandoned(format!("Retry not possible, {why}")));
                     }
                     bo.retries += 1;
+                    bo.xid = ctx.next_xid();
+                    crate::vsl::bereq_retry(&mut bo);
                     continue;
                 }
                 Ok(Some(a)) => return Err(Abandoned(format!("{} in vcl_backend_error", a.name()))),
@@ -594,6 +655,8 @@ pub async fn fetch(
                     return Err(Abandoned(format!("Retry not possible, {why}")));
                 }
                 bo.retries += 1;
+                bo.xid = ctx.next_xid();
+                crate::vsl::bereq_retry(&mut bo);
                 continue;
             }
             Ok(Some(Action::Retry)) => return Err(Abandoned("too many retries".into())),
@@ -604,6 +667,7 @@ pub async fn fetch(
                 }
                 drop(pump);
                 err_code = error_args(&mut bo);
+                vcl_error = true;
                 body_failed = Some("error in vcl_backend_response".into());
                 continue;
             }
@@ -640,8 +704,14 @@ pub async fn fetch(
         if let Some((_, f)) = stale_attrs {
             gz = f;
         } else if !bo.beresp_has_body {
+            bo.vsl.unset(
+                crate::vsl::Http::Beresp,
+                &bo.beresp.headers,
+                "content-encoding",
+            );
             crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-encoding");
             bo.do_stream = false;
+            bo.vsl.log(vapi::Tag::Filters, "");
         } else if let Some(p) = pump.as_mut() {
             let params = ctx.params();
             let list = bo.vfp_filters.clone().unwrap_or_else(|| {
@@ -654,6 +724,7 @@ pub async fn fetch(
                     beresp: &bo.beresp.headers,
                 })
             });
+            bo.vsl.log(vapi::Tag::Filters, &list);
             let opened = crate::cache_fetch_proc::parse_list(&list).and_then(|l| {
                 crate::cache_fetch_proc::Vfps::open(
                     &l,
@@ -661,6 +732,7 @@ pub async fn fetch(
                     &mut bo.beresp.headers,
                     &bo.bereq.url,
                     &params,
+                    Some(&mut bo.vsl),
                 )
             });
             match opened {
@@ -702,10 +774,14 @@ pub async fn fetch(
                 gz,
             );
             let insert = (!bo.bereq_uncacheable).then_some(marker);
+            crate::vsl::storage(&mut bo.vsl, &obj, insert.as_ref());
+            if let Some(p) = pump.as_ref() {
+                p.fetch_body(&mut bo.vsl, bo.do_stream);
+            }
             let mut pump = pump;
             if !bo.do_stream {
                 if let Some(p) = pump.take() {
-                    if let Err(e) = p.run(&obj.body).await {
+                    if let Err(e) = p.run(&obj.body, &mut bo.vsl).await {
                         obj.body.finish(false);
                         body_failed = Some(e);
                         continue;
@@ -749,30 +825,31 @@ pub async fn fetch(
         let insert = if bo.bereq_uncacheable {
             None
         } else if bo.uncacheable {
-            let mut m = object(
+            // The marker keeps the response's grace and keep, as
+            // Varnish's does: an expired one still makes a hit-for-miss.
+            Some(object(
                 &bo,
                 ObjKind::HitMiss,
                 Body::complete(Bytes::new()),
                 lt.t_origin,
                 vary,
                 GzFlags::default(),
-            );
-            if let Some(mm) = Arc::get_mut(&mut m) {
-                mm.grace = 0.0;
-                mm.keep = 0.0;
-            }
-            Some(m)
+            ))
         } else if bo.ttl + bo.grace + bo.keep > 0.0 {
             Some(obj.clone())
         } else {
             None
         };
+        crate::vsl::storage(&mut bo.vsl, &obj, insert.as_ref());
+        if let Some(p) = pump.as_ref() {
+            p.fetch_body(&mut bo.vsl, bo.do_stream);
+        }
         // Without streaming the body is read here, so that a broken one
         // still reaches vcl_backend_error (and may be retried).
         let mut pump = pump;
         if !bo.do_stream {
             if let Some(p) = pump.take() {
-                match p.run(&obj.body).await {
+                match p.run(&obj.body, &mut bo.vsl).await {
                     Ok(done) => done.nap().await,
                     Err(e) => {
                         obj.body.finish(false);

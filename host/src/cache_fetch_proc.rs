@@ -11,8 +11,8 @@
 
 use crate::cache_esi::{EsiData, EsiOp};
 use crate::cache_esi_parse::{Event, Features, Mark, Parser};
-use crate::cache_gzip::{weaken_etag, Crc, Gunzipper, GzError, GzipInfo, Gzipper};
-use crate::cache_obj::{hdr_get, hdr_set, hdr_unset, Headers};
+use crate::cache_gzip::{Crc, Gunzipper, GzError, GzipInfo, Gzipper};
+use crate::cache_obj::{hdr_get, hdr_unset, Headers};
 use crate::mgt_param::Params;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -117,6 +117,8 @@ struct EsiStage {
     /// `esi_gzip`: the stored body is compressed here, flushed where the
     /// marks change so verbatim pieces can be cut out as they are.
     gz: Option<EsiGz>,
+    /// What `gz` made, once finished.
+    gz_info: Option<GzipInfo>,
 }
 
 struct EsiGz {
@@ -129,11 +131,64 @@ struct EsiGz {
     /// Compressed offset where the current op began.
     op_start: u64,
     crc: Crc,
+    /// Uncompressed bytes taken so far.
+    plain: u64,
+    /// Where ops began: (uncompressed, compressed) offsets, to say where
+    /// an ESI error is in the stored body.
+    bounds: Vec<(u64, u64)>,
+}
+
+/// The response's headers as the filters edit them when they open,
+/// each change logged as Varnish's `http_Unset`/`http_SetHeader` do.
+struct HeadEdit<'a, 'b> {
+    h: &'a mut Headers,
+    vsl: Option<&'b mut crate::vsl::Buf>,
+}
+
+impl HeadEdit<'_, '_> {
+    fn unset(&mut self, name: &str) {
+        if let Some(b) = self.vsl.as_deref_mut() {
+            b.unset(crate::vsl::Http::Beresp, self.h, name);
+        }
+        hdr_unset(self.h, name);
+    }
+
+    fn add(&mut self, name: &str, value: &str) {
+        if let Some(b) = self.vsl.as_deref_mut() {
+            b.header(crate::vsl::Http::Beresp, name, value);
+        }
+        self.h.push((name.into(), value.into()));
+    }
+
+    /// A strong ETag becomes weak (the body changes).
+    fn weaken_etag(&mut self) {
+        if let Some(e) = hdr_get(self.h, "etag").filter(|e| !e.starts_with("W/")) {
+            let w = format!("W/{e}");
+            self.unset("etag");
+            self.add("ETag", &w);
+        }
+    }
+
+    /// `Accept-Encoding` added to `Vary` unless it is there.
+    fn vary_ae(&mut self) {
+        match hdr_get(self.h, "vary") {
+            Some(v)
+                if v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding")) => {}
+            Some(v) => {
+                let nv = format!("{v}, Accept-Encoding");
+                self.unset("vary");
+                self.add("Vary", &nv);
+            }
+            None => self.add("Vary", "Accept-Encoding"),
+        }
+    }
 }
 
 enum Stage {
     Gunzip(Gunzipper),
-    Gzip(Gzipper),
+    /// The compressor, and what it made once finished.
+    Gzip(Option<Gzipper>, Option<GzipInfo>),
     TestGunzip(Gunzipper),
     Esi(Box<EsiStage>),
 }
@@ -144,6 +199,11 @@ pub struct Vfps {
     /// The object's gzip flags after opening (OF_GZIPED, OF_CHGCE).
     pub gzipped: bool,
     pub chgce: bool,
+    /// Records for the fetch's log, in order (`ESI_xmlerror` as the body
+    /// is parsed, `Gzip` when a (un)zip context closes), taken by whoever
+    /// logs them.
+    pub log: Vec<(vapi::Tag, String)>,
+    closed: bool,
 }
 
 fn gz_err(e: GzError) -> String {
@@ -161,11 +221,14 @@ impl Vfps {
         headers: &mut Headers,
         url: &str,
         params: &Params,
+        mut vsl: Option<&mut crate::vsl::Buf>,
     ) -> Result<Vfps, String> {
         let mut v = Vfps {
             stages: Vec::new(),
             gzipped: false,
             chgce: false,
+            log: Vec::new(),
+            closed: false,
         };
         let level = params.num("gzip_level") as u32;
         for f in list {
@@ -181,7 +244,7 @@ impl Vfps {
                     }
                     v.gzipped = true;
                     v.chgce = true;
-                    Stage::Gzip(Gzipper::new(level))
+                    Stage::Gzip(Some(Gzipper::new(level)), None)
                 }
                 Filter::Gunzip => {
                     if !is_gzip {
@@ -218,35 +281,51 @@ impl Vfps {
                             wait: 0,
                             op_start: 0,
                             crc: Crc::default(),
+                            plain: 0,
+                            bounds: Vec::new(),
                         }
                     });
                     Stage::Esi(Box::new(EsiStage {
                         parser: Parser::new(url, feat),
                         ops: Vec::new(),
                         gz,
+                        gz_info: None,
                     }))
                 }
             };
+            let mut e = HeadEdit {
+                h: &mut *headers,
+                vsl: vsl.as_deref_mut(),
+            };
             match f {
                 Filter::Gzip | Filter::Gunzip => {
-                    hdr_unset(headers, "content-encoding");
-                    hdr_unset(headers, "content-length");
-                    weaken_etag(headers);
+                    e.unset("content-encoding");
+                    e.unset("content-length");
+                    e.weaken_etag();
                     if *f == Filter::Gzip {
-                        hdr_set(headers, "Content-Encoding", "gzip");
-                        crate::cache_gzip::vary_ae(headers);
+                        e.add("Content-Encoding", "gzip");
+                        e.vary_ae();
                     }
                 }
-                Filter::TestGunzip => crate::cache_gzip::vary_ae(headers),
+                Filter::TestGunzip => e.vary_ae(),
                 Filter::EsiGzip => {
-                    weaken_etag(headers);
-                    hdr_unset(headers, "content-length");
-                    hdr_set(headers, "Content-Encoding", "gzip");
-                    crate::cache_gzip::vary_ae(headers);
+                    e.weaken_etag();
+                    e.unset("content-length");
+                    e.unset("content-encoding");
+                    e.add("Content-Encoding", "gzip");
+                    e.vary_ae();
                 }
                 Filter::Esi => {}
             }
             tracing::trace!("VFP_Open({})", f.name());
+            // Varnish counts a (un)zip context when it is made.
+            match &stage {
+                Stage::Gunzip(_) => crate::vsc::MAIN.n_gunzip.inc(),
+                Stage::TestGunzip(_) => crate::vsc::MAIN.n_test_gunzip.inc(),
+                Stage::Gzip(..) => crate::vsc::MAIN.n_gzip.inc(),
+                Stage::Esi(e) if e.gz.is_some() => crate::vsc::MAIN.n_gzip.inc(),
+                Stage::Esi(_) => {}
+            }
             v.stages.push(stage);
         }
         Ok(v)
@@ -263,6 +342,12 @@ impl Vfps {
     /// Passes a piece of the backend body through the chain; what comes
     /// out is appended to `out`.
     pub fn push(&mut self, data: Bytes, out: &mut Vec<Bytes>) -> Result<(), String> {
+        let r = self.push_through(data, out);
+        self.take_parser_log();
+        r
+    }
+
+    fn push_through(&mut self, data: Bytes, out: &mut Vec<Bytes>) -> Result<(), String> {
         let mut cur = vec![data];
         for s in self.stages.iter_mut() {
             let mut next = Vec::new();
@@ -276,6 +361,51 @@ impl Vfps {
         }
         out.extend(cur.into_iter().filter(|b| !b.is_empty()));
         Ok(())
+    }
+
+    /// The ESI parser's `ESI_xmlerror` records so far.
+    fn take_parser_log(&mut self) {
+        for s in self.stages.iter_mut() {
+            if let Stage::Esi(e) = s {
+                for n in e.parser.log.drain(..) {
+                    let at = n.after.unwrap_or(0);
+                    let at = match e.gz.as_mut() {
+                        Some(g) => g.stored_offset(at),
+                        None => at,
+                    };
+                    self.log.push((vapi::Tag::ESI_xmlerror, n.render(at)));
+                }
+                if let Some(g) = e.gz.as_mut() {
+                    g.trim_bounds();
+                }
+            }
+        }
+    }
+
+    /// Closes the chain (Varnish's `VFP_Close`), done or not: each
+    /// (un)zip context logs its `Gzip` record. Once.
+    pub fn close(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        self.take_parser_log();
+        if !crate::vsl::enabled(vapi::Tag::Gzip) {
+            return;
+        }
+        // Varnish closes its filter stack from the last filter pushed.
+        for s in self.stages.iter().rev() {
+            let rec = match s {
+                Stage::Gunzip(g) => g.record("U F -"),
+                Stage::TestGunzip(g) => g.record("u F -"),
+                Stage::Gzip(_, Some(i)) => i.record("G F -"),
+                Stage::Esi(e) => match e.gz_info {
+                    Some(i) => i.record("G F E"),
+                    None => continue,
+                },
+                Stage::Gzip(_, None) => continue,
+            };
+            self.log.push((vapi::Tag::Gzip, rec));
+        }
     }
 
     /// Ends the body: every filter flushes what it holds (into the ones
@@ -295,6 +425,7 @@ impl Vfps {
             }
             out.extend(produced.into_iter().filter(|b| !b.is_empty()));
         }
+        self.close();
         Ok(attrs)
     }
 }
@@ -303,7 +434,10 @@ impl Stage {
     fn push(&mut self, d: Bytes, out: &mut Vec<Bytes>) -> Result<(), String> {
         match self {
             Stage::Gunzip(g) => g.write(&d, out).map_err(gz_err),
-            Stage::Gzip(g) => {
+            Stage::Gzip(g, _) => {
+                let Some(g) = g.as_mut() else {
+                    return Err("gzip after its end".into());
+                };
                 let mut o = Vec::new();
                 g.write(&d, &mut o).map_err(gz_err)?;
                 if !o.is_empty() {
@@ -327,10 +461,13 @@ impl Stage {
                 attrs.gzip = None;
                 attrs.plain_len = None;
             }
-            Stage::Gzip(g) => {
-                let g = std::mem::replace(g, Gzipper::new(0));
+            Stage::Gzip(g, made) => {
+                let Some(g) = g.take() else {
+                    return Err("gzip after its end".into());
+                };
                 let mut o = Vec::new();
                 let info = g.finish(&mut o).map_err(gz_err)?;
+                *made = Some(info);
                 out.push(Bytes::from(o));
                 attrs.gzip = Some(info);
                 attrs.plain_len = Some(info.plain_len);
@@ -371,13 +508,6 @@ impl EsiStage {
     fn finish(&mut self, out: &mut Vec<Bytes>, attrs: &mut BodyAttrs) -> Result<(), String> {
         self.parser.finish();
         let evs = self.parser.take_events();
-        if self.parser.errors > 0 || self.parser.warnings > 0 {
-            tracing::debug!(
-                "ESI: {} errors, {} warnings",
-                self.parser.errors,
-                self.parser.warnings
-            );
-        }
         let gzip = self.gz.is_some();
         if let Some(mut g) = self.gz.take() {
             let mut o = Vec::new();
@@ -387,6 +517,7 @@ impl EsiStage {
                 g.emit(&mut self.ops);
             }
             let info = g.z.finish(&mut o).map_err(gz_err)?;
+            self.gz_info = Some(info);
             out.push(Bytes::from(o));
             attrs.gzip = Some(info);
             attrs.plain_len = Some(info.plain_len);
@@ -439,6 +570,25 @@ impl EsiGz {
         }
         self.wait = 0;
         self.crc = Crc::default();
+        self.bounds.push((self.plain, self.op_start));
+    }
+
+    /// The stored (compressed) offset of the op that began at
+    /// uncompressed offset `plain` (or the last one before it).
+    fn stored_offset(&self, plain: u64) -> u64 {
+        self.bounds
+            .iter()
+            .rev()
+            .find(|b| b.0 <= plain)
+            .map_or(0, |b| b.1)
+    }
+
+    /// Forgets op starts no error can refer to any more.
+    fn trim_bounds(&mut self) {
+        if self.bounds.len() > 1 {
+            let n = self.bounds.len() - 1;
+            self.bounds.drain(..n);
+        }
     }
 
     fn events(
@@ -473,6 +623,7 @@ impl EsiGz {
                     }
                     self.z.write(&piece, out).map_err(gz_err)?;
                     self.wait += n as u64;
+                    self.plain += n as u64;
                 }
                 Event::Include(i) => ops.push(EsiOp::Include(i)),
             }
@@ -517,7 +668,7 @@ mod tests {
     fn esi_gzip_layout() {
         let params = Params::default();
         let mut h: Headers = vec![];
-        let mut v = Vfps::open(&[Filter::EsiGzip], 200, &mut h, "/", &params).expect("open");
+        let mut v = Vfps::open(&[Filter::EsiGzip], 200, &mut h, "/", &params, None).expect("open");
         let mut body = Vec::new();
         for piece in [&b"<p>a<esi:incl"[..], b"ude src=\"/x\"/>b</p>"] {
             v.push(Bytes::copy_from_slice(piece), &mut body)

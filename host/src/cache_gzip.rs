@@ -107,6 +107,28 @@ pub struct GzipInfo {
     pub body_end: u64,
     pub crc: u32,
     pub plain_len: u64,
+    /// The whole stream's length (header and trailer included).
+    pub out_len: u64,
+}
+
+impl GzipInfo {
+    /// Varnish's `Gzip` record of the context that made it: `ID in out
+    /// start_bit last_bit stop_bit` (the final block, an empty fixed one,
+    /// starts at `body_end` and is 10 bits long).
+    pub fn record(&self, id: &str) -> String {
+        let last = self.body_end * 8;
+        let stop = if self.out_len == self.body_end + 2 + 8 {
+            last + 10
+        } else {
+            self.out_len.saturating_sub(8) * 8
+        };
+        format!(
+            "{id} {} {} {} {last} {stop}",
+            self.plain_len,
+            self.out_len,
+            GZIP_HEADER.len() * 8
+        )
+    }
 }
 
 /// The CRC-32 of `a` followed by `b`, from the CRC and length of each.
@@ -265,6 +287,7 @@ impl Gzipper {
             body_end,
             crc: crc.crc,
             plain_len: crc.len,
+            out_len: self.out_len + 8,
         })
     }
 }
@@ -274,6 +297,12 @@ impl Gzipper {
 pub struct Gunzipper {
     z: Decompress,
     ended: bool,
+    /// The gzip header's length in bits, once its first bytes were seen
+    /// (0 if it could not be told from the first piece).
+    start_bit: u64,
+    /// The first deflate block is the last (its BFINAL bit, seen with
+    /// the header).
+    one_block: bool,
 }
 
 impl Default for Gunzipper {
@@ -288,12 +317,45 @@ impl Gunzipper {
         Gunzipper {
             z: Decompress::new_gzip(15),
             ended: false,
+            start_bit: 0,
+            one_block: false,
         }
+    }
+
+    fn first(&mut self, data: &[u8]) {
+        if self.z.total_in() == 0 {
+            let n = header_len(data);
+            self.start_bit = n.map_or(0, |n| n as u64 * 8);
+            self.one_block = n.and_then(|n| data.get(n)).is_some_and(|b| b & 1 == 1);
+        }
+    }
+
+    /// Varnish's `Gzip` record of this context: `ID in out start_bit
+    /// last_bit stop_bit`. The inflater does not tell where deflate
+    /// blocks begin and end: `last_bit` is known when the first block is
+    /// the last (else 0, as Varnish's is while it does not know it);
+    /// once the stream ended, its deflate data is known to end in the
+    /// byte before the 8-byte trailer, so `stop_bit` is that byte's end
+    /// (Varnish's exact bit may be up to 7 lower).
+    pub fn record(&self, id: &str) -> String {
+        let last = if self.one_block { self.start_bit } else { 0 };
+        let stop = if self.ended {
+            self.z.total_in().saturating_sub(8) * 8
+        } else {
+            0
+        };
+        format!(
+            "{id} {} {} {} {last} {stop}",
+            self.z.total_in(),
+            self.z.total_out(),
+            self.start_bit
+        )
     }
 
     /// Inflates `data`, appending the output to `out` in pieces of at most
     /// 64 KiB.
     pub fn write(&mut self, data: &[u8], out: &mut Vec<Bytes>) -> Result<(), GzError> {
+        self.first(data);
         inflate_into(&mut self.z, data, &mut self.ended, out)
     }
 
@@ -305,11 +367,13 @@ impl Gunzipper {
         out: &mut Vec<Bytes>,
         max_out: usize,
     ) -> Result<usize, GzError> {
+        self.first(data);
         inflate_bounded(&mut self.z, data, &mut self.ended, out, max_out)
     }
 
     /// Inflates `data` and forgets the output (Varnish's testgunzip).
     pub fn test(&mut self, data: &[u8]) -> Result<(), GzError> {
+        self.first(data);
         let mut input = data;
         let mut buf = Vec::with_capacity(PIECE);
         while !input.is_empty() {
@@ -355,6 +419,27 @@ fn inflate_into(
     out: &mut Vec<Bytes>,
 ) -> Result<(), GzError> {
     inflate_bounded(z, data, ended, out, usize::MAX).map(|_| ())
+}
+
+/// The length of the gzip header at the start of `b` (RFC 1952: the
+/// fixed 10 bytes and the optional fields its flags announce), if `b`
+/// holds all of it.
+fn header_len(b: &[u8]) -> Option<usize> {
+    let flg = *b.get(3)?;
+    let mut n = 10;
+    if flg & 4 != 0 {
+        let x = usize::from(*b.get(n)?) | usize::from(*b.get(n + 1)?) << 8;
+        n += 2 + x;
+    }
+    for bit in [8, 16] {
+        if flg & bit != 0 {
+            n += b.get(n..)?.iter().position(|&c| c == 0)? + 1;
+        }
+    }
+    if flg & 2 != 0 {
+        n += 2;
+    }
+    (b.len() >= n).then_some(n)
 }
 
 /// Inflates from `data` until all of it is used or about `max_out` bytes
@@ -480,6 +565,42 @@ mod tests {
         let mut junk = z.to_vec();
         junk.push(0);
         assert!(matches!(gunzip(&junk), Err(GzError::Junk)));
+    }
+
+    /// `Gzip` records as Varnish lays them out: mode, bytes in and out,
+    /// then the bits where the deflate data starts, where its last block
+    /// starts and where it stops.
+    #[test]
+    fn gzip_records() {
+        // Shellac's own stream: aligned data, then an empty final block
+        // of 10 bits.
+        let mut g = Gzipper::new(6);
+        let mut out = Vec::new();
+        g.write(b"hello hello hello", &mut out).expect("gzip");
+        let info = g.finish(&mut out).expect("finish");
+        assert_eq!(info.out_len, out.len() as u64);
+        let last = info.body_end * 8;
+        assert_eq!(
+            info.record("G F -"),
+            format!("G F - 17 {} 80 {last} {}", out.len(), last + 10)
+        );
+        // Another gzip writer's single-block stream, with a file name in
+        // its header (10 + 4 bytes): the last block is the first.
+        let mut z = Vec::new();
+        let mut w = flate2::GzBuilder::new()
+            .filename("abc")
+            .write(&mut z, flate2::Compression::new(9));
+        std::io::Write::write_all(&mut w, b"some text, some text").expect("write");
+        w.finish().expect("finish");
+        let mut u = Gunzipper::new();
+        assert_eq!(u.record("U F -"), "U F - 0 0 0 0 0");
+        let mut plain = Vec::new();
+        u.write(&z, &mut plain).expect("gunzip");
+        let stop = (z.len() as u64 - 8) * 8;
+        assert_eq!(
+            u.record("U F -"),
+            format!("U F - {} 20 112 112 {stop}", z.len())
+        );
     }
 
     /// Splicing the deflate data of two Shellac-made gzip bodies, as ESI

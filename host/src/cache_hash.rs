@@ -4,7 +4,7 @@
 //! coalescing), each with the `Vary` it is predicted to have, and purge.
 
 use crate::cache_obj::{Headers, ObjKind, Object};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::watch;
@@ -89,6 +89,17 @@ pub struct Cache {
     tags: Mutex<HashMap<String, Vec<ObjRef>>>,
     /// Numbers busy markers.
     busy_ids: AtomicU64,
+    /// Every inserted object by when it dies (ttl + grace + keep), for
+    /// the expiry task ([`Cache::expire_due`]). Its `ExpKill` records
+    /// are Varnish's (`EXP_When` on insert, `EXP_expire` per look at the
+    /// soonest, `EXP_Expired`), with 0 for the objcore flags Shellac
+    /// does not have.
+    expiry: Mutex<BinaryHeap<Due>>,
+    /// Objects inserted since the expiry task last looked (Varnish's
+    /// expiry inbox): the request path only queues them and wakes it.
+    inbox: Mutex<Vec<Due>>,
+    /// Wakes the expiry task.
+    pub expiry_wake: tokio::sync::Notify,
     /// The storage all tenants' caches share (`-s malloc,SIZE`), if this
     /// cache is one of several.
     storage: Option<Arc<Storage>>,
@@ -135,6 +146,34 @@ impl Storage {
                 _ => return,
             }
         }
+    }
+}
+
+/// An object and when it dies, ordered soonest first in the heap.
+struct Due {
+    when: f64,
+    hash: Digest,
+    obj: Weak<Object>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, o: &Self) -> bool {
+        self.when.total_cmp(&o.when).is_eq()
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // Reversed: BinaryHeap pops the greatest, the soonest here.
+        o.when.total_cmp(&self.when)
     }
 }
 
@@ -201,6 +240,9 @@ impl Cache {
             order: Mutex::new(VecDeque::new()),
             tags: Mutex::new(HashMap::new()),
             busy_ids: AtomicU64::new(0),
+            expiry: Mutex::new(BinaryHeap::new()),
+            inbox: Mutex::new(Vec::new()),
+            expiry_wake: tokio::sync::Notify::new(),
             storage: None,
         }
     }
@@ -233,6 +275,111 @@ impl Cache {
                 st.used.fetch_sub(n.min(st.used()), Ordering::Relaxed);
             }
         }
+    }
+
+    /// Removes the objects whose time is up at `now` (Varnish's expiry
+    /// thread: `n_expired`) and returns when the next one is due.
+    pub fn expire_due(&self, now: f64) -> Option<f64> {
+        let new = self
+            .inbox
+            .lock()
+            .map(|mut i| std::mem::take(&mut *i))
+            .unwrap_or_default();
+        if !new.is_empty() {
+            let log = crate::vsl::enabled(vapi::Tag::ExpKill);
+            if let Ok(mut h) = self.expiry.lock() {
+                // Objects removed otherwise (evicted, purged, banned)
+                // leave their entries here until due; when those are
+                // most of the heap, it keeps only the living.
+                if h.len() >= 1024 && h.len() > 2 * crate::vsc::MAIN.n_objectcore.get() as usize {
+                    h.retain(|d| d.obj.strong_count() > 0);
+                }
+                for d in new {
+                    if log {
+                        crate::vsl::log0(
+                            vapi::Tag::ExpKill,
+                            format_args!("EXP_When p={:p} e={:.6} f=0x0", d.obj.as_ptr(), d.when),
+                        );
+                    }
+                    h.push(d);
+                }
+            }
+        }
+        loop {
+            let due = {
+                let Ok(mut h) = self.expiry.lock() else {
+                    return None;
+                };
+                let d = h.peek()?;
+                if crate::vsl::enabled(vapi::Tag::ExpKill) {
+                    crate::vsl::log0(
+                        vapi::Tag::ExpKill,
+                        format_args!(
+                            "EXP_expire p={:p} e={:.6} f=0x0",
+                            d.obj.as_ptr(),
+                            d.when - now
+                        ),
+                    );
+                }
+                if d.when > now {
+                    return Some(d.when);
+                }
+                h.pop()?
+            };
+            let Some(obj) = due.obj.upgrade() else {
+                continue;
+            };
+            if !obj.expired(now) {
+                // Its life changed since.
+                if let Ok(mut h) = self.expiry.lock() {
+                    h.push(Due {
+                        when: obj.fresh_until() + obj.grace + obj.keep,
+                        ..due
+                    });
+                }
+                continue;
+            }
+            let mut gone = false;
+            if let Ok(mut s) = self.shard(&due.hash).lock() {
+                if let Some(oh) = s.get_mut(&due.hash) {
+                    let mut variants = std::mem::take(&mut oh.variants);
+                    self.retain(&mut variants, |o| {
+                        let d = std::ptr::eq(o, &*obj);
+                        gone |= d;
+                        d
+                    });
+                    oh.variants = variants;
+                    if oh.variants.is_empty() && oh.busy.is_empty() {
+                        s.remove(&due.hash);
+                    }
+                }
+            }
+            if gone {
+                crate::vsc::MAIN.n_expired.inc();
+                if crate::vsl::enabled(vapi::Tag::ExpKill) {
+                    crate::vsl::log0(
+                        vapi::Tag::ExpKill,
+                        format_args!("EXP_Expired x={} t={:.0}", obj.xid, obj.fresh_until() - now),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Queues an inserted object for the expiry task.
+    fn push_due(&self, hash: Digest, obj: &Arc<Object>) {
+        let when = obj.fresh_until() + obj.grace + obj.keep;
+        if !when.is_finite() {
+            return;
+        }
+        if let Ok(mut i) = self.inbox.lock() {
+            i.push(Due {
+                when,
+                hash,
+                obj: Arc::downgrade(obj),
+            });
+        }
+        self.expiry_wake.notify_one();
     }
 
     /// Bytes held now.
@@ -359,8 +506,8 @@ impl Cache {
             let Some(obj) = weak.upgrade() else { continue };
             let now_hits = obj.hits.load(Ordering::Relaxed);
             if now_hits > hits {
+                // (Counted in n_lru_moved when the hit touched it.)
                 q.push_back((hash, weak, now_hits));
-                crate::vsc::MAIN.n_lru_moved.inc();
                 continue;
             }
             drop(q);
@@ -515,6 +662,7 @@ impl Cache {
                     }
                 }
             }
+            self.push_due(hash, &obj);
             variants.insert(0, obj);
             oh.variants = variants;
         }

@@ -34,6 +34,7 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     reply: Reply,
     ex: Exchange,
     acct: &mut crate::cache_session::ReqAcct,
+    log: Option<std::sync::Arc<crate::vsl::Follow>>,
 ) -> std::io::Result<bool> {
     let no_body = ex.head || reply.status / 100 == 1 || reply.status == 204 || reply.status == 304;
     let mut close = ex.close
@@ -42,6 +43,9 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
             n.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
         });
     let mut body = RespBody::from_reply(reply.body);
+    if let (RespBody::Filtered(f), Some(log)) = (&mut body, log.as_ref()) {
+        f.log_to(log.clone());
+    }
     let length = if no_body {
         reply.head_length
     } else {
@@ -78,6 +82,16 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     }
     if close {
         head.put_slice(b"Connection: close\r\n");
+    } else if !reply
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
+    {
+        // Varnish says a connection it keeps open stays open.
+        head.put_slice(b"Connection: keep-alive\r\n");
+        if let Some(f) = &log {
+            f.append(|b| b.header(crate::vsl::Http::Resp, "Connection", "keep-alive"));
+        }
     }
     head.put_slice(b"\r\n");
     acct.resp_hdrbytes += head.len() as u64;

@@ -280,7 +280,7 @@ pub async fn fetch_head(
         use std::os::fd::AsRawFd;
         crate::vsc::backend_reuse(&pool.vsc, head.len(), body_bytes);
         let (fd, t) = (s.as_raw_fd(), crate::vrt_ctx::now());
-        match exchange(s, &head, &mut body, framed, req, limits).await {
+        match exchange(s, &head, &mut body, framed, req, limits, &pool.vsc).await {
             Ok(mut x) => {
                 x.1.t_connected = t;
                 r = Some(x);
@@ -310,7 +310,7 @@ pub async fn fetch_head(
             }
             crate::vsc::backend_connect(&pool.vsc, &s, head.len(), body_bytes);
             let t = crate::vrt_ctx::now();
-            let mut x = exchange(s?, &head, &mut body, framed, req, limits).await?;
+            let mut x = exchange(s?, &head, &mut body, framed, req, limits, &pool.vsc).await?;
             x.1.reused = false;
             x.1.t_connected = t;
             x.1.retried = retried;
@@ -325,12 +325,15 @@ pub async fn fetch_head(
 }
 
 /// Writes the request head and its body (streaming one from the client
-/// as it arrives, chunked when its length is unknown).
+/// as it arrives, chunked when its length is unknown; a chunked body's
+/// bytes on the wire count in `bereq_bodybytes` as they go, a body of
+/// known length was counted whole when the request started).
 async fn send_request(
     s: &mut TcpStream,
     head: &[u8],
     body: &mut FetchBody,
     framed: Framed,
+    vbe: &crate::vsc::Vbe,
 ) -> Result<(), FetchError> {
     match body {
         FetchBody::None => s.write_all(head).await?,
@@ -354,10 +357,12 @@ async fn send_request(
                         w.extend_from_slice(&p);
                         w.extend_from_slice(b"\r\n");
                         s.write_all(&w).await?;
+                        vbe.bereq_bodybytes.add(w.len() as u64);
                     }
                     (Some(p), _) => s.write_all(&p).await?,
                     (None, Framed::Chunked) => {
                         s.write_all(b"0\r\n\r\n").await?;
+                        vbe.bereq_bodybytes.add(5);
                         break;
                     }
                     (None, _) => break,
@@ -375,8 +380,9 @@ async fn exchange(
     framed: Framed,
     req: &ReqMsg,
     limits: &Limits,
+    vbe: &crate::vsc::Vbe,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
-    send_request(&mut s, head, body, framed).await?;
+    send_request(&mut s, head, body, framed, vbe).await?;
     let t_bereq = crate::vrt_ctx::now();
     let mut buf = BytesMut::with_capacity(8192);
     let fbt = secs(limits.first_byte_timeout);
@@ -457,7 +463,8 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RespMsg, usize)>, F
     };
     crate::cache_http1_proto::dissect_response(buf, &lim).map_err(|e| match e {
         crate::cache_http1_proto::HeadError::Overflow => FetchError::TooLong,
-        crate::cache_http1_proto::HeadError::Bad(why) => FetchError::Malformed(why),
+        crate::cache_http1_proto::HeadError::Bad(why)
+        | crate::cache_http1_proto::HeadError::BadHeader(why) => FetchError::Malformed(why),
     })
 }
 
@@ -501,6 +508,16 @@ impl BodyReader {
     /// Whether the response has no body at all.
     pub fn is_empty(&self) -> bool {
         self.framing == Framing::None || self.framing == Framing::Length(0)
+    }
+
+    /// Varnish's body status of the response: its number and name.
+    pub fn body_status(&self) -> (u32, &'static str) {
+        match self.framing {
+            Framing::None => (0, "none"),
+            Framing::Chunked => (2, "chunked"),
+            Framing::Length(_) => (3, "length"),
+            Framing::Eof => (4, "eof"),
+        }
     }
 
     /// The Content-Length the backend announced.

@@ -20,6 +20,9 @@ use tokio::time::Instant;
 
 /// Serves one connection until it closes.
 pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
+    // A worker in Varnish's terms while it is served; a session waiting
+    // past timeout_linger is herded and holds none.
+    let mut busy = Some(crate::cache_pool::Busy::new());
     let (peer, local) = (sess.peer, sess.local);
     let idle = crate::vrt_ctx::secs(ctx.params().hot().timeout_idle.max(0.001));
     let (rd, mut wr) = stream.into_split();
@@ -36,9 +39,13 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             max_hdr: params.hot().http_max_hdr,
         };
         let send_timeout = crate::vrt_ctx::secs(params.hot().send_timeout.max(0.001));
+        let linger = crate::vrt_ctx::secs(params.num("timeout_linger").max(0.0));
         drop(params);
         // The whole head must arrive within timeout_idle.
         let deadline = Instant::now() + idle;
+        // A connection quiet for timeout_linger is what Varnish hands to
+        // its waiter (`sess_herd`): counted once per wait.
+        let mut herd_at = conn.buf.is_empty().then(|| Instant::now() + linger);
         let mut acct = crate::cache_session::ReqAcct::default();
         let mut t_first = (!conn.buf.is_empty()).then(crate::vrt_ctx::now);
         let req = loop {
@@ -57,10 +64,16 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
                     sess.close(Sc::RxOverflow);
                     return;
                 }
-                Err(HeadError::Bad(why)) => {
-                    tracing::debug!(%peer, "bad request: {why}");
+                Err(e @ (HeadError::Bad(_) | HeadError::BadHeader(_))) => {
+                    tracing::debug!(%peer, "{e}");
                     crate::vsc::MAIN.client_req_400.inc();
                     sess.close(Sc::RxJunk);
+                    let t_req = crate::vrt_ctx::now();
+                    let bogo = match &e {
+                        HeadError::BadHeader(b) => Some(b.as_str()),
+                        _ => None,
+                    };
+                    sess.bad_req(&ctx, t_first.unwrap_or(t_req), t_req, bogo, &conn.buf);
                     let _ = write_minimal(&mut wr, 400, "Bad Request").await;
                     return close(wr).await;
                 }
@@ -68,11 +81,19 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             if conn.buf.capacity() - conn.buf.len() < 4096 {
                 conn.buf.reserve(16 << 10);
             }
-            match tokio::time::timeout_at(deadline, conn.rd.read_buf(&mut conn.buf)).await {
+            let until = herd_at.map_or(deadline, |h| h.min(deadline));
+            match tokio::time::timeout_at(until, conn.rd.read_buf(&mut conn.buf)).await {
                 Ok(Ok(n)) if n > 0 => {
+                    herd_at = None;
+                    busy.get_or_insert_with(crate::cache_pool::Busy::new);
                     t_first.get_or_insert_with(crate::vrt_ctx::now);
                 }
                 Ok(_) => return,
+                Err(_) if until < deadline => {
+                    herd_at = None;
+                    busy = None;
+                    crate::vsc::MAIN.sess_herd.inc();
+                }
                 Err(_) => {
                     let sc = if conn.buf.is_empty() {
                         Sc::RxTimeout
@@ -156,9 +177,21 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             let Ok(stream) = reader.rd.reunite(wr) else {
                 return;
             };
-            sess.close(Sc::TxPipe);
-            if let Err(e) = crate::cache_pipe::run(stream, &leftover, *job).await {
-                tracing::debug!(%peer, "pipe: {e}");
+            // A backend that cannot be reached closes the client's
+            // connection as a transmit error (Varnish's SC_TX_ERROR).
+            match crate::cache_pipe::run(stream, &leftover, *job).await {
+                Err(
+                    e @ (crate::cache_pipe::PipeError::NoAddress(_)
+                    | crate::cache_pipe::PipeError::Connect(..)),
+                ) => {
+                    tracing::debug!(%peer, "pipe: {e}");
+                    sess.close(Sc::TxError);
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, "pipe: {e}");
+                    sess.close(Sc::TxPipe);
+                }
+                Ok(()) => sess.close(Sc::TxPipe),
             }
             crate::vsl::end_txn(&rxid);
             return;
@@ -184,10 +217,14 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             ..ex
         };
         let resp_close = crate::cache_session::resp_close(&reply, &ex);
-        let written =
-            tokio::time::timeout(send_timeout, write_reply(&mut wr, reply, ex, &mut acct)).await;
+        let written = tokio::time::timeout(
+            send_timeout,
+            write_reply(&mut wr, reply, ex, &mut acct, Some(rxid.clone())),
+        )
+        .await;
+        acct.req_bodybytes = body.bytes_read();
         acct.charge();
-        sess.req_done(&rxid, rt0, &acct);
+        sess.req_done(&rxid, rt0, body.take_read_done(), &acct);
         match written {
             Ok(Ok(false)) => {}
             Ok(Ok(true)) => {
@@ -200,7 +237,10 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, "delivery: {e}");
-                sess.close(Sc::TxError);
+                let short = e
+                    .get_ref()
+                    .is_some_and(|x| x.is::<crate::cache_deliver::RangeShort>());
+                sess.close(if short { Sc::RangeShort } else { Sc::TxError });
                 return;
             }
             Err(_) => {

@@ -44,6 +44,18 @@ pub enum HeadError {
     /// Malformed: answered with a 400 and the connection closed.
     #[error("bad request: {0}")]
     Bad(String),
+    /// A malformed header: Varnish's `BogoHeader` text for the log.
+    #[error("bad header: {0}")]
+    BadHeader(String),
+}
+
+/// A bad header, with Varnish's `BogoHeader` text (`what`, then up to 20
+/// bytes of the line when `line` is given).
+fn bogo(what: &str, line: Option<&[u8]>) -> HeadError {
+    HeadError::BadHeader(match line {
+        Some(l) => format!("{what}{}", String::from_utf8_lossy(&l[..l.len().min(20)])),
+        None => what.to_string(),
+    })
 }
 
 fn bad(why: impl Into<String>) -> HeadError {
@@ -136,15 +148,15 @@ fn dissect_headers<'a>(
             break;
         }
         if let Some(&c) = line.iter().find(|&&c| is_ctl(c) && c != b'\t') {
-            return Err(bad(format!("control character 0x{c:02x} in a header")));
+            return Err(bogo(&format!("Header has ctrl char 0x{c:02x}"), None));
         }
         if matches!(line[0], b' ' | b'\t') {
             let Some((_, v)) = headers.last_mut() else {
-                return Err(bad("continuation line before any header"));
+                return Err(bogo("1st header has white space: ", Some(line)));
             };
             cur_len += ended + line.len();
             if cur_len > lim.hdr_len {
-                return Err(bad("header too long"));
+                return Err(bogo("Header too long: ", Some(line)));
             }
             let blanks = line
                 .iter()
@@ -155,20 +167,23 @@ fn dissect_headers<'a>(
             continue;
         }
         if line.len() > lim.hdr_len {
-            return Err(bad("header too long"));
+            return Err(bogo("Header too long: ", Some(line)));
         }
         let Some(colon) = line.iter().position(|&c| c == b':') else {
-            return Err(bad("header without ':'"));
+            return Err(bogo("Header without ':' ", Some(line)));
         };
         let name = &line[..colon];
         if name.is_empty() {
-            return Err(bad("empty header name"));
+            return Err(bogo("Missing header name: ", Some(line)));
         }
         if let Some(&c) = name.iter().find(|&&c| !is_tchar(c)) {
-            return Err(bad(format!("illegal char 0x{c:02x} in header name")));
+            return Err(bogo(
+                &format!("Illegal char 0x{c:02x} in header name"),
+                None,
+            ));
         }
         if headers.len() + HDR_FIRST >= lim.max_hdr {
-            return Err(bad("too many headers"));
+            return Err(bogo("Too many headers: ", Some(line)));
         }
         cur_len = line.len();
         let value = &line[colon + 1..];
@@ -415,12 +430,12 @@ mod tests {
         ok("GET / HTTP/1.1\r\n1...5: ..0....5\n ..0....5....0....5....0\r\n\r\n");
         assert!(matches!(
             err("GET / HTTP/1.1\r\n1...5: ..0....5\n ..0....5....0....5....0.\r\n\r\n"),
-            HeadError::Bad(_)
+            HeadError::BadHeader(_)
         ));
         ok("GET / HTTP/1.1\r\n1...5: ..0....5....0....5....0....5....0\r\n\r\n");
         assert!(matches!(
             err("GET / HTTP/1.1\r\n1...5: ..0....5....0....5....0....5....0.\r\n\r\n"),
-            HeadError::Bad(_)
+            HeadError::BadHeader(_)
         ));
     }
 
@@ -440,7 +455,10 @@ mod tests {
             "GET / HTTP/1.1\r\nContent-Length: 9223372036854775808\r\n\r\n",
             "GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
         ] {
-            assert!(matches!(err(s), HeadError::Bad(_)), "{s:?}");
+            assert!(
+                matches!(err(s), HeadError::Bad(_) | HeadError::BadHeader(_)),
+                "{s:?}"
+            );
         }
     }
 

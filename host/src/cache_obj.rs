@@ -5,6 +5,15 @@ use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// `lru_interval` (f64 bits), read on every hit without the parameter
+/// lock; 2.0 until configured.
+static LRU_INTERVAL: AtomicU64 = AtomicU64::new(0x4000_0000_0000_0000);
+
+/// Applies the object parameters (at start-up and on `param.set`).
+pub fn configure(p: &crate::mgt_param::Params) {
+    LRU_INTERVAL.store(p.num("lru_interval").max(0.0).to_bits(), Ordering::Relaxed);
+}
+
 /// A header list in arrival order; names compare case-insensitively.
 pub type Headers = Vec<(String, String)>;
 
@@ -292,6 +301,10 @@ pub struct Object {
     /// The request header values named by `Vary`, at insert time.
     pub vary: Vec<(String, Option<String>)>,
     pub hits: AtomicU64,
+    /// When a hit last counted as a move to the LRU's end (f64 bits):
+    /// hits within `lru_interval` of it do not (Varnish's `EXP_Touch`,
+    /// counted in `n_lru_moved`).
+    pub last_lru: AtomicU64,
     /// Bytes charged against the storage budget for this object (a
     /// streaming body is charged again when complete).
     pub charged: AtomicU64,
@@ -384,8 +397,25 @@ impl Object {
         }
     }
 
-    /// Counts a hit and returns the new count.
-    pub fn hit(&self) -> u64 {
+    /// Counts a hit and returns the new count. A hit more than
+    /// `lru_interval` seconds after the object's last move to the LRU's
+    /// end counts as another (`n_lru_moved`).
+    pub fn hit(&self, now: f64) -> u64 {
+        let lru_interval = f64::from_bits(LRU_INTERVAL.load(Ordering::Relaxed));
+        let last = f64::from_bits(self.last_lru.load(Ordering::Relaxed));
+        if now - last >= lru_interval
+            && self
+                .last_lru
+                .compare_exchange(
+                    last.to_bits(),
+                    now.to_bits(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            crate::vsc::MAIN.n_lru_moved.inc();
+        }
         self.hits.fetch_add(1, Ordering::Relaxed) + 1
     }
 

@@ -45,6 +45,23 @@ pub enum BodyError {
     Runtime,
 }
 
+impl BodyError {
+    /// The `FetchError` text Varnish logs for this failure of a body
+    /// that came `chunked` or with a Content-Length.
+    pub fn vfp_text(&self, chunked: bool) -> String {
+        match self {
+            BodyError::Closed | BodyError::Timeout | BodyError::Io(_) => if chunked {
+                "chunked read err"
+            } else {
+                "straight insufficient bytes"
+            }
+            .into(),
+            BodyError::BadChunk => "chunked header number syntax".into(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// The read side of a client connection: the socket, bytes read ahead
 /// (a body's start, a pipelined request) and the idle timeout.
 pub struct ClientReader {
@@ -103,6 +120,9 @@ enum Decoder {
 struct Source {
     reader: ClientReader,
     dec: Decoder,
+    /// Body bytes (after dechunking) read so far: the request's
+    /// `req_bodybytes`, shared with its [`Inner`].
+    read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Source {
@@ -121,6 +141,7 @@ impl Source {
                     }
                     let n = (self.reader.buf.len() as u64).min(left);
                     let piece = self.reader.buf.split_to(n as usize).freeze();
+                    self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     self.dec = match self.dec {
                         Decoder::Length(_) => Decoder::Length(left - n),
                         _ if left == n => Decoder::ChunkEnd,
@@ -187,6 +208,13 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
+    /// Body bytes read from the client (see [`Source::read`]).
+    read: Arc<std::sync::atomic::AtomicU64>,
+    /// When a fetch or the drain finished reading the body (the bits of
+    /// an `f64`, 0 for none): the request logs it as `Timestamp ReqBody`
+    /// ([`ReqBody::take_read_done`]), as Varnish's request does whoever
+    /// read its body.
+    read_done: std::sync::atomic::AtomicU64,
     /// Woken whenever `place` stops being `Busy`. A `Notify` rather than a
     /// watch channel: every request makes one, and few ever wait on it.
     changed: tokio::sync::Notify,
@@ -237,12 +265,14 @@ impl BodyStream {
             Ok(Some(b)) => Ok(Some(b)),
             Ok(None) => {
                 if let Some(src) = self.src.take() {
+                    self.home.read_done();
                     self.home.put(Status::Taken, Place::Idle(src.reader));
                 }
                 Ok(None)
             }
             Err(e) => {
                 self.src = None;
+                self.home.read_done();
                 self.home.put(Status::Error, Place::Gone);
                 Err(e)
             }
@@ -297,6 +327,13 @@ impl BereqBody {
 }
 
 impl Inner {
+    fn read_done(&self) {
+        self.read_done.store(
+            crate::vrt_ctx::now().to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     fn put(&self, status: Status, place: Place) {
         if let Ok(mut s) = self.state.lock() {
             s.status = status;
@@ -341,6 +378,7 @@ impl ReqBody {
 
     /// The body framed by `framing` still to come on `reader`.
     pub fn new(reader: ClientReader, framing: BodyFraming) -> ReqBody {
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (status, place, length, chunked) = match framing {
             BodyFraming::None | BodyFraming::Length(0) => {
                 (Status::None, Place::Idle(reader), None, false)
@@ -350,6 +388,7 @@ impl ReqBody {
                 Place::Unread(Source {
                     reader,
                     dec: Decoder::Length(n),
+                    read: read.clone(),
                 }),
                 Some(n),
                 false,
@@ -359,6 +398,7 @@ impl ReqBody {
                 Place::Unread(Source {
                     reader,
                     dec: Decoder::ChunkSize,
+                    read: read.clone(),
                 }),
                 None,
                 true,
@@ -372,8 +412,36 @@ impl ReqBody {
                 length,
                 chunked,
             }),
+            read,
+            read_done: std::sync::atomic::AtomicU64::new(0),
             changed,
         })))
+    }
+
+    /// When a fetch or the drain finished reading the body, once (the
+    /// request's `Timestamp ReqBody`).
+    pub fn take_read_done(&self) -> Option<f64> {
+        let bits = self
+            .0
+            .as_ref()?
+            .read_done
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    /// Body bytes read from the client so far, whoever read them (a
+    /// fetch, `std.cache_req_body`, or the drain before the response):
+    /// the request's `req_bodybytes`, as Varnish counts them at the
+    /// bottom of its body pipeline (after dechunking).
+    pub fn bytes_read(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |i| i.read.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether there is a body still to read from the client.
+    pub fn is_unread(&self) -> bool {
+        matches!(self.status(), Status::Unread)
     }
 
     fn status(&self) -> Status {
@@ -386,6 +454,13 @@ impl ReqBody {
     /// Whether the client sent (or is sending) a body.
     pub fn is_present(&self) -> bool {
         !matches!(self.status(), Status::None)
+    }
+
+    /// The length the client announced (Content-Length), if it did.
+    pub fn announced(&self) -> Option<u64> {
+        self.0
+            .as_ref()
+            .and_then(|i| i.state.lock().ok().and_then(|s| s.length))
     }
 
     /// Whether the body was chunked on the wire.
@@ -515,10 +590,12 @@ impl ReqBody {
                 match src.next().await {
                     Ok(Some(_)) => {}
                     Ok(None) => {
+                        inner.read_done();
                         inner.put(Status::Error, Place::Gone);
                         return Some(src.reader);
                     }
                     Err(_) => {
+                        inner.read_done();
                         inner.put(Status::Error, Place::Gone);
                         return None;
                     }

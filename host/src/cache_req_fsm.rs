@@ -61,6 +61,7 @@ impl Ctx {
             storage_budget,
             storage,
         ));
+        crate::cache_obj::configure(&params);
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),
             cache,
@@ -90,6 +91,7 @@ impl Ctx {
         let mut next = (**g).clone();
         let r = f(&mut next);
         crate::vsl::configure(&next);
+        crate::cache_obj::configure(&next);
         *g = Arc::new(next);
         r
     }
@@ -131,7 +133,9 @@ impl Ctx {
 
     /// A new transaction id.
     pub fn next_xid(&self) -> u64 {
-        self.xid.fetch_add(1, Ordering::Relaxed) + 1
+        // VXIDs wrap at 1 << 30, as Varnish's (the bits above mark the
+        // client and backend sides in its log).
+        (self.xid.fetch_add(1, Ordering::Relaxed) + 1) & ((1 << 30) - 1)
     }
 }
 
@@ -239,7 +243,7 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
-    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level);
+    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level, 0);
     handle_task(ctx, req, body, client, server, esi_level, None, vsl).await
 }
 
@@ -258,7 +262,7 @@ pub async fn handle_txn(
 }
 
 /// Handles the sub-request of an ESI include: `top` is the top request
-/// (`req_top.*`) and its time.
+/// (`req_top.*`) and its time, `vsl` its log (begun by the include).
 pub async fn handle_include(
     ctx: Arc<Ctx>,
     req: ReqMsg,
@@ -266,9 +270,9 @@ pub async fn handle_include(
     server: IpAddr,
     esi_level: u32,
     top: Arc<crate::vrt_ctx::ReqTop>,
+    vsl: crate::vsl::Buf,
 ) -> Reply {
     let body = crate::cache_req_body::ReqBody::none();
-    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level);
     handle_task(ctx, req, body, client, server, esi_level, Some(top), vsl).await
 }
 
@@ -341,18 +345,17 @@ async fn handle_task(
                 s
             }
             // return (vcl(label)): once, from the VCL the request started
-            // in, before any restart; else a 503 (Varnish's "Illegal
-            // return(vcl)"). The request starts over as the client sent it.
+            // in (an ESI include too), before any restart; else a 503
+            // (Varnish's "Illegal return(vcl)"). The request starts over
+            // as the client sent it.
             Step::SwitchVcl(_) if switched || t.restarts > 0 => {
-                let why = if t.restarts > 0 {
-                    "Not after restarts"
-                } else {
-                    "Only from active VCL"
-                };
-                tracing::warn!(xid = t.xid, "Illegal return(vcl): {why}");
-                t.vsl.logf(
+                t.vsl.log(
                     vapi::Tag::VCL_Error,
-                    format_args!("Illegal return(vcl): {why}"),
+                    if t.restarts > 0 {
+                        "Illegal return(vcl): Not after restarts"
+                    } else {
+                        "Illegal return(vcl): Only from active VCL"
+                    },
                 );
                 Step::Synth(503, None)
             }
@@ -665,7 +668,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
                 o
             }
         };
-        obj.hit();
+        obj.hit(now());
         crate::vsl::hit(&mut t.vsl, vapi::Tag::Hit, &obj);
         t.is_hit = true;
         t.obj = Some(obj.clone());
@@ -771,7 +774,6 @@ async fn complete_fetch(
     } = f;
     let stale = stale.filter(|_| replaces_stale);
     crate::vsc::transient_if_uncached(&obj, insert.as_ref());
-    crate::vsl::storage(&mut vsl, &obj, insert.as_ref());
     let mut deliver = deliver;
     if stream || pump.is_none() {
         if let Some(i) = &insert {
@@ -782,7 +784,7 @@ async fn complete_fetch(
             let _ = tx.send(Ok(obj.clone()));
         }
         let ok = match pump {
-            Some(p) => match p.run(&obj.body).await {
+            Some(p) => match p.run(&obj.body, &mut vsl).await {
                 Err(e) => {
                     tracing::warn!(xid = obj.xid, "FetchError: {e}");
                     vsl.log(vapi::Tag::FetchError, &e);
@@ -806,7 +808,7 @@ async fn complete_fetch(
         crate::vsl::body_done(&mut vsl, &obj);
     } else {
         let ok = match pump {
-            Some(p) => match p.run(&obj.body).await {
+            Some(p) => match p.run(&obj.body, &mut vsl).await {
                 Ok(done) => {
                     done.nap().await;
                     Ok(())
@@ -893,6 +895,9 @@ async fn run_fetch(
         complete_fetch(&cache, hash, r, guard, Some(tx), stale).await;
     });
     let fetched = rx.await;
+    if let Some(at) = t.req_body.take_read_done() {
+        t.vsl.ts("ReqBody", at);
+    }
     t.vsl.ts("Fetch", now());
     match fetched {
         Ok(Ok(obj)) => Step::Deliver(obj, None),
@@ -1034,6 +1039,8 @@ fn deliver(
                 filters: filters.as_deref(),
                 params: &params,
             };
+            // Includes link from this request's log while it delivers.
+            let parent = t.vsl.follow();
             let job = |gzip_out| crate::cache_esi::EsiJob {
                 ctx: ctx.clone(),
                 obj: obj.clone(),
@@ -1049,6 +1056,7 @@ fn deliver(
                     });
                     Arc::new((req.clone(), req_time, start))
                 }),
+                parent,
             };
             let (body, head_length, close) =
                 match crate::cache_deliver::transmit(&tr, &mut t.resp, &obj, job) {

@@ -179,10 +179,63 @@ impl Sess {
         b
     }
 
-    /// A request delivered: `Timestamp Resp`, `ReqAcct` and `End`, after
-    /// what the request logged (`f`; it started at `t_start`).
-    pub fn req_done(&mut self, f: &crate::vsl::Follow, t_start: f64, acct: &ReqAcct) {
+    /// A request whose head could not be parsed, answered with a bare
+    /// 400 (Varnish's `http1_abort`): its transaction holds the
+    /// `BogoHeader` the parser gave, `HttpGarbage` (what Varnish's record
+    /// shows of the head: its first word), the response line and
+    /// `ReqAcct` (`head` is what was received).
+    pub fn bad_req(
+        &mut self,
+        ctx: &Ctx,
+        t_first: f64,
+        t_req: f64,
+        bogo: Option<&str>,
+        head: &[u8],
+    ) {
+        let xid = ctx.next_xid();
+        self.vsl.link(Tag::Link, "req", xid, "rxreq");
+        let mut b = Buf::new(xid, Kind::Client, t_first);
+        b.link(Tag::Begin, "req", self.vxid, "rxreq");
+        b.ts("Start", t_first);
+        b.ts("Req", t_req);
+        if let Some(m) = bogo {
+            b.log(Tag::BogoHeader, m);
+        }
+        let word = head
+            .iter()
+            .position(|c| c.is_ascii_whitespace())
+            .map_or(head, |n| &head[..n]);
+        b.log(Tag::HttpGarbage, &String::from_utf8_lossy(word));
+        b.log(Tag::RespProtocol, "HTTP/1.1");
+        b.log(Tag::RespStatus, "400");
+        b.log(Tag::RespReason, "Bad Request");
+        let end = head
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|n| n + 4)
+            .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|n| n + 2))
+            .unwrap_or(head.len());
+        // The bare response: "HTTP/1.1 400 Bad Request\r\n\r\n".
+        let resp = 28;
+        b.logf(Tag::ReqAcct, format_args!("{end} 0 {end} {resp} 0 {resp}"));
+        b.end();
+    }
+
+    /// A request delivered: `Timestamp ReqBody` when its body was read
+    /// (drained) after VCL was done, `Timestamp Resp`, `ReqAcct` and
+    /// `End`, after what the request logged (`f`; it started at
+    /// `t_start`).
+    pub fn req_done(
+        &mut self,
+        f: &crate::vsl::Follow,
+        t_start: f64,
+        body_read: Option<f64>,
+        acct: &ReqAcct,
+    ) {
         let mut b = f.resume(t_start);
+        if let Some(at) = body_read {
+            b.ts("ReqBody", at);
+        }
         b.ts("Resp", crate::vrt_ctx::now());
         b.numbers(
             Tag::ReqAcct,

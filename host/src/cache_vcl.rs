@@ -60,6 +60,8 @@ pub struct VclShared {
     pub vmods: Vec<Arc<crate::cache_vmod::VclVmod>>,
     /// What `std.fileread()` may read: `fileread_path` at load time.
     pub files: crate::vmod_std::FileReader,
+    /// The name it was loaded as (`VCL_trace` names it), once known.
+    pub name: std::sync::OnceLock<String>,
 }
 
 impl VclShared {
@@ -485,6 +487,7 @@ impl Vcl {
             directors: Default::default(),
             vmods,
             files: crate::vmod_std::FileReader::new(params.text("fileread_path")),
+            name: std::sync::OnceLock::new(),
         });
         let vcl = Arc::new(Vcl {
             shared,
@@ -529,6 +532,8 @@ impl Vcl {
     /// Names it (once: when the VCL table takes it).
     pub fn set_name(&self, name: &str) {
         let _ = self.name.set(name.to_string());
+        // The module's view of it too (`VCL_trace` names it).
+        let _ = self.shared.name.set(name.to_string());
     }
 
     /// Tasks using it now.
@@ -634,8 +639,10 @@ impl Vcl {
         set(&mut w.store, w.ws_start, u64::from(w.heap_base))?;
         let data = mem.data_mut(&mut w.store);
         let end = u32::try_from(end).map_err(|_| CallError::WsOverflow)?;
+        let trace = u32::from(crate::vsl::enabled(vapi::Tag::VCL_trace));
         crate::vrt::set_cell(data, abi::WS_PTR_ADDR, w.heap_base)
             .and_then(|()| crate::vrt::set_cell(data, abi::WS_END_ADDR, end))
+            .and_then(|()| crate::vrt::set_cell(data, abi::TRACE_ADDR, trace))
             .ok_or(CallError::WsOverflow)?;
         // +1: the current tick may be about to end.
         w.store.set_epoch_deadline(self.budget_ticks + 1);
@@ -761,6 +768,23 @@ impl Vcl {
     /// Bytes of linear memory an instance has now.
     fn memory_size(w: &Warm) -> usize {
         w.store.data().mem.map_or(0, |m| m.data_size(&w.store))
+    }
+
+    /// Runs `vcl_fini` as the VCL is discarded (its records, like
+    /// `vcl_init`'s, go to VXID 0). What it returns cannot stop the
+    /// discard: a failure is only logged.
+    pub fn fini(&self, ws: u32) {
+        let task = Box::new(Task::new(
+            0,
+            [127, 0, 0, 1].into(),
+            [127, 0, 0, 1].into(),
+            0.0,
+        ));
+        let (mut task, r) = self.call(Method::Fini, task, ws);
+        if let Err(e) = r {
+            task.vsl
+                .logf(vapi::Tag::VCL_Error, format_args!("vcl_fini: {e}"));
+        }
     }
 
     fn release(&self, w: Warm) {

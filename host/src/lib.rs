@@ -20,6 +20,7 @@ pub mod cache_http1_fsm;
 pub mod cache_http1_proto;
 pub mod cache_obj;
 pub mod cache_pipe;
+pub mod cache_pool;
 pub mod cache_range;
 pub mod cache_req_body;
 pub mod cache_req_fsm;

@@ -149,6 +149,7 @@ const DEFS: &[Def] = &[
     d("pipe_timeout", Unit::Seconds, "60", Some(0.0)),
     d("idle_send_timeout", Unit::Seconds, "60", Some(0.0)),
     d("timeout_linger", Unit::Seconds, "0.050", Some(0.0)),
+    d("lru_interval", Unit::Seconds, "2.000", Some(0.0)),
     d("vcc_err_unref", Unit::Bool, "on", None),
     d("vcc_allow_inline_c", Unit::Bool, "off", None),
     d("vcc_unsafe_path", Unit::Bool, "on", None),
@@ -159,11 +160,14 @@ const DEFS: &[Def] = &[
     d("max_vcl", Unit::Count, "100", Some(0.0)),
     // How long an `auto` VCL that is not in use stays warm.
     d("vcl_cooldown", Unit::Seconds, "600", Some(1.0)),
-    // Without effect (Shellac has no thread pools), but checked against
-    // each other as Varnish does (see `dynamic_bounds`).
+    // The pools' sizing as Varnish's (see `cache_pool`: Shellac counts
+    // sessions as its workers), checked against each other as Varnish
+    // does (see `dynamic_bounds`).
+    d("thread_pools", Unit::Count, "2", Some(1.0)),
     d("thread_pool_min", Unit::Count, "100", Some(5.0)),
     d("thread_pool_max", Unit::Count, "5000", None),
     d("thread_pool_reserve", Unit::Count, "0", None),
+    d("thread_pool_timeout", Unit::Seconds, "300.000", Some(10.0)),
     // Shellac's own: CPU budget of one call into VCL, in milliseconds.
     d("vcl_cpu_budget_ms", Unit::Count, "100", Some(1.0)),
     // Shellac's own: linear memory cap of one VMOD instance.
@@ -217,7 +221,6 @@ const INERT: &[&str] = &[
     "h2_rxbuf_storage",
     "http1_iovs",
     "listen_depth",
-    "lru_interval",
     "max_vcl_handling",
     "pcre2_depth_limit",
     "pcre2_jit_compilation",
@@ -239,9 +242,7 @@ const INERT: &[&str] = &[
     "thread_pool_destroy_delay",
     "thread_pool_fail_delay",
     "thread_pool_stack",
-    "thread_pool_timeout",
     "thread_pool_watchdog",
-    "thread_pools",
     "thread_queue_limit",
     "thread_stats_rate",
     "vary_notice",

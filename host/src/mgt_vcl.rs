@@ -588,6 +588,9 @@ impl VclTable {
             let gone = marked.contains(&e.name);
             if gone {
                 if let Kind::Program(p) = &e.kind {
+                    // `vcl_fini` runs as it goes (a label is only another
+                    // name: discarding one runs nothing).
+                    p.vcl.fini(64 << 10);
                     // Its instances and probes go now; requests still on
                     // it finish on it.
                     p.vcl.set_cold(true);

@@ -428,16 +428,16 @@ pub fn call(
 /// that came chunked is announced with its length from then on.
 fn cache_req_body(task: &mut Task, max: f64) -> bool {
     use crate::cache_req_body::BodyError;
+    use vapi::Tag;
     if task.method != vcl_to_wasm::types::Method::Recv {
-        tracing::warn!(
-            xid = task.xid,
-            "VCL_Error: req.body can only be cached in vcl_recv{{}}"
-        );
+        task.vsl
+            .log(Tag::VCL_Error, "req.body can only be cached in vcl_recv{}");
         return false;
     }
     let body = task.req_body.clone();
     if task.restarts > 0 && body.cached().is_none() && body.is_present() {
-        tracing::warn!(xid = task.xid, "VCL_Error: {}", BodyError::NotFirst);
+        task.vsl
+            .log(Tag::VCL_Error, &BodyError::NotFirst.to_string());
         return false;
     }
     let max = if max.is_finite() {
@@ -445,7 +445,21 @@ fn cache_req_body(task: &mut Task, max: f64) -> bool {
     } else {
         u64::MAX
     };
-    match body.cache_blocking(max) {
+    // Varnish reads the body into a Transient object, timed `ReqBody`.
+    let reading = body.is_unread();
+    if reading && body.announced().is_none_or(|n| n <= max) {
+        task.vsl.log(Tag::Storage, "malloc Transient");
+    }
+    let r = body.cache_blocking(max);
+    if let Err(e) = &r {
+        task.vsl
+            .log(Tag::FetchError, &e.vfp_text(body.was_chunked()));
+    }
+    if reading && !matches!(r, Err(BodyError::TooBig) if body.announced().is_some_and(|n| n > max))
+    {
+        task.vsl.ts("ReqBody", crate::vrt_ctx::now());
+    }
+    match r {
         Ok(n) => {
             if body.was_chunked() {
                 crate::cache_obj::hdr_unset(&mut task.req.headers, "transfer-encoding");
@@ -453,10 +467,7 @@ fn cache_req_body(task: &mut Task, max: f64) -> bool {
             }
             true
         }
-        Err(e) => {
-            tracing::warn!(xid = task.xid, "FetchError: {e}");
-            false
-        }
+        Err(_) => false,
     }
 }
 

@@ -560,12 +560,32 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
             Ok(i32::from(ip.is_some_and(|ip| acl.matches(ip))))
         },
     )?;
-    l.func_wrap(m, abi::HASH_DATA, |mut c: C<'_>, s: i64| -> R<()> {
-        let s = read_bytes(&mut c, s)?;
-        let t = task(&mut c)?;
-        t.vsl
-            .log_bytes(vapi::Tag::Hash, s.as_deref().unwrap_or_default());
-        t.hash_data(s.as_deref());
+    l.func_wrap(
+        m,
+        abi::HASH_DATA,
+        |mut c: C<'_>, s: i64, last: i32| -> R<()> {
+            let s = read_bytes(&mut c, s)?;
+            let t = task(&mut c)?;
+            if let Some(s) = s.as_deref() {
+                // A C string in varnishd's record: the NUL is part of it.
+                t.vsl.log_cstr(vapi::Tag::Hash, s);
+            }
+            t.hash_data(s.as_deref(), last != 0);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(m, abi::TRACE, |mut c: C<'_>, n: i32| -> R<()> {
+        let vcl = c.data().vcl.clone();
+        let [src, line, pos] = usize::try_from(n)
+            .ok()
+            .and_then(|i| vcl.meta.traces.get(i))
+            .copied()
+            .unwrap_or_default();
+        let name = vcl.name.get().map_or("", String::as_str);
+        task(&mut c)?.vsl.logf(
+            vapi::Tag::VCL_trace,
+            format_args!("{name} {n} {src}.{line}.{pos}"),
+        );
         Ok(())
     })?;
     l.func_wrap(m, abi::SYNTHETIC, |mut c: C<'_>, s: i64| -> R<()> {

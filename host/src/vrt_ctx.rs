@@ -245,17 +245,19 @@ impl Task {
         self.hasher = Some(Sha256::new());
     }
 
-    /// `hash_data(s)`: Varnish feeds each input followed by a separator
-    /// byte, so ("ab","c") and ("a","bc") differ. The bytes are
-    /// varnishd's (a NUL separator, a NUL for a NULL string), so the
+    /// One strand of `hash_data(…)`: Varnish feeds each strand (a NUL
+    /// for a NULL one) and, after the call's last, a separator byte, so
+    /// ("ab","c") and ("a","bc") differ. The bytes are varnishd's, so the
     /// digest is the same: the shard director's `by=HASH` keys on it.
-    pub fn hash_data(&mut self, s: Option<&[u8]>) {
+    pub fn hash_data(&mut self, s: Option<&[u8]>, last: bool) {
         if let Some(h) = self.hasher.as_mut() {
             match s {
                 Some(s) => h.update(s),
                 None => h.update([0]),
             }
-            h.update([0]);
+            if last {
+                h.update([0]);
+            }
         }
     }
 

@@ -634,7 +634,10 @@ pub fn transient_if_uncached(
     if insert.is_some_and(|i| std::sync::Arc::ptr_eq(i, obj)) {
         return;
     }
-    sma_transient(obj.body.len(), has_body(obj));
+    // The object (its headers, as the cache charges them) and what of
+    // its body is there.
+    let h: usize = obj.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    sma_transient(obj.body.len() + (h + 256) as u64, has_body(obj));
 }
 
 /// Whether an object has (or is still getting) a body.
@@ -688,10 +691,6 @@ fn refresh(ctx: &crate::cache_req_fsm::Ctx) {
     } else {
         (t0.elapsed().as_millis() as u64).saturating_sub(child) / 1000
     });
-    MAIN.pools.set(1);
-    if let Ok(h) = tokio::runtime::Handle::try_current() {
-        MAIN.threads.set(h.metrics().num_workers() as u64);
-    }
     let labels = ctx.label_names();
     let vcls: Vec<_> = ctx
         .vcl_table()

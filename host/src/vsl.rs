@@ -185,7 +185,7 @@ static WAITING: AtomicUsize = AtomicUsize::new(0);
 static NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Varnish's default `vsl_mask`.
-pub const DEFAULT_MASK: &str = "-Debug,-ObjProtocol,-ObjStatus,-ObjReason,-ObjHeader,-VCL_trace,-WorkThread,-Hash,-VfpAcct,-H2RxHdr,-H2RxBody,-H2TxHdr,-H2TxBody,-VdpAcct";
+pub const DEFAULT_MASK: &str = "-Debug,-ExpKill,-ObjProtocol,-ObjStatus,-ObjReason,-ObjHeader,-VCL_trace,-WorkThread,-Hash,-VfpAcct,-H2RxHdr,-H2RxBody,-H2TxHdr,-H2TxBody,-VdpAcct";
 
 /// Whether `tag` is logged (not masked by `vsl_mask`).
 #[inline]
@@ -252,10 +252,14 @@ pub fn show_mask(m: [u64; 2]) -> String {
 pub fn configure(p: &crate::mgt_param::Params) {
     SPACE.store(p.num("vsl_space").max(1024.0) as usize, Relaxed);
     RECLEN.store(p.num("vsl_reclen").clamp(16.0, 65535.0) as usize, Relaxed);
-    BUFFER.store(
-        p.num("vsl_buffer").clamp(256.0, 1048576.0) as usize,
-        Relaxed,
-    );
+    // `debug +syncvsl`: every record goes to the ring as it is written,
+    // so records of concurrent transactions interleave as they happened.
+    let buffer = if p.debug("syncvsl") {
+        0
+    } else {
+        p.num("vsl_buffer").clamp(256.0, 1048576.0) as usize
+    };
+    BUFFER.store(buffer, Relaxed);
     let m = parse_mask(p.text("vsl_mask"), [0, 0])
         .unwrap_or_else(|_| parse_mask(DEFAULT_MASK, [0, 0]).unwrap_or_default());
     MASK[0].store(m[0], Relaxed);
@@ -410,6 +414,17 @@ impl Buf {
         }
     }
 
+    /// Logs a record of a C string as varnishd writes one: `b` and its
+    /// terminating NUL (varnishlog shows it, `%00`, for unsafe tags).
+    pub fn log_cstr(&mut self, tag: Tag, b: &[u8]) {
+        let Some(s) = self.start(tag) else {
+            return;
+        };
+        self.data.extend_from_slice(b);
+        self.data.push(0);
+        self.done(s);
+    }
+
     /// Logs a record with bytes `b`.
     pub fn log_bytes(&mut self, tag: Tag, b: &[u8]) {
         if enabled(tag) {
@@ -424,7 +439,7 @@ impl Buf {
         if self.data.capacity() == 0 {
             self.data = POOL
                 .with(|p| p.borrow_mut().pop())
-                .unwrap_or_else(|| Vec::with_capacity(BUFFER.load(Relaxed).min(64 << 10)));
+                .unwrap_or_else(|| Vec::with_capacity(BUFFER.load(Relaxed).clamp(256, 64 << 10)));
         }
     }
 
@@ -565,13 +580,16 @@ impl Drop for Buf {
         if self.end_on_drop {
             self.log(Tag::End, "");
         } else if let Some(f) = self.follow.take() {
-            // Its owner goes on with it: parked, not published.
+            // Its owner goes on with it: parked, not published. Records
+            // appended meanwhile (see [`Follow::append`]) come after.
             if let Ok(mut p) = f.parked.lock() {
-                *p = Some((
-                    std::mem::take(&mut self.data),
-                    std::mem::take(&mut self.nrec),
-                    self.t_last,
-                ));
+                let mut data = std::mem::take(&mut self.data);
+                let mut nrec = std::mem::take(&mut self.nrec);
+                if let Some((more, n, _)) = p.take() {
+                    data.extend_from_slice(&more);
+                    nrec += n;
+                }
+                *p = Some((data, nrec, self.t_last));
                 return;
             }
         }
@@ -603,6 +621,27 @@ impl Follow {
             b.t_last = t_last;
         }
         b
+    }
+}
+
+impl Follow {
+    /// Adds records to the transaction from elsewhere while its owner
+    /// goes on (an ESI include's `Link` in its parent's log, written
+    /// while the parent delivers): they join what is parked.
+    pub fn append(&self, f: impl FnOnce(&mut Buf)) {
+        let Ok(mut p) = self.parked.lock() else {
+            return;
+        };
+        let (data, nrec, t_last) = p.take().unwrap_or((Vec::new(), 0, 0.0));
+        let mut b = Buf::new(self.vxid(), Kind::Client, t_last);
+        b.data = data;
+        b.nrec = nrec;
+        f(&mut b);
+        *p = Some((
+            std::mem::take(&mut b.data),
+            std::mem::take(&mut b.nrec),
+            t_last,
+        ));
     }
 }
 
@@ -973,27 +1012,32 @@ pub fn vrt_hdr(
     }
 }
 
-/// The log of a request that is not a session's (an ESI include, or a
-/// request handled without a session): `Begin req 0 esi|rxreq`,
-/// timestamps, `VCL_use` and the request. Ends when its task does.
+/// The log of a request that is not a session's (an ESI include of the
+/// request `parent`, or a request handled without a session): `Begin req
+/// PARENT esi|rxreq`, timestamps, `VCL_use` and the request. Ends when
+/// its task does.
 pub fn req_begin(
     ctx: &crate::cache_req_fsm::Ctx,
     req: &crate::vrt_ctx::ReqMsg,
     esi_level: u32,
+    parent: u64,
 ) -> Buf {
     let now = crate::vrt_ctx::now();
     let mut b = Buf::new(ctx.next_xid(), Kind::Client, now).end_on_drop();
-    b.log(
+    b.link(
         Tag::Begin,
-        if esi_level > 0 {
-            "req 0 esi"
-        } else {
-            "req 0 rxreq"
-        },
+        "req",
+        parent,
+        if esi_level > 0 { "esi" } else { "rxreq" },
     );
     b.ts("Start", now);
     b.ts("Req", now);
-    if enabled(Tag::VCL_use) {
+    if esi_level > 0 {
+        // An include's URL is set on a copy of the parent's request
+        // before the request is logged whole (Varnish's `ved_include`);
+        // it runs in the VCL its top request started in, unannounced.
+        b.log(Tag::ReqURL, &req.url);
+    } else if enabled(Tag::VCL_use) {
         b.log(Tag::VCL_use, &ctx.active_name());
     }
     b.http_req(Http::Req, req);
@@ -1080,6 +1124,20 @@ pub fn bereq_buf(vxid: u64, parent: u64, now: f64) -> Buf {
     let mut b = Buf::new(vxid, Kind::Backend, now).end_on_drop();
     b.parent = parent;
     b
+}
+
+/// A backend request retried (Varnish's `vbf_stp_retry`): `Timestamp
+/// Retry`, `Link bereq NEW retry` and the end of this transaction; the
+/// fetch goes on as `NEW` (the task's new XID), begun `bereq OLD retry`.
+pub fn bereq_retry(bo: &mut crate::vrt_ctx::Task) {
+    let new = bo.xid;
+    let now = crate::vrt_ctx::now();
+    bo.vsl.ts("Retry", now);
+    bo.vsl.link(Tag::Link, "bereq", new, "retry");
+    let old = bo.vsl.vxid();
+    std::mem::replace(&mut bo.vsl, bereq_buf(new, old, now)).end();
+    bo.vsl.link(Tag::Begin, "bereq", old, "retry");
+    bo.vsl.ts("Start", now);
 }
 
 /// The start of a backend request's log: `Begin bereq PARENT
@@ -1169,7 +1227,9 @@ pub fn backend_open(
 /// `TTL RFC TTL GRACE KEEP NOW ORIGIN DATE EXPIRES MAX-AGE cacheable`,
 /// the lifetime the response's headers give.
 pub fn ttl_rfc(bo: &mut crate::vrt_ctx::Task, lt: &crate::cache_expire::Lifetime, now: f64) {
-    if !enabled(Tag::TTL) {
+    // A pass makes a private object: Varnish keeps only its origin time
+    // and logs no TTL.
+    if !enabled(Tag::TTL) || bo.bereq_uncacheable {
         return;
     }
     let h = &bo.beresp.headers;

@@ -9,8 +9,9 @@
 //! Varnish links them: a child's `Begin` names its parent, a parent's
 //! `Link` names its children. A group is handed out once its root and
 //! every transaction under it has ended; one that has not ended after
-//! the timeout (varnishlog's `-T`, 120 s) is forced to (an `End synth`
-//! is added), and so is everything left at [`Dispatcher::flush`].
+//! the timeout (varnishlog's `-T`, 120 s) is forced to (a `VSL timeout`
+//! and an `End synth` are added), and so is everything left at
+//! [`Dispatcher::flush`] (`VSL flush`).
 
 use crate::record::{Kind, Record};
 use crate::tag::Tag;
@@ -342,7 +343,10 @@ impl Dispatcher {
     }
 
     /// Ends a transaction that will not end by itself.
-    fn force(&mut self, vxid: u64, out: &mut Vec<Group>) {
+    /// Ends an open transaction as varnishlog does: a `Begin … synth` if
+    /// it had none, a `VSL` record saying why (`timeout`, `store
+    /// overflow`, `flush`), an `End synth`.
+    fn force(&mut self, vxid: u64, why: &str, out: &mut Vec<Group>) {
         let Some(v) = self.vtx.get_mut(&vxid) else {
             return;
         };
@@ -373,6 +377,12 @@ impl Dispatcher {
         }
         v.records.push(Record {
             vxid,
+            tag: Tag::VSL,
+            kind,
+            data: why.as_bytes().to_vec(),
+        });
+        v.records.push(Record {
+            vxid,
             tag: Tag::End,
             kind,
             data: b"synth".to_vec(),
@@ -389,7 +399,7 @@ impl Dispatcher {
             .min_by_key(|(_, v)| v.created)
             .map(|(k, _)| *k);
         if let Some(k) = oldest {
-            self.force(k, out);
+            self.force(k, "store overflow", out);
         }
     }
 
@@ -405,7 +415,7 @@ impl Dispatcher {
             .collect();
         let mut out = Vec::new();
         for k in old {
-            self.force(k, &mut out);
+            self.force(k, "timeout", &mut out);
         }
         out
     }
@@ -421,7 +431,7 @@ impl Dispatcher {
             .collect();
         open.sort();
         for (_, k) in open {
-            self.force(k, &mut out);
+            self.force(k, "flush", &mut out);
         }
         // Complete transactions still waiting for a parent that never
         // came (its records were lost).
@@ -506,7 +516,8 @@ mod tests {
         let g = d.flush();
         assert_eq!(g.len(), 1);
         let tags: Vec<Tag> = g[0][0].records.iter().map(|r| r.tag).collect();
-        assert_eq!(tags, vec![Tag::Begin, Tag::ReqURL, Tag::End]);
+        assert_eq!(tags, vec![Tag::Begin, Tag::ReqURL, Tag::VSL, Tag::End]);
+        assert_eq!(g[0][0].records[2].data, b"flush");
         assert_eq!(Grouping::parse("req"), Some(Grouping::Request));
         assert_eq!(Grouping::parse("r"), None);
     }

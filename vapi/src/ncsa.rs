@@ -18,11 +18,18 @@ enum Item {
     Named(String, char),
 }
 
-/// A parsed format.
+/// A parsed format; with `json` (varnishncsa's `-j`) values are escaped
+/// for JSON strings rather than as `\xHH`.
 #[derive(Clone, Debug)]
-pub struct Format(Vec<Item>);
+pub struct Format(Vec<Item>, bool);
 
 impl Format {
+    /// Values escaped for JSON strings (`-j`).
+    pub fn json(mut self) -> Format {
+        self.1 = true;
+        self
+    }
+
     /// Parses a varnishncsa format string.
     pub fn new(f: &str) -> Result<Format, String> {
         let mut out = Vec::new();
@@ -75,7 +82,7 @@ impl Format {
         if !lit.is_empty() {
             out.push(Item::Lit(lit));
         }
-        Ok(Format(out))
+        Ok(Format(out, false))
     }
 }
 
@@ -337,9 +344,39 @@ fn render(fmt: &Format, f: &Facts<'_>, t: &Transaction, backend: bool) -> String
                 },
             },
         };
-        s.push_str(&v);
+        match item {
+            Item::Lit(_) => s.push_str(&v),
+            _ => quote(&mut s, v.as_bytes(), fmt.1),
+        }
     }
     s
+}
+
+/// A value as varnishncsa writes it (libvarnish's `VSB_quote`): `"` and
+/// `\` escaped, control characters as `\n`, `\r`, `\t`, `\v` or (by
+/// default) `\xHH` and bytes above 0x7e as `\xHH`; for JSON, the other
+/// control characters as `\u00HH` and bytes above 0x7e as they are.
+fn quote(s: &mut String, v: &[u8], json: bool) {
+    let plain = |c: u8| c >= 0x20 && c != b'"' && c != b'\\' && (c <= 0x7e || json);
+    if v.iter().all(|&c| plain(c)) {
+        s.push_str(&String::from_utf8_lossy(v));
+        return;
+    }
+    let mut raw = Vec::with_capacity(v.len() + 8);
+    for &c in v {
+        match c {
+            b'"' | b'\\' => raw.extend_from_slice(&[b'\\', c]),
+            b'\n' => raw.extend_from_slice(b"\\n"),
+            b'\r' => raw.extend_from_slice(b"\\r"),
+            b'\t' => raw.extend_from_slice(b"\\t"),
+            0x0b => raw.extend_from_slice(b"\\v"),
+            0x20..=0x7e => raw.push(c),
+            0x7f.. if json => raw.push(c),
+            _ if json => raw.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
+            _ => raw.extend_from_slice(format!("\\x{c:02x}").as_bytes()),
+        }
+    }
+    s.push_str(&String::from_utf8_lossy(&raw));
 }
 
 #[cfg(test)]
@@ -387,5 +424,21 @@ mod tests {
         assert_eq!(lines(&[t], &f, false), vec!["miss GET /x?y=1 79 3058"]);
         assert!(Format::new("%Z").is_err());
         assert!(Format::new("%{x").is_err());
+    }
+
+    /// Values are escaped as varnishncsa escapes them, for JSON with -j.
+    #[test]
+    fn values_are_quoted() {
+        let q = |v: &str, json: bool| {
+            let mut s = String::new();
+            quote(&mut s, v.as_bytes(), json);
+            s
+        };
+        assert_eq!(q("plain", false), "plain");
+        assert_eq!(q("a\"b\\c", false), "a\\\"b\\\\c");
+        assert_eq!(q("\u{2203}", false), "\\xe2\\x88\\x83");
+        assert_eq!(q("\u{2203}", true), "\u{2203}");
+        assert_eq!(q("nul\u{0}\tx", false), "nul\\x00\\tx");
+        assert_eq!(q("nul\u{0}", true), "nul\\u0000");
     }
 }

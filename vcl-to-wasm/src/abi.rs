@@ -45,7 +45,8 @@
 //! ```
 //!
 //! * `[0, 16)` holds no string, so no pointer is 0; its bytes 4..12 are the
-//!   workspace cells (below).
+//!   workspace cells (below), bytes 12..16 the trace switch
+//!   ([`TRACE_ADDR`]).
 //! * The scratch area holds the argument slots of [`NATIVE_CALL`] (see
 //!   "Native calls"); its size is fixed by the largest call in the program.
 //! * Constants (string literals, header names) are deduplicated into one
@@ -132,7 +133,7 @@ use crate::types::Type;
 
 /// The version of this interface; exported as the immutable global
 /// [`GLOBAL_ABI_VERSION`] so a host can refuse modules it cannot run.
-pub const ABI_VERSION: i32 = 3;
+pub const ABI_VERSION: i32 = 4;
 
 /// The wasm import module name of every host function.
 pub const MODULE: &str = "shellac";
@@ -149,6 +150,10 @@ pub const WS_PTR_ADDR: u32 = 4;
 /// Memory address of the `u32` cell holding one past the last usable
 /// workspace byte.
 pub const WS_END_ADDR: u32 = 8;
+/// Memory address of the `u32` cell the host sets nonzero before a call
+/// when `VCL_trace` is logged: trace points call [`TRACE`] only then, so
+/// they cost a load and a branch otherwise.
+pub const TRACE_ADDR: u32 = 12;
 /// Exported immutable `i32` global: the first byte after constants and the
 /// scratch area; the workspace may start anywhere from here.
 pub const GLOBAL_HEAP_BASE: &str = "heap_base";
@@ -395,6 +400,7 @@ pub enum Import {
     Regsub,
     AclMatch,
     HashData,
+    Trace,
     Synthetic,
     Ban,
     Log,
@@ -407,7 +413,7 @@ pub enum Import {
 
 impl Import {
     /// Every import, in [`IMPORTS`] order.
-    pub const ALL: [Import; 31] = [
+    pub const ALL: [Import; 32] = [
         Import::WsOverflow,
         Import::Fail,
         Import::HeaderGet,
@@ -431,6 +437,7 @@ impl Import {
         Import::Regsub,
         Import::AclMatch,
         Import::HashData,
+        Import::Trace,
         Import::Synthetic,
         Import::Ban,
         Import::Log,
@@ -516,8 +523,14 @@ pub const REGEX_MATCH: &str = "regex_match";
 pub const REGSUB: &str = "regsub";
 /// `acl_match(acl: i32, ip: i32) -> i32`: `ip ~ Metadata::acls[acl]`.
 pub const ACL_MATCH: &str = "acl_match";
-/// `hash_data(s: str)`.
+/// `hash_data(s: str, last: i32)`: one strand of a `hash_data()`
+/// argument (Varnish hashes and logs each part of a concatenation on its
+/// own; NULL for an unset header), `last` = 1 on the call's last strand,
+/// after which the host adds the separator.
 pub const HASH_DATA: &str = "hash_data";
+/// `trace(n: i32)`: trace point `n` was passed (`Metadata::traces`);
+/// called only while the cell at [`TRACE_ADDR`] is nonzero.
+pub const TRACE: &str = "trace";
 /// `synthetic(s: str)`: append to the synthetic body.
 pub const SYNTHETIC: &str = "synthetic";
 /// `ban(s: str)`: the ban expression; errors are logged by the host.
@@ -577,7 +590,8 @@ pub static IMPORTS: &[ImportDesc] = &[
     imp(REGEX_MATCH, &[I32, I64], &[I32]),
     imp(REGSUB, &[I32, I32, I64, I64], &[I64]),
     imp(ACL_MATCH, &[I32, I32], &[I32]),
-    imp(HASH_DATA, &[I64], &[]),
+    imp(HASH_DATA, &[I64, I32], &[]),
+    imp(TRACE, &[I32], &[]),
     imp(SYNTHETIC, &[I64], &[]),
     imp(BAN, &[I64], &[]),
     imp(LOG, &[I64], &[]),

@@ -19,6 +19,8 @@ pub struct Program {
     pub version: u32,
     pub version_span: Span,
     pub items: Vec<Item>,
+    /// The last trace point's number ([`Stmt::Trace`]).
+    pub traces: u32,
 }
 
 /// A top-level declaration.
@@ -159,6 +161,14 @@ pub enum Stmt {
     },
     /// A function or method call used as a statement.
     CallExpr(Expr),
+    /// A trace point (Varnish's `VPI_count`, logged as `VCL_trace` when
+    /// that tag is on): at the start of every compound and after every
+    /// `if` statement, numbered from 1 in parse order over the program
+    /// and then the builtin VCL; `at` is the token that follows.
+    Trace {
+        n: u32,
+        at: Span,
+    },
 }
 
 /// A call argument, possibly named (`std.real(time = now)`).

@@ -1,7 +1,39 @@
 # Varnish 7.1 builtin VCL, appended to every VCL (see vcc_compile.rs).
-# Same statements as `varnishd -x builtin` prints, as Varnish users expect.
+# Same statements as `varnishd -x builtin` prints, as Varnish users expect,
+# on the same lines and columns: `VCL_trace` records name them.
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
+#
 
 vcl 4.0;
+
+#######################################################################
+# Client side
 
 sub vcl_recv {
 	call vcl_builtin_recv;
@@ -22,12 +54,14 @@ sub vcl_req_host {
 	if (!req.http.host &&
 	    req.esi_level == 0 &&
 	    req.proto == "HTTP/1.1") {
+		# HTTP/1.1 requires a Host header.
 		return (synth(400));
 	}
 }
 
 sub vcl_req_method {
 	if (req.method == "PRI") {
+		# Only seen from broken clients (HTTP/2 preface).
 		return (synth(405));
 	}
 	if (req.method != "GET" &&
@@ -38,27 +72,36 @@ sub vcl_req_method {
 	    req.method != "OPTIONS" &&
 	    req.method != "DELETE" &&
 	    req.method != "PATCH") {
+		# An unknown method (or CONNECT): tunnel it.
 		return (pipe);
 	}
 	if (req.method != "GET" && req.method != "HEAD") {
+		# Only GET and HEAD are cached by default.
 		return (pass);
 	}
 }
 
 sub vcl_req_authorization {
 	if (req.http.Authorization) {
+		# Credentials: not cached by default.
 		return (pass);
 	}
 }
 
 sub vcl_req_cookie {
 	if (req.http.Cookie) {
+		# Cookies: not cached by default.
 		return (pass);
 	}
 }
 
 sub vcl_pipe {
 	call vcl_builtin_pipe;
+	# Piped requests get "Connection: close" by default, so the
+	# backend connection is not reused for later requests; to
+	# change that:
+	#
+	# unset bereq.http.connection;
 	return (pipe);
 }
 
@@ -119,6 +162,9 @@ sub vcl_deliver {
 sub vcl_builtin_deliver {
 }
 
+#
+# Also reached when delivery fails (500, 503).
+#
 sub vcl_synth {
 	call vcl_builtin_synth;
 	return (deliver);
@@ -143,6 +189,9 @@ sub vcl_builtin_synth {
 </html>
 "};
 }
+
+#######################################################################
+# Backend side
 
 sub vcl_backend_fetch {
 	call vcl_builtin_backend_fetch;
@@ -227,6 +276,9 @@ sub vcl_builtin_backend_error {
 "};
 }
 
+#######################################################################
+# Cleanup
+
 sub vcl_init {
 	return (ok);
 }
@@ -234,4 +286,3 @@ sub vcl_init {
 sub vcl_fini {
 	return (ok);
 }
-

@@ -121,6 +121,9 @@ pub enum Stmt {
     },
     /// An expression evaluated for its effect (a VOID function call).
     Expr(Expr),
+    /// Trace point `n` (`Metadata::traces[n]`): logged as `VCL_trace`
+    /// when the host turns tracing on.
+    Trace(u32),
 }
 
 /// A `return` with its arguments, already checked against the method.
@@ -326,6 +329,12 @@ pub struct Metadata {
     /// the code generator passes to the `native_call` import. Filled by the
     /// code generator.
     pub natives: Vec<NativeFn>,
+    /// Trace points by number: `[source, line, column]` of the token that
+    /// follows each (what Varnish's `VCL_trace` records name; sources as
+    /// Varnish numbers them: the program 0, the builtin VCL 1, includes
+    /// after). Entry 0 is unused.
+    #[serde(default)]
+    pub traces: Vec<[u32; 3]>,
 }
 
 /// A `backend name { … }` declaration. Host names are not resolved at

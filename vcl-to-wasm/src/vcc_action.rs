@@ -32,6 +32,20 @@ impl Checker {
     fn check_stmt(&mut self, s: &ast::Stmt, out: &mut Vec<Stmt>) -> CResult<()> {
         match s {
             ast::Stmt::Block(b) => self.check_block(b, out)?,
+            ast::Stmt::Trace { n, at } => {
+                let source = self
+                    .trace_sources
+                    .iter()
+                    .position(|s| std::sync::Arc::ptr_eq(s, &at.source))
+                    .unwrap_or(0) as u32;
+                let (line, pos) = at.line_col();
+                let i = *n as usize;
+                if self.meta.traces.len() <= i {
+                    self.meta.traces.resize(i + 1, [0; 3]);
+                }
+                self.meta.traces[i] = [source, line as u32, pos as u32];
+                out.push(Stmt::Trace(*n));
+            }
             ast::Stmt::Set {
                 target,
                 op,

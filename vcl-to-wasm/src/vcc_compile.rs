@@ -116,7 +116,7 @@ fn check_with_sources(
     });
     let mut loader = Loader::new(&opts.include_path, opts.allow_inline_c);
     loader.unsafe_path = opts.unsafe_path;
-    let toks = loader.load(source, dir)?;
+    let toks = loader.load(source.clone(), dir)?;
     let user = Parser::new(toks).program()?;
 
     let builtin_src = Arc::new(Source {
@@ -124,9 +124,15 @@ fn check_with_sources(
         text: BUILTIN_VCL.to_string(),
     });
     let btoks = crate::vcc_token::tokenize(&builtin_src, false)?;
-    let builtin = Parser::new(btoks).program()?;
+    let builtin = Parser::new(btoks).traces_after(user.traces).program()?;
 
     let mut ck = Checker::new(user.version, opts.clone());
+    // Varnish numbers its sources: the program 0, the builtin VCL 1, then
+    // the included files in the order they were read.
+    ck.trace_sources = [source.clone(), builtin_src.clone()]
+        .into_iter()
+        .chain(loader.sources.iter().skip(1).cloned())
+        .collect();
     ck.builtin_subs = builtin
         .items
         .iter()
@@ -256,6 +262,8 @@ pub(crate) struct Checker {
     pub builtin_subs: Vec<String>,
     /// The sub whose body is being checked.
     pub cur: SubId,
+    /// The sources by Varnish's numbering (for trace points).
+    pub trace_sources: Vec<Arc<crate::error::Source>>,
 }
 
 pub(crate) type CResult<T> = Result<T, Diagnostic>;
@@ -282,6 +290,7 @@ impl Checker {
             undefined: Vec::new(),
             builtin_subs: Vec::new(),
             cur: 0,
+            trace_sources: Vec::new(),
         }
     }
 

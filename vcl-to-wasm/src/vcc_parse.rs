@@ -18,6 +18,8 @@ pub struct Parser {
     toks: Vec<Token>,
     pos: usize,
     depth: usize,
+    /// The last trace point's number.
+    traces: u32,
 }
 
 type PResult<T> = Result<T, Diagnostic>;
@@ -28,6 +30,23 @@ impl Parser {
             toks,
             pos: 0,
             depth: 0,
+            traces: 0,
+        }
+    }
+
+    /// Numbers trace points after `n` (the builtin VCL's follow the
+    /// program's, as in Varnish).
+    pub fn traces_after(mut self, n: u32) -> Self {
+        self.traces = n;
+        self
+    }
+
+    /// A trace point at the next token.
+    fn trace(&mut self) -> Stmt {
+        self.traces += 1;
+        Stmt::Trace {
+            n: self.traces,
+            at: self.peek().span.clone(),
         }
     }
 
@@ -181,6 +200,7 @@ impl Parser {
             version,
             version_span,
             items,
+            traces: self.traces,
         })
     }
 
@@ -387,7 +407,7 @@ impl Parser {
     fn block(&mut self) -> PResult<Vec<Stmt>> {
         self.expect_op("{")?;
         self.enter()?;
-        let mut out = Vec::new();
+        let mut out = vec![self.trace()];
         loop {
             let t = self.peek().clone();
             if t.is_op("}") {
@@ -426,7 +446,14 @@ impl Parser {
         let stmt = match t.value.as_str() {
             "if" => {
                 self.next();
-                return Ok(Some(self.if_stmt()?));
+                let (s, plain_else) = self.if_stmt()?;
+                // One trace point after the whole if/else chain, unless it
+                // ends in a plain `else` (Varnish's vcc_Act_If returns
+                // before counting then).
+                if plain_else {
+                    return Ok(Some(s));
+                }
+                return Ok(Some(Stmt::Block(vec![s, self.trace()])));
             }
             "set" => {
                 self.next();
@@ -511,27 +538,34 @@ impl Parser {
         Ok(Some(stmt))
     }
 
-    fn if_stmt(&mut self) -> PResult<Stmt> {
+    /// An `if` chain, and whether it ends in a plain `else { … }`.
+    fn if_stmt(&mut self) -> PResult<(Stmt, bool)> {
         self.expect_op("(")?;
         let cond = self.expr()?;
         self.expect_op(")")?;
         let then = self.block()?;
         let t = self.peek().clone();
+        let mut plain_else = false;
         let els = if t.is_id("else") {
             self.next();
             if self.peek().is_id("if") {
                 self.next();
-                Some(vec![self.if_stmt()?])
+                let (s, p) = self.if_stmt()?;
+                plain_else = p;
+                Some(vec![s])
             } else {
+                plain_else = true;
                 Some(self.block()?)
             }
         } else if t.is_id("elsif") || t.is_id("elseif") || t.is_id("elif") {
             self.next();
-            Some(vec![self.if_stmt()?])
+            let (s, p) = self.if_stmt()?;
+            plain_else = p;
+            Some(vec![s])
         } else {
             None
         };
-        Ok(Stmt::If { cond, then, els })
+        Ok((Stmt::If { cond, then, els }, plain_else))
     }
 
     /// Comma-separated expressions up to `close` (consumed).

@@ -751,13 +751,25 @@ fn hash_data_synthetic_ban() {
         vec![
             Stmt::HashData(req("host")),
             Stmt::HashData(req("missing")),
+            // Strand by strand, as Varnish hashes and logs them.
+            Stmt::HashData(concat(vec![s("1"), req("host"), s("3"), req("missing")])),
             Stmt::Synthetic(s("<html>")),
             Stmt::Synthetic(concat(vec![req("host"), s("</html>")])),
             Stmt::Ban(concat(vec![s("obj.http.host == "), req("host")])),
         ],
         &mut st,
     );
-    assert_eq!(st.hash, vec![some("example.com"), None]);
+    assert_eq!(
+        st.hash,
+        vec![
+            some("example.com"),
+            None,
+            some("1"),
+            some("example.com"),
+            some("3"),
+            None
+        ]
+    );
     assert_eq!(st.synthetic, "<html>example.com</html>");
     assert_eq!(st.bans, vec!["obj.http.host == example.com".to_string()]);
 }

@@ -267,3 +267,33 @@ fn numeric_plus_is_arithmetic_even_in_a_header() {
     assert_eq!(st.header(HttpWhere::Req, "cat"), Some("1x"));
     assert_eq!(st.header(HttpWhere::Req, "str"), Some("a1"));
 }
+
+/// Trace points (Varnish's `VPI_count`): one at the start of every
+/// compound and one after every `if` statement, numbered in parse order
+/// (the builtin VCL's after the program's), each at the token that
+/// follows; passed only while the host turns tracing on.
+#[test]
+fn trace_points_as_varnish_counts_them() {
+    let wasm = compile("sub vcl_recv {\n\tif (req.http.x) {\n\t\treturn (pass);\n\t}\n}\n");
+    let mut st = state_with_req("/", &[("Host", "h"), ("x", "1")]);
+    st.trace = true;
+    assert_eq!(
+        run(&wasm, "vcl_recv", &mut st).expect("run"),
+        Some(Action::Pass)
+    );
+    assert_eq!(st.traces, vec![1, 2]);
+    assert_eq!(st.meta.traces[1], [0, 4, 9]);
+    assert_eq!(st.meta.traces[2], [0, 5, 17]);
+    assert_eq!(st.meta.traces[3], [0, 7, 1]);
+    assert_eq!(st.meta.traces[4][0], 1, "the builtin VCL is source 1");
+
+    let mut st = state_with_req("/", &[("Host", "h")]);
+    st.trace = true;
+    run(&wasm, "vcl_recv", &mut st).expect("run");
+    assert_eq!(st.traces[..3], [1, 3, 4]);
+
+    // Off: no calls.
+    let mut st = state_with_req("/", &[("Host", "h")]);
+    run(&wasm, "vcl_recv", &mut st).expect("run");
+    assert!(st.traces.is_empty());
+}

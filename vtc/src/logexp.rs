@@ -625,9 +625,6 @@ impl Logexp {
         if ctx.config.varnishd.is_some() {
             let mut cmd = Command::new("varnishlog");
             cmd.arg("-n").arg(workdir).args(["-g", "raw"]);
-            if self.d_arg {
-                cmd.arg("-d");
-            }
             let mut child = cmd
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -647,8 +644,37 @@ impl Logexp {
                 }
             });
             let mut src = Source::Varnishlog(child, rx);
-            if !self.d_arg {
-                self.attached(ctx, &mut src, v)?;
+            let marker = self.attached(ctx, &mut src, v)?;
+            if self.d_arg {
+                // varnishtest's `-d 1` reads from the head and goes on
+                // following; varnishlog does one or the other. The head
+                // (`varnishlog -d`) up to the marker the follower started
+                // after, then what the follower reads.
+                let head = Command::new("varnishlog")
+                    .arg("-n")
+                    .arg(workdir)
+                    .args(["-g", "raw", "-d"])
+                    .stderr(Stdio::null())
+                    .output()
+                    .map_err(|e| ctx.fatal(&self.name, format!("cannot run varnishlog: {e}")))?;
+                let (tx, rx) = std::sync::mpsc::channel();
+                let Source::Varnishlog(_, follower) = &mut src else {
+                    return Err(Abort);
+                };
+                let tail = std::mem::replace(follower, rx);
+                for l in String::from_utf8_lossy(&head.stdout).lines() {
+                    if parse_raw_line(l).is_some_and(|r| r.tag == Tag::CLI && r.text() == marker) {
+                        break;
+                    }
+                    let _ = tx.send(l.to_string());
+                }
+                let _ = std::thread::Builder::new().spawn(move || {
+                    while let Ok(l) = tail.recv() {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
             return Ok(src);
         }
@@ -680,18 +706,20 @@ impl Logexp {
     }
 
     /// varnishlog says nothing when it has attached: a CLI command the
-    /// cache logs (`backend.list`, as `CLI Rd backend.list`) is sent
-    /// until it shows, and what came before is dropped (it was logged
-    /// before `-start`).
+    /// cache logs (`backend.list MARKER`, as `CLI Rd backend.list
+    /// MARKER`, a new marker each time) is sent until one shows, and
+    /// what came before is dropped (it was logged before `-start`).
+    /// Returns the record's text.
     fn attached(
         &self,
         ctx: &Ctx,
         src: &mut Source,
         mut v: Option<&mut crate::varnish::Varnish>,
-    ) -> R<()> {
+    ) -> R<String> {
         let Source::Varnishlog(_, rx) = src else {
-            return Ok(());
+            return Ok(String::new());
         };
+        let mut sent = 0u32;
         let deadline = Instant::now() + ctx.config.max_duration / 3;
         // Sent again every half second until it shows.
         let mut last = Instant::now() - Duration::from_secs(1);
@@ -701,7 +729,8 @@ impl Logexp {
             }
             if last.elapsed() >= Duration::from_millis(500) {
                 if let Some(v) = v.as_deref_mut() {
-                    v.ask(ctx, "backend.list")?;
+                    sent += 1;
+                    v.ask(ctx, &format!("backend.list {}-attached-{sent}", self.name))?;
                 }
                 last = Instant::now();
             }
@@ -711,8 +740,9 @@ impl Logexp {
                 Err(_) => return Err(ctx.fatal(&self.name, "varnishlog ended")),
             };
             if let Some(rec) = parse_raw_line(&l) {
-                if rec.tag == Tag::CLI && rec.text().starts_with("Rd backend.list") {
-                    return Ok(());
+                let marker = format!("Rd backend.list {}-attached-", self.name);
+                if rec.tag == Tag::CLI && rec.text().starts_with(&marker) {
+                    return Ok(rec.text().into_owned());
                 }
             }
         }
@@ -763,6 +793,9 @@ fn run(
         ctx.log.log(4, name, &format!("qry  | {q}"));
     }
     m.next(ctx);
+    // A debugging aid: `VTC_LOG_DUMP=1` shows every record the
+    // expectations see (they show only those they match).
+    let dump = std::env::var_os("VTC_LOG_DUMP").is_some();
     let mut last_expire = Instant::now();
     let failed = |ctx: &Ctx| {
         if err_arg {
@@ -798,6 +831,19 @@ fn run(
                 for r in &t.records {
                     if !filter.matches(r) {
                         continue;
+                    }
+                    if dump {
+                        ctx.log.log(
+                            4,
+                            name,
+                            &format!(
+                                "vsl  | {:>10} {:<15} {} {}",
+                                r.vxid,
+                                r.tag.name(),
+                                r.kind.letter(),
+                                r.text()
+                            ),
+                        );
                     }
                     if m.record(ctx, r).is_err() {
                         return failed(ctx);

@@ -31,8 +31,37 @@ fn cmd_delay(ctx: &Ctx, id: &str, args: &[String]) -> R<()> {
     ctx.sleep(Duration::from_secs_f64(d))
 }
 
+/// Varnish's tools as the Shellac instance's (`varnishlog` is `shellac
+/// log`, `varnishncsa` `shellac log --ncsa`, `varnishstat` `shellac
+/// stat`, `varnishadm` `shellac adm`): small scripts in the test's
+/// temporary directory, first in a shell command's `PATH`, so a test's
+/// `shell` reads the instance it started.
+fn tool_dir(ctx: &Ctx) -> std::io::Result<std::path::PathBuf> {
+    let dir = ctx.tmpdir.join("_tools");
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let shellac =
+        std::fs::canonicalize(&ctx.config.shellac).unwrap_or_else(|_| ctx.config.shellac.clone());
+    let bin = shellac.to_string_lossy().replace('\'', "'\\''");
+    for (tool, sub) in [
+        ("varnishlog", "log"),
+        ("varnishncsa", "log --ncsa"),
+        ("varnishstat", "stat"),
+        ("varnishadm", "adm"),
+    ] {
+        let path = dir.join(tool);
+        std::fs::write(&path, format!("#!/bin/sh\nexec '{bin}' {sub} \"$@\"\n"))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(dir)
+}
+
 /// `shell [-err] [-exit N] [-expect TEXT] [-match REGEX] CMD`: runs CMD
-/// with `/bin/sh -c` in the test's temporary directory.
+/// with `/bin/sh -c` in the test's temporary directory (with a Shellac
+/// instance, its tools as Varnish's: see [`tool_dir`]).
 fn cmd_shell(ctx: &Ctx, id: &str, args: &[String]) -> R<()> {
     let mut exit: Option<i32> = Some(0);
     let mut err = false;
@@ -65,11 +94,22 @@ fn cmd_shell(ctx: &Ctx, id: &str, args: &[String]) -> R<()> {
         return Err(ctx.fatal(id, "shell: missing command"));
     };
     ctx.log.log(3, id, &format!("shell_cmd|{cmd}"));
-    let out = Proc::new("/bin/sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(&ctx.tmpdir)
-        .output();
+    let mut sh = Proc::new("/bin/sh");
+    sh.arg("-c").arg(cmd).current_dir(&ctx.tmpdir);
+    if ctx.config.varnishd.is_none() {
+        match tool_dir(ctx) {
+            Ok(dir) => {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let mut dirs = vec![dir];
+                dirs.extend(std::env::split_paths(&path));
+                if let Ok(p) = std::env::join_paths(dirs) {
+                    sh.env("PATH", p);
+                }
+            }
+            Err(e) => return Err(ctx.fatal(id, format!("shell: cannot make the tools: {e}"))),
+        }
+    }
+    let out = sh.output();
     let out = match out {
         Ok(o) => o,
         Err(e) => return Err(ctx.fatal(id, format!("shell: cannot run: {e}"))),

@@ -103,6 +103,36 @@ impl Varnish {
             return Ok(());
         }
         ctx.log.log(2, &self.name, "Launch");
+        // The admin port is picked free, then handed to the instance: in
+        // between another process may take it, and the instance exits at
+        // once. Then another port, a few times.
+        let mut attempt = 0;
+        let (secret, stream) = loop {
+            attempt += 1;
+            match self.launch_once(ctx)? {
+                Some(ok) => break ok,
+                None if attempt < 3 => {
+                    ctx.log.log(
+                        2,
+                        &self.name,
+                        "Launch again (it exited at once: its admin port may have been taken)",
+                    );
+                }
+                None => return Err(self.fatal(ctx, "FAIL varnishd exited before its CLI answered")),
+            }
+        };
+        let mut cli = Cli::new(stream, ctx.config.max_duration);
+        match cli.authenticate(ctx, secret.as_bytes())? {
+            Ok(()) => {}
+            Err(e) => return Err(self.fatal(ctx, e)),
+        }
+        self.cli = Some(cli);
+        Ok(())
+    }
+
+    /// One launch: the instance started and its admin port answering
+    /// (secret, connection), or `None` when it exited before that.
+    fn launch_once(&mut self, ctx: &Ctx) -> R<Option<(String, TcpStream)>> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| self.fatal(ctx, format!("Create CLI listen socket failed: {e}")))?
@@ -209,10 +239,13 @@ impl Varnish {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    return Err(self.fatal(
-                        ctx,
-                        format!("FAIL varnishd exited before its CLI answered ({st})"),
-                    ));
+                    ctx.log.log(
+                        3,
+                        &self.name,
+                        &format!("exited before its CLI answered ({st})"),
+                    );
+                    self.child = None;
+                    return Ok(None);
                 }
             }
             match TcpStream::connect(("127.0.0.1", port)) {
@@ -227,13 +260,7 @@ impl Varnish {
                 }
             }
         };
-        let mut cli = Cli::new(stream, ctx.config.max_duration);
-        match cli.authenticate(ctx, secret.as_bytes())? {
-            Ok(()) => {}
-            Err(e) => return Err(self.fatal(ctx, e)),
-        }
-        self.cli = Some(cli);
-        Ok(())
+        Ok(Some((secret, stream)))
     }
 
     /// Sends one CLI request; a broken connection is fatal.

@@ -19,13 +19,13 @@ use vapi::{Dispatcher, Filter, Grouping, Item, Query};
 pub struct Args {
     /// varnishlog's options: -n DIR, -d, -g raw|vxid|request|session,
     /// -i/-x TAGLIST, -I/-X [TAGLIST:]REGEX, -q QUERY, -Q FILE, -b, -c,
-    /// -C, -E, -v, -k N, -T SECONDS, -L N, -t SECONDS; --ncsa [-F FORMAT]
+    /// -C, -E, -v, -k N, -T SECONDS, -L N, -t SECONDS; --ncsa [-F FORMAT] [-j]
     /// for varnishncsa's access log lines.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
 
-const USAGE: &str = "Usage: shellac log [-n DIR] [-d] [-g raw|vxid|request|session] [-i|-x TAGLIST] [-I|-X [TAGLIST:]REGEX] [-q QUERY] [-Q FILE] [-b] [-c] [-C] [-E] [-v] [-k N] [-T SECONDS] [-L N] [-t SECONDS|off] [--ncsa [-F FORMAT]]";
+const USAGE: &str = "Usage: shellac log [-n DIR] [-d] [-g raw|vxid|request|session] [-i|-x TAGLIST] [-I|-X [TAGLIST:]REGEX] [-q QUERY] [-Q FILE] [-b] [-c] [-C] [-E] [-v] [-k N] [-T SECONDS] [-L N] [-t SECONDS|off] [--ncsa [-F FORMAT] [-j]]";
 
 struct Opts {
     name: Option<PathBuf>,
@@ -39,6 +39,8 @@ struct Opts {
     limit: usize,
     wait: Duration,
     ncsa: bool,
+    /// `-j` with `--ncsa`: values escaped for JSON.
+    json: bool,
     format: Option<String>,
 }
 
@@ -55,6 +57,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         limit: 1000,
         wait: Duration::from_secs(5),
         ncsa: false,
+        json: false,
         format: None,
     };
     let mut it = args.iter();
@@ -70,6 +73,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                 std::process::exit(0);
             }
             "--ncsa" => o.ncsa = true,
+            "-j" => o.json = true,
             "-F" => o.format = Some(val("-F")?),
             "-n" => o.name = Some(PathBuf::from(val("-n")?)),
             "-d" => o.dump = true,
@@ -173,11 +177,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let ncsa = match (&o.ncsa, &o.format) {
-        (true, f) => Some(
-            vapi::ncsa::Format::new(f.as_deref().unwrap_or(vapi::ncsa::DEFAULT_FORMAT))
-                .map_err(anyhow::Error::msg)?,
-        ),
+        (true, f) => {
+            let f = vapi::ncsa::Format::new(f.as_deref().unwrap_or(vapi::ncsa::DEFAULT_FORMAT))
+                .map_err(anyhow::Error::msg)?;
+            Some(if o.json { f.json() } else { f })
+        }
         (false, Some(_)) => bail!("-F needs --ncsa"),
+        (false, None) if o.json => bail!("-j needs --ncsa"),
         (false, None) => None,
     };
     let inst = super::instance::find(o.name.as_deref(), o.wait)?;

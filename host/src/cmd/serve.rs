@@ -181,6 +181,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         shellac::mgt_tenant::apply(&ctx, tenants);
         tokio::spawn(shellac::cache_ban::lurker(Arc::downgrade(&ctx)));
         tokio::spawn(shellac::mgt_vcl::poker(Arc::downgrade(&ctx)));
+        tokio::spawn(shellac::cache_expire::expiry(Arc::downgrade(&ctx)));
+        tokio::spawn(shellac::cache_pool::herder(Arc::downgrade(&ctx)));
         // The transaction log in shared memory, where `shellac log` and
         // logexpect map it (the instance directory says where).
         let vsl = match shellac::vsl::attach_shm() {

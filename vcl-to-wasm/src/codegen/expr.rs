@@ -24,6 +24,19 @@ enum Part<'e> {
     Dyn(&'e Expr),
 }
 
+/// The strands of a concatenation: constants (folded together) and the
+/// expressions to evaluate.
+pub(crate) fn strands(parts: &[Expr]) -> Vec<std::result::Result<String, &Expr>> {
+    let mut flat = Vec::new();
+    flatten(parts, &mut flat);
+    flat.into_iter()
+        .map(|p| match p {
+            Part::Const(s) => Ok(s),
+            Part::Dyn(e) => Err(e),
+        })
+        .collect()
+}
+
 fn flatten<'e>(parts: &'e [Expr], out: &mut Vec<Part<'e>>) {
     for p in parts {
         let folded = match &p.kind {

@@ -22,7 +22,7 @@ fn visit_stmts(stmts: &[Stmt], f: &mut dyn FnMut(usize)) {
     for s in stmts {
         match s {
             Stmt::Set { value, .. } => visit_expr(value, f),
-            Stmt::Unset(_) | Stmt::Call(_) | Stmt::Leave => {}
+            Stmt::Unset(_) | Stmt::Call(_) | Stmt::Leave | Stmt::Trace(_) => {}
             Stmt::Return(r) => match r {
                 Return::Plain(_) | Return::Vcl(_) => {}
                 Return::Synth { status, reason, .. } => {

@@ -91,7 +91,23 @@ impl Gen<'_> {
                 self.f.emit(I::End);
                 Ok(())
             }
-            Stmt::HashData(e) => self.string_call(e, Import::HashData),
+            Stmt::HashData(e) => self.hash_data(e),
+            Stmt::Trace(n) => {
+                // Only when the host turned tracing on for this call.
+                self.f.emit_all([
+                    I::I32Const(0),
+                    I::I32Load(wasm_encoder::MemArg {
+                        offset: u64::from(crate::abi::TRACE_ADDR),
+                        align: 2,
+                        memory_index: 0,
+                    }),
+                    I::If(BlockType::Empty),
+                    I::I32Const(*n as i32),
+                ]);
+                self.call_import(Import::Trace);
+                self.f.emit(I::End);
+                Ok(())
+            }
             Stmt::Synthetic(e) => self.string_call(e, Import::Synthetic),
             Stmt::Ban(e) => self.string_call(e, Import::Ban),
             Stmt::New { object, ctor, args } => {
@@ -105,6 +121,37 @@ impl Gen<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// `hash_data(e)`: a concatenation goes strand by strand, as
+    /// Varnish's STRANDS argument does (constants folded together).
+    fn hash_data(&mut self, e: &Expr) -> Result<()> {
+        let ExprKind::Concat(parts) = &e.kind else {
+            self.string(e)?;
+            self.f.emit(I::I32Const(1));
+            self.call_import(Import::HashData);
+            return Ok(());
+        };
+        let strands = super::expr::strands(parts);
+        if strands.is_empty() {
+            let v = self.cx.pool.str("")?;
+            self.f.emit_all([I::I64Const(v), I::I32Const(1)]);
+            self.call_import(Import::HashData);
+            return Ok(());
+        }
+        let n = strands.len();
+        for (i, p) in strands.into_iter().enumerate() {
+            match p {
+                Ok(s) => {
+                    let v = self.cx.pool.str(&s)?;
+                    self.f.emit(I::I64Const(v));
+                }
+                Err(e) => self.string(e)?,
+            }
+            self.f.emit(I::I32Const(i32::from(i + 1 == n)));
+            self.call_import(Import::HashData);
+        }
+        Ok(())
     }
 
     fn string_call(&mut self, e: &Expr, imp: Import) -> Result<()> {

@@ -57,6 +57,10 @@ pub struct State {
     /// IP handles: handle `i` is `ips[i - 1]`.
     pub ips: Vec<IpAddr>,
     pub hash: Vec<Option<String>>,
+    /// Turn trace points on (the host's `TRACE_ADDR` cell) and the trace
+    /// points passed.
+    pub trace: bool,
+    pub traces: Vec<i32>,
     pub synthetic: String,
     pub bans: Vec<String>,
     pub logs: Vec<String>,
@@ -72,7 +76,7 @@ pub struct State {
     pub workspace: u32,
     /// Workspace bytes in use when the subroutine returned.
     pub ws_used: u32,
-    meta: Metadata,
+    pub meta: Metadata,
     regexes: Vec<pcre2::bytes::Regex>,
 }
 
@@ -640,9 +644,17 @@ fn linker() -> HResult<Linker<State>> {
     l.func_wrap(
         m,
         abi::HASH_DATA,
-        |mut c: Caller<'_, State>, s: i64| -> HResult<()> {
+        |mut c: Caller<'_, State>, s: i64, _last: i32| -> HResult<()> {
             let s = read_str(&mut c, s)?;
             c.data_mut().hash.push(s);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        m,
+        abi::TRACE,
+        |mut c: Caller<'_, State>, n: i32| -> HResult<()> {
+            c.data_mut().traces.push(n);
             Ok(())
         },
     )?;
@@ -787,6 +799,13 @@ pub fn run(wasm: &[u8], sub: &str, state: &mut State) -> Result<Option<Action>, 
             set_cell(data, abi::WS_PTR_ADDR, heap)
                 .and_then(|()| set_cell(data, abi::WS_END_ADDR, heap + ws))
                 .ok_or_else(|| RunError::Trap("no workspace cells".into()))?;
+        }
+        if store.data().trace {
+            let mem = inst
+                .get_memory(&mut store, abi::EXPORT_MEMORY)
+                .ok_or_else(|| RunError::Trap("no memory".into()))?;
+            set_cell(mem.data_mut(&mut store), abi::TRACE_ADDR, 1)
+                .ok_or_else(|| RunError::Trap("no trace cell".into()))?;
         }
         let f = inst
             .get_typed_func::<(), i32>(&mut store, sub)
