@@ -348,6 +348,16 @@ impl BanList {
         n
     }
 
+    /// How many bans the list holds (completed ones included).
+    pub fn len(&self) -> usize {
+        self.bans.read().map_or(0, |b| b.len())
+    }
+
+    /// Whether the list holds no ban.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The newest ban's time.
     pub fn newest(&self) -> f64 {
         self.bans
