@@ -31,3 +31,14 @@ wrk_run() {
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print 0 }'; }
 # ratio A B: A / B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+# wait_http PORT...: until each port answers HTTP (10 s at most each).
+wait_http() {
+    local port
+    for port in "$@"; do
+        for _ in $(seq 100); do
+            curl -s -o /dev/null "http://127.0.0.1:$port/bytes/1" && break
+            sleep 0.1
+        done
+    done
+}

@@ -29,12 +29,7 @@ taskset -c 0 varnishd -F -n "$work/varnishd" -a 127.0.0.1:6091 -f "$PWD/bench/hi
     -s malloc,256m >/dev/null 2>&1 & pids+=($!)
 taskset -c 0 "$SHELLAC" serve -a 127.0.0.1:6092 -f bench/hit.vcl -s malloc,256m \
     >/dev/null 2>&1 & pids+=($!)
-for port in 8090 6091 6092; do
-    for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/bytes/1" && break
-        sleep 0.1
-    done
-done
+wait_http 8090 6091 6092
 
 run() { wrk_run "$CONNS" "$SECS" "$@"; }
 

@@ -29,12 +29,7 @@ trap cleanup EXIT
 "$SHELLAC" serve -n "$work/inst" -a "127.0.0.1:$PROXY" -T "127.0.0.1:$CLI" \
     -b "127.0.0.1:$ORIGIN" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
 serve_pid=$!
-for port in $ORIGIN $PROXY; do
-    for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/bytes/1" && break
-        sleep 0.1
-    done
-done
+wait_http $ORIGIN $PROXY
 
 python3 - "$CLI" "$COUNT" "$ORIGIN" "$serve_pid" "$PROXY" <<'EOF'
 import socket, sys, time, statistics, urllib.request

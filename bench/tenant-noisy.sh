@@ -52,12 +52,7 @@ EOF
 "$SHELLAC" demo-origin -a "127.0.0.1:$ORIGIN" >/dev/null 2>&1 & pids+=($!)
 taskset -c 0 "$SHELLAC" serve -n "$work/inst" -a "127.0.0.1:$PROXY" -T "127.0.0.1:$CLI" \
     -f "$work/tenant.vcl" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
-for port in $ORIGIN $PROXY; do
-    for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/bytes/1" && break
-        sleep 0.1
-    done
-done
+wait_http $ORIGIN $PROXY
 adm() { "$SHELLAC" adm -T "127.0.0.1:$CLI" "$@" >/dev/null; }
 adm vcl.label la boot
 adm vcl.label lb boot
