@@ -42,3 +42,11 @@ wait_http() {
         done
     done
 }
+
+# bench_workdir: a scratch directory in $work and a $pids list, both cleaned
+# up (processes killed, directory removed) when the script exits.
+bench_workdir() {
+    work=$(mktemp -d)
+    pids=()
+    trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}

@@ -20,10 +20,7 @@ ORIGIN=$((BASE)); PROXY=$((BASE + 1)); CLI=$((BASE + 2))
 
 . bench/common.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_workdir
 
 "$SHELLAC" demo-origin -a "127.0.0.1:$ORIGIN" >/dev/null 2>&1 & pids+=($!)
 "$SHELLAC" serve -n "$work/inst" -a "127.0.0.1:$PROXY" -T "127.0.0.1:$CLI" \

@@ -23,10 +23,7 @@ ORIGIN=$((BASE)); PROXY=$((BASE + 1)); CLI=$((BASE + 2))
 
 . bench/common.sh wrk
 
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_workdir
 
 cat >"$work/tenant.vcl" <<EOF
 vcl 4.1;

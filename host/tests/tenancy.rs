@@ -539,6 +539,18 @@ async fn http(addr: SocketAddr, req: String) -> (u16, String) {
     (r.status, r.body)
 }
 
+/// Another admin interface on `p`'s cache: a child of its own and a
+/// listener with its address, for the test to serve a protocol on.
+async fn admin_listener(p: &Proxy) -> (Arc<Child>, tokio::net::TcpListener, SocketAddr) {
+    let listens = shellac::mgt_child::bind(&["127.0.0.1:0".to_string()]).expect("bind");
+    let child = Arc::new(Child::new(p.ctx.clone(), listens));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    (child, l, addr)
+}
+
 fn post_cli(body: &str, token: Option<&str>) -> String {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     format!(
@@ -558,12 +570,7 @@ async fn http_admin_api_runs_cli_verbs_behind_the_token() {
         u64::MAX,
     )
     .await;
-    let listens = shellac::mgt_child::bind(&["127.0.0.1:0".to_string()]).expect("bind");
-    let child = Arc::new(Child::new(p.ctx.clone(), listens));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin = l.local_addr().expect("addr");
+    let (child, l, admin) = admin_listener(&p).await;
     let secret = b"the secret\n".to_vec();
     tokio::spawn(shellac::mgt_http::serve(child, l, Some(secret.clone())));
     let token = shellac::mgt_auth::http_token(&secret);
@@ -635,12 +642,7 @@ async fn cli_auth_failures_are_rate_limited() {
         u64::MAX,
     )
     .await;
-    let listens = shellac::mgt_child::bind(&["127.0.0.1:0".to_string()]).expect("bind");
-    let child = Arc::new(Child::new(p.ctx.clone(), listens));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let cli = l.local_addr().expect("addr");
+    let (child, l, cli) = admin_listener(&p).await;
     let secret = b"s\n".to_vec();
     tokio::spawn(shellac::mgt_cli::serve(child, l, Some(secret.clone())));
     // One session: (status of the banner, status after `auth`).
