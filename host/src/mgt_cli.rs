@@ -534,7 +534,10 @@ async fn command(child: &Child, words: &[String]) -> String {
     match cmd {
         "vcl.load" | "vcl.inline" => vcl_load(child, cmd, args).await,
         "vcl.use" if !need(1) => answer(ctx.vcls.use_(&args[0])),
-        "vcl.discard" if !need(1) => answer(ctx.vcls.discard(args)),
+        "vcl.discard" if !need(1) => answer(
+            ctx.vcls
+                .discard(args, ctx.params().hot().workspace_client),
+        ),
         "vcl.label" if !need(2) => answer(ctx.vcls.label(&args[0], &args[1])),
         "vcl.state" if !need(2) => answer(ctx.vcls.state(&args[0], &args[1])),
         "vcl.list" => answer(ctx.vcls.list(args, child.running())),

@@ -521,7 +521,7 @@ impl VclTable {
     /// names goes, unless one is active, a glob names none, a label not
     /// discarded still names a program that is, or a program not
     /// discarded still returns to a label that is. All or nothing.
-    pub fn discard(&self, globs: &[String]) -> Answer {
+    pub fn discard(&self, globs: &[String], ws: u32) -> Answer {
         let mut g = self.write();
         let mut marked: Vec<String> = Vec::new();
         for glob in globs {
@@ -588,9 +588,10 @@ impl VclTable {
             let gone = marked.contains(&e.name);
             if gone {
                 if let Kind::Program(p) = &e.kind {
-                    // `vcl_fini` runs as it goes (a label is only another
-                    // name: discarding one runs nothing).
-                    p.vcl.fini(64 << 10);
+                    // `vcl_fini` runs as it goes, with a client workspace
+                    // (a label is only another name: discarding one runs
+                    // nothing).
+                    p.vcl.fini(ws);
                     // Its instances and probes go now; requests still on
                     // it finish on it.
                     p.vcl.set_cold(true);
