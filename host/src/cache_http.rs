@@ -163,6 +163,62 @@ pub fn filter_hop_by_hop(h: &mut Headers) {
     });
 }
 
+/// An IP address as text, on the stack: IPv4 (nearly every client)
+/// without the formatter, which costs about a thousand instructions a
+/// request for `X-Forwarded-For`.
+pub struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl std::ops::Deref for IpText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only ASCII digits, dots, colons and hex letters are written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+/// `ip` as [`IpText`].
+pub fn ip_text(ip: std::net::IpAddr) -> IpText {
+    let mut t = IpText {
+        buf: [0; 48],
+        len: 0,
+    };
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    t.buf[t.len] = b'.';
+                    t.len += 1;
+                }
+                if o >= 100 {
+                    t.buf[t.len] = b'0' + o / 100;
+                    t.len += 1;
+                }
+                if o >= 10 {
+                    t.buf[t.len] = b'0' + o / 10 % 10;
+                    t.len += 1;
+                }
+                t.buf[t.len] = b'0' + o % 10;
+                t.len += 1;
+            }
+        }
+        v6 => {
+            let mut w: &mut [u8] = &mut t.buf[..];
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{v6}"));
+            t.len = 48 - w.len();
+        }
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +247,20 @@ mod tests {
     fn reasons() {
         assert_eq!(status_reason(413), "Request Entity Too Large");
         assert_eq!(status_reason(999), "Unknown HTTP Status");
+    }
+
+    #[test]
+    fn ip_text_is_like_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:192.0.2.128",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(&*super::ip_text(ip), ip.to_string());
+        }
     }
 }

@@ -327,7 +327,7 @@ async fn handle_task(
     }
     if esi_level == 0 {
         let before = crate::vsl::prep_snapshot(&t.req.headers);
-        recv_prep(&ctx, &mut t.req, client);
+        recv_prep(t.gzip_support, &mut t.req, client);
         crate::vsl::prep_changes(&mut t.vsl, &before, &t.req.headers);
     }
     t.backend_hint = vcl.default_backend;
@@ -375,7 +375,7 @@ async fn handle_task(
                     }
                     switched = true;
                     t.req = t.http0.clone();
-                    recv_prep(&ctx, &mut t.req, client);
+                    recv_prep(t.gzip_support, &mut t.req, client);
                     t.backend_hint = vcl.default_backend;
                     t.vcl_label = None;
                     step = Step::Recv;
@@ -450,15 +450,16 @@ async fn handle_task(
 /// What Varnish does to a request before the first `vcl_recv`: one
 /// `Cache-Control`, and the client's address appended to
 /// `X-Forwarded-For` (collected into one header first).
-fn recv_prep(ctx: &Ctx, req: &mut crate::vrt_ctx::ReqMsg, client: IpAddr) {
-    if ctx.params().flag("http_gzip_support") {
+fn recv_prep(gzip_support: bool, req: &mut crate::vrt_ctx::ReqMsg, client: IpAddr) {
+    if gzip_support {
         crate::cache_gzip::normalize_req(&mut req.headers);
     }
     crate::cache_http::collect(&mut req.headers, "cache-control");
     crate::cache_http::collect(&mut req.headers, "x-forwarded-for");
+    let ip = crate::cache_http::ip_text(client);
     let xff = match hdr_get(&req.headers, "x-forwarded-for") {
-        Some(v) => format!("{v}, {client}"),
-        None => client.to_string(),
+        Some(v) => format!("{v}, {ip}"),
+        None => ip.to_string(),
     };
     hdr_set(&mut req.headers, "X-Forwarded-For", &xff);
 }

@@ -15,7 +15,7 @@
 
 use crate::record::{Kind, Record};
 use crate::tag::Tag;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, Instant};
 
 /// How records are grouped (varnishlog's `-g`).
@@ -162,7 +162,7 @@ impl Dispatcher {
     pub fn new(grouping: Grouping) -> Dispatcher {
         Dispatcher {
             grouping,
-            vtx: HashMap::new(),
+            vtx: HashMap::default(),
             timeout: Duration::from_secs(120),
             limit: 1000,
         }
@@ -195,7 +195,12 @@ impl Dispatcher {
             return Vec::new();
         }
         let tag = r.tag;
-        let text = r.text().into_owned();
+        // Only Begin and Link are read here; the text of the rest is
+        // left alone (this runs for every record the reader gets).
+        let text = match tag {
+            Tag::Begin | Tag::Link => r.text().into_owned(),
+            _ => String::new(),
+        };
         v.records.push(r);
         match tag {
             Tag::Begin if !v.begun => {

@@ -12,6 +12,7 @@
 
 pub mod dispatch;
 pub mod filter;
+pub mod fmt;
 pub mod ncsa;
 pub mod print;
 pub mod query;

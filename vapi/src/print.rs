@@ -36,13 +36,51 @@ pub fn data(out: &mut impl Write, r: &Record) -> io::Result<()> {
 /// One record: `VXID TAG KIND DATA` (verbose) or `TAG DATA` (terse),
 /// with varnishlog's column widths.
 pub fn record(out: &mut impl Write, r: &Record, verbose: bool) -> io::Result<()> {
+    // Laid out by hand: `write!` with a width pads one char at a time,
+    // which was a quarter of the reader's time at full speed.
+    const SPACES: &[u8; 16] = b"                ";
+    let mut line = [0u8; 10 + 1 + 14 + 1 + 2];
+    let mut n = 0;
     if verbose {
-        write!(out, "{:>10} ", r.vxid)?;
+        let mut digits = [b' '; 20];
+        let mut v = r.vxid;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let d = &digits[i.min(digits.len() - 10)..];
+        if d.len() > 10 {
+            out.write_all(d)?;
+        } else {
+            line[..10].copy_from_slice(d);
+            n = 10;
+        }
+        line[n] = b' ';
+        n += 1;
     }
-    write!(out, "{:<14} ", r.tag.name())?;
+    let name = r.tag.name().as_bytes();
+    if name.len() >= 14 {
+        out.write_all(&line[..n])?;
+        out.write_all(name)?;
+        n = 0;
+    } else {
+        line[n..n + name.len()].copy_from_slice(name);
+        line[n + name.len()..n + 14].copy_from_slice(&SPACES[..14 - name.len()]);
+        n += 14;
+    }
+    line[n] = b' ';
+    n += 1;
     if verbose {
-        write!(out, "{} ", r.kind.letter())?;
+        line[n] = r.kind.letter() as u8;
+        line[n + 1] = b' ';
+        n += 2;
     }
+    out.write_all(&line[..n])?;
     data(out, r)?;
     out.write_all(b"\n")
 }
@@ -95,7 +133,7 @@ pub fn group(
             if t.level > 3 {
                 write!(out, "-{}- ", t.level % 10)?;
             } else if t.level > 0 {
-                write!(out, "{:<3} ", &"---"[..t.level as usize])?;
+                out.write_all([&b"-   "[..], b"--  ", b"--- "][t.level as usize - 1])?;
             }
             record(out, r, verbose)?;
         }

@@ -7,11 +7,22 @@
 //! length (u16, little endian) — followed by the data. A header with tag
 //! 0 is not a record: its data is the decimal count of records the
 //! reader lost because it fell behind the ring.
+//!
+//! Packed records: a kind byte with [`PACKED`] set carries its numbers
+//! in binary, and readers write them out ([`decode`] gives the same
+//! record the text form would). The writer packs the records every
+//! request logs several of with numbers in them, `Timestamp` (three
+//! `f64` then the label) and `Hit`/`HitPass`/`HitMiss` (the object's
+//! VXID as a `u64`, then one or three `f64`), so formatting those costs
+//! the reader, not the server.
 
 use crate::tag::Tag;
 
 /// Size of a record header on the wire.
 pub const HEADER: usize = 12;
+
+/// In a record header's kind byte: the data is packed (see above).
+pub const PACKED: u8 = 0x80;
 
 /// Whose transaction a record belongs to (varnishlog's `c`, `b`, `-`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,9 +45,9 @@ impl Kind {
         }
     }
 
-    /// From the wire byte.
+    /// From the wire byte (without [`PACKED`]).
     pub fn from_byte(b: u8) -> Kind {
-        match b {
+        match b & !PACKED {
             1 => Kind::Client,
             2 => Kind::Backend,
             _ => Kind::None,
@@ -116,11 +127,131 @@ pub enum DecodeError {
     /// A lost-marker whose count is not a number.
     #[error("bad record: malformed lost marker")]
     Lost,
+    /// A packed record of a tag that is never packed, or too short.
+    #[error("bad record: malformed packed {0} record")]
+    Packed(&'static str),
 }
 
-/// Reads one item from the front of `buf`: `Ok(None)` when more bytes
-/// are needed, else the item and how many bytes it took.
-pub fn decode(buf: &[u8]) -> Result<Option<(Item, usize)>, DecodeError> {
+/// Packed data's first byte: what follows (see [`Packed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Packed {
+    /// Three `f64` then the label: `LABEL: A B C` (`Timestamp`).
+    Timestamp = 1,
+    /// A `u64` then one to three `f64`: `N A [B C]` (`Hit`, `HitPass`,
+    /// `HitMiss`).
+    Hit = 2,
+    /// `u64`s: `N N …` (`ReqAcct`, `RespStatus`, `Length`).
+    Numbers = 3,
+    /// A `u64`, a byte `L`, `L` bytes of kind, the reason: `KIND N
+    /// REASON` (`Begin`, `Link`).
+    Link = 4,
+    /// Headers, each a `u16` name length, a `u16` value length, the name
+    /// and the value: one record `NAME: VALUE` per header.
+    Headers = 5,
+}
+
+/// The records of a packed record's data (see the module's
+/// documentation), appended to `out`; returns how many.
+fn unpack(
+    vxid: u64,
+    tag: Tag,
+    kind: Kind,
+    data: &[u8],
+    out: &mut Vec<Item>,
+) -> Result<usize, DecodeError> {
+    use crate::fmt::{fmt_fixed6, fmt_u64, F6};
+    let bad = || DecodeError::Packed(tag.name());
+    let (&code, body) = data.split_first().ok_or_else(bad)?;
+    let word = |i: usize| -> Result<[u8; 8], DecodeError> {
+        body.get(i * 8..i * 8 + 8)
+            .and_then(|w| w.try_into().ok())
+            .ok_or_else(bad)
+    };
+    let real = |i: usize| word(i).map(f64::from_le_bytes);
+    let int = |i: usize| word(i).map(u64::from_le_bytes);
+    let mut text = Vec::with_capacity(96);
+    let (mut f, mut d) = ([0u8; F6], [0u8; 20]);
+    let mut rec = |data: Vec<u8>| {
+        out.push(Item::Record(Record {
+            vxid,
+            tag,
+            kind,
+            data,
+        }))
+    };
+    match code {
+        c if c == Packed::Timestamp as u8 => {
+            text.extend_from_slice(body.get(24..).ok_or_else(bad)?);
+            text.extend_from_slice(b": ");
+            for i in 0..3 {
+                if i > 0 {
+                    text.push(b' ');
+                }
+                text.extend_from_slice(fmt_fixed6(&mut f, real(i)?));
+            }
+        }
+        c if c == Packed::Hit as u8 => {
+            if !matches!(body.len(), 16 | 24 | 32) {
+                return Err(bad());
+            }
+            text.extend_from_slice(fmt_u64(&mut d, int(0)?));
+            for i in 1..body.len() / 8 {
+                text.push(b' ');
+                text.extend_from_slice(fmt_fixed6(&mut f, real(i)?));
+            }
+        }
+        c if c == Packed::Numbers as u8 => {
+            if body.len() % 8 != 0 {
+                return Err(bad());
+            }
+            for i in 0..body.len() / 8 {
+                if i > 0 {
+                    text.push(b' ');
+                }
+                text.extend_from_slice(fmt_u64(&mut d, int(i)?));
+            }
+        }
+        c if c == Packed::Link as u8 => {
+            let n = usize::from(*body.get(8).ok_or_else(bad)?);
+            let k = body.get(9..9 + n).ok_or_else(bad)?;
+            text.extend_from_slice(k);
+            text.push(b' ');
+            text.extend_from_slice(fmt_u64(&mut d, int(0)?));
+            text.push(b' ');
+            text.extend_from_slice(&body[9 + n..]);
+        }
+        c if c == Packed::Headers as u8 => {
+            let mut rest = body;
+            let mut n = 0;
+            while !rest.is_empty() {
+                let l = |i: usize| {
+                    rest.get(i..i + 2)
+                        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+                };
+                let (nl, vl) = (l(0).ok_or_else(bad)?, l(2).ok_or_else(bad)?);
+                let name = rest.get(4..4 + nl).ok_or_else(bad)?;
+                let value = rest.get(4 + nl..4 + nl + vl).ok_or_else(bad)?;
+                let mut t = Vec::with_capacity(nl + 2 + vl);
+                t.extend_from_slice(name);
+                t.extend_from_slice(b": ");
+                t.extend_from_slice(value);
+                rec(t);
+                n += 1;
+                rest = &rest[4 + nl + vl..];
+            }
+            return Ok(n);
+        }
+        _ => return Err(bad()),
+    }
+    rec(text);
+    Ok(1)
+}
+
+/// Reads the item at the front of `buf` into `out` (a packed record
+/// may hold several records): `Ok(None)` when more bytes are needed,
+/// else how many bytes it took.
+pub fn decode(buf: &[u8], out: &mut Vec<Item>) -> Result<Option<usize>, DecodeError> {
     if buf.len() < HEADER {
         return Ok(None);
     }
@@ -134,21 +265,32 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Item, usize)>, DecodeError> {
         return Ok(None);
     }
     let data = &buf[HEADER..HEADER + len];
-    let item = if tag == 0 {
+    if tag == 0 {
         let n = std::str::from_utf8(data)
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or(DecodeError::Lost)?;
-        Item::Lost(n)
+        out.push(Item::Lost(n));
     } else {
-        Item::Record(Record {
-            vxid,
-            tag: Tag::from_u8(tag).ok_or(DecodeError::Tag(tag))?,
-            kind,
-            data: data.to_vec(),
-        })
-    };
-    Ok(Some((item, HEADER + len)))
+        let tag = Tag::from_u8(tag).ok_or(DecodeError::Tag(tag))?;
+        if buf[9] & PACKED != 0 {
+            unpack(vxid, tag, kind, data, out)?;
+        } else {
+            out.push(Item::Record(Record {
+                vxid,
+                tag,
+                kind,
+                data: data.to_vec(),
+            }));
+        }
+    }
+    Ok(Some(HEADER + len))
+}
+
+/// [`decode`] for exactly one item (tests and tools).
+pub fn decode_one(buf: &[u8]) -> Result<Option<(Item, usize)>, DecodeError> {
+    let mut out = Vec::new();
+    Ok(decode(buf, &mut out)?.and_then(|n| out.pop().map(|i| (i, n))))
 }
 
 #[cfg(test)]
@@ -166,15 +308,86 @@ mod tests {
         let mut b = Vec::new();
         encode(&mut b, &r);
         encode_lost(&mut b, 42);
-        let (i, n) = decode(&b).unwrap().unwrap();
+        let (i, n) = decode_one(&b).unwrap().unwrap();
         assert_eq!(i, Item::Record(r));
-        let (j, m) = decode(&b[n..]).unwrap().unwrap();
+        let (j, m) = decode_one(&b[n..]).unwrap().unwrap();
         assert_eq!(j, Item::Lost(42));
         assert_eq!(n + m, b.len());
-        assert_eq!(decode(&b[..5]), Ok(None));
-        assert_eq!(decode(&b[..n - 1]), Ok(None));
+        assert_eq!(decode_one(&b[..5]), Ok(None));
+        assert_eq!(decode_one(&b[..n - 1]), Ok(None));
         let mut bad = b.clone();
         bad[8] = 250;
-        assert_eq!(decode(&bad), Err(DecodeError::Tag(250)));
+        assert_eq!(decode_one(&bad), Err(DecodeError::Tag(250)));
+    }
+
+    /// Packed records read as their text would.
+    #[test]
+    fn packed() {
+        let rec = |tag: Tag, data: Vec<u8>| {
+            let mut b = Vec::new();
+            encode_header(&mut b, 7, tag as u8, Kind::Client, data.len() as u16);
+            b[9] |= PACKED;
+            b.extend_from_slice(&data);
+            b
+        };
+        let le = |xs: &[f64]| xs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let texts = |b: &[u8]| {
+            let mut out = Vec::new();
+            let n = decode(b, &mut out).unwrap().unwrap();
+            assert_eq!(n, b.len());
+            out.into_iter()
+                .map(|i| match i {
+                    Item::Record(r) => {
+                        assert_eq!((r.vxid, r.kind), (7, Kind::Client));
+                        r.text().into_owned()
+                    }
+                    Item::Lost(_) => panic!(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut ts = vec![Packed::Timestamp as u8];
+        ts.extend(le(&[1_796_290_544.511_465, 0.000_054, 0.000_049]));
+        ts.extend_from_slice(b"Process");
+        assert_eq!(
+            texts(&rec(Tag::Timestamp, ts)),
+            ["Process: 1796290544.511465 0.000054 0.000049"]
+        );
+        let mut hit = vec![Packed::Hit as u8];
+        hit.extend(1003u64.to_le_bytes());
+        hit.extend(le(&[3599.9887, 10.0, 0.0]));
+        assert_eq!(
+            texts(&rec(Tag::Hit, hit)),
+            ["1003 3599.988700 10.000000 0.000000"]
+        );
+        let mut ns = vec![Packed::Numbers as u8];
+        for n in [88u64, 0, 88, 284, 1024, 1308] {
+            ns.extend(n.to_le_bytes());
+        }
+        assert_eq!(texts(&rec(Tag::ReqAcct, ns)), ["88 0 88 284 1024 1308"]);
+        let mut link = vec![Packed::Link as u8];
+        link.extend(1005u64.to_le_bytes());
+        link.push(3);
+        link.extend_from_slice(b"reqrxreq");
+        assert_eq!(texts(&rec(Tag::Link, link)), ["req 1005 rxreq"]);
+        let mut hs = vec![Packed::Headers as u8];
+        for (n, v) in [("Host", "example.com"), ("Accept", "")] {
+            hs.extend((n.len() as u16).to_le_bytes());
+            hs.extend((v.len() as u16).to_le_bytes());
+            hs.extend_from_slice(n.as_bytes());
+            hs.extend_from_slice(v.as_bytes());
+        }
+        assert_eq!(
+            texts(&rec(Tag::ReqHeader, hs)),
+            ["Host: example.com", "Accept: "]
+        );
+        // Unknown formats and short data are errors, not panics.
+        for bad in [
+            vec![9u8, 1, 2],
+            vec![Packed::Hit as u8, 0, 0],
+            vec![],
+            vec![Packed::Headers as u8, 5, 0, 0, 0, b'a'],
+        ] {
+            assert!(decode(&rec(Tag::Hit, bad), &mut Vec::new()).is_err());
+        }
     }
 }

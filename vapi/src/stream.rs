@@ -21,6 +21,8 @@ pub enum Next {
 pub struct Stream {
     r: BufReader<TcpStream>,
     buf: Vec<u8>,
+    /// Items decoded and not handed out yet, last first.
+    pending: Vec<Item>,
 }
 
 impl Stream {
@@ -50,7 +52,11 @@ impl Stream {
                 break;
             }
         }
-        Ok(Stream { r, buf: Vec::new() })
+        Ok(Stream {
+            r,
+            buf: Vec::new(),
+            pending: Vec::new(),
+        })
     }
 
     /// Waits at most `t` for data in [`Stream::read`] (`None`: forever).
@@ -61,10 +67,14 @@ impl Stream {
     /// The next item.
     pub fn read(&mut self) -> io::Result<Next> {
         loop {
-            match decode(&self.buf) {
-                Ok(Some((item, n))) => {
+            if let Some(item) = self.pending.pop() {
+                return Ok(Next::Item(item));
+            }
+            match decode(&self.buf, &mut self.pending) {
+                Ok(Some(n)) => {
                     self.buf.drain(..n);
-                    return Ok(Next::Item(item));
+                    self.pending.reverse();
+                    continue;
                 }
                 Ok(None) => {}
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -97,6 +107,8 @@ pub enum Source {
         buf: Vec<u8>,
         /// Decoded up to here.
         pos: usize,
+        /// Items decoded and not handed out yet, last first.
+        pending: Vec<Item>,
         /// Stop at the end (`-d`) instead of waiting for more.
         dump: bool,
         /// How long [`Source::read`] waits before saying [`Next::Idle`].
@@ -126,6 +138,7 @@ impl Source {
                 reader,
                 buf: Vec::new(),
                 pos: 0,
+                pending: Vec::new(),
                 dump: !follow,
                 timeout: Duration::from_millis(500),
             }),
@@ -149,22 +162,29 @@ impl Source {
 
     /// The next item.
     pub fn read(&mut self) -> io::Result<Next> {
-        let (reader, buf, pos, dump, timeout) = match self {
+        let (reader, buf, pos, pending, dump, timeout) = match self {
             Source::Http(s) => return s.read(),
             Source::Shm {
                 reader,
                 buf,
                 pos,
+                pending,
                 dump,
                 timeout,
-            } => (reader, buf, pos, *dump, *timeout),
+            } => (reader, buf, pos, pending, *dump, *timeout),
         };
-        let deadline = std::time::Instant::now() + timeout;
+        // The clock is read only once there is nothing to decode: a
+        // reader that keeps up handles millions of records a second.
+        let mut deadline = None;
         loop {
-            match decode(&buf[*pos..]) {
-                Ok(Some((item, n))) => {
+            if let Some(item) = pending.pop() {
+                return Ok(Next::Item(item));
+            }
+            match decode(&buf[*pos..], pending) {
+                Ok(Some(n)) => {
                     *pos += n;
-                    return Ok(Next::Item(item));
+                    pending.reverse();
+                    continue;
                 }
                 Ok(None) => {}
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -181,8 +201,11 @@ impl Source {
             if dump {
                 return Ok(Next::Eof);
             }
-            if std::time::Instant::now() >= deadline {
-                return Ok(Next::Idle);
+            let now = std::time::Instant::now();
+            match deadline {
+                None => deadline = Some(now + timeout),
+                Some(d) if now >= d => return Ok(Next::Idle),
+                Some(_) => {}
             }
             std::thread::sleep(Duration::from_millis(5));
         }
