@@ -80,7 +80,8 @@ impl TxType {
         }
     }
 
-    fn parse(s: &str) -> TxType {
+    /// From a `Begin` record's first word.
+    pub fn parse(s: &str) -> TxType {
         match s {
             "sess" => TxType::Sess,
             "req" => TxType::Req,

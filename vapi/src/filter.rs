@@ -83,7 +83,12 @@ impl Filter {
         })
     }
 
-    /// Whether `r` is shown.
+    /// Whether it shows every record (no option given).
+    pub fn shows_all(&self) -> bool {
+        !self.seen_ix && !self.client && !self.backend
+    }
+
+    /// Whether record `r` is shown.
     pub fn matches(&self, r: &Record) -> bool {
         if self.client && r.kind != Kind::Client {
             return false;

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod dispatch;
+pub mod fast;
 pub mod filter;
 pub mod fmt;
 pub mod ncsa;

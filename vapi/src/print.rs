@@ -11,10 +11,15 @@ use std::io::{self, Write};
 /// The data of a record as varnishlog prints it: text as is, "unsafe"
 /// tags quoted with `%XX` escapes, binary tags as hex in brackets.
 pub fn data(out: &mut impl Write, r: &Record) -> io::Result<()> {
-    let flags = r.tag.flags();
+    data_of(out, r.tag, &r.data)
+}
+
+/// [`data`] for `tag`'s record with data `d`.
+pub fn data_of(out: &mut impl Write, t: tag::Tag, d: &[u8]) -> io::Result<()> {
+    let flags = t.flags();
     if flags & tag::UNSAFE != 0 {
         out.write_all(b"\"")?;
-        for &c in &r.data {
+        for &c in d {
             if (b' '..=b'~').contains(&c) {
                 out.write_all(&[c])?;
             } else {
@@ -24,18 +29,30 @@ pub fn data(out: &mut impl Write, r: &Record) -> io::Result<()> {
         out.write_all(b"\"")
     } else if flags & tag::BINARY != 0 {
         out.write_all(b"[")?;
-        for c in &r.data {
+        for c in d {
             write!(out, "{c:02x}")?;
         }
         out.write_all(b"]")
     } else {
-        out.write_all(&r.data)
+        out.write_all(d)
     }
 }
 
 /// One record: `VXID TAG KIND DATA` (verbose) or `TAG DATA` (terse),
 /// with varnishlog's column widths.
 pub fn record(out: &mut impl Write, r: &Record, verbose: bool) -> io::Result<()> {
+    line(out, r.vxid, r.tag, r.kind, &r.data, verbose)
+}
+
+/// [`record`] of a record's parts.
+pub fn line(
+    out: &mut impl Write,
+    vxid: u64,
+    tag: tag::Tag,
+    kind: crate::record::Kind,
+    d: &[u8],
+    verbose: bool,
+) -> io::Result<()> {
     // Laid out by hand: `write!` with a width pads one char at a time,
     // which was a quarter of the reader's time at full speed.
     const SPACES: &[u8; 16] = b"                ";
@@ -43,7 +60,7 @@ pub fn record(out: &mut impl Write, r: &Record, verbose: bool) -> io::Result<()>
     let mut n = 0;
     if verbose {
         let mut digits = [b' '; 20];
-        let mut v = r.vxid;
+        let mut v = vxid;
         let mut i = digits.len();
         loop {
             i -= 1;
@@ -63,7 +80,7 @@ pub fn record(out: &mut impl Write, r: &Record, verbose: bool) -> io::Result<()>
         line[n] = b' ';
         n += 1;
     }
-    let name = r.tag.name().as_bytes();
+    let name = tag.name().as_bytes();
     if name.len() >= 14 {
         out.write_all(&line[..n])?;
         out.write_all(name)?;
@@ -76,12 +93,12 @@ pub fn record(out: &mut impl Write, r: &Record, verbose: bool) -> io::Result<()>
     line[n] = b' ';
     n += 1;
     if verbose {
-        line[n] = r.kind.letter() as u8;
+        line[n] = kind.letter() as u8;
         line[n + 1] = b' ';
         n += 2;
     }
     out.write_all(&line[..n])?;
-    data(out, r)?;
+    data_of(out, tag, d)?;
     out.write_all(b"\n")
 }
 

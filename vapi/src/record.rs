@@ -151,14 +151,14 @@ pub enum Packed {
     Headers = 5,
 }
 
-/// The records of a packed record's data (see the module's
-/// documentation), appended to `out`; returns how many.
-fn unpack(
-    vxid: u64,
+/// The text of each record a packed record's data holds (see the
+/// module's documentation), handed to `each` in order (built in
+/// `scratch`); returns how many.
+pub fn unpack_each(
     tag: Tag,
-    kind: Kind,
     data: &[u8],
-    out: &mut Vec<Item>,
+    scratch: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]),
 ) -> Result<usize, DecodeError> {
     use crate::fmt::{fmt_fixed6, fmt_u64, F6};
     let bad = || DecodeError::Packed(tag.name());
@@ -170,16 +170,9 @@ fn unpack(
     };
     let real = |i: usize| word(i).map(f64::from_le_bytes);
     let int = |i: usize| word(i).map(u64::from_le_bytes);
-    let mut text = Vec::with_capacity(96);
+    let text = scratch;
+    text.clear();
     let (mut f, mut d) = ([0u8; F6], [0u8; 20]);
-    let mut rec = |data: Vec<u8>| {
-        out.push(Item::Record(Record {
-            vxid,
-            tag,
-            kind,
-            data,
-        }))
-    };
     match code {
         c if c == Packed::Timestamp as u8 => {
             text.extend_from_slice(body.get(24..).ok_or_else(bad)?);
@@ -222,30 +215,70 @@ fn unpack(
             text.extend_from_slice(&body[9 + n..]);
         }
         c if c == Packed::Headers as u8 => {
+            // Checked whole first: a bad block gives no records at all.
             let mut rest = body;
             let mut n = 0;
             while !rest.is_empty() {
-                let l = |i: usize| {
-                    rest.get(i..i + 2)
-                        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-                };
-                let (nl, vl) = (l(0).ok_or_else(bad)?, l(2).ok_or_else(bad)?);
-                let name = rest.get(4..4 + nl).ok_or_else(bad)?;
-                let value = rest.get(4 + nl..4 + nl + vl).ok_or_else(bad)?;
-                let mut t = Vec::with_capacity(nl + 2 + vl);
-                t.extend_from_slice(name);
-                t.extend_from_slice(b": ");
-                t.extend_from_slice(value);
-                rec(t);
+                let nl = usize::from(u16::from_le_bytes([
+                    *rest.first().ok_or_else(bad)?,
+                    *rest.get(1).ok_or_else(bad)?,
+                ]));
+                let vl = usize::from(u16::from_le_bytes([
+                    *rest.get(2).ok_or_else(bad)?,
+                    *rest.get(3).ok_or_else(bad)?,
+                ]));
+                rest = rest.get(4 + nl + vl..).ok_or_else(bad)?;
                 n += 1;
+            }
+            let mut rest = body;
+            while !rest.is_empty() {
+                let nl = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+                let vl = usize::from(u16::from_le_bytes([rest[2], rest[3]]));
+                text.clear();
+                text.extend_from_slice(&rest[4..4 + nl]);
+                text.extend_from_slice(b": ");
+                text.extend_from_slice(&rest[4 + nl..4 + nl + vl]);
+                each(text);
                 rest = &rest[4 + nl + vl..];
             }
             return Ok(n);
         }
         _ => return Err(bad()),
     }
-    rec(text);
+    each(text);
     Ok(1)
+}
+
+/// The records a packed record holds, appended to `out` as items.
+fn unpack(
+    vxid: u64,
+    tag: Tag,
+    kind: Kind,
+    data: &[u8],
+    out: &mut Vec<Item>,
+) -> Result<usize, DecodeError> {
+    let mut scratch = Vec::with_capacity(96);
+    unpack_each(tag, data, &mut scratch, |t| {
+        out.push(Item::Record(Record {
+            vxid,
+            tag,
+            kind,
+            data: t.to_vec(),
+        }))
+    })
+}
+
+/// A record in wire form at the front of `buf`: VXID, tag byte, kind
+/// byte (with [`PACKED`]) and data; `None` when `buf` holds less than a
+/// whole record.
+#[inline]
+pub fn peek(buf: &[u8]) -> Option<(u64, u8, u8, &[u8])> {
+    let h = buf.get(..HEADER)?;
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&h[..8]);
+    let len = usize::from(u16::from_le_bytes([h[10], h[11]]));
+    let data = buf.get(HEADER..HEADER + len)?;
+    Some((u64::from_le_bytes(v), h[8], h[9], data))
 }
 
 /// Reads the item at the front of `buf` into `out` (a packed record

@@ -188,54 +188,79 @@ impl Reader {
         lost
     }
 
+    /// Jumps to the newest end of the ring (what varnishlog does after
+    /// an overrun); returns the records skipped.
+    pub fn skip_to_head(&mut self) -> u64 {
+        let h = self.header();
+        let (head, rec) = (
+            h.head.load(Ordering::Acquire),
+            h.next_rec.load(Ordering::Acquire),
+        );
+        let skipped = rec.saturating_sub(self.next_rec);
+        if head > self.next {
+            self.next = head;
+            self.next_rec = rec.max(self.next_rec);
+        }
+        skipped
+    }
+
     /// Appends the records of the batches written since the last read
     /// (about `max` bytes at most) to `out`; returns how many records were
     /// lost because the writer went over them first.
+    ///
+    /// The header (which the writer updates for every batch) is read
+    /// twice per call, not per batch: before, for where the written
+    /// part ends, and after copying, to check that the writer did not
+    /// reach what was copied. A reader that keeps up so shares that
+    /// cache line with the writer as little as it can.
     pub fn read(&mut self, max: usize, out: &mut Vec<u8>) -> u64 {
         let mut lost = 0;
-        let mut taken = 0;
-        let mut tries = 0;
-        while taken < max && tries < 16 {
+        for _ in 0..16 {
             let head = self.header().head.load(Ordering::Acquire);
             if self.next >= head {
                 break;
             }
             if self.gone(self.next) {
                 lost += self.resync();
-                tries += 1;
-                continue;
-            }
-            self.scratch.clear();
-            let mut bh = std::mem::take(&mut self.scratch);
-            self.copy(self.next, BATCH_HDR, &mut bh);
-            let magic = u32::from_le_bytes([bh[0], bh[1], bh[2], bh[3]]);
-            let len = u32::from_le_bytes([bh[4], bh[5], bh[6], bh[7]]) as usize;
-            let nrec = u64::from(u32::from_le_bytes([bh[8], bh[9], bh[10], bh[11]]));
-            let mut fr = [0u8; 8];
-            fr.copy_from_slice(&bh[16..24]);
-            let first_rec = u64::from_le_bytes(fr);
-            self.scratch = bh;
-            let end = self.next + (BATCH_HDR + len) as u64;
-            if magic != BATCH_MAGIC || end > head || len as u64 > self.space {
-                // Not a batch start: written over while we looked.
-                lost += self.resync();
-                tries += 1;
                 continue;
             }
             let mark = out.len();
-            self.copy(self.next + BATCH_HDR as u64, len, out);
-            // The copy is good only if the writer did not reach it.
+            let (mut at, mut rec) = (self.next, self.next_rec);
+            let mut torn = false;
+            let mut skipped = 0;
+            let mut bh = std::mem::take(&mut self.scratch);
+            while at < head && out.len() - mark < max {
+                bh.clear();
+                self.copy(at, BATCH_HDR, &mut bh);
+                let magic = u32::from_le_bytes([bh[0], bh[1], bh[2], bh[3]]);
+                let len = u32::from_le_bytes([bh[4], bh[5], bh[6], bh[7]]) as usize;
+                let nrec = u64::from(u32::from_le_bytes([bh[8], bh[9], bh[10], bh[11]]));
+                let mut fr = [0u8; 8];
+                fr.copy_from_slice(&bh[16..24]);
+                let first_rec = u64::from_le_bytes(fr);
+                let end = at + (BATCH_HDR + len) as u64;
+                if magic != BATCH_MAGIC || end > head || len as u64 > self.space {
+                    // Not a batch start: written over while we looked.
+                    torn = true;
+                    break;
+                }
+                self.copy(at + BATCH_HDR as u64, len, out);
+                skipped += first_rec.saturating_sub(rec);
+                at = end;
+                rec = first_rec + nrec;
+            }
+            self.scratch = bh;
+            // The copies are good only if the writer did not reach them.
             fence(Ordering::Acquire);
-            if self.gone(self.next) {
+            if torn || self.gone(self.next) {
                 out.truncate(mark);
                 lost += self.resync();
-                tries += 1;
                 continue;
             }
-            lost += first_rec.saturating_sub(self.next_rec);
-            self.next = end;
-            self.next_rec = first_rec + nrec;
-            taken += len;
+            lost += skipped;
+            self.next = at;
+            self.next_rec = rec;
+            break;
         }
         lost
     }

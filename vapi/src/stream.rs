@@ -162,21 +162,13 @@ impl Source {
 
     /// The next item.
     pub fn read(&mut self) -> io::Result<Next> {
-        let (reader, buf, pos, pending, dump, timeout) = match self {
-            Source::Http(s) => return s.read(),
-            Source::Shm {
-                reader,
-                buf,
-                pos,
-                pending,
-                dump,
-                timeout,
-            } => (reader, buf, pos, pending, *dump, *timeout),
-        };
-        // The clock is read only once there is nothing to decode: a
-        // reader that keeps up handles millions of records a second.
-        let mut deadline = None;
         loop {
+            let (buf, pos, pending) = match self {
+                Source::Http(s) => return s.read(),
+                Source::Shm {
+                    buf, pos, pending, ..
+                } => (buf, pos, pending),
+            };
             if let Some(item) = pending.pop() {
                 return Ok(Next::Item(item));
             }
@@ -186,25 +178,83 @@ impl Source {
                     pending.reverse();
                     continue;
                 }
-                Ok(None) => {}
+                // The ring holds whole batches of whole records: a
+                // piece of one is garbage, dropped.
+                Ok(None) => *pos = buf.len(),
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
-            buf.drain(..*pos);
+            if let Some(next) = self.fill()? {
+                return Ok(next);
+            }
+        }
+    }
+
+    /// Whole records read from the shared log and not decoded yet, for
+    /// readers that print them in place ([`crate::fast`]); they say how
+    /// many bytes they used with [`Source::consume`].
+    pub fn raw(&self) -> Option<&[u8]> {
+        match self {
+            Source::Shm {
+                buf, pos, pending, ..
+            } if pending.is_empty() && *pos < buf.len() => Some(&buf[*pos..]),
+            _ => None,
+        }
+    }
+
+    /// Marks `n` bytes of [`Source::raw`] used.
+    pub fn consume(&mut self, n: usize) {
+        if let Source::Shm { buf, pos, .. } = self {
+            *pos = (*pos + n).min(buf.len());
+        }
+    }
+
+    /// Reads more of the shared log once what was read is used up:
+    /// `None` when there is more to take (through [`Source::raw`] or
+    /// [`Source::read`]), else what there is to say instead (records
+    /// lost, nothing new for a while, the end of a dump). The HTTP
+    /// stream has no raw form: its next item.
+    pub fn fill(&mut self) -> io::Result<Option<Next>> {
+        let (reader, buf, pos, pending, dump, timeout) = match self {
+            Source::Http(s) => return s.read().map(Some),
+            Source::Shm {
+                reader,
+                buf,
+                pos,
+                pending,
+                dump,
+                timeout,
+            } => (reader, buf, pos, pending, *dump, *timeout),
+        };
+        if let Some(item) = pending.pop() {
+            return Ok(Some(Next::Item(item)));
+        }
+        if *pos < buf.len() {
+            return Ok(None);
+        }
+        // The clock is read only once there is nothing to read: a reader
+        // that keeps up handles millions of records a second.
+        let mut deadline = None;
+        loop {
+            buf.clear();
             *pos = 0;
-            let lost = reader.read(64 << 10, buf);
+            let mut lost = reader.read(64 << 10, buf);
+            if lost > 0 && !dump {
+                // Overrun: like varnishlog, go on from the newest record.
+                lost += reader.skip_to_head();
+            }
             if lost > 0 {
-                return Ok(Next::Item(Item::Lost(lost)));
+                return Ok(Some(Next::Item(Item::Lost(lost))));
             }
             if !buf.is_empty() {
-                continue;
+                return Ok(None);
             }
             if dump {
-                return Ok(Next::Eof);
+                return Ok(Some(Next::Eof));
             }
             let now = std::time::Instant::now();
             match deadline {
                 None => deadline = Some(now + timeout),
-                Some(d) if now >= d => return Ok(Next::Idle),
+                Some(d) if now >= d => return Ok(Some(Next::Idle)),
                 Some(_) => {}
             }
             std::thread::sleep(Duration::from_millis(5));
