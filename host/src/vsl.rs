@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
-use vapi::fmt::{fmt_fixed6, fmt_u64, F6};
+use vapi::fmt::{copy_short, fmt_fixed6, fmt_u64, F6};
 use vapi::record::Packed;
 use vapi::{Kind, Tag};
 
@@ -1556,37 +1556,6 @@ pub fn restart(ctx: &crate::cache_req_fsm::Ctx, t: &mut crate::vrt_ctx::Task) {
     b.ts("Start", now);
     t.vsl = b;
     t.xid = new;
-}
-
-/// Copies `n` bytes, short ones without calling `memcpy` (whose call
-/// and dispatch cost more than copying a header name).
-///
-/// # Safety
-/// As [`std::ptr::copy_nonoverlapping`].
-#[inline(always)]
-unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
-    use std::ptr::{read_unaligned as rd, write_unaligned as wr};
-    // SAFETY: each access lies within `src..src+n` / `dst..dst+n` (the
-    // pairs overlap in the middle when `n` is not a power of two).
-    unsafe {
-        if n >= 8 {
-            if n > 16 {
-                std::ptr::copy_nonoverlapping(src, dst, n);
-            } else {
-                let (a, b) = (rd(src as *const u64), rd(src.add(n - 8) as *const u64));
-                wr(dst as *mut u64, a);
-                wr(dst.add(n - 8) as *mut u64, b);
-            }
-        } else if n >= 4 {
-            let (a, b) = (rd(src as *const u32), rd(src.add(n - 4) as *const u32));
-            wr(dst as *mut u32, a);
-            wr(dst.add(n - 4) as *mut u32, b);
-        } else if n > 0 {
-            *dst = *src;
-            *dst.add(n / 2) = *src.add(n / 2);
-            *dst.add(n - 1) = *src.add(n - 1);
-        }
-    }
 }
 
 /// `std::fmt::Write` onto a byte vector.

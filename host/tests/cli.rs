@@ -129,6 +129,32 @@ fn serve_with_backend_flag_and_instance_dir() {
     assert!(lines[0].starts_with("MAIN.client_req "), "{stat}");
     assert!(lines[0].contains(" 1 ") && lines[0].ends_with("Good client requests received"));
     assert!(lines[1].starts_with("MAIN.cache_miss "), "{stat}");
+    // `log -d`: the default output (printed in place from the ring's
+    // bytes) is the grouping path's (forced here by a filter that hides
+    // nothing: Debug is masked), packed records written out as text.
+    let log = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["log", "-d", "-n"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .expect("shellac log");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (fast, slow) = (log(&[]), log(&["-x", "Debug"]));
+    assert_eq!(fast, slow);
+    for want in [
+        "*   << Request  >> 1002      \n-   Begin          req 1001 rxreq\n",
+        "*   << BeReq    >> 1003      \n-   Begin          bereq 1002 fetch\n",
+        "-   ReqHeader      Host: x\n",
+        "-   BerespHeader   Content-Length: 5\n",
+        "-   RespStatus     200\n",
+        "-   Timestamp      Resp: ",
+        "-   ReqAcct        ",
+    ] {
+        assert!(fast.contains(want), "{want:?} in\n{fast}");
+    }
     let inst = std::fs::read_to_string(dir.join("_.admin")).expect("_.admin");
     let http = inst
         .lines()

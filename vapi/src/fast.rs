@@ -2,24 +2,26 @@
 //! straight from the log's bytes: a transaction whose records sit
 //! together from its `Begin` to its `End` — nearly every request and
 //! backend request, since the server hands a transaction's records over
-//! in one batch — is printed as it is read, with no record, group or
-//! table built for it. Whatever else there is (a transaction split over
-//! batches or interleaved with others, sessions, records outside any
-//! transaction) goes through the [`crate::Dispatcher`] as before, so the
-//! output is the same either way. A reader that keeps up costs the
-//! machine less, and on a busy machine that is CPU the server keeps.
+//! in one batch — is printed as it is read, into one output buffer, with
+//! no record, group or table built for it. Whatever else there is (a
+//! transaction split over batches or interleaved with others, sessions,
+//! records outside any transaction) goes through the
+//! [`crate::Dispatcher`] as before, so the output is the same either way.
+//! A reader that keeps up costs the machine less, and on a busy machine
+//! that is CPU the server keeps.
 
 use crate::dispatch::TxType;
-use crate::record::{peek, unpack_each, DecodeError, Kind, PACKED};
-use crate::tag::Tag;
-use std::io::{self, Write};
+use crate::fmt::append;
+use crate::record::{peek, unpack_with, DecodeError, HEADER, PACKED};
+use crate::tag::{self, Tag};
+use std::sync::OnceLock;
 
 /// If a whole transaction starts at the front of `buf` — a `Begin`,
 /// then only records of its VXID up to its `End` — how many bytes it
 /// takes.
 pub fn whole_txn(buf: &[u8]) -> Option<usize> {
-    let (vxid, tag, _, _) = peek(buf)?;
-    if tag != Tag::Begin as u8 || vxid == 0 {
+    let (vxid, t, _, _) = peek(buf)?;
+    if t != Tag::Begin as u8 || vxid == 0 {
         return None;
     }
     let mut at = 0;
@@ -28,64 +30,99 @@ pub fn whole_txn(buf: &[u8]) -> Option<usize> {
         if v != vxid {
             return None;
         }
-        at += crate::record::HEADER + d.len();
+        at += HEADER + d.len();
         if t == Tag::End as u8 {
             return Some(at);
         }
     }
 }
 
-/// Prints the transaction [`whole_txn`] found as varnishlog `-g vxid`
-/// does (see [`crate::print::group`]); `scratch` holds packed records'
-/// text.
-pub fn print_txn(out: &mut impl Write, txn: &[u8], scratch: &mut Vec<u8>) -> io::Result<()> {
-    let bad = |e: DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
+/// A record line's start for each tag at level 1: `-   `, the name
+/// padded to 14 columns, a space (what [`crate::print::group`] writes).
+fn prefixes() -> &'static [Vec<u8>] {
+    static P: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    P.get_or_init(|| {
+        (0..=255u8)
+            .map(|n| {
+                let name = Tag::from_u8(n).map_or("", |t| t.name());
+                format!("-   {name:<14} ").into_bytes()
+            })
+            .collect()
+    })
+}
+
+/// Appends the transaction [`whole_txn`] found to `out` as varnishlog
+/// `-g vxid` prints it (see [`crate::print::group`]).
+pub fn print_txn(out: &mut Vec<u8>, txn: &[u8]) -> Result<(), DecodeError> {
+    let prefixes = prefixes();
     let mut at = 0;
     let mut first = true;
     while let Some((vxid, t, k, d)) = peek(&txn[at..]) {
-        at += crate::record::HEADER + d.len();
-        let tag = Tag::from_u8(t).ok_or_else(|| bad(DecodeError::Tag(t)))?;
-        let kind = Kind::from_byte(k);
-        let mut each = |text: &[u8]| -> io::Result<()> {
-            if first {
-                first = false;
-                let typ = text
-                    .split(|&c| c == b' ')
-                    .next()
-                    .and_then(|w| std::str::from_utf8(w).ok())
-                    .map_or(TxType::Unknown, TxType::parse);
-                out.write_all(b"*   ")?;
-                out.write_all(typ.label().as_bytes())?;
-                out.write_all(b" ")?;
-                let mut n = [0u8; 20];
-                let n = crate::fmt::fmt_u64(&mut n, vxid);
-                out.write_all(n)?;
-                out.write_all(&b"          "[n.len().min(10)..])?;
-                out.write_all(b"\n")?;
-            }
-            out.write_all(b"-   ")?;
-            crate::print::line(out, vxid, tag, kind, text, false)
-        };
-        if k & PACKED != 0 {
-            let mut r = Ok(());
-            unpack_each(tag, d, scratch, |text| {
-                if r.is_ok() {
-                    r = each(text);
+        at += HEADER + d.len();
+        let tag = Tag::from_u8(t).ok_or(DecodeError::Tag(t))?;
+        let prefix = &prefixes[usize::from(t)][..];
+        let plain = tag.flags() & (tag::UNSAFE | tag::BINARY) == 0;
+        if first {
+            first = false;
+            // The header line, with the type its `Begin` names.
+            let mut begin = Vec::new();
+            let text = if k & PACKED != 0 {
+                unpack_with(tag, d, &mut begin, |_, _| {})?;
+                &begin[..]
+            } else {
+                d
+            };
+            let typ = text
+                .split(|&c| c == b' ')
+                .next()
+                .and_then(|w| std::str::from_utf8(w).ok())
+                .map_or(TxType::Unknown, TxType::parse);
+            out.extend_from_slice(b"*   ");
+            out.extend_from_slice(typ.label().as_bytes());
+            out.push(b' ');
+            let mut n = [0u8; 20];
+            let n = crate::fmt::fmt_u64(&mut n, vxid);
+            out.extend_from_slice(n);
+            out.extend_from_slice(&b"          "[n.len().min(10)..]);
+            out.push(b'\n');
+        }
+        if k & PACKED != 0 && plain {
+            unpack_with(tag, d, out, |o, start| {
+                if start {
+                    append(o, [prefix]);
+                } else {
+                    o.push(b'\n');
                 }
-            })
-            .map_err(bad)?;
-            r?;
+            })?;
+        } else if k & PACKED != 0 {
+            let mut text = Vec::new();
+            unpack_with(tag, d, &mut text, |t, start| {
+                if start {
+                    t.clear();
+                } else {
+                    out.extend_from_slice(prefix);
+                    let _ = crate::print::data_of(out, tag, t);
+                    out.push(b'\n');
+                }
+            })?;
         } else {
-            each(d)?;
+            if plain {
+                append(out, [prefix, d, b"\n"]);
+            } else {
+                out.extend_from_slice(prefix);
+                let _ = crate::print::data_of(out, tag, d);
+                out.push(b'\n');
+            }
         }
     }
-    out.write_all(b"\n")
+    out.push(b'\n');
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{decode, encode, Item, Record};
+    use crate::record::{decode, encode, encode_header, Item, Kind, Record};
     use crate::{Dispatcher, Filter, Grouping};
 
     fn rec(vxid: u64, tag: Tag, data: &str) -> Record {
@@ -105,11 +142,15 @@ mod tests {
             rec(1005, Tag::Begin, "req 1004 rxreq"),
             rec(1005, Tag::ReqURL, "/x"),
             rec(1005, Tag::Hash, "a\u{1}"),
-            rec(1005, Tag::End, ""),
+            rec(
+                1005,
+                Tag::BackendOpen,
+                "a very long value, longer than sixteen bytes",
+            ),
         ] {
             encode(&mut b, &r);
         }
-        // A packed block of headers.
+        // Packed records: a block of headers and a timestamp.
         let mut hs = vec![crate::record::Packed::Headers as u8];
         for (n, v) in [("Host", "x"), ("Accept", "*/*")] {
             hs.extend((n.len() as u16).to_le_bytes());
@@ -117,23 +158,22 @@ mod tests {
             hs.extend_from_slice(n.as_bytes());
             hs.extend_from_slice(v.as_bytes());
         }
-        let at = b.len() - crate::record::HEADER;
-        let end = b.split_off(at);
-        crate::record::encode_header(
-            &mut b,
-            1005,
-            Tag::RespHeader as u8,
-            Kind::Client,
-            hs.len() as u16,
-        );
-        let p = b.len() - 3;
-        b[p] |= PACKED;
-        b.extend_from_slice(&hs);
-        b.extend_from_slice(&end);
+        let mut ts = vec![crate::record::Packed::Timestamp as u8];
+        for x in [1_796_290_544.511_465f64, 0.000_054, 0.000_049] {
+            ts.extend(x.to_le_bytes());
+        }
+        ts.extend_from_slice(b"Resp");
+        for (tag, data) in [(Tag::RespHeader, hs), (Tag::Timestamp, ts)] {
+            encode_header(&mut b, 1005, tag as u8, Kind::Client, data.len() as u16);
+            let p = b.len() - 3;
+            b[p] |= PACKED;
+            b.extend_from_slice(&data);
+        }
+        encode(&mut b, &rec(1005, Tag::End, ""));
         let n = whole_txn(&b).expect("a whole transaction");
         assert_eq!(n, b.len());
         let mut fast = Vec::new();
-        print_txn(&mut fast, &b, &mut Vec::new()).unwrap();
+        print_txn(&mut fast, &b).unwrap();
 
         let mut d = Dispatcher::new(Grouping::Vxid);
         let mut slow = Vec::new();
@@ -148,10 +188,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
+        let (fast, slow) = (
             String::from_utf8(fast).unwrap(),
-            String::from_utf8(slow).unwrap()
+            String::from_utf8(slow).unwrap(),
         );
+        assert_eq!(fast, slow);
+        assert!(fast.contains("RespHeader     Accept: */*\n"), "{fast}");
 
         // Another VXID inside, or no End: not a whole transaction.
         let mut mixed = Vec::new();

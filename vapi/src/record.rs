@@ -151,16 +151,18 @@ pub enum Packed {
     Headers = 5,
 }
 
-/// The text of each record a packed record's data holds (see the
-/// module's documentation), handed to `each` in order (built in
-/// `scratch`); returns how many.
-pub fn unpack_each(
+/// Writes out the records a packed record's data holds (see the
+/// module's documentation) into `out`, each between `around(out, true)`
+/// and `around(out, false)` (a reader puts its line's start and end
+/// there, or takes the text as a record); returns how many. Nothing is
+/// written for data that is not a valid packed record.
+pub fn unpack_with(
     tag: Tag,
     data: &[u8],
-    scratch: &mut Vec<u8>,
-    mut each: impl FnMut(&[u8]),
+    out: &mut Vec<u8>,
+    mut around: impl FnMut(&mut Vec<u8>, bool),
 ) -> Result<usize, DecodeError> {
-    use crate::fmt::{fmt_fixed6, fmt_u64, F6};
+    use crate::fmt::{append, fmt_fixed6, fmt_u64, F6};
     let bad = || DecodeError::Packed(tag.name());
     let (&code, body) = data.split_first().ok_or_else(bad)?;
     let word = |i: usize| -> Result<[u8; 8], DecodeError> {
@@ -170,63 +172,60 @@ pub fn unpack_each(
     };
     let real = |i: usize| word(i).map(f64::from_le_bytes);
     let int = |i: usize| word(i).map(u64::from_le_bytes);
-    let text = scratch;
-    text.clear();
     let (mut f, mut d) = ([0u8; F6], [0u8; 20]);
     match code {
         c if c == Packed::Timestamp as u8 => {
-            text.extend_from_slice(body.get(24..).ok_or_else(bad)?);
-            text.extend_from_slice(b": ");
-            for i in 0..3 {
-                if i > 0 {
-                    text.push(b' ');
-                }
-                text.extend_from_slice(fmt_fixed6(&mut f, real(i)?));
-            }
+            let label = body.get(24..).ok_or_else(bad)?;
+            let (a, b, c) = (real(0)?, real(1)?, real(2)?);
+            let (mut g, mut h) = ([0u8; F6], [0u8; F6]);
+            let (a, b, c) = (
+                fmt_fixed6(&mut f, a),
+                fmt_fixed6(&mut g, b),
+                fmt_fixed6(&mut h, c),
+            );
+            around(out, true);
+            append(out, [label, b": ", a, b" ", b, b" ", c]);
         }
         c if c == Packed::Hit as u8 => {
             if !matches!(body.len(), 16 | 24 | 32) {
                 return Err(bad());
             }
-            text.extend_from_slice(fmt_u64(&mut d, int(0)?));
+            around(out, true);
+            out.extend_from_slice(fmt_u64(&mut d, int(0)?));
             for i in 1..body.len() / 8 {
-                text.push(b' ');
-                text.extend_from_slice(fmt_fixed6(&mut f, real(i)?));
+                out.push(b' ');
+                out.extend_from_slice(fmt_fixed6(&mut f, real(i)?));
             }
         }
         c if c == Packed::Numbers as u8 => {
             if body.len() % 8 != 0 {
                 return Err(bad());
             }
+            around(out, true);
             for i in 0..body.len() / 8 {
                 if i > 0 {
-                    text.push(b' ');
+                    out.push(b' ');
                 }
-                text.extend_from_slice(fmt_u64(&mut d, int(i)?));
+                out.extend_from_slice(fmt_u64(&mut d, int(i)?));
             }
         }
         c if c == Packed::Link as u8 => {
             let n = usize::from(*body.get(8).ok_or_else(bad)?);
             let k = body.get(9..9 + n).ok_or_else(bad)?;
-            text.extend_from_slice(k);
-            text.push(b' ');
-            text.extend_from_slice(fmt_u64(&mut d, int(0)?));
-            text.push(b' ');
-            text.extend_from_slice(&body[9 + n..]);
+            let v = int(0)?;
+            around(out, true);
+            append(out, [k, b" ", fmt_u64(&mut d, v), b" ", &body[9 + n..]]);
         }
         c if c == Packed::Headers as u8 => {
             // Checked whole first: a bad block gives no records at all.
             let mut rest = body;
             let mut n = 0;
             while !rest.is_empty() {
-                let nl = usize::from(u16::from_le_bytes([
-                    *rest.first().ok_or_else(bad)?,
-                    *rest.get(1).ok_or_else(bad)?,
-                ]));
-                let vl = usize::from(u16::from_le_bytes([
-                    *rest.get(2).ok_or_else(bad)?,
-                    *rest.get(3).ok_or_else(bad)?,
-                ]));
+                let l = |i: usize| {
+                    rest.get(i..i + 2)
+                        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+                };
+                let (nl, vl) = (l(0).ok_or_else(bad)?, l(2).ok_or_else(bad)?);
                 rest = rest.get(4 + nl + vl..).ok_or_else(bad)?;
                 n += 1;
             }
@@ -234,18 +233,16 @@ pub fn unpack_each(
             while !rest.is_empty() {
                 let nl = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
                 let vl = usize::from(u16::from_le_bytes([rest[2], rest[3]]));
-                text.clear();
-                text.extend_from_slice(&rest[4..4 + nl]);
-                text.extend_from_slice(b": ");
-                text.extend_from_slice(&rest[4 + nl..4 + nl + vl]);
-                each(text);
+                around(out, true);
+                append(out, [&rest[4..4 + nl], b": ", &rest[4 + nl..4 + nl + vl]]);
+                around(out, false);
                 rest = &rest[4 + nl + vl..];
             }
             return Ok(n);
         }
         _ => return Err(bad()),
     }
-    each(text);
+    around(out, false);
     Ok(1)
 }
 
@@ -257,14 +254,18 @@ fn unpack(
     data: &[u8],
     out: &mut Vec<Item>,
 ) -> Result<usize, DecodeError> {
-    let mut scratch = Vec::with_capacity(96);
-    unpack_each(tag, data, &mut scratch, |t| {
-        out.push(Item::Record(Record {
-            vxid,
-            tag,
-            kind,
-            data: t.to_vec(),
-        }))
+    let mut text = Vec::with_capacity(96);
+    unpack_with(tag, data, &mut text, |t, start| {
+        if start {
+            t.clear();
+        } else {
+            out.push(Item::Record(Record {
+                vxid,
+                tag,
+                kind,
+                data: t.clone(),
+            }))
+        }
     })
 }
 

@@ -232,7 +232,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         && ncsa.is_none()
         && o.filter.shows_all()
         && !o.verbose;
-    let mut scratch = Vec::new();
+    // Transactions printed in place, before they go to `out`.
+    let mut text: Vec<u8> = Vec::with_capacity(128 << 10);
     let r: std::io::Result<()> = (|| {
         loop {
             let next = if fast {
@@ -242,12 +243,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     while at < bytes.len() && !stop {
                         let rest = &bytes[at..];
                         if let Some(n) = vapi::fast::whole_txn(rest) {
-                            vapi::fast::print_txn(&mut out, &rest[..n], &mut scratch)?;
+                            vapi::fast::print_txn(&mut text, &rest[..n]).map_err(|e| {
+                                std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+                            })?;
                             at += n;
                             shown.set(shown.get() + 1);
                             stop = full(&shown);
                             continue;
                         }
+                        // What is printed in place goes out first.
+                        out.write_all(&text)?;
+                        text.clear();
                         let mut items = Vec::new();
                         match vapi::record::decode(rest, &mut items) {
                             Ok(Some(n)) => at += n,
@@ -267,6 +273,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             }
                         }
                     }
+                    out.write_all(&text)?;
+                    text.clear();
                     stream.consume(at);
                     if stop {
                         break;
