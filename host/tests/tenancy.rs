@@ -585,7 +585,12 @@ async fn http_admin_api_runs_cli_verbs_behind_the_token() {
     .await;
     let (child, l, admin) = admin_listener(&p).await;
     let secret = b"the secret\n".to_vec();
-    tokio::spawn(shellac::mgt_http::serve(child, l, Some(secret.clone())));
+    tokio::spawn(shellac::mgt_http::serve(
+        child,
+        l,
+        Some(secret.clone()),
+        false,
+    ));
     let token = shellac::mgt_auth::http_token(&secret);
     // The token works; the answer is the CLI's.
     let (st, body) = http(admin, post_cli(r#"{"command": "vcl.list"}"#, Some(&token))).await;
@@ -611,17 +616,42 @@ async fn http_admin_api_runs_cli_verbs_behind_the_token() {
     .await;
     assert!(body.contains("\"status\":200"), "{body}");
     assert_eq!(get(p.addr, "/echo", &[]).await.header("x-vcl"), Some("two"));
-    // The tenants' numbers are in /metrics (readable without the token).
-    let (st, body) = http(
-        admin,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
-    )
-    .await;
+    // The tenants' numbers are in /metrics, behind the token too, as
+    // are /stats and /log.
+    let read = |path: &str, token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let (st, body) = http(admin, read("/metrics", Some(&token))).await;
     assert_eq!(st, 200);
     assert!(
         body.contains("shellac_tenant_objects{tenant=\"*\"} "),
         "{body}"
     );
+    for path in ["/metrics", "/stats", "/log?follow=0"] {
+        let (st, body) = http(admin, read(path, None)).await;
+        assert_eq!(
+            (st, body.as_str()),
+            (401, r#"{"error":"authentication required"}"#),
+            "{path}"
+        );
+    }
+    // The right token clears those failures.
+    let (st, _) = http(admin, read("/stats", Some(&token))).await;
+    assert_eq!(st, 200);
+    // The operator may open the readers' paths (never /cli).
+    let (child, l, open) = admin_listener(&p).await;
+    tokio::spawn(shellac::mgt_http::serve(
+        child,
+        l,
+        Some(secret.clone()),
+        true,
+    ));
+    let (st, body) = http(open, read("/metrics", None)).await;
+    assert_eq!(st, 200);
+    assert!(body.contains("shellac_tenant_objects"), "{body}");
+    let (st, _) = http(open, post_cli(r#"{"command":"ping"}"#, None)).await;
+    assert_eq!(st, 401);
     // Wrong or missing credentials: only the auth error, nothing run.
     let (st, body) = http(admin, post_cli(r#"{"command":"vcl.use boot"}"#, None)).await;
     assert_eq!(
