@@ -140,9 +140,13 @@ pub struct Task {
     pub cache: Option<std::sync::Arc<crate::cache_hash::Cache>>,
     /// The tenant the task runs in (none: the default tenant).
     pub tenant: Option<Arc<crate::cache_tenant::Tenant>>,
-    /// Time spent in VCL code so far, against the tenant's `cpu_ms`
-    /// quota (counted only when the tenant has one).
+    /// CPU time spent in VCL code so far (the thread's CPU clock around
+    /// each call, host functions and VMODs it calls included), against
+    /// the tenant's `cpu_ms` quota (counted only when the tenant has one).
     pub cpu_spent: std::time::Duration,
+    /// The VCL call in progress under a `cpu_ms` quota: what its epoch
+    /// deadline callback checks.
+    pub cpu_call: Option<CpuCall>,
     /// Time VCL calls spent waiting for I/O (`std.cache_req_body`):
     /// not counted against `cpu_ms`.
     pub io_wait: std::time::Duration,
@@ -204,6 +208,7 @@ impl Task {
             req_top: None,
             tenant: None,
             cpu_spent: std::time::Duration::ZERO,
+            cpu_call: None,
             io_wait: std::time::Duration::ZERO,
             vcl_start: None,
             vfp_filters: None,
@@ -283,6 +288,37 @@ impl Task {
     }
 }
 
+/// A VCL call under a `cpu_ms` quota: the thread's CPU clock when it
+/// began, the CPU time the request has left, and the epoch ticks (wall
+/// milliseconds) the call may still be granted under the per-call
+/// budget `vcl_cpu_budget_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuCall {
+    pub t0: std::time::Duration,
+    pub left: std::time::Duration,
+    pub wall_ticks: u64,
+}
+
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): what the
+/// `cpu_ms` quota counts. A system call (the vDSO does not serve this
+/// clock), so it is read only for tenants with a CPU quota.
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+    // constant every Linux has.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 /// The current time as seconds since the Unix epoch.
 pub fn now() -> f64 {
     std::time::SystemTime::now()
@@ -299,4 +335,28 @@ pub fn secs(x: f64) -> std::time::Duration {
         x.clamp(0.001, 1e9)
     };
     std::time::Duration::from_secs_f64(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn thread_cpu_counts_work_not_sleep() {
+        let t0 = thread_cpu();
+        std::thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu() - t0;
+        assert!(slept < Duration::from_millis(20), "{slept:?} while asleep");
+        let (t0, w0) = (thread_cpu(), Instant::now());
+        let mut x = 0u64;
+        while w0.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let busy = thread_cpu() - t0;
+        // Busy 30 ms of wall time: most of it on this thread's clock
+        // (less if the machine took the CPU away now and then).
+        assert!(busy > Duration::from_millis(5), "{busy:?} while busy");
+        assert!(busy <= w0.elapsed() + Duration::from_millis(2));
+    }
 }
