@@ -16,7 +16,8 @@
 # Env: SHELLAC=binary (else a release build), CONNS=8, FLOOD=16,
 # A_QUOTA="cache_bytes=1m" (tenant a's standing quota),
 # VARIANTS="requests=none|requests=2|requests=2 request_queue=0" (a's
-# request quota per flood phase, |-separated), ROUNDS=2,
+# request quota per flood phase, |-separated), ALONE="cpu_ms=none|cpu_ms=1000"
+# (b's quota per phase alone: what CPU-time accounting costs), ROUNDS=2,
 # PORT_BASE=18500. SMOKE=1: 2 s, one round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ SECS=${1:-10}
 ROUNDS=${ROUNDS:-2}
 if [ -n "${SMOKE:-}" ]; then SECS=2; ROUNDS=1; fi
 VARIANTS=${VARIANTS:-requests=none|requests=2|requests=2 request_queue=0}
+ALONE=${ALONE:-cpu_ms=none|cpu_ms=1000}
 CONNS=${CONNS:-8}
 FLOOD=${FLOOD:-16}
 A_QUOTA=${A_QUOTA:-cache_bytes=1m}
@@ -92,10 +94,16 @@ flood_phase() {
 }
 
 IFS='|' read -r -a variants <<<"$VARIANTS"
+IFS='|' read -r -a alone_variants <<<"$ALONE"
 rows=()
 for round in $(seq "$ROUNDS"); do
-    read -r rps p50 p99 <<<"$(wrk_run "$CONNS" "$SECS" -H "Host: b" "$url")"
-    rows+=("| $round | alone | $rps | $p50 | $p99 | - | - |")
+    for v in "${alone_variants[@]}"; do
+        # shellcheck disable=SC2086
+        adm tenant.quota lb $v
+        read -r rps p50 p99 <<<"$(wrk_run "$CONNS" "$SECS" -H "Host: b" "$url")"
+        rows+=("| $round | alone, b's \`$v\` | $rps | $p50 | $p99 | - | - |")
+    done
+    adm tenant.quota lb cpu_ms=none
     for v in "${variants[@]}"; do
         read -r rps p50 p99 frps f503 <<<"$(flood_phase "$v")"
         rows+=("| $round | a floods, a's \`$v\` | $rps | $p50 | $p99 | $frps | $f503 |")

@@ -62,6 +62,7 @@ impl Ctx {
             storage,
         ));
         crate::cache_obj::configure(&params);
+        crate::vre::configure(&params);
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),
             cache,
@@ -92,6 +93,7 @@ impl Ctx {
         let r = f(&mut next);
         crate::vsl::configure(&next);
         crate::cache_obj::configure(&next);
+        crate::vre::configure(&next);
         *g = Arc::new(next);
         r
     }

@@ -450,6 +450,7 @@ impl Vcl {
         let meta = abi::read_metadata(wasm).map_err(|e| setup(e.to_string()))?;
         let engine = engine().map_err(setup)?;
         let module = compiled_module(engine, wasm).map_err(setup)?;
+        crate::vre::configure(params);
         let regexes = meta
             .regexes
             .iter()
