@@ -309,23 +309,26 @@ fn method_index(m: Method) -> usize {
 /// Classifies an error from a call into the module.
 /// The epoch deadline of a VCL call passed. Without a `cpu_ms` quota
 /// that is the per-call budget: the call is interrupted. Under one, the
-/// deadline was set in wall time, which is never less than CPU time: the
-/// thread's CPU clock says whether the request's CPU time is used up
-/// (interrupted) or how much is left (granted, within the per-call
-/// budget). So the clock is read only on deadlines, not on every tick.
+/// first deadline starts the CPU clock (see `CpuCall`), and each one
+/// says whether the request's CPU time is used up (interrupted) or how
+/// much is left (granted, within the per-call budget). So the clock is
+/// read only when a call runs long, never on a quick one.
 fn cpu_deadline(
     mut c: wasmtime::StoreContextMut<'_, Data>,
 ) -> wasmtime::Result<wasmtime::UpdateDeadline> {
     let interrupt = || Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
-    let Some(call) = c
-        .data_mut()
-        .task
-        .as_deref_mut()
-        .and_then(|t| t.cpu_call.as_mut())
-    else {
+    let Some(task) = c.data_mut().task.as_deref_mut() else {
         return interrupt();
     };
-    let used = crate::vrt_ctx::thread_cpu().saturating_sub(call.t0);
+    let io_wait = task.io_wait;
+    let Some(call) = task.cpu_call.as_mut() else {
+        return interrupt();
+    };
+    if call.cpu0.is_none() {
+        call.wall0 = call.wall(io_wait);
+        call.cpu0 = Some(crate::vrt_ctx::thread_cpu());
+    }
+    let used = call.used(io_wait);
     if used >= call.left || call.wall_ticks == 0 {
         return interrupt();
     }
@@ -737,10 +740,10 @@ impl Vcl {
         if let Err(e) = self.prepare(&mut warm, ws) {
             return (task, Err(e));
         }
-        // Under a CPU quota the call starts with an epoch deadline of
-        // the CPU time left, in wall milliseconds (never less than the
-        // CPU time); when it passes, `cpu_deadline` reads the thread's
-        // CPU clock and grants the call what is really left.
+        // Under a CPU quota the call starts with a short epoch deadline
+        // (one tick); when a call runs past it, `cpu_deadline` reads the
+        // thread's CPU clock and from then on grants the call the CPU
+        // time really left (see `CpuCall`).
         let quota = cpu_ms.map(std::time::Duration::from_millis);
         if let Some(q) = quota {
             let left = q.saturating_sub(task.cpu_spent);
@@ -751,13 +754,16 @@ impl Vcl {
                 self.release(warm);
                 return (task, Err(CallError::Timeout));
             }
-            let first = self.budget_ticks.min(left.as_millis() as u64);
+            let first = self.budget_ticks.min(1);
             // +1: the current tick may be about to end.
             warm.store.set_epoch_deadline(first + 1);
             task.cpu_call = Some(crate::vrt_ctx::CpuCall {
-                t0: crate::vrt_ctx::thread_cpu(),
+                w0: std::time::Instant::now(),
+                cpu0: None,
+                wall0: std::time::Duration::ZERO,
                 left,
                 wall_ticks: self.budget_ticks - first,
+                io0: task.io_wait,
             });
         }
         task.method = method;
@@ -776,9 +782,7 @@ impl Vcl {
         };
         let mut r = r;
         if let (Some(q), Some(call)) = (quota, task.cpu_call.take()) {
-            // Waits for the client's body (`std.cache_req_body`) sleep
-            // and so cost no CPU time.
-            task.cpu_spent += crate::vrt_ctx::thread_cpu().saturating_sub(call.t0);
+            task.cpu_spent += call.used(task.io_wait);
             // Host work (a regex over a long string, a VMOD) is not
             // interrupted by the epoch: a call that went over in it
             // fails when it returns.

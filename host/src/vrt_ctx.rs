@@ -140,9 +140,9 @@ pub struct Task {
     pub cache: Option<std::sync::Arc<crate::cache_hash::Cache>>,
     /// The tenant the task runs in (none: the default tenant).
     pub tenant: Option<Arc<crate::cache_tenant::Tenant>>,
-    /// CPU time spent in VCL code so far (the thread's CPU clock around
-    /// each call, host functions and VMODs it calls included), against
-    /// the tenant's `cpu_ms` quota (counted only when the tenant has one).
+    /// CPU time spent in VCL code so far (see [`CpuCall`]; host
+    /// functions and VMODs the calls make included), against the
+    /// tenant's `cpu_ms` quota (counted only when the tenant has one).
     pub cpu_spent: std::time::Duration,
     /// The VCL call in progress under a `cpu_ms` quota: what its epoch
     /// deadline callback checks.
@@ -288,20 +288,53 @@ impl Task {
     }
 }
 
-/// A VCL call under a `cpu_ms` quota: the thread's CPU clock when it
-/// began, the CPU time the request has left, and the epoch ticks (wall
-/// milliseconds) the call may still be granted under the per-call
-/// budget `vcl_cpu_budget_ms`.
+/// A VCL call under a `cpu_ms` quota. Reading the thread's CPU clock
+/// is a system call (about 1 µs here, more than a VCL call), so a call
+/// starts on the wall clock (`w0`, cheap): a call that ends within its
+/// first epoch deadline (a millisecond or so, nearly all) is charged
+/// its wall time, which is its CPU time unless the thread lost the CPU
+/// in between (waits for the client's body are not charged). When a
+/// call runs past that deadline the CPU clock is read (`cpu0`, with the
+/// wall time so far in `wall0`) and from then on the call is charged
+/// CPU time.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuCall {
-    pub t0: std::time::Duration,
+    pub w0: std::time::Instant,
+    pub cpu0: Option<std::time::Duration>,
+    pub wall0: std::time::Duration,
+    /// The CPU time the request had left when the call began.
     pub left: std::time::Duration,
+    /// Epoch ticks (wall milliseconds) the call may still be granted
+    /// under the per-call budget `vcl_cpu_budget_ms`.
     pub wall_ticks: u64,
+    /// The task's `io_wait` when the call began: waits for the client's
+    /// body are taken off the wall time.
+    pub io0: std::time::Duration,
+}
+
+impl CpuCall {
+    /// The wall time since the call began, less its waits for I/O
+    /// (`io_wait`: the task's now).
+    pub fn wall(&self, io_wait: std::time::Duration) -> std::time::Duration {
+        self.w0
+            .elapsed()
+            .saturating_sub(io_wait.saturating_sub(self.io0))
+    }
+
+    /// What the call has used so far (`io_wait`: the task's now).
+    pub fn used(&self, io_wait: std::time::Duration) -> std::time::Duration {
+        match self.cpu0 {
+            None => self.wall(io_wait),
+            // The CPU clock does not count waits.
+            Some(c) => self.wall0 + thread_cpu().saturating_sub(c),
+        }
+    }
 }
 
 /// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): what the
-/// `cpu_ms` quota counts. A system call (the vDSO does not serve this
-/// clock), so it is read only for tenants with a CPU quota.
+/// `cpu_ms` quota counts of long calls. A system call (the vDSO does not
+/// serve this clock), so it is read only when a call under a CPU quota
+/// runs long (see [`CpuCall`]).
 pub fn thread_cpu() -> std::time::Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
