@@ -15,7 +15,7 @@
 # Usage: bench/tenant-noisy.sh [SECONDS]     (default 10)
 # Env: SHELLAC=binary (else a release build), CONNS=8, FLOOD=16,
 # A_QUOTA="cache_bytes=1m" (tenant a's standing quota),
-# VARIANTS="requests=none|requests=2|requests=2 request_queue=0" (a's
+# VARIANTS="requests=none|requests=1|requests=2|requests=1 request_queue=0" (a's
 # request quota per flood phase, |-separated), ALONE="cpu_ms=none|cpu_ms=1000"
 # (b's quota per phase alone: what CPU-time accounting costs), ROUNDS=2,
 # PORT_BASE=18500. SMOKE=1: 2 s, one round.
@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${ROUNDS:-2}
 if [ -n "${SMOKE:-}" ]; then SECS=2; ROUNDS=1; fi
-VARIANTS=${VARIANTS:-requests=none|requests=2|requests=2 request_queue=0}
+VARIANTS=${VARIANTS:-requests=none|requests=1|requests=2|requests=1 request_queue=0}
 ALONE=${ALONE:-cpu_ms=none|cpu_ms=1000}
 CONNS=${CONNS:-8}
 FLOOD=${FLOOD:-16}
