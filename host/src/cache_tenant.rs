@@ -8,7 +8,7 @@
 
 use crate::cache_hash::{Cache, Storage};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The name of the tenant every request uses unless a label routes it
@@ -35,19 +35,25 @@ pub struct Quota {
     /// the request enters the tenant until its response is ready to
     /// send); more wait in its queue.
     pub requests: Option<u32>,
-    /// Requests that may wait for one of `requests`; one more gets a 503
-    /// at once, before any of the tenant's VCL runs. `None`: no bound.
+    /// Requests that may wait for one of `requests` (or for their turn
+    /// under `request_rate`); one more gets a 503 at once, before any of
+    /// the tenant's VCL runs. `None`: no bound.
     pub request_queue: Option<u32>,
+    /// Client requests per second that may enter the tenant (bursts of a
+    /// tenth of a second's worth pass at once); faster ones wait in the
+    /// queue for their turn.
+    pub request_rate: Option<u32>,
 }
 
 /// The quota keys, in the order `tenant.quota` shows them.
-pub const KEYS: [&str; 6] = [
+pub const KEYS: [&str; 7] = [
     "cache_bytes",
     "cpu_ms",
     "wasm_memory",
     "backend_conns",
     "requests",
     "request_queue",
+    "request_rate",
 ];
 
 impl Quota {
@@ -73,6 +79,7 @@ impl Quota {
             "cpu_ms" => self.cpu_ms = if none { None } else { Some(int()?) },
             "backend_conns" => self.backend_conns = if none { None } else { Some(count(int()?)?) },
             "requests" => self.requests = if none { None } else { Some(count(int()?)?) },
+            "request_rate" => self.request_rate = if none { None } else { Some(count(int()?)?) },
             // A queue of 0 is a limit (nobody waits); `none` lifts it.
             "request_queue" => {
                 self.request_queue = if value == "none" {
@@ -95,10 +102,20 @@ impl Quota {
             "backend_conns" => self.backend_conns.map(u64::from),
             "requests" => self.requests.map(u64::from),
             "request_queue" => self.request_queue.map(u64::from),
+            "request_rate" => self.request_rate.map(u64::from),
             _ => None,
         };
         v.map_or_else(|| "none".to_string(), |v| v.to_string())
     }
+}
+
+/// Nanoseconds since the first call: the clock of `request_rate`.
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 /// A tenant.
@@ -125,6 +142,14 @@ pub struct Tenant {
     max_requests: AtomicU32,
     /// The `request_queue` quota (`u32::MAX`: no bound).
     max_queue: AtomicU32,
+    /// Whether `requests` or `request_rate` is set: the one load on the
+    /// path of a request that enters a tenant without them.
+    admission: AtomicBool,
+    /// `request_rate` as nanoseconds between requests (0: none), and the
+    /// theoretical arrival time of the next request (nanoseconds since
+    /// [`clock`]'s start; the generic cell rate algorithm).
+    rate_interval: AtomicU64,
+    rate_tat: AtomicU64,
     /// Requests in progress under the `requests` quota, and waiting.
     requests: AtomicU32,
     waiting: AtomicU32,
@@ -196,6 +221,9 @@ impl Tenant {
             conns_refused: AtomicU64::new(0),
             max_requests: AtomicU32::new(u32::MAX),
             max_queue: AtomicU32::new(u32::MAX),
+            admission: AtomicBool::new(false),
+            rate_interval: AtomicU64::new(0),
+            rate_tat: AtomicU64::new(0),
             requests: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
             wake: tokio::sync::Notify::new(),
@@ -227,15 +255,75 @@ impl Tenant {
             q.requests.filter(|&n| n > 0).unwrap_or(u32::MAX),
             Ordering::Release,
         );
+        self.rate_interval.store(
+            q.request_rate
+                .filter(|&r| r > 0)
+                .map_or(0, |r| 1_000_000_000 / u64::from(r)),
+            Ordering::Relaxed,
+        );
+        self.admission.store(
+            q.requests.is_some_and(|n| n > 0) || q.request_rate.is_some_and(|r| r > 0),
+            Ordering::Release,
+        );
         // Waiters recheck against the new limit.
         self.wake.notify_waiters();
     }
 
-    /// Admits a client request to the tenant under its `requests` quota:
-    /// `Ok(None)` at once when it has none (the usual case: one atomic
-    /// load); a slot, perhaps after waiting in the tenant's queue, when
-    /// it has one; `Err` when the queue is full.
+    /// Under `request_rate`: the wait before this request's turn (with
+    /// its place in the queue), `None` when it may go at once, `Err`
+    /// when it would have to wait and the queue is full.
+    fn pace(&self) -> Result<Option<(std::time::Duration, Waiting<'_>)>, QueueFull> {
+        let interval = self.rate_interval.load(Ordering::Relaxed);
+        if interval == 0 {
+            return Ok(None);
+        }
+        // A tenth of a second's worth passes at once.
+        let tolerance = (100_000_000 / interval).max(1) * interval;
+        let now = clock();
+        loop {
+            let tat = self.rate_tat.load(Ordering::Acquire);
+            let next = tat.max(now) + interval;
+            let early = (next - now).saturating_sub(tolerance);
+            let waiting = if early == 0 {
+                None
+            } else {
+                let queue = self.max_queue.load(Ordering::Relaxed);
+                let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+                let w = Waiting(self);
+                if before >= queue {
+                    self.requests_refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(QueueFull {
+                        in_progress: self.requests.load(Ordering::Relaxed),
+                        waiting: before,
+                    });
+                }
+                Some(w)
+            };
+            if self
+                .rate_tat
+                .compare_exchange(tat, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(waiting.map(|w| {
+                    self.requests_queued.fetch_add(1, Ordering::Relaxed);
+                    (std::time::Duration::from_nanos(early), w)
+                }));
+            }
+        }
+    }
+
+    /// Admits a client request to the tenant under its `request_rate`
+    /// and `requests` quotas: `Ok(None)` at once when it has neither (the
+    /// usual case: one atomic load); else after its turn under the rate,
+    /// with a slot under `requests` if set, perhaps after waiting in the
+    /// tenant's queue; `Err` when the queue is full.
     pub async fn admit(self: &Arc<Self>) -> Result<Option<RequestSlot>, QueueFull> {
+        if !self.admission.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if let Some((wait, _waiting)) = self.pace()? {
+            tokio::time::sleep(wait).await;
+        }
         if self.max_requests.load(Ordering::Relaxed) == u32::MAX {
             return Ok(None);
         }
@@ -442,6 +530,35 @@ mod tests {
         assert!(q.set("cpu_ms", "fast").is_err());
         assert!(q.set("colour", "1").is_err());
         assert!(q.set("backend_conns", "99999999999").is_err());
+    }
+
+    #[tokio::test]
+    async fn request_rate_paces_then_refuses_past_the_queue() {
+        let t = Arc::new(Tenant::new("a", Arc::new(Cache::default())));
+        // 10 a second: one every 100 ms, one at once; nobody waits.
+        t.set_quota(Quota {
+            request_rate: Some(10),
+            request_queue: Some(0),
+            ..Default::default()
+        });
+        assert!(t.admit().await.is_ok());
+        assert!(t.admit().await.is_err());
+        assert_eq!(t.requests_refused.load(Ordering::Relaxed), 1);
+        // With a queue the next waits for its turn.
+        t.set_quota(Quota {
+            request_rate: Some(10),
+            ..Default::default()
+        });
+        let t0 = std::time::Instant::now();
+        assert!(t.admit().await.is_ok());
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(50));
+        assert_eq!(t.requests_queued.load(Ordering::Relaxed), 1);
+        // Lifted: no wait, no refusal.
+        t.set_quota(Quota::default());
+        for _ in 0..100 {
+            assert!(t.admit().await.is_ok());
+        }
+        assert_eq!(t.requests(), (0, 0));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! * `tenant.quota TENANT [KEY=VALUE ...]`: sets quotas (`none` lifts
 //!   one), declaring the tenant if need be; without `KEY=VALUE` shows
 //!   them. Keys: `cache_bytes`, `cpu_ms`, `wasm_memory`,
-//!   `backend_conns`, `requests`, `request_queue`.
+//!   `backend_conns`, `requests`, `request_queue`, `request_rate`.
 //! * `tenant.ban TENANT FIELD OP ARG [&& ...]`: `ban` in one tenant.
 //!
 //! `TENANT` is a label's name, or `*` for the default tenant (requests
@@ -155,6 +155,7 @@ fn list(ctx: &Ctx, json: bool) -> String {
                         "backend_conns": q.backend_conns,
                         "requests": q.requests,
                         "request_queue": q.request_queue,
+                        "request_rate": q.request_rate,
                     },
                 })
             })

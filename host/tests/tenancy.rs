@@ -876,4 +876,14 @@ async fn requests_quota_queues_then_refuses_only_its_tenant() {
     assert_eq!(held.await.expect("held").status, 200);
     assert_eq!(waiting.await.expect("waiting").status, 200);
     assert_eq!(p.cli("tenant.quota la requests=many").await.0, 106);
+    // A request rate: one a second, nobody waits: the second at once
+    // is refused, b's are not.
+    p.ok("tenant.quota la request_rate=1 request_queue=0").await;
+    let refused = la.requests_refused.load(Ordering::Relaxed);
+    assert_eq!(req(&p, "GET", "a", "/echo").await.status, 200);
+    assert_eq!(req(&p, "GET", "a", "/echo").await.status, 503);
+    for _ in 0..3 {
+        assert_eq!(req(&p, "GET", "b", "/echo").await.status, 200);
+    }
+    assert_eq!(la.requests_refused.load(Ordering::Relaxed), refused + 1);
 }
