@@ -15,8 +15,9 @@
 # Usage: bench/tenant-noisy.sh [SECONDS]     (default 10)
 # Env: SHELLAC=binary (else a release build), CONNS=8, FLOOD=16,
 # A_QUOTA="cache_bytes=1m" (tenant a's standing quota),
-# VARIANTS="requests=none|requests=1|requests=2|requests=1 request_queue=0" (a's
-# request quota per flood phase, |-separated), ALONE="cpu_ms=none|cpu_ms=1000"
+# VARIANTS="requests=none|requests=1|request_rate=1000|requests=1 request_queue=0"
+# (a's requests/request_rate/request_queue quota per flood phase,
+# |-separated; the others are lifted first), ALONE="cpu_ms=none|cpu_ms=1000"
 # (b's quota per phase alone: what CPU-time accounting costs), ROUNDS=2,
 # PORT_BASE=18500. SMOKE=1: 2 s, one round.
 set -euo pipefail
@@ -24,7 +25,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${ROUNDS:-2}
 if [ -n "${SMOKE:-}" ]; then SECS=2; ROUNDS=1; fi
-VARIANTS=${VARIANTS:-requests=none|requests=1|requests=2|requests=1 request_queue=0}
+VARIANTS=${VARIANTS:-requests=none|requests=1|request_rate=1000|requests=1 request_queue=0}
 ALONE=${ALONE:-cpu_ms=none|cpu_ms=1000}
 CONNS=${CONNS:-8}
 FLOOD=${FLOOD:-16}
@@ -81,7 +82,7 @@ nuked() {
 # prints "b_rps b_p50 b_p99 flood_rps flood_503".
 flood_phase() {
     # shellcheck disable=SC2086
-    adm tenant.quota la request_queue=none $1
+    adm tenant.quota la requests=none request_rate=none request_queue=none $1
     taskset -c 1 wrk -t1 -c"$FLOOD" -d"$((SECS + 2))s" -s "$work/flood.lua" \
         "http://127.0.0.1:$PROXY" >"$work/flood.out" 2>&1 &
     local flood=$!
