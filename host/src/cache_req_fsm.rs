@@ -62,6 +62,7 @@ impl Ctx {
             storage,
         ));
         crate::cache_obj::configure(&params);
+        crate::vre::configure(&params);
         Ctx {
             params: std::sync::RwLock::new(Arc::new(params)),
             cache,
@@ -92,6 +93,7 @@ impl Ctx {
         let r = f(&mut next);
         crate::vsl::configure(&next);
         crate::cache_obj::configure(&next);
+        crate::vre::configure(&next);
         *g = Arc::new(next);
         r
     }
@@ -298,6 +300,15 @@ async fn handle_task(
     };
     let start = route.clone();
     let tenant = route.tenant;
+    // The tenant's `requests` quota (ESI includes are part of their
+    // page's request and take no place of their own).
+    let mut slot = None;
+    if top.is_none() {
+        match tenant.admit().await {
+            Ok(s) => slot = s,
+            Err(full) => return queue_full(vsl, &tenant, full),
+        }
+    }
     let mut vcl = crate::cache_vcl::VclRef::new(route.vcl);
     let xid = vsl.vxid();
     let mut t = Box::new(Task::new(xid, client, server, now()));
@@ -364,6 +375,18 @@ async fn handle_task(
                     vcl = crate::cache_vcl::VclRef::new(r.vcl);
                     // An include keeps its page's tenant.
                     if t.req_top.is_none() {
+                        let same = t.tenant.as_ref().is_some_and(|x| Arc::ptr_eq(x, &r.tenant));
+                        if !same {
+                            // The request leaves its tenant's place for
+                            // one in the new tenant's quota.
+                            drop(slot.take());
+                            match r.tenant.admit().await {
+                                Ok(s) => slot = s,
+                                Err(full) => {
+                                    return queue_full(std::mem::take(&mut t.vsl), &r.tenant, full)
+                                }
+                            }
+                        }
                         t.cache = Some(r.tenant.cache.clone());
                         t.tenant = Some(r.tenant);
                     }
@@ -462,6 +485,43 @@ fn recv_prep(gzip_support: bool, req: &mut crate::vrt_ctx::ReqMsg, client: IpAdd
         None => ip.to_string(),
     };
     hdr_set(&mut req.headers, "X-Forwarded-For", &xff);
+}
+
+/// The 503 for a request its tenant's `requests` quota turned away (its
+/// queue was full): made here, without running any of the tenant's VCL,
+/// so a flood of them costs little.
+fn queue_full(
+    mut vsl: crate::vsl::Buf,
+    tenant: &crate::cache_tenant::Tenant,
+    full: crate::cache_tenant::QueueFull,
+) -> Reply {
+    let why = format!(
+        "tenant {}: requests quota full ({} in progress, {} waiting)",
+        tenant.name, full.in_progress, full.waiting
+    );
+    tracing::info!(xid = vsl.vxid(), "{why}");
+    vsl.log(vapi::Tag::Error, &why);
+    let resp = RespMsg {
+        status: 503,
+        reason: "Service Unavailable".into(),
+        proto: "HTTP/1.1".into(),
+        headers: vec![
+            ("Date".into(), http_date(now())),
+            ("Server".into(), "Shellac".into()),
+            ("X-Varnish".into(), vsl.vxid().to_string()),
+            ("Retry-After".into(), "1".into()),
+        ],
+    };
+    vsl.http_resp(crate::vsl::Http::Resp, &resp);
+    Reply {
+        status: 503,
+        reason: resp.reason,
+        headers: resp.headers,
+        body: ReplyBody::Bytes(Bytes::new()),
+        close: false,
+        head_length: None,
+        minimal: false,
+    }
 }
 
 fn fallback_503(xid: u64) -> Reply {

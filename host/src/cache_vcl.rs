@@ -307,6 +307,36 @@ fn method_index(m: Method) -> usize {
 }
 
 /// Classifies an error from a call into the module.
+/// The epoch deadline of a VCL call passed. Without a `cpu_ms` quota
+/// that is the per-call budget: the call is interrupted. Under one, the
+/// first deadline starts the CPU clock (see `CpuCall`), and each one
+/// says whether the request's CPU time is used up (interrupted) or how
+/// much is left (granted, within the per-call budget). So the clock is
+/// read only when a call runs long, never on a quick one.
+fn cpu_deadline(
+    mut c: wasmtime::StoreContextMut<'_, Data>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let interrupt = || Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
+    let Some(task) = c.data_mut().task.as_deref_mut() else {
+        return interrupt();
+    };
+    let io_wait = task.io_wait;
+    let Some(call) = task.cpu_call.as_mut() else {
+        return interrupt();
+    };
+    if call.cpu0.is_none() {
+        call.wall0 = call.wall(io_wait);
+        call.cpu0 = Some(crate::vrt_ctx::thread_cpu());
+    }
+    let used = call.used(io_wait);
+    if used >= call.left || call.wall_ticks == 0 {
+        return interrupt();
+    }
+    let grant = ((call.left - used).as_millis() as u64 + 1).min(call.wall_ticks);
+    call.wall_ticks -= grant;
+    Ok(wasmtime::UpdateDeadline::Continue(grant))
+}
+
 fn classify(e: wasmtime::Error) -> CallError {
     if let Some(v) = e.downcast_ref::<VrtError>() {
         return match v {
@@ -423,6 +453,7 @@ impl Vcl {
         let meta = abi::read_metadata(wasm).map_err(|e| setup(e.to_string()))?;
         let engine = engine().map_err(setup)?;
         let module = compiled_module(engine, wasm).map_err(setup)?;
+        crate::vre::configure(params);
         let regexes = meta
             .regexes
             .iter()
@@ -589,6 +620,7 @@ impl Vcl {
         };
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
+        store.epoch_deadline_callback(cpu_deadline);
         store.set_epoch_deadline(self.budget_ticks.saturating_mul(10));
         let inst = pre.instantiate(&mut store).map_err(classify)?;
         let missing = |n: &str| CallError::Trap(format!("module lacks export {n}"));
@@ -708,23 +740,34 @@ impl Vcl {
         if let Err(e) = self.prepare(&mut warm, ws) {
             return (task, Err(e));
         }
-        let started = cpu_ms.map(|ms| {
-            let left = ms.saturating_sub(task.cpu_spent.as_millis() as u64);
-            // +1: the current tick may be about to end.
-            warm.store
-                .set_epoch_deadline(self.budget_ticks.min(left) + 1);
-            (left, std::time::Instant::now())
-        });
-        if let Some((0, _)) = started {
-            if let Some(t) = task.tenant.as_deref() {
-                t.cpu_503.fetch_add(1, Ordering::Relaxed);
+        // Under a CPU quota the call starts with a short epoch deadline
+        // (one tick); when a call runs past it, `cpu_deadline` reads the
+        // thread's CPU clock and from then on grants the call the CPU
+        // time really left (see `CpuCall`).
+        let quota = cpu_ms.map(std::time::Duration::from_millis);
+        if let Some(q) = quota {
+            let left = q.saturating_sub(task.cpu_spent);
+            if left.is_zero() {
+                if let Some(t) = task.tenant.as_deref() {
+                    t.cpu_503.fetch_add(1, Ordering::Relaxed);
+                }
+                self.release(warm);
+                return (task, Err(CallError::Timeout));
             }
-            self.release(warm);
-            return (task, Err(CallError::Timeout));
+            let first = self.budget_ticks.min(1);
+            // +1: the current tick may be about to end.
+            warm.store.set_epoch_deadline(first + 1);
+            task.cpu_call = Some(crate::vrt_ctx::CpuCall {
+                w0: std::time::Instant::now(),
+                cpu0: None,
+                wall0: std::time::Duration::ZERO,
+                left,
+                wall_ticks: self.budget_ticks - first,
+                io0: task.io_wait,
+            });
         }
         task.method = method;
         task.synth = None;
-        let io_before = task.io_wait;
         warm.store.data_mut().task = Some(task);
         // Borrowed, not cloned: a `TypedFunc` clone takes a reference on
         // its type in the engine's registry, a cost on every call.
@@ -737,10 +780,15 @@ impl Vcl {
             // The task is only ever taken here.
             None => Box::new(Task::new(0, [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), 0.0)),
         };
-        if let Some((_, t0)) = started {
-            task.cpu_spent += t0
-                .elapsed()
-                .saturating_sub(task.io_wait.saturating_sub(io_before));
+        let mut r = r;
+        if let (Some(q), Some(call)) = (quota, task.cpu_call.take()) {
+            task.cpu_spent += call.used(task.io_wait);
+            // Host work (a regex over a long string, a VMOD) is not
+            // interrupted by the epoch: a call that went over in it
+            // fails when it returns.
+            if r.is_ok() && task.cpu_spent > q {
+                r = Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
+            }
             if matches!(
                 r.as_ref().map_err(|e| e.downcast_ref::<wasmtime::Trap>()),
                 Err(Some(wasmtime::Trap::Interrupt))

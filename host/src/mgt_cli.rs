@@ -581,13 +581,18 @@ async fn command(child: &Child, words: &[String]) -> String {
                 return frame(TOOFEW, "Too few parameters\n");
             }
             let words: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            match crate::cache_ban::parse_words(&words, crate::vrt_ctx::now()) {
-                Ok(b) => {
-                    ctx.cache.bans.add(b, ctx.params().flag("ban_dups"));
-                    frame(OK, "")
+            // The operator owns the whole cache: a ban from the CLI goes
+            // to every tenant's (`tenant.ban` reaches one).
+            let (now, dups) = (crate::vrt_ctx::now(), ctx.params().flag("ban_dups"));
+            for t in ctx.tenants.all() {
+                match crate::cache_ban::parse_words(&words, now) {
+                    Ok(b) => {
+                        t.cache.bans.add(b, dups);
+                    }
+                    Err(e) => return frame(PARAM, &e),
                 }
-                Err(e) => frame(PARAM, &e),
             }
+            frame(OK, "")
         }
         "ban.list" => {
             let list = ctx.cache.ban_list();

@@ -22,6 +22,11 @@
 //!   failing is locked out for a while (429). Without `-S` it answers
 //!   loopback clients only.
 //!
+//! The readers' paths (`/metrics`, `/stats`, `/log`) need the same
+//! token (or loopback without `-S`) unless `serve
+//! --admin-http-open-reads` opens them; `shellac stat` and `shellac log`
+//! send it, computed from the secret file the instance directory names.
+//!
 //! `shellac serve` writes this listener's address to its instance
 //! directory (`-n DIR`, file `_.admin`, line `H ADDR:PORT`), so the tools
 //! given the same `-n` find it.
@@ -37,18 +42,28 @@ const MAX_HEAD: usize = 8192;
 /// The largest `/cli` body accepted (a `vcl.inline` carries a VCL).
 const MAX_BODY: usize = 4 << 20;
 
-/// What every connection shares: the bearer token (none without `-S`)
-/// and the failure limiter.
+/// What every connection shares: the bearer token (none without `-S`),
+/// whether the readers' paths need it, and the failure limiter.
 struct Auth {
     token: Option<String>,
+    open_reads: bool,
     limiter: crate::mgt_auth::Limiter,
 }
 
 /// Serves the admin HTTP API on `listener` until the process ends;
-/// `secret` is the `-S` file's content.
-pub async fn serve(child: Arc<Child>, listener: TcpListener, secret: Option<Vec<u8>>) {
+/// `secret` is the `-S` file's content. Every path needs the token (or,
+/// without `-S`, a loopback client), `/metrics`, `/stats` and `/log`
+/// too unless `open_reads` (`serve --admin-http-open-reads`: counters
+/// and the log readable by anyone who reaches the listener).
+pub async fn serve(
+    child: Arc<Child>,
+    listener: TcpListener,
+    secret: Option<Vec<u8>>,
+    open_reads: bool,
+) {
     let auth = Arc::new(Auth {
         token: secret.map(|s| crate::mgt_auth::http_token(&s)),
+        open_reads,
         limiter: Default::default(),
     });
     loop {
@@ -126,6 +141,9 @@ async fn conn(child: Arc<Child>, mut s: TcpStream, peer: std::net::IpAddr, auth:
     if req.path == "/cli" {
         return cli(&child, s, req, peer, &auth).await;
     }
+    if !auth.open_reads && !authorized(&mut s, &req, peer, &auth).await {
+        return;
+    }
     if req.method != "GET" && req.method != "HEAD" {
         return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET only\n").await;
     }
@@ -148,19 +166,22 @@ fn json_error(why: &str) -> String {
     serde_json::json!({ "error": why }).to_string()
 }
 
-/// `POST /cli` (see the module's doc).
-async fn cli(child: &Child, mut s: TcpStream, req: Request, peer: std::net::IpAddr, auth: &Auth) {
+/// Whether `req` may be served: the right token with `-S` (failures
+/// counted and rate limited), a loopback client without. Answers the
+/// client itself when not.
+async fn authorized(s: &mut TcpStream, req: &Request, peer: std::net::IpAddr, auth: &Auth) -> bool {
     const JSON: &str = "application/json";
     if let Some(token) = &auth.token {
         let now = crate::vrt_ctx::now();
         if !auth.limiter.allowed(peer, now) {
-            return respond(
-                &mut s,
+            respond(
+                s,
                 "429 Too Many Requests",
                 JSON,
                 &json_error("too many failed authentications; try later"),
             )
             .await;
+            return false;
         }
         let given = crate::cache_obj::hdr_get(&req.headers, "authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
@@ -168,25 +189,36 @@ async fn cli(child: &Child, mut s: TcpStream, req: Request, peer: std::net::IpAd
             .unwrap_or("");
         if !crate::mgt_auth::same(given.as_bytes(), token.as_bytes()) {
             auth.limiter.failed(peer, now);
-            return respond(
-                &mut s,
+            respond(
+                s,
                 "401 Unauthorized\r\nWWW-Authenticate: Bearer",
                 JSON,
                 &json_error("authentication required"),
             )
             .await;
+            return false;
         }
         auth.limiter.succeeded(peer);
     } else if !peer.is_loopback() {
-        // Without -S there is no token: only this machine may run
-        // commands, wherever the listener is bound.
-        return respond(
-            &mut s,
+        // Without -S there is no token: only this machine may use the
+        // API, wherever the listener is bound.
+        respond(
+            s,
             "401 Unauthorized",
             JSON,
             &json_error("authentication required (serve -S SECRETFILE for remote use)"),
         )
         .await;
+        return false;
+    }
+    true
+}
+
+/// `POST /cli` (see the module's doc).
+async fn cli(child: &Child, mut s: TcpStream, req: Request, peer: std::net::IpAddr, auth: &Auth) {
+    const JSON: &str = "application/json";
+    if !authorized(&mut s, &req, peer, auth).await {
+        return;
     }
     if req.method != "POST" {
         return respond(

@@ -9,8 +9,8 @@
 //!   what its quotas refused so far.
 //! * `tenant.quota TENANT [KEY=VALUE ...]`: sets quotas (`none` lifts
 //!   one), declaring the tenant if need be; without `KEY=VALUE` shows
-//!   them. Keys: `cache_bytes`,
-//!   `cpu_ms`, `wasm_memory`, `backend_conns`.
+//!   them. Keys: `cache_bytes`, `cpu_ms`, `wasm_memory`,
+//!   `backend_conns`, `requests`, `request_queue`, `request_rate`.
 //! * `tenant.ban TENANT FIELD OP ARG [&& ...]`: `ban` in one tenant.
 //!
 //! `TENANT` is a label's name, or `*` for the default tenant (requests
@@ -144,11 +144,18 @@ fn list(ctx: &Ctx, json: bool) -> String {
                     "backend_conns": t.conns(),
                     "backend_conns_refused": t.conns_refused.load(Ordering::Relaxed),
                     "cpu_503": t.cpu_503.load(Ordering::Relaxed),
+                    "requests": t.requests().0,
+                    "requests_waiting": t.requests().1,
+                    "requests_queued": t.requests_queued.load(Ordering::Relaxed),
+                    "requests_refused": t.requests_refused.load(Ordering::Relaxed),
                     "quota": {
                         "cache_bytes": q.cache_bytes,
                         "cpu_ms": q.cpu_ms,
                         "wasm_memory": q.wasm_memory,
                         "backend_conns": q.backend_conns,
+                        "requests": q.requests,
+                        "request_queue": q.request_queue,
+                        "request_rate": q.request_rate,
                     },
                 })
             })
@@ -156,13 +163,23 @@ fn list(ctx: &Ctx, json: bool) -> String {
         return serde_json::to_string_pretty(&rows).unwrap_or_default();
     }
     let mut out = format!(
-        "{:<20} {:>8} {:>12} {:>12} {:>8} {:>6} {:>8} {:>8}  routes",
-        "tenant", "objects", "bytes", "quota", "nuked", "conns", "refused", "cpu_503"
+        "{:<20} {:>8} {:>12} {:>12} {:>8} {:>6} {:>8} {:>8} {:>6} {:>8} {:>9}  routes",
+        "tenant",
+        "objects",
+        "bytes",
+        "quota",
+        "nuked",
+        "conns",
+        "refused",
+        "cpu_503",
+        "reqs",
+        "queued",
+        "queue_503"
     );
     for t in &tenants {
         let q = t.quota();
         out.push_str(&format!(
-            "\n{:<20} {:>8} {:>12} {:>12} {:>8} {:>6} {:>8} {:>8}  {}",
+            "\n{:<20} {:>8} {:>12} {:>12} {:>8} {:>6} {:>8} {:>8} {:>6} {:>8} {:>9}  {}",
             t.name,
             t.cache.objects_held(),
             t.cache.used(),
@@ -171,6 +188,9 @@ fn list(ctx: &Ctx, json: bool) -> String {
             t.conns(),
             t.conns_refused.load(Ordering::Relaxed),
             t.cpu_503.load(Ordering::Relaxed),
+            t.requests().0,
+            t.requests_queued.load(Ordering::Relaxed),
+            t.requests_refused.load(Ordering::Relaxed),
             labels_of(ctx, t),
         ));
     }
@@ -182,7 +202,7 @@ fn list(ctx: &Ctx, json: bool) -> String {
 pub fn prometheus(ctx: &Ctx) -> String {
     let tenants = ctx.tenants.all();
     type Get = fn(&Tenant) -> u64;
-    let families: [(&str, &str, &str, Get); 7] = [
+    let families: [(&str, &str, &str, Get); 11] = [
         (
             "shellac_tenant_objects",
             "gauge",
@@ -224,6 +244,30 @@ pub fn prometheus(ctx: &Ctx) -> String {
             "counter",
             "Requests failed for the tenant's cpu_ms quota",
             |t| t.cpu_503.load(Ordering::Relaxed),
+        ),
+        (
+            "shellac_tenant_requests",
+            "gauge",
+            "Client requests in progress under the tenant's requests quota",
+            |t| u64::from(t.requests().0),
+        ),
+        (
+            "shellac_tenant_requests_waiting",
+            "gauge",
+            "Client requests waiting in the tenant's queue",
+            |t| u64::from(t.requests().1),
+        ),
+        (
+            "shellac_tenant_requests_queued_total",
+            "counter",
+            "Client requests that waited for the tenant's requests quota",
+            |t| t.requests_queued.load(Ordering::Relaxed),
+        ),
+        (
+            "shellac_tenant_requests_refused_total",
+            "counter",
+            "Client requests refused (503) because the tenant's queue was full",
+            |t| t.requests_refused.load(Ordering::Relaxed),
         ),
     ];
     let mut out = String::new();
@@ -329,7 +373,7 @@ mod tests {
     #[test]
     fn config_reads_default_and_labels() {
         let q = parse_config(
-            "[default]\ncache_bytes = \"1M\"\n[label.shop_a]\ncpu_ms = 20\nbackend_conns = 3\n",
+            "[default]\ncache_bytes = \"1M\"\n[label.shop_a]\ncpu_ms = 20\nbackend_conns = 3\nrequests = 8\nrequest_queue = 0\n",
         )
         .expect("parses");
         assert_eq!(q.len(), 2);
@@ -338,6 +382,9 @@ mod tests {
         assert_eq!(q[1].0, "shop_a");
         assert_eq!(q[1].1.cpu_ms, Some(20));
         assert_eq!(q[1].1.backend_conns, Some(3));
+        assert_eq!(q[1].1.requests, Some(8));
+        // A queue of 0 is a bound (nobody waits), not "no limit".
+        assert_eq!(q[1].1.request_queue, Some(0));
     }
 
     #[test]

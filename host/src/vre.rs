@@ -2,12 +2,37 @@
 //! the JIT, and `regsub`/`regsuball` with `\0`..`\9` back-references.
 
 use pcre2::bytes::{Captures, Regex, RegexBuilder};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Compiles a VCL regex literal.
+/// `pcre2_match_limit` and `pcre2_depth_limit` (Varnish's defaults until
+/// configured).
+static MATCH_LIMIT: AtomicU32 = AtomicU32::new(10_000);
+static DEPTH_LIMIT: AtomicU32 = AtomicU32::new(20);
+
+/// Applies `pcre2_match_limit` and `pcre2_depth_limit` to the regexes
+/// compiled from now on (a VCL's at its load, a ban's when it is added).
+pub fn configure(p: &crate::mgt_param::Params) {
+    let get = |n: &str| p.num(n).clamp(1.0, f64::from(u32::MAX)) as u32;
+    MATCH_LIMIT.store(get("pcre2_match_limit"), Ordering::Relaxed);
+    DEPTH_LIMIT.store(get("pcre2_depth_limit"), Ordering::Relaxed);
+}
+
+/// Compiles a VCL regex literal under Varnish's limits on matching:
+/// `pcre2_match_limit` bounds the steps of one match (the CPU time it
+/// can soak up), `pcre2_depth_limit` its backtracking depth (ignored by
+/// the JIT, as in Varnish). A match over a limit fails with an error (a
+/// `VCL_Error` and a failed request). The `pcre2` crate hides the match
+/// context Varnish sets them in, so they go into the pattern's start
+/// (`(*LIMIT_MATCH=N)`), where PCRE2 lets a pattern lower its own.
 pub fn compile(pattern: &str) -> Result<Regex, String> {
+    let limited = format!(
+        "(*LIMIT_MATCH={})(*LIMIT_DEPTH={}){pattern}",
+        MATCH_LIMIT.load(Ordering::Relaxed),
+        DEPTH_LIMIT.load(Ordering::Relaxed)
+    );
     RegexBuilder::new()
         .jit_if_available(true)
-        .build(pattern)
+        .build(&limited)
         .map_err(|e| format!("regex \"{pattern}\": {e}"))
 }
 

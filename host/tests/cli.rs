@@ -160,11 +160,21 @@ fn serve_with_backend_flag_and_instance_dir() {
         .lines()
         .find_map(|l| l.strip_prefix("H "))
         .expect("admin HTTP address");
-    let mut s = TcpStream::connect(http).expect("connect admin http");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    // /metrics wants the token -S gives (`shellac stat` above sent it).
+    let metrics = |token: &str| {
+        let mut s = TcpStream::connect(http).expect("connect admin http");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
         .expect("write");
-    let mut metrics = String::new();
-    s.read_to_string(&mut metrics).expect("read");
+        let mut metrics = String::new();
+        s.read_to_string(&mut metrics).expect("read");
+        metrics
+    };
+    assert!(metrics("wrong").starts_with("HTTP/1.1 401"));
+    let secret = std::fs::read(dir.with_extension("secret")).expect("secret");
+    let metrics = metrics(&shellac::mgt_auth::http_token(&secret));
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains(
         "# TYPE varnish_main_client_req_total counter\nvarnish_main_client_req_total 1\n"

@@ -299,7 +299,9 @@ async fn tenants_in(port: u16, storage: u64) -> Proxy {
          }} \
          sub vcl_deliver {{ set resp.http.X-Hit = obj.hits; }}"
     );
-    let p = proxy(&tenant_vcl, port, &[], storage).await;
+    // The CPU quota test's regex backtracks for milliseconds: more
+    // steps than Varnish's default pcre2_match_limit allows.
+    let p = proxy(&tenant_vcl, port, &["pcre2_match_limit=10000000"], storage).await;
     p.ok("vcl.label la boot").await;
     p.ok("vcl.label lb boot").await;
     p.ok("tenant.add la").await;
@@ -403,8 +405,8 @@ async fn ban_and_purge_in_one_tenant_leave_the_others_objects() {
     assert_eq!(req(&p, "GET", "a", "/").await.header("x-hit"), Some("1"));
     assert_eq!(req(&p, "GET", "b", "/").await.header("x-hit"), Some("0"));
     assert_eq!(o.hits.load(Ordering::Relaxed), fetched + 2);
-    // A ban from the CLI into one tenant; `ban` itself is the default
-    // tenant's, as Varnish's one cache.
+    // A ban from the CLI into one tenant; `ban` itself reaches every
+    // tenant (the operator owns the whole cache).
     p.ok("tenant.ban la req.url ~ /echo").await;
     assert_eq!(
         req(&p, "GET", "b", "/echo").await.header("x-hit"),
@@ -414,12 +416,25 @@ async fn ban_and_purge_in_one_tenant_leave_the_others_objects() {
         req(&p, "GET", "a", "/echo").await.header("x-hit"),
         Some("0")
     );
-    p.ok("ban req.url ~ /").await;
+    p.ok("ban req.url ~ ^/$").await;
     let fetched = o.hits.load(Ordering::Relaxed);
-    assert_eq!(req(&p, "GET", "b", "/").await.header("x-hit"), Some("1"));
-    assert_eq!(o.hits.load(Ordering::Relaxed), fetched);
+    for h in ["a", "b"] {
+        assert_eq!(req(&p, "GET", h, "/").await.header("x-hit"), Some("0"));
+    }
     assert_eq!(req(&p, "GET", "c", "/").await.status, 200);
-    assert_eq!(o.hits.load(Ordering::Relaxed), fetched + 1);
+    assert_eq!(o.hits.load(Ordering::Relaxed), fetched + 3);
+    assert_eq!(req(&p, "GET", "a", "/").await.header("x-hit"), Some("1"));
+    // Objects the ban does not match stay, in every tenant.
+    assert_eq!(
+        req(&p, "GET", "b", "/echo").await.header("x-hit"),
+        Some("3")
+    );
+    assert_eq!(o.hits.load(Ordering::Relaxed), fetched + 3);
+    // Each tenant lists the CLI's ban.
+    for t in p.ctx.tenants.all() {
+        let bans = t.cache.ban_list();
+        assert!(bans.iter().any(|b| b.text == "req.url ~ ^/$"), "{}", t.name);
+    }
     assert_eq!(p.cli("tenant.ban nosuch req.url ~ /").await.0, 106);
 }
 
@@ -572,7 +587,12 @@ async fn http_admin_api_runs_cli_verbs_behind_the_token() {
     .await;
     let (child, l, admin) = admin_listener(&p).await;
     let secret = b"the secret\n".to_vec();
-    tokio::spawn(shellac::mgt_http::serve(child, l, Some(secret.clone())));
+    tokio::spawn(shellac::mgt_http::serve(
+        child,
+        l,
+        Some(secret.clone()),
+        false,
+    ));
     let token = shellac::mgt_auth::http_token(&secret);
     // The token works; the answer is the CLI's.
     let (st, body) = http(admin, post_cli(r#"{"command": "vcl.list"}"#, Some(&token))).await;
@@ -598,17 +618,42 @@ async fn http_admin_api_runs_cli_verbs_behind_the_token() {
     .await;
     assert!(body.contains("\"status\":200"), "{body}");
     assert_eq!(get(p.addr, "/echo", &[]).await.header("x-vcl"), Some("two"));
-    // The tenants' numbers are in /metrics (readable without the token).
-    let (st, body) = http(
-        admin,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
-    )
-    .await;
+    // The tenants' numbers are in /metrics, behind the token too, as
+    // are /stats and /log.
+    let read = |path: &str, token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let (st, body) = http(admin, read("/metrics", Some(&token))).await;
     assert_eq!(st, 200);
     assert!(
         body.contains("shellac_tenant_objects{tenant=\"*\"} "),
         "{body}"
     );
+    for path in ["/metrics", "/stats", "/log?follow=0"] {
+        let (st, body) = http(admin, read(path, None)).await;
+        assert_eq!(
+            (st, body.as_str()),
+            (401, r#"{"error":"authentication required"}"#),
+            "{path}"
+        );
+    }
+    // The right token clears those failures.
+    let (st, _) = http(admin, read("/stats", Some(&token))).await;
+    assert_eq!(st, 200);
+    // The operator may open the readers' paths (never /cli).
+    let (child, l, open) = admin_listener(&p).await;
+    tokio::spawn(shellac::mgt_http::serve(
+        child,
+        l,
+        Some(secret.clone()),
+        true,
+    ));
+    let (st, body) = http(open, read("/metrics", None)).await;
+    assert_eq!(st, 200);
+    assert!(body.contains("shellac_tenant_objects"), "{body}");
+    let (st, _) = http(open, post_cli(r#"{"command":"ping"}"#, None)).await;
+    assert_eq!(st, 401);
     // Wrong or missing credentials: only the auth error, nothing run.
     let (st, body) = http(admin, post_cli(r#"{"command":"vcl.use boot"}"#, None)).await;
     assert_eq!(
@@ -720,4 +765,125 @@ async fn without_quotas_the_flooding_tenant_pays_for_the_shared_storage() {
         Some("1")
     );
     assert_eq!(p.ctx.default_tenant.cache.objects_held(), 1);
+}
+
+/// An origin that answers `/gate…` only once `open` is notified (one
+/// response per notification) and anything else at once.
+async fn gated_origin() -> (SocketAddr, Arc<tokio::sync::Semaphore>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = open.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(s);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let gated = line.contains(" /gate");
+                    while line != "\r\n" {
+                        line.clear();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                    }
+                    if gated {
+                        match gate.acquire().await {
+                            Ok(p) => p.forget(),
+                            Err(_) => return,
+                        }
+                    }
+                    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nCache-Control: max-age=0\r\n\r\nok\n";
+                    if r.get_mut().write_all(resp).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// Polls `f` until it holds (5 s at most).
+async fn until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_quota_queues_then_refuses_only_its_tenant() {
+    let _shared = COMPILES.read().await;
+    let (port, gate) = {
+        let (a, g) = gated_origin().await;
+        (a.port(), g)
+    };
+    let p = tenants(port).await;
+    p.ok("tenant.quota la requests=1 request_queue=1").await;
+    let q = p.ok("tenant.quota la").await;
+    assert!(q.contains("requests=1\nrequest_queue=1"), "{q}");
+    let la = p.ctx.tenants.get("la").expect("la");
+    let addr = p.addr;
+    let get_a = |path: &'static str| {
+        tokio::spawn(async move {
+            let r = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            common::raw(addr, r.as_bytes()).await
+        })
+    };
+    // One request of a in progress (its fetch waits at the gate) ...
+    let first = get_a("/gate/1");
+    until("a's first request in progress", || la.requests() == (1, 0)).await;
+    // ... the next waits in a's queue ...
+    let second = get_a("/gate/2");
+    until("a's second request queued", || la.requests() == (1, 1)).await;
+    // ... and one more is refused at once, before any of a's VCL.
+    let third = req(&p, "GET", "a", "/echo").await;
+    assert_eq!(third.status, 503);
+    assert_eq!(third.header("retry-after"), Some("1"));
+    assert_eq!(la.requests_refused.load(Ordering::Relaxed), 1);
+    // b and the default tenant are not held up.
+    assert_eq!(req(&p, "GET", "b", "/echo").await.status, 200);
+    assert_eq!(req(&p, "GET", "c", "/echo").await.status, 200);
+    assert!(!first.is_finished() && !second.is_finished());
+    // The first ends; the waiting one goes on.
+    gate.add_permits(1);
+    assert_eq!(first.await.expect("first").status, 200);
+    until("the queued request in progress", || la.requests() == (1, 0)).await;
+    gate.add_permits(1);
+    assert_eq!(second.await.expect("second").status, 200);
+    until("a idle", || la.requests() == (0, 0)).await;
+    assert_eq!(la.requests_queued.load(Ordering::Relaxed), 1);
+    let list = p.ok("tenant.list -j").await;
+    assert!(list.contains("\"requests_refused\": 1"), "{list}");
+    // Lifting the quota lets waiting requests go at once.
+    let held = get_a("/gate/3");
+    until("a's request in progress", || la.requests() == (1, 0)).await;
+    let waiting = get_a("/gate/4");
+    until("a's request queued", || la.requests() == (1, 1)).await;
+    p.ok("tenant.quota la requests=none").await;
+    until("the queue emptied", || la.requests().1 == 0).await;
+    gate.add_permits(2);
+    assert_eq!(held.await.expect("held").status, 200);
+    assert_eq!(waiting.await.expect("waiting").status, 200);
+    assert_eq!(p.cli("tenant.quota la requests=many").await.0, 106);
+    // A request rate: one a second, nobody waits: the second at once
+    // is refused, b's are not.
+    p.ok("tenant.quota la request_rate=1 request_queue=0").await;
+    let refused = la.requests_refused.load(Ordering::Relaxed);
+    assert_eq!(req(&p, "GET", "a", "/echo").await.status, 200);
+    assert_eq!(req(&p, "GET", "a", "/echo").await.status, 503);
+    for _ in 0..3 {
+        assert_eq!(req(&p, "GET", "b", "/echo").await.status, 200);
+    }
+    assert_eq!(la.requests_refused.load(Ordering::Relaxed), refused + 1);
 }

@@ -29,14 +29,21 @@ impl Stream {
     /// Connects to the admin HTTP listener at `addr` and asks for the
     /// log from the oldest record the ring holds (`head`) or from the
     /// next one written; with `follow` the stream goes on, else it ends
-    /// at the newest record. Returns once the server placed the reader:
+    /// at the newest record; `token` is the API's bearer token (with
+    /// `-S`). Returns once the server placed the reader:
     /// everything logged from then on will come.
-    pub fn connect(addr: &str, head: bool, follow: bool) -> io::Result<Stream> {
+    pub fn connect(
+        addr: &str,
+        token: Option<&str>,
+        head: bool,
+        follow: bool,
+    ) -> io::Result<Stream> {
         let mut s = TcpStream::connect(addr)?;
         let _ = s.set_nodelay(true);
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         write!(
             s,
-            "GET /log?from={}&follow={} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
+            "GET /log?from={}&follow={} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n",
             if head { "head" } else { "tail" },
             if follow { 1 } else { 0 }
         )?;
@@ -120,12 +127,14 @@ pub enum Source {
 
 impl Source {
     /// Opens the log of an instance: its shared memory at `shm` when
-    /// given and readable, else its admin HTTP listener `http`; from the
+    /// given and readable, else its admin HTTP listener `http` (with the
+    /// bearer `token` when the instance has `-S`); from the
     /// oldest record kept (`head`) or the next written; `follow` goes on
     /// after the newest.
     pub fn open(
         shm: Option<&std::path::Path>,
         http: Option<&str>,
+        token: Option<&str>,
         head: bool,
         follow: bool,
     ) -> io::Result<Source> {
@@ -143,7 +152,7 @@ impl Source {
                 timeout: Duration::from_millis(500),
             }),
             Err(shm_err) => match http {
-                Some(a) => Stream::connect(a, head, follow).map(Source::Http),
+                Some(a) => Stream::connect(a, token, head, follow).map(Source::Http),
                 None => Err(shm_err),
             },
         }

@@ -39,6 +39,21 @@ pub struct Cli {
     timeout: Duration,
 }
 
+/// The admin HTTP API's bearer token for a secret file's bytes (Shellac's:
+/// hex of HMAC-SHA256 keyed with the secret over "shellac admin http v1").
+pub fn http_token(secret: &[u8]) -> String {
+    use hmac::Mac;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(b"shellac admin http v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Computes the `auth` answer for a challenge and the secret file's bytes.
 pub fn auth_response(challenge: &str, secret: &[u8]) -> String {
     let mut h = Sha256::new();

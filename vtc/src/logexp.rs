@@ -681,14 +681,20 @@ impl Logexp {
         // The instance directory tells where the log is once serve is up.
         let admin: PathBuf = workdir.join("_.admin");
         let deadline = Instant::now() + ctx.config.max_duration / 3;
-        let (addr, shm) = loop {
+        let (addr, shm, token) = loop {
             let text = std::fs::read_to_string(&admin).unwrap_or_default();
             if let Some(a) = text.lines().find_map(|l| l.strip_prefix("H ")) {
                 let shm = text
                     .lines()
                     .find_map(|l| l.strip_prefix("V "))
                     .map(PathBuf::from);
-                break (a.to_string(), shm);
+                // With -S the admin HTTP API wants its bearer token.
+                let token = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("S "))
+                    .and_then(|f| std::fs::read(f).ok())
+                    .map(|secret| crate::cli::http_token(&secret));
+                break (a.to_string(), shm, token);
             }
             if Instant::now() > deadline {
                 return Err(ctx.fatal(
@@ -698,8 +704,14 @@ impl Logexp {
             }
             ctx.sleep(Duration::from_millis(50))?;
         };
-        let mut s = vapi::stream::Source::open(shm.as_deref(), Some(&addr), self.d_arg, true)
-            .map_err(|e| ctx.fatal(&self.name, format!("VSL_CursorVSM: {e}")))?;
+        let mut s = vapi::stream::Source::open(
+            shm.as_deref(),
+            Some(&addr),
+            token.as_deref(),
+            self.d_arg,
+            true,
+        )
+        .map_err(|e| ctx.fatal(&self.name, format!("VSL_CursorVSM: {e}")))?;
         s.set_timeout(Duration::from_millis(100))
             .map_err(|e| ctx.fatal(&self.name, e.to_string()))?;
         Ok(Source::Shellac(s))

@@ -71,14 +71,34 @@ impl Instance {
     }
 }
 
-/// Connects to the admin HTTP listener and sends `GET path`; returns the
-/// stream positioned after the response head (the status must be 200).
-pub fn http_get(addr: &str, path: &str) -> anyhow::Result<std::io::BufReader<TcpStream>> {
+impl Instance {
+    /// The admin HTTP API's bearer token, from the secret file (`None`
+    /// without `-S`).
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        match &self.secret {
+            Some(f) => {
+                let secret = std::fs::read(f).with_context(|| format!("-S {}", f.display()))?;
+                Ok(Some(shellac::mgt_auth::http_token(&secret)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Connects to the admin HTTP listener and sends `GET path` (with the
+/// bearer token, if any); returns the stream positioned after the
+/// response head (the status must be 200).
+pub fn http_get(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<std::io::BufReader<TcpStream>> {
     use std::io::BufRead;
     let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )?;
     let mut r = std::io::BufReader::new(s);
     let mut status = String::new();
@@ -96,8 +116,8 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<std::io::BufReader<Tcp
 }
 
 /// `GET path`, the whole body.
-pub fn http_get_all(addr: &str, path: &str) -> anyhow::Result<Vec<u8>> {
-    let mut r = http_get(addr, path)?;
+pub fn http_get_all(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let mut r = http_get(addr, path, token)?;
     let mut out = Vec::new();
     r.read_to_end(&mut out)?;
     Ok(out)

@@ -188,8 +188,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let inst = super::instance::find(o.name.as_deref(), o.wait)?;
     let dir = super::instance::dir(o.name.as_deref());
-    let mut stream = Source::open(inst.vsl.as_deref(), inst.http.as_deref(), o.dump, !o.dump)
-        .with_context(|| format!("reading the log of {}", dir.display()))?;
+    let token = inst.token()?;
+    let mut stream = Source::open(
+        inst.vsl.as_deref(),
+        inst.http.as_deref(),
+        token.as_deref(),
+        o.dump,
+        !o.dump,
+    )
+    .with_context(|| format!("reading the log of {}", dir.display()))?;
     stream.set_timeout(Duration::from_millis(500))?;
     let mut d = Dispatcher::new(grouping);
     d.timeout = o.timeout;

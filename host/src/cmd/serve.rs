@@ -40,6 +40,11 @@ pub struct Args {
         default_value = "127.0.0.1:0"
     )]
     pub admin_http: String,
+    /// Let anyone who reaches the admin HTTP listener read `/metrics`,
+    /// `/stats` and `/log` without the `-S` token (e.g. a Prometheus
+    /// scraper without credentials); `/cli` always needs it.
+    #[arg(long = "admin-http-open-reads")]
+    pub admin_http_open_reads: bool,
     /// Storage: malloc,SIZE.
     #[arg(short = 's', value_name = "malloc,SIZE")]
     pub storage: Vec<String>,
@@ -213,7 +218,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("--admin-http {h}"))?;
             http_addr = Some(l.local_addr()?.to_string());
-            tokio::spawn(shellac::mgt_http::serve(child.clone(), l, secret.clone()));
+            tokio::spawn(shellac::mgt_http::serve(
+                child.clone(),
+                l,
+                secret.clone(),
+                args.admin_http_open_reads,
+            ));
         }
         write_instance(
             &dir,

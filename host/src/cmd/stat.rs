@@ -196,10 +196,10 @@ fn list(points: &[Point], out: &mut impl Write) -> std::io::Result<()> {
 
 /// The live view: every second, the counters that are not zero with
 /// their value, change per second and average since start.
-fn live(addr: &str, filter: &Filter) -> anyhow::Result<ExitCode> {
+fn live(addr: &str, token: Option<&str>, filter: &Filter) -> anyhow::Result<ExitCode> {
     let mut last: Option<(std::time::Instant, Vec<Point>)> = None;
     loop {
-        let points: Vec<Point> = parse(&super::instance::http_get_all(addr, "/stats")?)?
+        let points: Vec<Point> = parse(&super::instance::http_get_all(addr, "/stats", token)?)?
             .into_iter()
             .filter(|p| filter.shows(&p.name))
             .collect();
@@ -256,11 +256,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Duration::from_secs_f64(args.timeout.max(0.0)),
     )?;
     let addr = inst.http()?.to_string();
+    let token = inst.token()?;
     let filter = Filter::new(&args);
     if !(args.once || args.json || args.xml || args.list) {
-        return live(&addr, &filter);
+        return live(&addr, token.as_deref(), &filter);
     }
-    let all = parse(&super::instance::http_get_all(&addr, "/stats")?)?;
+    let all = parse(&super::instance::http_get_all(
+        &addr,
+        "/stats",
+        token.as_deref(),
+    )?)?;
     // Rates are per second of the child's uptime, filtered or not.
     let up = all
         .iter()
