@@ -499,20 +499,11 @@ impl Buf {
         };
         let whole = total <= reclen;
         let len = if whole { total } else { reclen };
-        let need = vapi::record::HEADER + len;
-        if self.data.capacity() - self.data.len() < need {
-            self.grow(need);
-        }
-        let at0 = self.data.len();
-        // SAFETY: `grow` made room for `need` more bytes; exactly `need`
-        // bytes past the length are written below (12 of header, then
-        // `len` of parts) before `set_len` takes them in.
+        let dst = self.open_record(tag, kind, len);
+        // SAFETY: `open_record` left room for `len` bytes at `dst`;
+        // exactly those are written before `close_record`.
         unsafe {
-            let dst = self.data.as_mut_ptr().add(at0);
-            std::ptr::write_unaligned(dst as *mut u64, self.vxid.to_le());
-            let word = u32::from(tag as u8) | u32::from(kind) << 8 | (len as u32) << 16;
-            std::ptr::write_unaligned(dst.add(8) as *mut u32, word.to_le());
-            let mut at = vapi::record::HEADER;
+            let mut at = 0;
             if whole {
                 for p in &parts {
                     copy_short(p.as_ptr(), dst.add(at), p.len());
@@ -527,9 +518,41 @@ impl Buf {
                     left -= n;
                 }
             }
-            self.data.set_len(at0 + need);
+            self.close_record(len);
         }
         self.done_record();
+    }
+
+    /// Starts a record of `len` bytes of data: room for it, its header
+    /// written; returns where its data goes. The caller writes exactly
+    /// `len` bytes there, then calls [`Buf::close_record`].
+    #[inline(always)]
+    fn open_record(&mut self, tag: Tag, kind: u8, len: usize) -> *mut u8 {
+        let need = vapi::record::HEADER + len;
+        if self.data.capacity() - self.data.len() < need {
+            self.grow(need);
+        }
+        let word = u32::from(tag as u8) | u32::from(kind) << 8 | (len as u32) << 16;
+        // SAFETY: there is room for `need` bytes past the length; the
+        // header's 12 are written here (the length stays until
+        // `close_record`).
+        unsafe {
+            let dst = self.data.as_mut_ptr().add(self.data.len());
+            std::ptr::write_unaligned(dst as *mut u64, self.vxid.to_le());
+            std::ptr::write_unaligned(dst.add(8) as *mut u32, word.to_le());
+            dst.add(vapi::record::HEADER)
+        }
+    }
+
+    /// Ends a record [`Buf::open_record`] started.
+    ///
+    /// # Safety
+    /// The record's `len` bytes of data have been written.
+    #[inline(always)]
+    unsafe fn close_record(&mut self, len: usize) {
+        let l = self.data.len() + vapi::record::HEADER + len;
+        // SAFETY: the header and (by the caller) the data are written.
+        unsafe { self.data.set_len(l) }
     }
 
     /// Room for `need` more bytes (the first record takes a buffer from
@@ -1026,23 +1049,13 @@ impl Buf {
         if headers.is_empty() || total > 32 << 10 {
             return false;
         }
-        let need = vapi::record::HEADER + total;
-        if self.data.capacity() - self.data.len() < need {
-            self.grow(need);
-        }
-        let at0 = self.data.len();
-        // SAFETY: `grow` made room for `need` more bytes, and exactly
-        // those are written (the header, the format byte, then per
-        // header 4 bytes of lengths, the name and the value, which add
-        // up to `total`) before `set_len` takes them in.
+        let dst = self.open_record(tag, self.kind.byte() | vapi::record::PACKED, total);
+        // SAFETY: `open_record` left room for `total` bytes at `dst`, and
+        // exactly those are written (the format byte, then per header 4
+        // bytes of lengths, the name and the value) before `close_record`.
         unsafe {
-            let dst = self.data.as_mut_ptr().add(at0);
-            std::ptr::write_unaligned(dst as *mut u64, self.vxid.to_le());
-            let kind = self.kind.byte() | vapi::record::PACKED;
-            let word = u32::from(tag as u8) | u32::from(kind) << 8 | (total as u32) << 16;
-            std::ptr::write_unaligned(dst.add(8) as *mut u32, word.to_le());
-            *dst.add(vapi::record::HEADER) = Packed::Headers as u8;
-            let mut at = vapi::record::HEADER + 1;
+            *dst = Packed::Headers as u8;
+            let mut at = 1;
             for (n, v) in headers {
                 let lens = n.len() as u32 | (v.len() as u32) << 16;
                 std::ptr::write_unaligned(dst.add(at) as *mut u32, lens.to_le());
@@ -1052,7 +1065,7 @@ impl Buf {
                 copy_short(v.as_ptr(), dst.add(at), v.len());
                 at += v.len();
             }
-            self.data.set_len(at0 + need);
+            self.close_record(total);
         }
         self.nrec += headers.len() as u64 - 1;
         self.done_record();
