@@ -369,6 +369,13 @@ fn core_plan(
     if !plan.has(LIFECYCLE, "on-event") || !plan.has(LIFECYCLE, "end-task") {
         return why("the lifecycle is not a plain lift".into());
     }
+    // Wire it once now, so that a graph this module misreads falls back
+    // here rather than failing every request.
+    let mut store = Store::new(engine, VmodData::new(String::new(), 64 << 20));
+    store.limiter(|d| &mut d.limits);
+    store.set_epoch_deadline(1000);
+    plan.instantiate(&mut store, LIFECYCLE, &sigs)
+        .map_err(|e| format!("instantiating its core modules: {e:#}"))?;
     Ok((plan, sigs))
 }
 
@@ -794,18 +801,7 @@ impl VclVmod {
     /// `replay` is false: `vcl_init` itself is running).
     fn instantiate(&self, id: usize, replay: bool) -> Result<Box<VmodInstance>, VmodError> {
         let engine = self.lib.pre.engine();
-        let data = VmodData {
-            task: None,
-            namespace: self.namespace.clone(),
-            default_ns: format!("{}/{}", crate::cache_tenant::DEFAULT, self.namespace),
-            limits: MemoryCap {
-                bytes: self.limits.memory,
-                refused: false,
-            },
-            memory_cap: self.limits.memory,
-            regexes: HashMap::new(),
-            core: None,
-        };
+        let data = VmodData::new(self.namespace.clone(), self.limits.memory);
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
         store.set_epoch_deadline(self.limits.budget_ticks + 1);
@@ -1369,6 +1365,21 @@ fn from_val(v: Option<Val>) -> Result<VclResult, String> {
 // ---- the host side of the imports ----
 
 impl VmodData {
+    fn new(namespace: String, memory: usize) -> VmodData {
+        VmodData {
+            task: None,
+            default_ns: format!("{}/{}", crate::cache_tenant::DEFAULT, namespace),
+            namespace,
+            limits: MemoryCap {
+                bytes: memory,
+                refused: false,
+            },
+            memory_cap: memory,
+            regexes: HashMap::new(),
+            core: None,
+        }
+    }
+
     fn task(&self) -> Option<&Task> {
         self.task.as_deref()
     }
