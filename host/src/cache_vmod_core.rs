@@ -688,14 +688,15 @@ impl CorePlan {
             let (func, post) = get(store, iface, f)?;
             fns.push(CoreFn::new(store, func, post, sig.clone())?);
         }
-        let memory = store
+        let (memory, realloc) = store
             .data()
             .core
             .as_ref()
-            .map(|c| c.memory)
+            .map(|c| (c.memory, c.realloc.clone()))
             .ok_or_else(|| wasmtime::Error::msg("no memory"))?;
         Ok(CoreInst {
             memory,
+            realloc,
             on_event: ev.typed(&*store)?,
             on_event_post: ev_post.map(|p| p.typed(&*store)).transpose()?,
             end_task: end.typed(&*store)?,
@@ -1244,6 +1245,9 @@ impl CoreFn {
 /// A VMOD's core instances as one: what a call needs.
 pub struct CoreInst {
     memory: Memory,
+    /// Kept here too: a `TypedFunc` is not `Copy`, and cloning one per call
+    /// (out of the store's data) costs a type-registry reference count.
+    realloc: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
     on_event: TypedFunc<i32, i32>,
     on_event_post: Option<TypedFunc<i32, ()>>,
     end_task: TypedFunc<(), ()>,
@@ -1301,26 +1305,26 @@ impl CoreInst {
                 Typed::V0(t) => t.call(&mut *store, ()).map(|()| 0)?,
                 Typed::R0(t) => t.call(&mut *store, ())?,
                 Typed::V1(t) => {
-                    let a = lower_arg(store, s(0)?)?;
+                    let a = self.lower_arg(store, s(0)?)?;
                     t.call(&mut *store, a).map(|()| 0)?
                 }
                 Typed::R1(t) => {
-                    let a = lower_arg(store, s(0)?)?;
+                    let a = self.lower_arg(store, s(0)?)?;
                     t.call(&mut *store, a)?
                 }
                 Typed::V2(t) => {
-                    let a = lower_arg(store, s(0)?)?;
-                    let b = lower_arg(store, s(1)?)?;
+                    let a = self.lower_arg(store, s(0)?)?;
+                    let b = self.lower_arg(store, s(1)?)?;
                     t.call(&mut *store, (a.0, a.1, b.0, b.1)).map(|()| 0)?
                 }
                 Typed::R2(t) => {
-                    let a = lower_arg(store, s(0)?)?;
-                    let b = lower_arg(store, s(1)?)?;
+                    let a = self.lower_arg(store, s(0)?)?;
+                    let b = self.lower_arg(store, s(1)?)?;
                     t.call(&mut *store, (a.0, a.1, b.0, b.1))?
                 }
                 Typed::M1(t) => {
                     let r = rep.ok_or_else(|| wasmtime::Error::msg("no object"))?;
-                    let a = lower_arg(store, s(0)?)?;
+                    let a = self.lower_arg(store, s(0)?)?;
                     t.call(&mut *store, (r, a.0, a.1))?
                 }
             };
@@ -1357,7 +1361,7 @@ impl CoreInst {
                         Some(CoreArg::Str(s)) => s,
                         _ => "",
                     };
-                    let (p, l) = lower_arg(store, s)?;
+                    let (p, l) = self.lower_arg(store, s)?;
                     params.push(Val::I32(p));
                     params.push(Val::I32(l));
                 }
@@ -1405,25 +1409,24 @@ impl CoreInst {
     }
 }
 
-/// Writes a string argument into guest memory (`cabi_realloc(0, 0, 1,
-/// len)`, as wasmtime's lowering does).
-fn lower_arg(store: &mut Store<VmodData>, s: &str) -> R<(i32, i32)> {
-    let ctx = store
-        .data()
-        .core
-        .as_ref()
-        .ok_or_else(|| wasmtime::Error::msg("no core context"))?;
-    let (memory, realloc) = (ctx.memory, ctx.realloc.clone());
-    let realloc = realloc.ok_or_else(|| wasmtime::Error::msg("no realloc"))?;
-    let len = i32::try_from(s.len()).map_err(|_| wasmtime::Error::msg("string too long"))?;
-    let ptr = realloc.call(&mut *store, (0, 0, 1, len))?;
-    memory
-        .data_mut(&mut *store)
-        .get_mut(ptr as u32 as usize..)
-        .and_then(|m| m.get_mut(..s.len()))
-        .ok_or_else(|| wasmtime::Error::msg("realloc return: beyond end of memory"))?
-        .copy_from_slice(s.as_bytes());
-    Ok((ptr, len))
+impl CoreInst {
+    /// Writes a string argument into guest memory (`cabi_realloc(0, 0, 1,
+    /// len)`, as wasmtime's lowering does).
+    fn lower_arg(&self, store: &mut Store<VmodData>, s: &str) -> R<(i32, i32)> {
+        let realloc = self
+            .realloc
+            .as_ref()
+            .ok_or_else(|| wasmtime::Error::msg("no realloc"))?;
+        let len = i32::try_from(s.len()).map_err(|_| wasmtime::Error::msg("string too long"))?;
+        let ptr = realloc.call(&mut *store, (0, 0, 1, len))?;
+        self.memory
+            .data_mut(&mut *store)
+            .get_mut(ptr as u32 as usize..)
+            .and_then(|m| m.get_mut(..s.len()))
+            .ok_or_else(|| wasmtime::Error::msg("realloc return: beyond end of memory"))?
+            .copy_from_slice(s.as_bytes());
+        Ok((ptr, len))
+    }
 }
 
 /// Lifts the flat result `ret` of kind `k`.
