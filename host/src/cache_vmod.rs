@@ -379,6 +379,16 @@ fn core_plan(
     Ok((plan, sigs))
 }
 
+/// The flat kind of the one-field records VCL passes: `regex` (a
+/// string), `duration` and `time` (an `f64`).
+fn record_kind(t: &Type) -> Option<PKind> {
+    match vcl_type(t)?.0 {
+        VclType::Regex if matches!(t, Type::Record(_)) => Some(PKind::Str),
+        VclType::Duration | VclType::Time if matches!(t, Type::Record(_)) => Some(PKind::F64),
+        _ => None,
+    }
+}
+
 /// An export's signature for the core fast path, if it has one.
 fn core_sig(e: &Export) -> Option<CoreSig> {
     let params = e
@@ -389,7 +399,9 @@ fn core_sig(e: &Export) -> Option<CoreSig> {
             Type::S64 => Some(PKind::S64),
             Type::Float64 => Some(PKind::F64),
             Type::Bool => Some(PKind::Bool),
-            _ => None,
+            Type::Option(o) if o.ty() == Type::Bool => Some(PKind::OptBool),
+            Type::Option(o) if record_kind(&o.ty()) == Some(PKind::F64) => Some(PKind::OptF64),
+            t => record_kind(t),
         })
         .collect::<Option<Vec<_>>>()?;
     let result = match (e.kind, &e.result) {
@@ -400,9 +412,16 @@ fn core_sig(e: &Export) -> Option<CoreSig> {
         (_, Some(Type::Option(o))) if o.ty() == Type::String => RKind::OptStr,
         (_, Some(Type::S64)) => RKind::S64,
         (_, Some(Type::Float64)) => RKind::F64,
+        (_, Some(t)) if record_kind(t) == Some(PKind::F64) => RKind::F64,
         (_, Some(Type::Bool)) => RKind::Bool,
         (_, Some(Type::Result(r))) if r.ok().is_none() && r.err() == Some(Type::String) => {
             RKind::UnitOrStr
+        }
+        (_, Some(Type::Result(r)))
+            if r.err() == Some(Type::String)
+                && matches!(r.ok(), Some(Type::Option(o)) if o.ty() == Type::String) =>
+        {
+            RKind::OptStrOrStr
         }
         _ => return None,
     };
@@ -1074,7 +1093,35 @@ impl VclVmod {
         let mut cargs = Vec::with_capacity(e.params.len());
         for (i, ty) in e.params.iter().enumerate() {
             let a = args.get(i).unwrap_or(&VclValue::None);
+            let record = record_kind(ty).map(|_| vcl_type(ty).map(|t| t.0));
+            let opt = match ty {
+                Type::Option(o) => Some(o.ty()),
+                _ => None,
+            };
             cargs.push(match (ty, a) {
+                (Type::Record(_), VclValue::Regex(p)) if record == Some(Some(VclType::Regex)) => {
+                    CoreArg::Str(p)
+                }
+                (Type::Record(_), VclValue::Real(x))
+                    if matches!(record, Some(Some(VclType::Duration | VclType::Time))) =>
+                {
+                    CoreArg::F64(*x)
+                }
+                (Type::Option(_), VclValue::None) if opt == Some(Type::Bool) => {
+                    CoreArg::OptBool(None)
+                }
+                (Type::Option(_), VclValue::Bool(b)) if opt == Some(Type::Bool) => {
+                    CoreArg::OptBool(Some(*b))
+                }
+                (Type::Option(_), VclValue::None) => CoreArg::OptF64(None),
+                (Type::Option(o), VclValue::Real(x))
+                    if matches!(
+                        vcl_type(&o.ty()).map(|t| t.0),
+                        Some(VclType::Duration | VclType::Time)
+                    ) =>
+                {
+                    CoreArg::OptF64(Some(*x))
+                }
                 (Type::String, VclValue::Str(s)) => CoreArg::Str(s.as_deref().unwrap_or_default()),
                 (Type::String, VclValue::None) => CoreArg::Str(""),
                 (Type::S64, VclValue::Int(n)) => CoreArg::S64(*n),
@@ -1104,7 +1151,11 @@ impl VclVmod {
             CoreOut::S64(n) => VclResult::Int(n),
             CoreOut::F64(x) => VclResult::Real(x),
             CoreOut::Bool(b) => VclResult::Bool(b),
-            CoreOut::UnitOrStr(Err(span)) => return Err(self.err(name, text(span)?)),
+            CoreOut::UnitOrStr(Err(span)) | CoreOut::OptStrOrStr(Err(span)) => {
+                return Err(self.err(name, text(span)?))
+            }
+            CoreOut::OptStrOrStr(Ok(None)) => VclResult::Str(None),
+            CoreOut::OptStrOrStr(Ok(Some(span))) => VclResult::Str(Some(text(span)?)),
             CoreOut::Own(rep) => {
                 if let Some(o) = object {
                     core.objects.insert(o, rep);
@@ -1972,6 +2023,23 @@ mod tests {
         assert_eq!(fast[0], Ok(VclResult::Str(Some("hello-world-abc".into()))));
         assert_eq!(fast[6], Ok(VclResult::Str(Some("Howdy, World!".into()))));
         assert!(fast[7].is_err());
+    }
+
+    #[test]
+    fn bundled_vmods_of_supported_shapes_take_the_core_fast_path() {
+        for name in ["cookie", "urlcode", "vsthrottle", "xkey"] {
+            lib("vmods", name, true);
+        }
+        // Signatures or imports the fast path does not do (lists, IPs,
+        // enums, options of those): wasmtime's component path.
+        for name in ["blob", "header", "querystring", "var"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/vmods")
+                .join(format!("{name}.wasm"));
+            let bytes = std::fs::read(&path).unwrap();
+            let lib = compile(name, &path, &bytes, true).unwrap();
+            assert!(lib.core.is_none(), "{name}");
+        }
     }
 
     #[test]

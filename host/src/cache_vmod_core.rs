@@ -46,10 +46,15 @@ pub fn enabled() -> bool {
 /// A parameter of an export, as the fast path lowers it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PKind {
+    /// `string`, or a record of one `string` (`regex`).
     Str,
     S64,
+    /// `f64`, or a record of one `f64` (`duration`, `time`).
     F64,
     Bool,
+    /// `option<duration>`.
+    OptF64,
+    OptBool,
 }
 
 /// A result of an export, as the fast path lifts it.
@@ -63,6 +68,8 @@ pub enum RKind {
     Bool,
     /// `result<_, string>`.
     UnitOrStr,
+    /// `result<option<string>, string>`.
+    OptStrOrStr,
     /// A constructor's `own<T>`.
     Own,
 }
@@ -82,7 +89,10 @@ impl CoreSig {
             + self
                 .params
                 .iter()
-                .map(|p| if *p == PKind::Str { 2 } else { 1 })
+                .map(|p| match p {
+                    PKind::Str | PKind::OptF64 | PKind::OptBool => 2,
+                    _ => 1,
+                })
                 .sum::<usize>()
     }
 }
@@ -147,6 +157,8 @@ enum HostFn {
     SharedSwap,
     SharedDelete,
     SharedTtl,
+    AddTags,
+    PurgeTags,
     Ban,
 }
 
@@ -174,6 +186,8 @@ fn host_fn(iface: &str, name: &str) -> Option<HostFn> {
         ("shellac:vmod/shared", "swap") => HostFn::SharedSwap,
         ("shellac:vmod/shared", "delete") => HostFn::SharedDelete,
         ("shellac:vmod/shared", "ttl") => HostFn::SharedTtl,
+        ("shellac:vmod/cache", "add-tags") => HostFn::AddTags,
+        ("shellac:vmod/cache", "purge-tags") => HostFn::PurgeTags,
         ("shellac:vmod/cache", "ban") => HostFn::Ban,
         _ => return None,
     })
@@ -925,6 +939,30 @@ fn read_str(c: &Caller<'_, VmodData>, ptr: i32, len: i32) -> R<String> {
         .to_string())
 }
 
+/// A `list<string>` argument of an import: `len` (ptr, len) pairs at `ptr`.
+fn read_list(c: &Caller<'_, VmodData>, ptr: i32, len: i32) -> R<Vec<String>> {
+    let mem = c
+        .data()
+        .core
+        .as_ref()
+        .map(|x| x.memory)
+        .ok_or_else(|| wasmtime::Error::msg("no memory"))?;
+    let data = mem.data(c);
+    let n = len as u32 as usize;
+    let at = area(data, ptr, n.saturating_mul(8), 4)?;
+    let mut out = Vec::with_capacity(n.min(1024));
+    for i in 0..n {
+        let (p, l) = (u32_at(data, at + i * 8)?, u32_at(data, at + i * 8 + 4)?);
+        let b = bytes_at(data, p, l)?;
+        out.push(
+            std::str::from_utf8(b)
+                .map_err(|e| wasmtime::Error::msg(format!("invalid utf-8: {e}")))?
+                .to_string(),
+        );
+    }
+    Ok(out)
+}
+
 fn write(c: &mut Caller<'_, VmodData>, at: usize, bytes: &[u8]) -> R<()> {
     let mem = c
         .data()
@@ -1156,6 +1194,15 @@ fn lower(store: &mut Store<VmodData>, h: HostFn) -> Func {
                 None => write(&mut c, at, &[0]),
             }
         }),
+        HostFn::AddTags => Func::wrap(s, |mut c: C<'_>, p: i32, l: i32, ret: i32| -> R<()> {
+            let tags = read_list(&c, p, l)?;
+            let r = c.data_mut().add_tags(tags);
+            ret_unit_or_str(&mut c, ret, r)
+        }),
+        HostFn::PurgeTags => Func::wrap(s, |mut c: C<'_>, p: i32, l: i32, soft: i32| -> R<i32> {
+            let tags = read_list(&c, p, l)?;
+            Ok(c.data_mut().purge_tags(tags, soft != 0) as i32)
+        }),
         HostFn::Ban => Func::wrap(s, |mut c: C<'_>, p: i32, l: i32, ret: i32| -> R<()> {
             let e = read_str(&c, p, l)?;
             let r = c.data_mut().ban(e);
@@ -1173,6 +1220,8 @@ pub enum CoreArg<'a> {
     S64(i64),
     F64(f64),
     Bool(bool),
+    OptF64(Option<f64>),
+    OptBool(Option<bool>),
 }
 
 /// A lifted result; strings stay in guest memory as (ptr, len), bounds
@@ -1186,6 +1235,8 @@ pub enum CoreOut {
     Bool(bool),
     /// `result<_, string>`: `Err` carries the message's span.
     UnitOrStr(Result<(), (u32, u32)>),
+    /// `result<option<string>, string>`.
+    OptStrOrStr(Result<Option<(u32, u32)>, (u32, u32)>),
     /// A constructor's object: its representation.
     Own(i32),
 }
@@ -1216,7 +1267,10 @@ impl CoreFn {
             return Err(wasmtime::Error::msg("too many parameters"));
         }
         let strs = sig.params.iter().all(|p| *p == PKind::Str);
-        let ret_ptr = matches!(sig.result, RKind::Str | RKind::OptStr | RKind::UnitOrStr);
+        let ret_ptr = matches!(
+            sig.result,
+            RKind::Str | RKind::OptStr | RKind::UnitOrStr | RKind::OptStrOrStr
+        );
         let st = &*store;
         let typed = match (sig.method, strs, sig.params.len(), sig.result) {
             (false, true, 0, RKind::Void) => Some(Typed::V0(func.typed(st)?)),
@@ -1369,6 +1423,14 @@ impl CoreInst {
                 (PKind::S64, None) => params.push(Val::I64(0)),
                 (PKind::F64, Some(CoreArg::F64(x))) => params.push(Val::F64(x.to_bits())),
                 (PKind::Bool, Some(CoreArg::Bool(b))) => params.push(Val::I32(i32::from(*b))),
+                (PKind::OptF64, Some(CoreArg::OptF64(x))) => {
+                    params.push(Val::I32(i32::from(x.is_some())));
+                    params.push(Val::F64(x.unwrap_or(0.0).to_bits()));
+                }
+                (PKind::OptBool, Some(CoreArg::OptBool(b))) => {
+                    params.push(Val::I32(i32::from(b.is_some())));
+                    params.push(Val::I32(i32::from(b.unwrap_or(false))));
+                }
                 _ => return Err(wasmtime::Error::msg("argument type")),
             }
         }
@@ -1455,6 +1517,23 @@ fn lift(data: &[u8], k: RKind, ret: i32) -> R<CoreOut> {
                 (_, 1) => CoreOut::UnitOrStr(Err(span()?)),
                 _ => return Err(wasmtime::Error::msg("invalid variant discriminant")),
             }
+        }
+        RKind::OptStrOrStr => {
+            // result<option<string>, string>: the case at 0, its payload
+            // at 4 (an option: its case at 4, the string at 8).
+            let at = area(data, ret, 16, 4)?;
+            let byte = |o: usize| data.get(at + o).copied().unwrap_or(0);
+            let span = |o: usize| -> R<(u32, u32)> {
+                let s = (u32_at(data, at + o)?, u32_at(data, at + o + 4)?);
+                bytes_at(data, s.0, s.1)?;
+                Ok(s)
+            };
+            CoreOut::OptStrOrStr(match (byte(0), byte(4)) {
+                (0, 0) => Ok(None),
+                (0, 1) => Ok(Some(span(8)?)),
+                (1, _) => Err(span(4)?),
+                _ => return Err(wasmtime::Error::msg("invalid variant discriminant")),
+            })
         }
         RKind::S64 | RKind::F64 | RKind::Own => {
             return Err(wasmtime::Error::msg("unexpected core result"))
