@@ -916,7 +916,7 @@ fn u32_at(data: &[u8], at: usize) -> R<u32> {
 /// `align` and within memory.
 fn area(data: &[u8], ptr: i32, size: usize, align: usize) -> R<usize> {
     let p = ptr as u32 as usize;
-    if p % align != 0 {
+    if !p.is_multiple_of(align) {
         return Err(wasmtime::Error::msg("pointer not aligned"));
     }
     if p.checked_add(size).is_none_or(|end| end > data.len()) {
