@@ -985,10 +985,10 @@ fn lower_str(c: &mut Caller<'_, VmodData>, s: &str) -> R<(u32, u32)> {
         .as_ref()
         .and_then(|x| x.realloc.clone())
         .ok_or_else(|| wasmtime::Error::msg("no realloc"))?;
-    let len = u32::try_from(s.len())?;
-    let ptr = realloc.call(&mut *c, (0, 0, 1, len as i32))? as u32;
+    let len = i32::try_from(s.len())?;
+    let ptr = realloc.call(&mut *c, (0, 0, 1, len))? as u32;
     write(c, ptr as usize, s.as_bytes())?;
-    Ok((ptr, len))
+    Ok((ptr, len as u32))
 }
 
 /// The return area of an import: checked, then written.
