@@ -5,6 +5,7 @@
 //! end.
 //!
 //! Usage: cargo run --release --example vcl_call -- FILE.vcl [REQUESTS]
+//! (`VCL_CALL_BUDGET_MS` raises the CPU budget, for valgrind.)
 
 use shellac::cache_vcl::Vcl;
 use shellac::mgt_param::Params;
@@ -39,7 +40,11 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args.next().unwrap_or_else(|| "bench/hit.vcl".into());
     let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(200_000);
-    let params = Params::default();
+    let mut params = Params::default();
+    if let Ok(ms) = std::env::var("VCL_CALL_BUDGET_MS") {
+        // A larger CPU budget, for valgrind.
+        params.set("vcl_cpu_budget_ms", &ms)?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

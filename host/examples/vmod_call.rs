@@ -13,6 +13,12 @@
 //!   empty component call (the VMOD's `lifecycle.end-task`), and
 //!   `hello.lower` as a `TypedFunc<(&str,), (WasmStr,)>`.
 //!
+//! `VMOD_CALL_ONLY=base|std|vmod` (with `--vcl`) runs one of the three
+//! VCLs, for callgrind: `valgrind --tool=callgrind
+//! --toggle-collect='*vmod_call::requests*'` counts its requests only.
+//! `SHELLAC_VMOD_CORE=0` takes wasmtime's component path instead of the
+//! core fast path.
+//!
 //! `VMOD_CALL_BUDGET_MS` raises the CPU budget (for valgrind, where
 //! instantiating takes longer than the default 100 ms).
 //!
@@ -175,23 +181,41 @@ fn per_request(rt: &tokio::runtime::Runtime, src: &str, n: u32) -> anyhow::Resul
         r.map_err(|e| anyhow::anyhow!("vcl_recv: {e}"))?;
         Ok(())
     };
-    for i in 0..n.div_ceil(10) {
-        one(u64::from(i))?;
-    }
+    requests(&one, n.div_ceil(10))?;
     let start = Instant::now();
+    requests(&one, n)?;
+    Ok(start.elapsed().as_nanos() as f64 / f64::from(n))
+}
+
+/// `n` requests: a function of its own, so that callgrind can count only
+/// these (`--toggle-collect='*vmod_call::requests*'`; warm-up included,
+/// so n + n/10 requests).
+#[inline(never)]
+fn requests(one: &dyn Fn(u64) -> anyhow::Result<()>, n: u32) -> anyhow::Result<()> {
     for i in 0..n {
         one(u64::from(i))?;
     }
-    Ok(start.elapsed().as_nanos() as f64 / f64::from(n))
+    Ok(())
 }
 
 fn from_vcl(path: &str, name: &str, func: &str, n: u32) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let import = format!("import {name} from \"{path}\";");
+    if let Ok(only) = std::env::var("VMOD_CALL_ONLY") {
+        // One VCL only (for callgrind): base, std or vmod.
+        let src = match only.as_str() {
+            "base" => vcl("import std;", "req.http.x"),
+            "std" => vcl("import std;", "std.tolower(req.http.x)"),
+            _ => vcl(&import, &format!("{name}.{func}(req.http.x)")),
+        };
+        let t = per_request(&rt, &src, n)?;
+        println!("{only}: {:.1} us per request ({n} requests)", t / 1000.0);
+        return Ok(());
+    }
     let base = per_request(&rt, &vcl("import std;", "req.http.x"), n)?;
     let native = per_request(&rt, &vcl("import std;", "std.tolower(req.http.x)"), n)?;
-    let import = format!("import {name} from \"{path}\";");
     let component = per_request(&rt, &vcl(&import, &format!("{name}.{func}(req.http.x)")), n)?;
     let per_call = |t: f64| (t - base) / CALLS_PER_REQUEST as f64;
     println!(

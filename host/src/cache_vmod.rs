@@ -17,6 +17,7 @@
 //!   (the caller turns it into a 503) and the instance is dropped, never
 //!   reused.
 
+use crate::cache_vmod_core::{CoreArg, CoreInst, CoreOut, CorePlan, CoreSig, PKind, RKind};
 use crate::vrt_ctx::Task;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ struct Export {
     /// `hello`, `greeter` (constructor) or `greeter.greet` (method), as the
     /// compiler's `NativeFn::func` names it.
     vcl_name: String,
+    /// The function's name in the VMOD's interface (`[method]greeter.greet`).
+    wit_name: String,
     index: ComponentExportIndex,
     /// The component parameter types (for a method, without `self`).
     params: Vec<Type>,
@@ -123,6 +126,11 @@ pub struct VmodLib {
     exports: Vec<Export>,
     on_event: ComponentExportIndex,
     end_task: ComponentExportIndex,
+    /// The VMOD's own interface (`vmod:hello/hello`).
+    iface: String,
+    /// The core fast path (`cache_vmod_core`), when the component has a
+    /// shape it runs: the plan and each export's signature, by export index.
+    core: Option<(CorePlan, CoreExports)>,
 }
 
 impl std::fmt::Debug for VmodLib {
@@ -145,6 +153,9 @@ pub struct VmodData {
     limits: MemoryCap,
     memory_cap: usize,
     regexes: HashMap<String, Result<pcre2::bytes::Regex, String>>,
+    /// Memory, allocator and handles of an instance run by the core fast
+    /// path.
+    pub(crate) core: Option<crate::cache_vmod_core::CoreCtx>,
 }
 
 /// The store's memory limiter: refuses growth past the cap and remembers
@@ -296,23 +307,129 @@ pub fn load(name: &str, path: &Path) -> Result<Arc<VmodLib>, VmodError> {
     if let Some(lib) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
         return Ok(lib);
     }
+    let lib = Arc::new(compile(
+        name,
+        path,
+        &bytes,
+        crate::cache_vmod_core::enabled(),
+    )?);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, lib.clone());
+    }
+    Ok(lib)
+}
+
+/// Compiles the component `bytes` (from `path`) as VMOD `name`, with the
+/// core fast path if `core` and the component's shape allows it.
+fn compile(name: &str, path: &Path, bytes: &[u8], core: bool) -> Result<VmodLib, VmodError> {
     let invalid = |why: String| VmodError::Invalid {
         name: name.into(),
         path: path.display().to_string(),
         why,
     };
     let engine = crate::cache_vcl::engine().map_err(invalid)?;
-    let component = Component::new(engine, &bytes).map_err(|e| invalid(format!("{e:#}")))?;
+    let component = Component::new(engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
     let pre = linker(engine)
         .map_err(invalid)?
         .instantiate_pre(&component)
         .map_err(|e| invalid(format!("{e:#}")))?;
-    let lib = describe(name, path, &component, engine, pre).map_err(invalid)?;
-    let lib = Arc::new(lib);
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, lib.clone());
+    let mut lib = describe(name, path, &component, engine, pre).map_err(invalid)?;
+    if core {
+        match core_plan(&lib, engine, bytes) {
+            Ok(plan) => lib.core = Some(plan),
+            Err(why) => tracing::debug!(vmod = %name, "component path: {why}"),
+        }
     }
     Ok(lib)
+}
+
+/// The core fast path's plan for `lib`, if every export has a shape it
+/// runs; otherwise why not (the component path serves the VMOD).
+type CoreExports = Vec<(String, String, CoreSig)>;
+fn core_plan(
+    lib: &VmodLib,
+    engine: &Engine,
+    bytes: &[u8],
+) -> Result<(CorePlan, CoreExports), String> {
+    let why = |why: String| Err(why);
+    let plan = CorePlan::new(engine, bytes)?;
+    let mut sigs = Vec::with_capacity(lib.exports.len());
+    for e in &lib.exports {
+        let Some(sig) = core_sig(e) else {
+            return why(format!(
+                "{}: a signature the fast path does not lower",
+                e.wit_name
+            ));
+        };
+        if !plan.has(&lib.iface, &e.wit_name) {
+            return why(format!("{} is not a plain lift", e.wit_name));
+        }
+        sigs.push((lib.iface.clone(), e.wit_name.clone(), sig));
+    }
+    if !plan.has(LIFECYCLE, "on-event") || !plan.has(LIFECYCLE, "end-task") {
+        return why("the lifecycle is not a plain lift".into());
+    }
+    // Wire it once now, so that a graph this module misreads falls back
+    // here rather than failing every request.
+    let mut store = Store::new(engine, VmodData::new(String::new(), 64 << 20));
+    store.limiter(|d| &mut d.limits);
+    store.set_epoch_deadline(1000);
+    plan.instantiate(&mut store, LIFECYCLE, &sigs)
+        .map_err(|e| format!("instantiating its core modules: {e:#}"))?;
+    Ok((plan, sigs))
+}
+
+/// The flat kind of the one-field records VCL passes: `regex` (a
+/// string), `duration` and `time` (an `f64`).
+fn record_kind(t: &Type) -> Option<PKind> {
+    match vcl_type(t)?.0 {
+        VclType::Regex if matches!(t, Type::Record(_)) => Some(PKind::Str),
+        VclType::Duration | VclType::Time if matches!(t, Type::Record(_)) => Some(PKind::F64),
+        _ => None,
+    }
+}
+
+/// An export's signature for the core fast path, if it has one.
+fn core_sig(e: &Export) -> Option<CoreSig> {
+    let params = e
+        .params
+        .iter()
+        .map(|t| match t {
+            Type::String => Some(PKind::Str),
+            Type::S64 => Some(PKind::S64),
+            Type::Float64 => Some(PKind::F64),
+            Type::Bool => Some(PKind::Bool),
+            Type::Option(o) if o.ty() == Type::Bool => Some(PKind::OptBool),
+            Type::Option(o) if record_kind(&o.ty()) == Some(PKind::F64) => Some(PKind::OptF64),
+            t => record_kind(t),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let result = match (e.kind, &e.result) {
+        (ExportKind::Constructor, Some(Type::Own(_))) => RKind::Own,
+        (ExportKind::Constructor, _) => return None,
+        (_, None) => RKind::Void,
+        (_, Some(Type::String)) => RKind::Str,
+        (_, Some(Type::Option(o))) if o.ty() == Type::String => RKind::OptStr,
+        (_, Some(Type::S64)) => RKind::S64,
+        (_, Some(Type::Float64)) => RKind::F64,
+        (_, Some(t)) if record_kind(t) == Some(PKind::F64) => RKind::F64,
+        (_, Some(Type::Bool)) => RKind::Bool,
+        (_, Some(Type::Result(r))) if r.ok().is_none() && r.err() == Some(Type::String) => {
+            RKind::UnitOrStr
+        }
+        (_, Some(Type::Result(r)))
+            if r.err() == Some(Type::String)
+                && matches!(r.ok(), Some(Type::Option(o)) if o.ty() == Type::String) =>
+        {
+            RKind::OptStrOrStr
+        }
+        _ => return None,
+    };
+    Some(CoreSig {
+        method: e.kind == ExportKind::Method,
+        params,
+        result,
+    })
 }
 
 /// `kebab-case` → `snake_case`.
@@ -541,6 +658,7 @@ fn describe(
             .collect();
         exports.push(Export {
             vcl_name,
+            wit_name: fname.clone(),
             index,
             params,
             kinds,
@@ -557,6 +675,8 @@ fn describe(
         exports,
         on_event,
         end_task,
+        iface: iface_name.clone(),
+        core: None,
     })
 }
 
@@ -652,12 +772,16 @@ enum StrFn {
 pub enum StrOut {
     Void,
     Str(Option<WasmStr>),
+    /// From the core fast path: (ptr, len) in the instance's memory.
+    Core(Option<(u32, u32)>),
 }
 
 /// A live instance serving (at most) one task at a time.
 pub struct VmodInstance {
     store: Store<VmodData>,
-    instance: Instance,
+    /// The component instance, or (`core`) the core fast path's.
+    instance: Option<Instance>,
+    core: Option<Box<CoreInst>>,
     /// VCL objects (`new x = …`) by `ObjectId`.
     objects: HashMap<u32, ResourceAny>,
     /// Exports looked up so far, by export index (a lookup walks the
@@ -696,29 +820,31 @@ impl VclVmod {
     /// `replay` is false: `vcl_init` itself is running).
     fn instantiate(&self, id: usize, replay: bool) -> Result<Box<VmodInstance>, VmodError> {
         let engine = self.lib.pre.engine();
-        let data = VmodData {
-            task: None,
-            namespace: self.namespace.clone(),
-            default_ns: format!("{}/{}", crate::cache_tenant::DEFAULT, self.namespace),
-            limits: MemoryCap {
-                bytes: self.limits.memory,
-                refused: false,
-            },
-            memory_cap: self.limits.memory,
-            regexes: HashMap::new(),
-        };
+        let data = VmodData::new(self.namespace.clone(), self.limits.memory);
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
         store.set_epoch_deadline(self.limits.budget_ticks + 1);
-        let instance = self
-            .lib
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.err("instantiate", format!("{e:#}")))?;
+        let (instance, core) = match &self.lib.core {
+            Some((plan, sigs)) => {
+                let core = plan
+                    .instantiate(&mut store, LIFECYCLE, sigs)
+                    .map_err(|e| self.err("instantiate", format!("{e:#}")))?;
+                (None, Some(Box::new(core)))
+            }
+            None => {
+                let i = self
+                    .lib
+                    .pre
+                    .instantiate(&mut store)
+                    .map_err(|e| self.err("instantiate", format!("{e:#}")))?;
+                (Some(i), None)
+            }
+        };
         let n = self.lib.exports.len();
         let mut inst = Box::new(VmodInstance {
             store,
             instance,
+            core,
             objects: HashMap::new(),
             funcs: vec![None; n],
             str_fns: vec![None; n],
@@ -736,8 +862,23 @@ impl VclVmod {
     }
 
     fn event(&self, inst: &mut VmodInstance, ev: Event) -> Result<(), VmodError> {
-        let f = inst
+        if let Some(core) = inst.core.as_deref() {
+            let code = match ev {
+                Event::Load => 0,
+                Event::Warm => 1,
+                Event::Cold => 2,
+                Event::Discard => 3,
+            };
+            inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
+            let r = core
+                .on_event(&mut inst.store, code)
+                .map_err(|e| self.err("on-event", trap_text(&e)))?;
+            return r.map_err(|m| self.err("on-event", m));
+        }
+        let instance = inst
             .instance
+            .ok_or_else(|| self.err("on-event", "no instance"))?;
+        let f = instance
             .get_typed_func::<(Event,), (Result<(), String>,)>(&mut inst.store, self.lib.on_event)
             .map_err(|e| self.err("on-event", format!("{e:#}")))?;
         inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
@@ -765,15 +906,21 @@ impl VclVmod {
     /// A task is done with `inst`: `end-task`, then back to the pool.
     pub fn release(&self, mut inst: Box<VmodInstance>) {
         inst.store.data_mut().task = None;
-        let Ok(f) = inst
-            .instance
-            .get_typed_func::<(), ()>(&mut inst.store, self.lib.end_task)
-        else {
-            return;
-        };
         inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
-        if f.call(&mut inst.store, ()).is_err() {
-            return;
+        if let Some(core) = inst.core.as_deref() {
+            if core.end_task(&mut inst.store).is_err() {
+                return;
+            }
+        } else {
+            let Some(Ok(f)) = inst
+                .instance
+                .map(|i| i.get_typed_func::<(), ()>(&mut inst.store, self.lib.end_task))
+            else {
+                return;
+            };
+            if f.call(&mut inst.store, ()).is_err() {
+                return;
+            }
         }
         if let Ok(mut p) = self.pool.lock() {
             if p.len() < 256 {
@@ -861,13 +1008,26 @@ impl VclVmod {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = match self.call_str(inst, export, &args)? {
                 StrOut::Void => return Ok(VclResult::Void),
-                StrOut::Str(None) => return Ok(VclResult::Str(None)),
+                StrOut::Str(None) | StrOut::Core(None) => return Ok(VclResult::Str(None)),
+                StrOut::Core(Some(span)) => {
+                    let core = inst
+                        .core
+                        .as_deref()
+                        .ok_or_else(|| self.err(name, "no core"))?;
+                    let s = core
+                        .str(&inst.store, span)
+                        .map_err(|err| self.err(name, format!("{err:#}")))?;
+                    return Ok(VclResult::Str(Some(s.to_string())));
+                }
                 StrOut::Str(Some(out)) => out,
             };
             let s = out
                 .to_str(&inst.store)
                 .map_err(|err| self.err(name, format!("{err:#}")))?;
             return Ok(VclResult::Str(Some(s.into_owned())));
+        }
+        if inst.core.is_some() {
+            return self.invoke_core(inst, e, export, object, &args);
         }
         let mut params = Vec::with_capacity(e.params.len() + 1);
         if e.kind == ExportKind::Method {
@@ -885,7 +1045,7 @@ impl VclVmod {
             None => {
                 let f = inst
                     .instance
-                    .get_func(&mut inst.store, e.index)
+                    .and_then(|i| i.get_func(&mut inst.store, e.index))
                     .ok_or_else(|| self.err(name, "export missing in instance"))?;
                 if let Some(slot) = inst.funcs.get_mut(export) {
                     *slot = Some(f);
@@ -906,6 +1066,103 @@ impl VclVmod {
             return Ok(VclResult::Void);
         }
         from_val(out).map_err(|m| self.err(name, m))
+    }
+
+    /// [`Self::invoke`] on an instance of the core fast path: the same
+    /// argument conversions as `to_val`, the same results as `from_val`.
+    fn invoke_core(
+        &self,
+        inst: &mut VmodInstance,
+        e: &Export,
+        export: usize,
+        object: Option<u32>,
+        args: &[VclValue],
+    ) -> Result<VclResult, VmodError> {
+        let name = e.vcl_name.as_str();
+        let Some(core) = inst.core.as_deref_mut() else {
+            return Err(self.err(name, "no core instance"));
+        };
+        let rep = if e.kind == ExportKind::Method {
+            let o = object
+                .and_then(|o| core.objects.get(&o))
+                .ok_or_else(|| self.err(name, "object not created in vcl_init"))?;
+            Some(*o)
+        } else {
+            None
+        };
+        let mut cargs = Vec::with_capacity(e.params.len());
+        for (i, ty) in e.params.iter().enumerate() {
+            let a = args.get(i).unwrap_or(&VclValue::None);
+            let record = record_kind(ty).map(|_| vcl_type(ty).map(|t| t.0));
+            let opt = match ty {
+                Type::Option(o) => Some(o.ty()),
+                _ => None,
+            };
+            cargs.push(match (ty, a) {
+                (Type::Record(_), VclValue::Regex(p)) if record == Some(Some(VclType::Regex)) => {
+                    CoreArg::Str(p)
+                }
+                (Type::Record(_), VclValue::Real(x))
+                    if matches!(record, Some(Some(VclType::Duration | VclType::Time))) =>
+                {
+                    CoreArg::F64(*x)
+                }
+                (Type::Option(_), VclValue::None) if opt == Some(Type::Bool) => {
+                    CoreArg::OptBool(None)
+                }
+                (Type::Option(_), VclValue::Bool(b)) if opt == Some(Type::Bool) => {
+                    CoreArg::OptBool(Some(*b))
+                }
+                (Type::Option(_), VclValue::None) => CoreArg::OptF64(None),
+                (Type::Option(o), VclValue::Real(x))
+                    if matches!(
+                        vcl_type(&o.ty()).map(|t| t.0),
+                        Some(VclType::Duration | VclType::Time)
+                    ) =>
+                {
+                    CoreArg::OptF64(Some(*x))
+                }
+                (Type::String, VclValue::Str(s)) => CoreArg::Str(s.as_deref().unwrap_or_default()),
+                (Type::String, VclValue::None) => CoreArg::Str(""),
+                (Type::S64, VclValue::Int(n)) => CoreArg::S64(*n),
+                (Type::S64, VclValue::None) => CoreArg::S64(0),
+                (Type::Float64, VclValue::Real(x)) => CoreArg::F64(*x),
+                (Type::Bool, VclValue::Bool(b)) => CoreArg::Bool(*b),
+                _ => {
+                    return Err(self.err(name, format!("argument {a:?} does not fit {ty:?}")));
+                }
+            });
+        }
+        inst.store.set_epoch_deadline(self.limits.budget_ticks + 1);
+        inst.store.data_mut().limits.refused = false;
+        let out = match core.call(&mut inst.store, export, rep, &cargs) {
+            Ok(o) => o,
+            Err(err) => return Err(self.call_error(inst, name, &err)),
+        };
+        let text = |span| {
+            core.str(&inst.store, span)
+                .map(str::to_string)
+                .map_err(|err| self.err(name, format!("{err:#}")))
+        };
+        Ok(match out {
+            CoreOut::Void | CoreOut::UnitOrStr(Ok(())) => VclResult::Void,
+            CoreOut::Str(None) => VclResult::Str(None),
+            CoreOut::Str(Some(span)) => VclResult::Str(Some(text(span)?)),
+            CoreOut::S64(n) => VclResult::Int(n),
+            CoreOut::F64(x) => VclResult::Real(x),
+            CoreOut::Bool(b) => VclResult::Bool(b),
+            CoreOut::UnitOrStr(Err(span)) | CoreOut::OptStrOrStr(Err(span)) => {
+                return Err(self.err(name, text(span)?))
+            }
+            CoreOut::OptStrOrStr(Ok(None)) => VclResult::Str(None),
+            CoreOut::OptStrOrStr(Ok(Some(span))) => VclResult::Str(Some(text(span)?)),
+            CoreOut::Own(rep) => {
+                if let Some(o) = object {
+                    core.objects.insert(o, rep);
+                }
+                VclResult::Void
+            }
+        })
     }
 }
 
@@ -930,6 +1187,27 @@ impl VclVmod {
             .exports
             .get(export)
             .ok_or_else(|| self.err("?", "bad export index"))?;
+        if let Some(core) = inst.core.as_deref() {
+            let Some(sig) = e.str_call else {
+                return Err(self.err(&e.vcl_name, "not a string function"));
+            };
+            let mut cargs = [CoreArg::Str(""); MAX_STR_ARGS];
+            for (c, a) in cargs.iter_mut().zip(args) {
+                *c = CoreArg::Str(a);
+            }
+            let st = &mut inst.store;
+            st.set_epoch_deadline(self.limits.budget_ticks + 1);
+            st.data_mut().limits.refused = false;
+            return match core.call(st, export, None, &cargs[..sig.args]) {
+                Ok(CoreOut::Void) => Ok(StrOut::Void),
+                Ok(CoreOut::Str(s)) => Ok(StrOut::Core(s)),
+                Ok(_) => Err(self.err(&e.vcl_name, "unexpected result")),
+                Err(err) => Err(self.call_error(inst, &e.vcl_name, &err)),
+            };
+        }
+        let Some(instance) = inst.instance else {
+            return Err(self.err(&e.vcl_name, "no instance"));
+        };
         let f = match inst.str_fns.get(export).copied().flatten() {
             Some(f) => f,
             None => {
@@ -937,16 +1215,17 @@ impl VclVmod {
                     return Err(self.err(&e.vcl_name, "not a string function"));
                 };
                 let (store, i) = (&mut inst.store, e.index);
+                let inst_ = instance;
                 let typed = match (sig.args, sig.result) {
-                    (0, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V0),
-                    (0, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S0),
-                    (0, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O0),
-                    (1, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V1),
-                    (1, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S1),
-                    (1, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O1),
-                    (2, StrResult::Void) => inst.instance.get_typed_func(store, i).map(StrFn::V2),
-                    (2, StrResult::Str) => inst.instance.get_typed_func(store, i).map(StrFn::S2),
-                    (2, StrResult::OptStr) => inst.instance.get_typed_func(store, i).map(StrFn::O2),
+                    (0, StrResult::Void) => inst_.get_typed_func(store, i).map(StrFn::V0),
+                    (0, StrResult::Str) => inst_.get_typed_func(store, i).map(StrFn::S0),
+                    (0, StrResult::OptStr) => inst_.get_typed_func(store, i).map(StrFn::O0),
+                    (1, StrResult::Void) => inst_.get_typed_func(store, i).map(StrFn::V1),
+                    (1, StrResult::Str) => inst_.get_typed_func(store, i).map(StrFn::S1),
+                    (1, StrResult::OptStr) => inst_.get_typed_func(store, i).map(StrFn::O1),
+                    (2, StrResult::Void) => inst_.get_typed_func(store, i).map(StrFn::V2),
+                    (2, StrResult::Str) => inst_.get_typed_func(store, i).map(StrFn::S2),
+                    (2, StrResult::OptStr) => inst_.get_typed_func(store, i).map(StrFn::O2),
                     _ => return Err(self.err(&e.vcl_name, "not a string function")),
                 };
                 let f = typed.map_err(|err| self.err(&e.vcl_name, format!("{err:#}")))?;
@@ -1137,6 +1416,21 @@ fn from_val(v: Option<Val>) -> Result<VclResult, String> {
 // ---- the host side of the imports ----
 
 impl VmodData {
+    fn new(namespace: String, memory: usize) -> VmodData {
+        VmodData {
+            task: None,
+            default_ns: format!("{}/{}", crate::cache_tenant::DEFAULT, namespace),
+            namespace,
+            limits: MemoryCap {
+                bytes: memory,
+                refused: false,
+            },
+            memory_cap: memory,
+            regexes: HashMap::new(),
+            core: None,
+        }
+    }
+
     fn task(&self) -> Option<&Task> {
         self.task.as_deref()
     }
@@ -1597,7 +1891,18 @@ impl StrCall {
         let out = match &self.out {
             None => return Err(self.vv.err("?", "no result")),
             Some(StrOut::Void) => return Ok(StrValue::Void),
-            Some(StrOut::Str(None)) => return Ok(StrValue::Null),
+            Some(StrOut::Str(None) | StrOut::Core(None)) => return Ok(StrValue::Null),
+            Some(StrOut::Core(Some(span))) => {
+                let core = self
+                    .inst
+                    .core
+                    .as_deref()
+                    .ok_or_else(|| self.vv.err("?", "no core"))?;
+                return match core.str(&self.inst.store, *span) {
+                    Ok(s) => Ok(StrValue::Bytes(std::borrow::Cow::Borrowed(s.as_bytes()))),
+                    Err(e) => Err(self.vv.err(self.func_name(), format!("{e:#}"))),
+                };
+            }
             Some(StrOut::Str(Some(out))) => out,
         };
         match out.to_str(&self.inst.store) {
@@ -1619,6 +1924,14 @@ impl StrCall {
         }
     }
 
+    fn func_name(&self) -> &str {
+        self.vv
+            .lib
+            .exports
+            .get(self.export)
+            .map_or("?", |e| &e.vcl_name)
+    }
+
     /// Ends the call and gives the task back. The instance stays with the
     /// task if `ok`; after a failure it is dropped (its state may be
     /// anything now).
@@ -1634,7 +1947,131 @@ impl StrCall {
 
 #[cfg(test)]
 mod tests {
-    use super::VmodLimits;
+    use super::*;
+
+    /// `name` from `target/<dir>/<name>.wasm` (built by scripts/build-wasm),
+    /// on the core fast path or the component path.
+    fn lib(dir: &str, name: &str, core: bool) -> Arc<VmodLib> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target")
+            .join(dir)
+            .join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-wasm)", path.display()));
+        let lib = compile(name, &path, &bytes, core).unwrap();
+        if core {
+            let engine = crate::cache_vcl::engine().unwrap();
+            if let Err(why) = core_plan(&lib, engine, &bytes) {
+                panic!("{name}: no fast path: {why}");
+            }
+        }
+        assert_eq!(lib.core.is_some(), core, "{name}: fast path taken");
+        Arc::new(lib)
+    }
+
+    type Call<'a> = (&'a str, Option<u32>, Vec<VclValue>);
+
+    /// Runs `calls` in order on one instance (each with a fresh `vcl_recv`
+    /// task), then ends the task; the results and error texts.
+    fn run(lib: Arc<VmodLib>, calls: &[Call<'_>]) -> Vec<Result<VclResult, String>> {
+        // 200 ms: enough for `alloc` to reach the memory cap first on a
+        // loaded machine; `spin` still ends by the budget.
+        let limits = VmodLimits {
+            budget_ticks: 200,
+            memory: 16 << 20,
+        };
+        let vv = VclVmod::new(lib, "", limits);
+        let mut inst = vv.for_init(0).unwrap();
+        let mut out = Vec::new();
+        for (func, object, args) in calls {
+            let export = vv.export_index(func).unwrap();
+            let task = Task::new(1, [127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 0.0);
+            enter(&mut inst, Box::new(task));
+            let r = vv.call(&mut inst, export, *object, args.clone());
+            inst.store.data_mut().task = None;
+            let failed = r.is_err();
+            out.push(r.map_err(|e| e.to_string()));
+            if failed {
+                // As after a failed call from VCL: a fresh instance.
+                inst = vv.for_init(0).unwrap();
+            }
+        }
+        vv.release(inst);
+        out
+    }
+
+    fn s(x: &str) -> VclValue {
+        VclValue::Str(Some(x.to_string()))
+    }
+
+    #[test]
+    fn core_fast_path_equals_component_path_for_hello() {
+        let calls: Vec<Call<'_>> = vec![
+            ("lower", None, vec![s("Hello-World-AbC")]),
+            ("lower", None, vec![s("ÄÖÜ-Straße")]),
+            ("lower", None, vec![VclValue::Str(None)]),
+            ("lower", None, vec![]),
+            ("hello", None, vec![s("World")]),
+            ("greeter", Some(7), vec![s("Howdy")]),
+            ("greeter.greet", Some(7), vec![s("World")]),
+            ("greeter.greet", Some(8), vec![s("nobody")]),
+            ("lower", None, vec![s(&"X".repeat(100_000))]),
+        ];
+        let fast = run(lib("samples", "hello", true), &calls);
+        let slow = run(lib("samples", "hello", false), &calls);
+        assert_eq!(fast, slow);
+        assert_eq!(fast[0], Ok(VclResult::Str(Some("hello-world-abc".into()))));
+        assert_eq!(fast[6], Ok(VclResult::Str(Some("Howdy, World!".into()))));
+        assert!(fast[7].is_err());
+    }
+
+    #[test]
+    fn bundled_vmods_of_supported_shapes_take_the_core_fast_path() {
+        for name in ["cookie", "urlcode", "vsthrottle", "xkey"] {
+            lib("vmods", name, true);
+        }
+        // Signatures or imports the fast path does not do (lists, IPs,
+        // enums, options of those): wasmtime's component path.
+        for name in ["blob", "header", "querystring", "var"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/vmods")
+                .join(format!("{name}.wasm"));
+            let bytes = std::fs::read(&path).unwrap();
+            let lib = compile(name, &path, &bytes, true).unwrap();
+            assert!(lib.core.is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn core_fast_path_equals_component_path_for_hostile() {
+        let calls: Vec<Call<'_>> = vec![
+            ("ok", None, vec![s("fine")]),
+            ("crash", None, vec![]),
+            ("ok", None, vec![s("after a crash")]),
+            ("recurse", None, vec![VclValue::Int(1 << 40)]),
+            ("recurse", None, vec![VclValue::Int(10)]),
+            ("big", None, vec![VclValue::Int(100 << 20)]),
+            ("big", None, vec![VclValue::Int(3)]),
+            ("alloc", None, vec![]),
+            ("alloc_str", None, vec![s("x")]),
+            ("spin", None, vec![]),
+            ("spin_str", None, vec![s("x")]),
+            ("bad_header", None, vec![]),
+            ("ok", None, vec![s("still here")]),
+        ];
+        let fast = run(lib("samples", "hostile", true), &calls);
+        let slow = run(lib("samples", "hostile", false), &calls);
+        assert_eq!(fast, slow);
+        assert_eq!(fast[2], Ok(VclResult::Str(Some("after a crash".into()))));
+        assert!(
+            fast[9].as_ref().is_err_and(|e| e.contains("CPU budget")),
+            "{fast:?}"
+        );
+        assert!(
+            fast[7].as_ref().is_err_and(|e| e.contains("out of memory")),
+            "{fast:?}"
+        );
+    }
 
     #[test]
     fn vmod_limits_override_only_the_named_vmod() {

@@ -633,22 +633,38 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
                     .ok_or_else(|| herr("argument slot out of bounds"))?;
                 slots.push(read_slot(&mut c, addr)?);
             }
-            let vcl = c.data().vcl.clone();
-            let native = vcl
+            let native = c
+                .data()
+                .vcl
                 .natives
                 .get(index as usize)
                 .ok_or_else(|| herr("bad native index"))?;
             let r = if let vmod_std::Native::Component(b) = native {
-                component_call(&mut c, &vcl, b, object, slots)
+                let b = b.clone();
+                let vcl = c.data().vcl.clone();
+                component_call(&mut c, &vcl, &b, object, slots)
             } else {
-                let t0 = std::time::Instant::now();
-                let r = vmod_std::call(native, object, &slots, task(&mut c)?, &vcl);
-                if matches!(native, vmod_std::Native::CacheReqBody) {
+                // The task moves out of the store for the call, so that the
+                // VCL's shared state is borrowed rather than its `Arc`
+                // cloned (a reference count every worker thread would
+                // write on every call).
+                let mut t = c.data_mut().task.take().ok_or_else(|| herr("no task"))?;
+                let d = c.data();
+                let native = d.vcl.natives.get(index as usize);
+                let req_body = matches!(native, Some(vmod_std::Native::CacheReqBody));
+                // Only a body read waits; no clock read for other calls.
+                let t0 = req_body.then(std::time::Instant::now);
+                let r = match native {
+                    Some(n) => vmod_std::call(n, object, &slots, &mut t, &d.vcl),
+                    None => Err("bad native index".to_string()),
+                };
+                if let Some(t0) = t0 {
                     // Waiting for the client's body is not CPU time.
+                    t.io_wait += t0.elapsed();
                     let budget = c.data().budget_ticks;
                     c.as_context_mut().set_epoch_deadline(budget + 1);
-                    task(&mut c)?.io_wait += t0.elapsed();
                 }
+                c.data_mut().task = Some(t);
                 r
             };
             match r {
