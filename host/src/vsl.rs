@@ -417,7 +417,7 @@ impl Buf {
     }
 
     /// Logs a record with text `s` (cut at `vsl_reclen`).
-    #[inline]
+    #[inline(always)]
     pub fn log(&mut self, tag: Tag, s: &str) {
         if enabled(tag) {
             self.put(tag, s.as_bytes());

@@ -246,7 +246,7 @@ impl Source {
         loop {
             buf.clear();
             *pos = 0;
-            let mut lost = reader.read(64 << 10, buf);
+            let mut lost = reader.read(16 << 10, buf);
             if lost > 0 && !dump {
                 // Overrun: like varnishlog, go on from the newest record.
                 lost += reader.skip_to_head();

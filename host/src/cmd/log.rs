@@ -201,7 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut d = Dispatcher::new(grouping);
     d.timeout = o.timeout;
     d.limit = o.limit;
-    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    let mut out = std::io::BufWriter::with_capacity(16 << 10, std::io::stdout().lock());
     let shown = std::cell::Cell::new(0u64);
     let full = |shown: &std::cell::Cell<u64>| o.count.is_some_and(|k| shown.get() >= k);
     let mut last_expire = Instant::now();
