@@ -286,6 +286,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     if stop {
                         break;
                     }
+                    // A chunk done: nothing left to hand on (a count of
+                    // 0 lost is ignored below), and the expiry check runs
+                    // as after 4096 items.
                     since_check = 4096;
                     Next::Item(Item::Lost(0))
                 } else {
