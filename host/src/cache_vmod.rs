@@ -1278,7 +1278,9 @@ fn trap_text(e: &wasmtime::Error) -> String {
     }
 }
 
-fn http_of(w: i32) -> Result<Http, String> {
+/// The WIT `http` enum (which message a header call is about) from its
+/// discriminant; the core fast path reads it the same way.
+pub(crate) fn http_of(w: i32) -> Result<Http, String> {
     Ok(match w {
         0 => Http::Req,
         1 => Http::ReqTop,

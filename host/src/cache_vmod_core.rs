@@ -1032,16 +1032,9 @@ fn ret_unit_or_str(c: &mut Caller<'_, VmodData>, ret: i32, r: Result<(), String>
     }
 }
 
+/// The `http` enum's discriminant, as the component path reads it.
 fn http(part: i32) -> R<Http> {
-    Ok(match part {
-        0 => Http::Req,
-        1 => Http::ReqTop,
-        2 => Http::Bereq,
-        3 => Http::Beresp,
-        4 => Http::Resp,
-        5 => Http::Obj,
-        _ => return Err(wasmtime::Error::msg("invalid enum discriminant")),
-    })
+    crate::cache_vmod::http_of(part).map_err(wasmtime::Error::msg)
 }
 
 fn opt_f64(disc: i32, v: f64) -> R<Option<f64>> {
