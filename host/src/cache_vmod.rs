@@ -2018,6 +2018,12 @@ mod tests {
             ("greeter.greet", Some(7), vec![s("World")]),
             ("greeter.greet", Some(8), vec![s("nobody")]),
             ("lower", None, vec![s(&"X".repeat(100_000))]),
+            // Around the fused adapter's stage (4,080 bytes): a result
+            // that fits, one that does not (its slow path), an argument
+            // that just fits.
+            ("hello", None, vec![s(&"x".repeat(4072))]),
+            ("hello", None, vec![s(&"x".repeat(4073))]),
+            ("lower", None, vec![s(&"Y".repeat(4080))]),
         ];
         let fast = run(lib("samples", "hello", true), &calls);
         let slow = run(lib("samples", "hello", false), &calls);
@@ -2025,6 +2031,10 @@ mod tests {
         assert_eq!(fast[0], Ok(VclResult::Str(Some("hello-world-abc".into()))));
         assert_eq!(fast[6], Ok(VclResult::Str(Some("Howdy, World!".into()))));
         assert!(fast[7].is_err());
+        let hello = |n: usize| Ok(VclResult::Str(Some(format!("Hello, {}!", "x".repeat(n)))));
+        assert_eq!(fast[9], hello(4072));
+        assert_eq!(fast[10], hello(4073));
+        assert_eq!(fast[11], Ok(VclResult::Str(Some("y".repeat(4080)))));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::cache_vmod::shellac::vmod::{
     cache::Host as _, host::Host as _, shared::Host as _, task::Host as _, types::Http,
 };
 use crate::cache_vmod::VmodData;
+use crate::cache_vmod_adapter as adapter;
 use std::collections::HashMap;
 use wasmparser::{
     CanonicalFunction, CanonicalOption, ComponentAlias, ComponentExternalKind,
@@ -211,6 +212,9 @@ pub struct CorePlan {
     lifts: HashMap<(String, String), Lift>,
     /// Resource types (component type index) and their destructors.
     dtors: HashMap<u32, Option<u32>>,
+    /// The fused adapter for this VMOD's string functions (built at the
+    /// first instantiation: the exports are the same for every one).
+    adapter: std::sync::OnceLock<Option<Module>>,
 }
 
 impl std::fmt::Debug for CorePlan {
@@ -596,6 +600,7 @@ impl CorePlan {
             realloc: realloc_ref.map(|r| r.1),
             lifts,
             dtors,
+            adapter: std::sync::OnceLock::new(),
         })
     }
 
@@ -708,15 +713,73 @@ impl CorePlan {
             .as_ref()
             .map(|c| (c.memory, c.realloc.clone()))
             .ok_or_else(|| wasmtime::Error::msg("no memory"))?;
+        let (fused, stage) = match &realloc {
+            Some(r) => self.fuse(store, memory, r, &fns)?,
+            None => (Vec::new(), 0),
+        };
         Ok(CoreInst {
             memory,
             realloc,
+            fused,
+            stage,
             on_event: ev.typed(&*store)?,
             on_event_post: ev_post.map(|p| p.typed(&*store)).transpose()?,
             end_task: end.typed(&*store)?,
             fns,
             objects: HashMap::new(),
         })
+    }
+
+    /// Instantiates the fused adapter over `fns` (those of a shape it
+    /// takes) and allocates its stage: per export, the adapter's function.
+    /// Nothing fused (and a stage of 0) when no export has such a shape.
+    fn fuse(
+        &self,
+        store: &mut Store<VmodData>,
+        memory: Memory,
+        realloc: &TypedFunc<(i32, i32, i32, i32), i32>,
+        fns: &[CoreFn],
+    ) -> R<(Vec<Option<AdapterFn>>, u32)> {
+        let shapes: Vec<(usize, adapter::Shape)> = fns
+            .iter()
+            .enumerate()
+            .filter_map(|(k, f)| Some((k, f.shape()?)))
+            .collect();
+        if shapes.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let module = self.adapter.get_or_init(|| {
+            let list: Vec<adapter::Shape> = shapes.iter().map(|(_, s)| *s).collect();
+            Module::new(store.engine(), adapter::module(&list))
+                .inspect_err(|e| tracing::debug!("no fused adapter: {e:#}"))
+                .ok()
+        });
+        let Some(module) = module else {
+            return Ok((Vec::new(), 0));
+        };
+        let mut imports: Vec<Extern> = vec![memory.into(), (*realloc.func()).into()];
+        for (k, s) in &shapes {
+            let f = &fns[*k];
+            imports.push(f.func.into());
+            if s.post {
+                let p = f
+                    .post
+                    .ok_or_else(|| wasmtime::Error::msg("no post-return"))?;
+                imports.push(p.into());
+            }
+        }
+        let inst = wasmtime::Instance::new(&mut *store, module, &imports)?;
+        let mut fused = vec![None; fns.len()];
+        for (n, (k, _)) in shapes.iter().enumerate() {
+            fused[*k] = Some(inst.get_typed_func(&mut *store, &n.to_string())?);
+        }
+        // Permanent (allocated before `load`, so below the task arena).
+        let stage = realloc.call(&mut *store, (0, 0, 8, adapter::STAGE as i32))?;
+        let end = (stage as u32 as usize).saturating_add(adapter::STAGE as usize);
+        if stage == 0 || end > memory.data_size(&*store) {
+            return Err(wasmtime::Error::msg("realloc return: beyond end of memory"));
+        }
+        Ok((fused, stage as u32))
     }
 
     fn set_ctx(&self, store: &mut Store<VmodData>, insts: &[Inst]) -> R<()> {
@@ -934,7 +997,7 @@ fn read_str(c: &Caller<'_, VmodData>, ptr: i32, len: i32) -> R<String> {
         .map(|x| x.memory)
         .ok_or_else(|| wasmtime::Error::msg("no memory"))?;
     let b = bytes_at(mem.data(c), ptr as u32, len as u32)?;
-    Ok(std::str::from_utf8(b)
+    Ok(crate::vrt::utf8(b)
         .map_err(|e| wasmtime::Error::msg(format!("invalid utf-8: {e}")))?
         .to_string())
 }
@@ -955,7 +1018,7 @@ fn read_list(c: &Caller<'_, VmodData>, ptr: i32, len: i32) -> R<Vec<String>> {
         let (p, l) = (u32_at(data, at + i * 8)?, u32_at(data, at + i * 8 + 4)?);
         let b = bytes_at(data, p, l)?;
         out.push(
-            std::str::from_utf8(b)
+            crate::vrt::utf8(b)
                 .map_err(|e| wasmtime::Error::msg(format!("invalid utf-8: {e}")))?
                 .to_string(),
         );
@@ -1255,6 +1318,28 @@ pub struct CoreFn {
 }
 
 impl CoreFn {
+    /// The fused adapter's shape for this export, if it takes it.
+    fn shape(&self) -> Option<adapter::Shape> {
+        let s = &self.sig;
+        if s.method || s.params.len() > 2 || s.params.iter().any(|p| *p != PKind::Str) {
+            return None;
+        }
+        let ret = match s.result {
+            RKind::Void if self.post.is_none() => adapter::Ret::Void,
+            RKind::Str => adapter::Ret::Str,
+            RKind::OptStr => adapter::Ret::OptStr,
+            _ => return None,
+        };
+        if self.post.is_some() && self.post_i32.is_none() {
+            return None;
+        }
+        Some(adapter::Shape {
+            args: s.params.len() as u8,
+            ret,
+            post: self.post.is_some(),
+        })
+    }
+
     fn new(store: &mut Store<VmodData>, func: Func, post: Option<Func>, sig: CoreSig) -> R<CoreFn> {
         if sig.flat_params() > 16 {
             return Err(wasmtime::Error::msg("too many parameters"));
@@ -1289,12 +1374,19 @@ impl CoreFn {
     }
 }
 
+/// A function of the fused adapter: `(stage, len0, len1) -> status`.
+type AdapterFn = TypedFunc<(i32, i32, i32), i32>;
+
 /// A VMOD's core instances as one: what a call needs.
 pub struct CoreInst {
     memory: Memory,
     /// Kept here too: a `TypedFunc` is not `Copy`, and cloning one per call
     /// (out of the store's data) costs a type-registry reference count.
     realloc: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
+    /// Per export, its function in the fused adapter (see
+    /// `cache_vmod_adapter`), and the adapter's stage in guest memory.
+    fused: Vec<Option<AdapterFn>>,
+    stage: u32,
     on_event: TypedFunc<i32, i32>,
     on_event_post: Option<TypedFunc<i32, ()>>,
     end_task: TypedFunc<(), ()>,
@@ -1307,7 +1399,7 @@ impl CoreInst {
     /// The bytes of a string result, UTF-8 checked.
     pub fn str<'s>(&self, store: &'s Store<VmodData>, span: (u32, u32)) -> R<&'s str> {
         let b = bytes_at(self.memory.data(store), span.0, span.1)?;
-        std::str::from_utf8(b).map_err(|e| wasmtime::Error::msg(format!("invalid utf-8: {e}")))
+        crate::vrt::utf8(b).map_err(|e| wasmtime::Error::msg(format!("invalid utf-8: {e}")))
     }
 
     /// `lifecycle.on-event(ev)`: `Err` is the guest's message.
@@ -1347,6 +1439,16 @@ impl CoreInst {
                 _ => Err(wasmtime::Error::msg("argument type")),
             }
         };
+        if let Some(Some(a)) = self.fused.get(idx) {
+            let (a0, a1) = match f.sig.params.len() {
+                0 => ("", ""),
+                1 => (s(0)?, ""),
+                _ => (s(0)?, s(1)?),
+            };
+            if a0.len() + a1.len() <= (adapter::STAGE - adapter::DATA) as usize {
+                return self.call_fused(store, f, a, a0, a1);
+            }
+        }
         if let Some(t) = &f.typed {
             let ret = match t {
                 Typed::V0(t) => t.call(&mut *store, ()).map(|()| 0)?,
@@ -1384,6 +1486,49 @@ impl CoreInst {
             return Ok(out);
         }
         self.call_dynamic(store, f, rep, args)
+    }
+
+    /// A call through the fused adapter: the arguments go into the stage,
+    /// the result comes back in it (or, on its slow path, as before).
+    fn call_fused(
+        &self,
+        store: &mut Store<VmodData>,
+        f: &CoreFn,
+        adapter_fn: &AdapterFn,
+        a0: &str,
+        a1: &str,
+    ) -> R<CoreOut> {
+        let at = (self.stage + adapter::DATA) as usize;
+        let data = self.memory.data_mut(&mut *store);
+        let dst = data
+            .get_mut(at..at + a0.len() + a1.len())
+            .ok_or_else(|| wasmtime::Error::msg("stage beyond end of memory"))?;
+        let (d0, d1) = dst.split_at_mut(a0.len());
+        d0.copy_from_slice(a0.as_bytes());
+        d1.copy_from_slice(a1.as_bytes());
+        // (Lengths fit the stage, hence i32.)
+        let status = adapter_fn.call(
+            &mut *store,
+            (self.stage as i32, a0.len() as i32, a1.len() as i32),
+        )?;
+        let data = self.memory.data(&*store);
+        match status {
+            adapter::NONE if f.sig.result == RKind::Void => Ok(CoreOut::Void),
+            adapter::NONE => Ok(CoreOut::Str(None)),
+            adapter::SOME => {
+                let len = u32_at(data, self.stage as usize)?;
+                Ok(CoreOut::Str(Some((self.stage + adapter::DATA, len))))
+            }
+            adapter::SLOW => {
+                let ret = u32_at(data, self.stage as usize + 4)? as i32;
+                let out = lift(data, f.sig.result, ret)?;
+                if let Some(p) = &f.post_i32 {
+                    p.call(&mut *store, ret)?;
+                }
+                Ok(out)
+            }
+            _ => Err(wasmtime::Error::msg("adapter: unexpected status")),
+        }
     }
 
     /// Any other supported signature, through `Func::call`.

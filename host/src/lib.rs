@@ -29,6 +29,7 @@ pub mod cache_shared;
 pub mod cache_tenant;
 pub mod cache_vcl;
 pub mod cache_vmod;
+pub mod cache_vmod_adapter;
 pub mod cache_vmod_core;
 pub mod demo_origin;
 pub mod mgt_auth;

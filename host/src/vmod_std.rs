@@ -232,8 +232,10 @@ pub fn call(
     vcl: &VclShared,
 ) -> Result<Ret, String> {
     Ok(match native {
-        Native::ToLower => Ret::Str(Some(s(args, 0).unwrap_or("").to_lowercase())),
-        Native::ToUpper => Ret::Str(Some(s(args, 0).unwrap_or("").to_uppercase())),
+        // C's tolower/toupper in the C locale, as varnishd: ASCII letters
+        // only, other bytes (UTF-8 included) as they are.
+        Native::ToLower => Ret::Str(Some(s(args, 0).unwrap_or("").to_ascii_lowercase())),
+        Native::ToUpper => Ret::Str(Some(s(args, 0).unwrap_or("").to_ascii_uppercase())),
         Native::Log => {
             let msg = args.iter().rev().find_map(|a| match a {
                 Arg::Str(Some(s)) => Some(s.as_str()),

@@ -95,10 +95,35 @@ pub fn read_bytes(c: &mut C<'_>, packed: i64) -> R<Option<Vec<u8>>> {
 
 /// A guest string as UTF-8 (lossy); NULL is `None`.
 pub fn read_str(c: &mut C<'_>, packed: i64) -> R<Option<String>> {
-    Ok(read_bytes(c, packed)?.map(|b| match String::from_utf8(b) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    Ok(read_bytes(c, packed)?.map(|b| {
+        if b.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8 (see `utf8`).
+            return unsafe { String::from_utf8_unchecked(b) };
+        }
+        match String::from_utf8(b) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
     }))
+}
+
+/// `b` as UTF-8, checked. Header values are nearly always ASCII, and
+/// `is_ascii` goes a word at a time where `from_utf8` goes a byte at a
+/// time on short strings.
+pub fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if b.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b)
+}
+
+/// `b` as UTF-8, invalid sequences replaced (U+FFFD), borrowed when valid.
+pub fn utf8_lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
 }
 
 /// Writes `s` into the workspace (WS_Alloc) and returns it packed.
@@ -325,7 +350,7 @@ fn component_str_call(
     let data = mem.data(&*c);
     let arg = |i: usize| {
         let (ptr, end) = spans[i];
-        String::from_utf8_lossy(data.get(ptr..end).unwrap_or_default())
+        utf8_lossy(data.get(ptr..end).unwrap_or_default())
     };
     let r = match nargs {
         0 => call.invoke(&[]),

@@ -22,8 +22,11 @@ impl Guest for Component {
         format!("Hello, {name}!")
     }
 
-    fn lower(s: String) -> String {
-        s.to_lowercase()
+    /// ASCII only, as `std.tolower` (C's tolower): other bytes stay.
+    /// In place: the argument's buffer is the result, no allocation.
+    fn lower(mut s: String) -> String {
+        s.make_ascii_lowercase();
+        s
     }
 }
 
