@@ -532,14 +532,12 @@ impl Buf {
         if self.data.capacity() - self.data.len() < need {
             self.grow(need);
         }
-        let word = u32::from(tag as u8) | u32::from(kind) << 8 | (len as u32) << 16;
+        let word = vapi::record::header_word(self.vxid, tag as u8, kind, len as u16);
         // SAFETY: there is room for `need` bytes past the length; the
-        // header's 12 are written here (the length stays until
-        // `close_record`).
+        // header is written here (the length stays until `close_record`).
         unsafe {
             let dst = self.data.as_mut_ptr().add(self.data.len());
-            std::ptr::write_unaligned(dst as *mut u64, self.vxid.to_le());
-            std::ptr::write_unaligned(dst.add(8) as *mut u32, word.to_le());
+            std::ptr::write_unaligned(dst as *mut u64, word.to_le());
             dst.add(vapi::record::HEADER)
         }
     }
@@ -576,7 +574,8 @@ impl Buf {
         let _ = Adapter(&mut self.data).write_fmt(args);
         let len = (self.data.len() - body).min(RECLEN.load(Relaxed));
         self.data.truncate(body + len);
-        self.data[start + 10..start + 12].copy_from_slice(&(len as u16).to_le_bytes());
+        let at = start + vapi::record::LEN_AT;
+        self.data[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
         self.done_record();
     }
 
@@ -608,7 +607,8 @@ impl Buf {
         let body = start + vapi::record::HEADER;
         let len = (self.data.len() - body).min(RECLEN.load(Relaxed));
         self.data.truncate(body + len);
-        self.data[start + 10..start + 12].copy_from_slice(&(len as u16).to_le_bytes());
+        let at = start + vapi::record::LEN_AT;
+        self.data[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
         self.done_record();
     }
 

@@ -2,9 +2,12 @@
 //!
 //! A record is what varnishd's `VSLb()` writes: the transaction's VXID,
 //! a tag, whether the transaction is a client's or a backend's, and a
-//! line of data. On the wire (Shellac's `/log` stream) each record is a
-//! 12-byte header — VXID (u64, little endian), tag (u8), kind (u8), data
-//! length (u16, little endian) — followed by the data. A header with tag
+//! line of data. On the wire (the ring and Shellac's `/log` stream) each
+//! record is an 8-byte header — VXID (u32, little endian: VXIDs wrap at
+//! 2^30, as Varnish's), tag (u8), kind (u8), data length (u16, little
+//! endian) — followed by the data. (Varnish's records have 8-byte headers
+//! too; a request logs about 40 records, and the header is a third of
+//! the bytes the server writes for it.) A header with tag
 //! 0 is not a record: its data is the decimal count of records the
 //! reader lost because it fell behind the ring.
 //!
@@ -19,7 +22,11 @@
 use crate::tag::Tag;
 
 /// Size of a record header on the wire.
-pub const HEADER: usize = 12;
+pub const HEADER: usize = 8;
+/// Where the header's fields are: the tag, the kind byte, the length.
+pub const TAG_AT: usize = 4;
+pub const KIND_AT: usize = 5;
+pub const LEN_AT: usize = 6;
 
 /// In a record header's kind byte: the data is packed (see above).
 pub const PACKED: u8 = 0x80;
@@ -93,15 +100,19 @@ pub enum Item {
     Lost(u64),
 }
 
+/// A record header as one little-endian word (VXIDs are below 2^30).
+#[inline(always)]
+pub fn header_word(vxid: u64, tag: u8, kind: u8, len: u16) -> u64 {
+    (vxid & 0xffff_ffff)
+        | u64::from(tag) << (8 * TAG_AT)
+        | u64::from(kind) << (8 * KIND_AT)
+        | u64::from(len) << (8 * LEN_AT)
+}
+
 /// Writes a record header for `len` bytes of data.
 #[inline]
 pub fn encode_header(out: &mut Vec<u8>, vxid: u64, tag: u8, kind: Kind, len: u16) {
-    let mut h = [0u8; HEADER];
-    h[..8].copy_from_slice(&vxid.to_le_bytes());
-    h[8] = tag;
-    h[9] = kind.byte();
-    h[10..].copy_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&h);
+    out.extend_from_slice(&header_word(vxid, tag, kind.byte(), len).to_le_bytes());
 }
 
 /// Writes a whole record (data longer than 65535 bytes is cut).
@@ -275,11 +286,10 @@ fn unpack(
 #[inline]
 pub fn peek(buf: &[u8]) -> Option<(u64, u8, u8, &[u8])> {
     let h = buf.get(..HEADER)?;
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&h[..8]);
-    let len = usize::from(u16::from_le_bytes([h[10], h[11]]));
+    let vxid = u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+    let len = usize::from(u16::from_le_bytes([h[LEN_AT], h[LEN_AT + 1]]));
     let data = buf.get(HEADER..HEADER + len)?;
-    Some((u64::from_le_bytes(v), h[8], h[9], data))
+    Some((vxid, h[TAG_AT], h[KIND_AT], data))
 }
 
 /// Reads the item at the front of `buf` into `out` (a packed record
@@ -289,12 +299,10 @@ pub fn decode(buf: &[u8], out: &mut Vec<Item>) -> Result<Option<usize>, DecodeEr
     if buf.len() < HEADER {
         return Ok(None);
     }
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&buf[..8]);
-    let vxid = u64::from_le_bytes(v);
-    let tag = buf[8];
-    let kind = Kind::from_byte(buf[9]);
-    let len = usize::from(u16::from_le_bytes([buf[10], buf[11]]));
+    let vxid = u64::from(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
+    let tag = buf[TAG_AT];
+    let kind = Kind::from_byte(buf[KIND_AT]);
+    let len = usize::from(u16::from_le_bytes([buf[LEN_AT], buf[LEN_AT + 1]]));
     if buf.len() < HEADER + len {
         return Ok(None);
     }
@@ -307,7 +315,7 @@ pub fn decode(buf: &[u8], out: &mut Vec<Item>) -> Result<Option<usize>, DecodeEr
         out.push(Item::Lost(n));
     } else {
         let tag = Tag::from_u8(tag).ok_or(DecodeError::Tag(tag))?;
-        if buf[9] & PACKED != 0 {
+        if buf[KIND_AT] & PACKED != 0 {
             unpack(vxid, tag, kind, data, out)?;
         } else {
             out.push(Item::Record(Record {
@@ -350,7 +358,7 @@ mod tests {
         assert_eq!(decode_one(&b[..5]), Ok(None));
         assert_eq!(decode_one(&b[..n - 1]), Ok(None));
         let mut bad = b.clone();
-        bad[8] = 250;
+        bad[TAG_AT] = 250;
         assert_eq!(decode_one(&bad), Err(DecodeError::Tag(250)));
     }
 
@@ -360,7 +368,7 @@ mod tests {
         let rec = |tag: Tag, data: Vec<u8>| {
             let mut b = Vec::new();
             encode_header(&mut b, 7, tag as u8, Kind::Client, data.len() as u16);
-            b[9] |= PACKED;
+            b[KIND_AT] |= PACKED;
             b.extend_from_slice(&data);
             b
         };

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 /// The file's magic.
-pub const MAGIC: [u8; 8] = *b"SHLCVSL1";
+pub const MAGIC: [u8; 8] = *b"SHLCVSL2";
 /// Size of the header before the ring.
 pub const HDR: usize = 4096;
 /// Size of a batch header.

@@ -198,6 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("reading the log of {}", dir.display()))?;
     stream.set_timeout(Duration::from_millis(500))?;
+    stream.pace(Duration::from_millis(5));
     let mut d = Dispatcher::new(grouping);
     d.timeout = o.timeout;
     d.limit = o.limit;
