@@ -582,7 +582,7 @@ pub async fn fetch(
                 proto: "HTTP/1.1".into(),
                 headers: vec![
                     ("Date".into(), crate::cache_expire::http_date(t_fetch)),
-                    ("Server".into(), "Shellac".into()),
+                    ("Server".into(), "Varnish".into()),
                 ],
             };
             bo.vsl.ts("Error", now());

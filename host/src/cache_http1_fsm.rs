@@ -105,17 +105,33 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
                 }
             }
         };
-        let msg = req.msg;
+        let mut msg = req.msg;
         let t_req = crate::vrt_ctx::now();
-        let mut rlog = sess.req_log(&ctx, t_first.unwrap_or(t_req), t_req, &msg);
-        let rxid = rlog.follow();
-        // Refused before any VCL runs, as Varnish does: an `Expect` other
-        // than 100-continue, and an HTTP/1.0 POST or PUT without a length.
         let expect = msg
             .headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("expect"))
             .map(|(_, v)| v.trim().to_ascii_lowercase());
+        // `Expect: 100-continue` is the transport's business, not VCL's
+        // or the backend's: gone from the request before it is logged
+        // (`ReqUnset`), and remembered when the client waits for the
+        // interim response (HTTP/1.1, and none of its body sent yet).
+        let mut unset = Vec::new();
+        let mut want_continue = false;
+        if expect.as_deref() == Some("100-continue") {
+            want_continue = req.version >= 11 && conn.buf.is_empty();
+            msg.headers.retain(|h| {
+                let expect = h.0.eq_ignore_ascii_case("expect");
+                if expect {
+                    unset.push(h.clone());
+                }
+                !expect
+            });
+        }
+        let mut rlog = sess.req_log(&ctx, t_first.unwrap_or(t_req), t_req, &unset, &msg);
+        let rxid = rlog.follow();
+        // Refused before any VCL runs, as Varnish does: an `Expect` other
+        // than 100-continue, and an HTTP/1.0 POST or PUT without a length.
         if expect.as_deref().is_some_and(|e| e != "100-continue") {
             crate::vsc::MAIN.client_req_417.inc();
             sess.close(Sc::RxJunk);
@@ -135,23 +151,14 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         }
         let mut close_after = connection_has(&msg.headers, "close")
             || (req.version == 10 && !connection_has(&msg.headers, "keep-alive"));
-        if expect.is_some()
-            && req.body != BodyFraming::None
-            && conn.buf.is_empty()
-            && wr
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
-        {
-            return;
-        }
         let ex = Exchange {
             head: msg.method == "HEAD",
             version: req.version,
             close: false,
         };
-        // The body stays on the connection until something reads it.
-        let body = ReqBody::new(conn, req.body);
+        // The body stays on the connection until something reads it; the
+        // 100 Continue goes out after vcl_recv or when it is read.
+        let body = ReqBody::new(conn, req.body, want_continue.then_some(send_timeout));
         crate::vsc::MAIN.client_req.inc();
         let rt0 = rlog.t_start;
         let mut reply = handle_txn(
@@ -210,8 +217,12 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         }
         // What nobody read of the body is read and dropped now, so the
         // connection is at the next request; a body that failed closes it.
-        let next = body.finish().await;
-        close_after |= next.is_none();
+        // A client still waiting for its 100 Continue when the connection
+        // closes anyway gets neither (Varnish's VRB_Ignore under doclose).
+        let skip_body = body.wants_continue() && (close_after || closes(&reply));
+        let next = if skip_body { None } else { body.finish().await };
+        let body_failed = next.is_none() && !skip_body;
+        close_after |= body_failed;
         let ex = Exchange {
             close: close_after,
             ..ex
@@ -223,16 +234,19 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         )
         .await;
         acct.req_bodybytes = body.bytes_read();
+        acct.resp_hdrbytes += body.continue_bytes();
         acct.charge();
-        sess.req_done(&rxid, rt0, body.take_read_done(), &acct);
+        sess.req_done(
+            &rxid,
+            rt0,
+            body.take_continue_unlogged(),
+            body.take_read_done(),
+            &acct,
+        );
         match written {
             Ok(Ok(false)) => {}
             Ok(Ok(true)) => {
-                sess.close(if next.is_none() {
-                    Sc::RxBody
-                } else {
-                    resp_close
-                });
+                sess.close(if body_failed { Sc::RxBody } else { resp_close });
                 return close(wr).await;
             }
             Ok(Err(e)) => {
@@ -259,6 +273,14 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             None => return close(wr).await,
         }
     }
+}
+
+/// Whether the response says the connection closes after it.
+fn closes(reply: &crate::cache_req_fsm::Reply) -> bool {
+    reply.close
+        || reply.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
+        })
 }
 
 /// Closes after a response: the FIN goes out after everything written.

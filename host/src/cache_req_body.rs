@@ -12,13 +12,25 @@
 //!
 //! The connection's read side travels with the body: the session hands it
 //! over with the request and takes it back afterwards.
+//!
+//! A client that sent `Expect: 100-continue` waits for a `100 Continue`
+//! before it sends the body (Varnish's `want100cont`): by default it goes
+//! out after `vcl_recv` ([`ReqBody::send_continue`]); with
+//! `std.late_100_continue(true)` only when something first reads the body,
+//! and not at all when nothing does and the connection closes instead.
+//! It is written on the client's socket through the read side the body
+//! holds: nothing else writes to the client while the body is read.
 
 use crate::cache_http1_proto::BodyFraming;
 use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
+
+/// The interim response, as Varnish's `minimal_response(req, 100)` writes it.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Why a request body could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +55,8 @@ pub enum BodyError {
     Busy,
     #[error("reading req.body from VCL needs the multi-threaded runtime")]
     Runtime,
+    #[error("writing 100 Continue: {0}")]
+    Continue(String),
 }
 
 impl BodyError {
@@ -50,12 +64,14 @@ impl BodyError {
     /// that came `chunked` or with a Content-Length.
     pub fn vfp_text(&self, chunked: bool) -> String {
         match self {
-            BodyError::Closed | BodyError::Timeout | BodyError::Io(_) => if chunked {
-                "chunked read err"
-            } else {
-                "straight insufficient bytes"
+            BodyError::Closed | BodyError::Timeout | BodyError::Io(_) | BodyError::Continue(_) => {
+                if chunked {
+                    "chunked read err"
+                } else {
+                    "straight insufficient bytes"
+                }
+                .into()
             }
-            .into(),
             BodyError::BadChunk => "chunked header number syntax".into(),
             e => e.to_string(),
         }
@@ -120,15 +136,22 @@ enum Decoder {
 struct Source {
     reader: ClientReader,
     dec: Decoder,
-    /// Body bytes (after dechunking) read so far: the request's
-    /// `req_bodybytes`, shared with its [`Inner`].
-    read: Arc<std::sync::atomic::AtomicU64>,
+    /// Shared with its [`Inner`].
+    shared: Arc<Shared>,
 }
 
 impl Source {
     /// The next piece of the body; `None` at its end (the connection is
     /// then at the next request).
     async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
+        // A client waiting for its `100 Continue` gets it before the first
+        // read (Varnish's `vrb_pull`), unless there is nothing to read.
+        if self.shared.want.load(Ordering::Relaxed)
+            && !matches!(self.dec, Decoder::Done | Decoder::Length(0))
+            && self.shared.want.swap(false, Ordering::Relaxed)
+        {
+            self.shared.send_continue(&self.reader.rd).await?;
+        }
         loop {
             match self.dec {
                 Decoder::Done | Decoder::Length(0) => {
@@ -141,7 +164,7 @@ impl Source {
                     }
                     let n = (self.reader.buf.len() as u64).min(left);
                     let piece = self.reader.buf.split_to(n as usize).freeze();
-                    self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.read.fetch_add(n, Ordering::Relaxed);
                     self.dec = match self.dec {
                         Decoder::Length(_) => Decoder::Length(left - n),
                         _ if left == n => Decoder::ChunkEnd,
@@ -206,10 +229,57 @@ struct State {
     chunked: bool,
 }
 
+/// What a body's [`Source`] shares with its [`Inner`]: what was read and
+/// where the `100 Continue` stands.
+struct Shared {
+    /// Body bytes (after dechunking) read so far: the request's
+    /// `req_bodybytes`.
+    read: AtomicU64,
+    /// The client waits for a `100 Continue` (Varnish's `want100cont`).
+    want: AtomicBool,
+    /// ... and it goes out only when the body is read
+    /// (`std.late_100_continue(true)`, Varnish's `late100cont`).
+    late: AtomicBool,
+    /// It went out (its bytes count with the response head's).
+    sent: AtomicBool,
+    /// It went out and the request's log does not show it yet.
+    unlogged: AtomicBool,
+    /// The time it may take to write it (`send_timeout`).
+    send_timeout: Duration,
+}
+
+impl Shared {
+    /// Writes the `100 Continue` on the client's socket (through its read
+    /// side: the response is not being written while the body is read).
+    async fn send_continue(&self, rd: &OwnedReadHalf) -> Result<(), BodyError> {
+        let sock: &tokio::net::TcpStream = rd.as_ref();
+        let write = async {
+            let mut off = 0;
+            while off < CONTINUE.len() {
+                sock.writable().await?;
+                match sock.try_write(&CONTINUE[off..]) {
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.send_timeout, write).await {
+            Ok(Ok(())) => {
+                self.sent.store(true, Ordering::Relaxed);
+                self.unlogged.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(BodyError::Continue(e.to_string())),
+            Err(_) => Err(BodyError::Continue("send_timeout".into())),
+        }
+    }
+}
+
 struct Inner {
     state: Mutex<State>,
-    /// Body bytes read from the client (see [`Source::read`]).
-    read: Arc<std::sync::atomic::AtomicU64>,
+    shared: Arc<Shared>,
     /// When a fetch or the drain finished reading the body (the bits of
     /// an `f64`, 0 for none): the request logs it as `Timestamp ReqBody`
     /// ([`ReqBody::take_read_done`]), as Varnish's request does whoever
@@ -342,6 +412,37 @@ impl Inner {
         self.changed.notify_waiters();
     }
 
+    /// Takes the connection's read side out, wherever it is (marking the
+    /// place busy; [`Inner::restore`] puts it back); `None` when it is
+    /// gone. Waits while someone reads the body.
+    async fn take_place(&self) -> Option<Place> {
+        loop {
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.state.lock().ok()?;
+                match std::mem::replace(&mut s.place, Place::Busy) {
+                    p @ (Place::Idle(_) | Place::Unread(_)) => return Some(p),
+                    Place::Busy => {}
+                    Place::Gone => {
+                        s.place = Place::Gone;
+                        return None;
+                    }
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Puts back what [`Inner::take_place`] took, the status as it was.
+    fn restore(&self, place: Place) {
+        if let Ok(mut s) = self.state.lock() {
+            s.place = place;
+        }
+        self.changed.notify_waiters();
+    }
+
     /// Takes the unread body out (marking the place busy), or says what
     /// the status is instead. Waits while someone else reads it.
     async fn take_source(&self) -> Result<Source, Status> {
@@ -376,9 +477,18 @@ impl ReqBody {
         ReqBody(None)
     }
 
-    /// The body framed by `framing` still to come on `reader`.
-    pub fn new(reader: ClientReader, framing: BodyFraming) -> ReqBody {
-        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    /// The body framed by `framing` still to come on `reader`; `cont` is
+    /// `send_timeout` when the client waits for a `100 Continue` (it sent
+    /// `Expect: 100-continue` and none of the body yet).
+    pub fn new(reader: ClientReader, framing: BodyFraming, cont: Option<Duration>) -> ReqBody {
+        let read = Arc::new(Shared {
+            read: AtomicU64::new(0),
+            want: AtomicBool::new(cont.is_some()),
+            late: AtomicBool::new(false),
+            sent: AtomicBool::new(false),
+            unlogged: AtomicBool::new(false),
+            send_timeout: cont.unwrap_or_default(),
+        });
         let (status, place, length, chunked) = match framing {
             BodyFraming::None | BodyFraming::Length(0) => {
                 (Status::None, Place::Idle(reader), None, false)
@@ -388,7 +498,7 @@ impl ReqBody {
                 Place::Unread(Source {
                     reader,
                     dec: Decoder::Length(n),
-                    read: read.clone(),
+                    shared: read.clone(),
                 }),
                 Some(n),
                 false,
@@ -398,7 +508,7 @@ impl ReqBody {
                 Place::Unread(Source {
                     reader,
                     dec: Decoder::ChunkSize,
-                    read: read.clone(),
+                    shared: read.clone(),
                 }),
                 None,
                 true,
@@ -412,7 +522,7 @@ impl ReqBody {
                 length,
                 chunked,
             }),
-            read,
+            shared: read,
             read_done: std::sync::atomic::AtomicU64::new(0),
             changed,
         })))
@@ -436,7 +546,84 @@ impl ReqBody {
     pub fn bytes_read(&self) -> u64 {
         self.0
             .as_ref()
-            .map_or(0, |i| i.read.load(std::sync::atomic::Ordering::Relaxed))
+            .map_or(0, |i| i.shared.read.load(Ordering::Relaxed))
+    }
+
+    /// Whether the client still waits for a `100 Continue`.
+    pub fn wants_continue(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|i| i.shared.want.load(Ordering::Relaxed))
+    }
+
+    /// `std.late_100_continue(late)`: whether the `100 Continue` waits
+    /// until the body is read (no effect when none is wanted).
+    pub fn set_late_continue(&self, late: bool) {
+        if let Some(i) = &self.0 {
+            if i.shared.want.load(Ordering::Relaxed) {
+                i.shared.late.store(late, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the wish for a `100 Continue` away (a `pipe` passes it on to
+    /// the backend); whether there was one.
+    pub fn take_continue(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|i| i.shared.want.swap(false, Ordering::Relaxed))
+    }
+
+    /// After `vcl_recv`: sends the `100 Continue` the client waits for,
+    /// unless it is to wait for the body to be read (Varnish's
+    /// `cnt_recv`). `Ok(true)` when it went out (for the caller to log:
+    /// [`log_continue`]); an error when the client cannot be written to.
+    pub async fn send_continue(&self) -> Result<bool, BodyError> {
+        let Some(inner) = &self.0 else {
+            return Ok(false);
+        };
+        let sh = &inner.shared;
+        if !sh.want.load(Ordering::Relaxed)
+            || sh.late.load(Ordering::Relaxed)
+            || !sh.want.swap(false, Ordering::Relaxed)
+        {
+            return Ok(false);
+        }
+        let Some(place) = inner.take_place().await else {
+            return Err(BodyError::Failed);
+        };
+        let r = match &place {
+            Place::Idle(r) => sh.send_continue(&r.rd).await,
+            Place::Unread(src) => sh.send_continue(&src.reader.rd).await,
+            Place::Busy | Place::Gone => Err(BodyError::Failed),
+        };
+        inner.restore(place);
+        r?;
+        // The caller logs it.
+        sh.unlogged.store(false, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Whether a `100 Continue` went out that the request's log does not
+    /// show yet (once).
+    pub fn take_continue_unlogged(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|i| i.shared.unlogged.swap(false, Ordering::Relaxed))
+    }
+
+    /// The bytes of the `100 Continue`, if one went out: Varnish counts
+    /// them with the response head's.
+    pub fn continue_bytes(&self) -> u64 {
+        let sent = self
+            .0
+            .as_ref()
+            .is_some_and(|i| i.shared.sent.load(Ordering::Relaxed));
+        if sent {
+            CONTINUE.len() as u64
+        } else {
+            0
+        }
     }
 
     /// Whether there is a body still to read from the client.
@@ -631,4 +818,12 @@ impl ReqBody {
             }
         }
     }
+}
+
+/// Logs a `100 Continue` that went out, as Varnish's minimal response
+/// does: `RespProtocol`, `RespStatus`, `RespReason`.
+pub fn log_continue(b: &mut crate::vsl::Buf) {
+    b.log(vapi::Tag::RespProtocol, "HTTP/1.1");
+    b.log(vapi::Tag::RespStatus, "100");
+    b.log(vapi::Tag::RespReason, "Continue");
 }

@@ -583,6 +583,20 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
     if t.req_body.failed() {
         return (t, Step::Hangup);
     }
+    // The 100 Continue a client waits for goes out now, whatever VCL
+    // decided (unless it failed, or asked for another VCL's vcl_recv
+    // first), or with std.late_100_continue(true) when the body is read.
+    if !matches!(r, Err(_) | Ok(Some(Action::Vcl))) {
+        match t.req_body.send_continue().await {
+            Ok(true) => crate::cache_req_body::log_continue(&mut t.vsl),
+            Ok(false) => {}
+            Err(e) => {
+                // The client is gone: no response (Varnish's REM_CLOSE).
+                tracing::debug!(xid = t.xid, "{e}");
+                return (t, Step::Hangup);
+            }
+        }
+    }
     let action = match r {
         Ok(a) => a.unwrap_or(Action::Hash),
         Err(e) => {
@@ -591,6 +605,9 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         }
     };
     let (mut pass, mut purge, mut pipe) = (false, false, false);
+    // A synth or restart from vcl_recv still goes through vcl_hash first,
+    // as in Varnish's cnt_recv (only a failure skips it).
+    let mut after_hash = None;
     match action {
         Action::Hash | Action::Lookup => {}
         Action::Pass => pass = true,
@@ -600,6 +617,8 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
             let label = t.vcl_label.clone().unwrap_or_default();
             return (t, Step::SwitchVcl(label));
         }
+        // (Its status and reason taken now: a VCL call resets them.)
+        a @ (Action::Synth | Action::Restart) => after_hash = Some(common(&t, "vcl_recv", a)),
         a => {
             let s = common(&t, "vcl_recv", a);
             return (t, s);
@@ -625,6 +644,9 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
             return (t, s);
         }
     }
+    if let Some(s) = after_hash {
+        return (t, s);
+    }
     if pipe {
         // vcl_pipe sees the backend request: the client's, the headers
         // `Connection` names gone, `Connection: close` so the backend does not keep
@@ -633,6 +655,13 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         crate::cache_http::filter_connection_named(&mut t.bereq.headers);
         hdr_set(&mut t.bereq.headers, "Connection", "close");
         hdr_set(&mut t.bereq.headers, "X-Varnish", &t.xid.to_string());
+        // A 100 Continue still owed is the backend's to send, through
+        // the tunnel.
+        if t.req_body.take_continue() {
+            t.bereq
+                .headers
+                .push(("Expect".into(), "100-continue".into()));
+        }
         t.bereq_backend = t.backend_hint;
         crate::vsc::MAIN.s_pipe.inc();
         let (tt, r) = vcl_call(ctx, vcl, Method::Pipe, t, ws);
@@ -956,7 +985,16 @@ async fn run_fetch(
         complete_fetch(&cache, hash, r, guard, Some(tx), stale).await;
     });
     let fetched = rx.await;
-    if let Some(at) = t.req_body.take_read_done() {
+    // The fetch read the body from the client: Varnish pulls it through
+    // a Transient object, and a late 100 Continue went out first.
+    let read_at = t.req_body.take_read_done();
+    if read_at.is_some() {
+        t.vsl.log(vapi::Tag::Storage, "malloc Transient");
+    }
+    if t.req_body.take_continue_unlogged() {
+        crate::cache_req_body::log_continue(&mut t.vsl);
+    }
+    if let Some(at) = read_at {
         t.vsl.ts("ReqBody", at);
     }
     t.vsl.ts("Fetch", now());
@@ -1165,10 +1203,16 @@ fn synth(
         proto: "HTTP/1.1".into(),
         headers: vec![
             ("Date".into(), http_date(now())),
-            ("Server".into(), "Shellac".into()),
+            ("Server".into(), "Varnish".into()),
             ("X-Varnish".into(), t.xid.to_string()),
         ],
     };
+    // A client still waiting for its 100 Continue (late, body unread):
+    // VCL is offered to close the connection rather than send the 100
+    // and read the body, and may veto by removing the header.
+    if t.req_body.wants_continue() {
+        t.resp.headers.push(("Connection".into(), "close".into()));
+    }
     t.vsl.http_resp(crate::vsl::Http::Resp, &t.resp);
     t.synth_body.clear();
     t.obj = None;

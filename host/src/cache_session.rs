@@ -155,7 +155,8 @@ impl Sess {
 
     /// A new request on the session: its VXID, linked from the session,
     /// and its log up to the request as received (`Begin`, `Timestamp
-    /// Start`/`Req`, `VCL_use`, `ReqStart`, `ReqMethod`…`ReqHeader`).
+    /// Start`/`Req`, `VCL_use`, `ReqUnset` of the headers the transport
+    /// took out (`unset`), `ReqStart`, `ReqMethod`…`ReqHeader`).
     /// `t_first` is when its first byte arrived, `t_req` when all of its
     /// head had.
     pub fn req_log(
@@ -163,6 +164,7 @@ impl Sess {
         ctx: &Ctx,
         t_first: f64,
         t_req: f64,
+        unset: &[(String, String)],
         req: &crate::vrt_ctx::ReqMsg,
     ) -> Buf {
         let xid = ctx.next_xid();
@@ -173,6 +175,11 @@ impl Sess {
         b.ts("Req", t_req);
         if crate::vsl::enabled(Tag::VCL_use) {
             b.log(Tag::VCL_use, &ctx.active_name());
+        }
+        // What the transport took out (`Expect: 100-continue`) shows
+        // before the request, as in Varnish.
+        for (n, v) in unset {
+            b.logf(Tag::ReqUnset, format_args!("{n}: {v}"));
         }
         b.log(Tag::ReqStart, &self.req_start);
         b.http_req(Http::Req, req);
@@ -221,7 +228,8 @@ impl Sess {
         b.end();
     }
 
-    /// A request delivered: `Timestamp ReqBody` when its body was read
+    /// A request delivered: the `100 Continue` the drain of its body sent
+    /// (`sent_continue`), `Timestamp ReqBody` when its body was read
     /// (drained) after VCL was done, `Timestamp Resp`, `ReqAcct` and
     /// `End`, after what the request logged (`f`; it started at
     /// `t_start`).
@@ -229,10 +237,18 @@ impl Sess {
         &mut self,
         f: &crate::vsl::Follow,
         t_start: f64,
+        sent_continue: bool,
         body_read: Option<f64>,
         acct: &ReqAcct,
     ) {
         let mut b = f.resume(t_start);
+        // Varnish pulls a body it drains through a Transient object too.
+        if body_read.is_some() {
+            b.log(Tag::Storage, "malloc Transient");
+        }
+        if sent_continue {
+            crate::cache_req_body::log_continue(&mut b);
+        }
         if let Some(at) = body_read {
             b.ts("ReqBody", at);
         }

@@ -44,6 +44,8 @@ pub enum Native {
     Log,
     Timestamp,
     Noop,
+    /// `std.late_100_continue(late)`: when the client's 100 Continue goes out.
+    Late100Continue,
     QuerySort,
     Integer,
     Real,
@@ -147,7 +149,8 @@ pub fn bind(f: &NativeFn) -> Native {
         ("std", "toupper") | ("vcl", "upper") => Native::ToUpper,
         ("std", "log") | ("std", "syslog") => Native::Log,
         ("std", "timestamp") => Native::Timestamp,
-        ("std", "set_ip_tos") | ("std", "late_100_continue") => Native::Noop,
+        ("std", "set_ip_tos") => Native::Noop,
+        ("std", "late_100_continue") => Native::Late100Continue,
         ("std", "querysort") => Native::QuerySort,
         ("std", "collect") => Native::Collect,
         ("std", "real2time") => Native::Real2Time,
@@ -251,6 +254,18 @@ pub fn call(
             Ret::Void
         }
         Native::Noop => Ret::Void,
+        Native::Late100Continue => {
+            if task.method == vcl_to_wasm::types::Method::Recv {
+                task.req_body
+                    .set_late_continue(num(args, 0).is_some_and(|x| x != 0.0));
+            } else {
+                task.vsl.log(
+                    vapi::Tag::VCL_Error,
+                    "std.late_100_continue() only valid in vcl_recv{}",
+                );
+            }
+            Ret::Void
+        }
         Native::QuerySort => Ret::Str(s(args, 0).map(querysort)),
         Native::Integer => {
             if let Some(v) = s(args, 0).and_then(|v| v.trim().parse::<i64>().ok()) {
@@ -453,6 +468,9 @@ fn cache_req_body(task: &mut Task, max: f64) -> bool {
         task.vsl.log(Tag::Storage, "malloc Transient");
     }
     let r = body.cache_blocking(max);
+    if body.take_continue_unlogged() {
+        crate::cache_req_body::log_continue(&mut task.vsl);
+    }
     if let Err(e) = &r {
         task.vsl
             .log(Tag::FetchError, &e.vfp_text(body.was_chunked()));
