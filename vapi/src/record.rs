@@ -23,9 +23,11 @@ use crate::tag::Tag;
 
 /// Size of a record header on the wire.
 pub const HEADER: usize = 8;
-/// Where the header's fields are: the tag, the kind byte, the length.
+/// Where the header's tag byte is (after the VXID).
 pub const TAG_AT: usize = 4;
+/// Where the header's kind byte is.
 pub const KIND_AT: usize = 5;
+/// Where the header's data length (u16) is.
 pub const LEN_AT: usize = 6;
 
 /// In a record header's kind byte: the data is packed (see above).
