@@ -129,9 +129,13 @@ pub fn utf8_lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
 /// Writes `s` into the workspace (WS_Alloc) and returns it packed.
 pub fn alloc(c: &mut C<'_>, s: Option<&[u8]>) -> R<i64> {
     let Some(s) = s else { return Ok(abi::NULL) };
-    let overflow = || wasmtime::Error::new(VrtError::WsOverflow);
     let mem = c.data().mem.ok_or_else(|| herr("no workspace"))?;
-    let data = mem.data_mut(&mut *c);
+    ws_alloc(mem.data_mut(&mut *c), s)
+}
+
+/// [`alloc`] in the VCL module's memory `data`.
+fn ws_alloc(data: &mut [u8], s: &[u8]) -> R<i64> {
+    let overflow = || wasmtime::Error::new(VrtError::WsOverflow);
     let (ptr, end) = match (cell(data, abi::WS_PTR_ADDR), cell(data, abi::WS_END_ADDR)) {
         (Some(p), Some(e)) => (p, e),
         _ => return Err(herr("no workspace")),
@@ -357,34 +361,41 @@ fn component_str_call(
         1 => call.invoke(&[&arg(0)]),
         _ => call.invoke(&[&arg(0), &arg(1)]),
     };
-    // The VMOD did its part; what may still fail is the workspace.
+    // The VMOD did its part; what may still fail is the workspace. The
+    // result goes into the workspace and its slot with one borrow of the
+    // VCL module's memory.
     let vmod_ok = r.is_ok();
+    let data = mem.data_mut(&mut *c);
     let out = match r.and_then(|()| call.result()) {
-        Ok(StrValue::Void) => Ok(Ok(None)),
-        Ok(StrValue::Null) => Ok(Ok(Some(abi::NULL))),
-        Ok(StrValue::Bytes(b)) => alloc(c, Some(&b)).map(|p| Ok(Some(p))),
+        Ok(v) => {
+            let packed = match v {
+                StrValue::Void => Ok(None),
+                StrValue::Null => Ok(Some(abi::NULL)),
+                StrValue::Bytes(b) => ws_alloc(data, &b).map(Some),
+            };
+            packed.and_then(|packed| write_str_slot(data, ret, packed).map(Ok))
+        }
         Err(e) => Ok(Err(e.to_string())),
     };
     let Some(t) = call.finish(vmod_ok) else {
         return Err(herr("task lost"));
     };
     c.data_mut().task = Some(t);
-    match out? {
-        Ok(packed) => {
-            let slot = mem
-                .data_mut(&mut *c)
-                .get_mut(ret as u32 as usize..)
-                .and_then(|s| s.get_mut(..abi::SLOT_SIZE as usize))
-                .ok_or_else(|| herr("result slot out of bounds"))?;
-            slot.fill(0);
-            if let Some(packed) = packed {
-                slot[0] = Tag::String as u8;
-                slot[8..16].copy_from_slice(&packed.to_le_bytes());
-            }
-            Ok(Some(Ok(())))
-        }
-        Err(msg) => Ok(Some(Err(msg))),
+    out.map(Some)
+}
+
+/// Writes a string result (`None`: no value) into the slot at `ret`.
+fn write_str_slot(data: &mut [u8], ret: i32, packed: Option<i64>) -> R<()> {
+    let slot = data
+        .get_mut(ret as u32 as usize..)
+        .and_then(|s| s.get_mut(..abi::SLOT_SIZE as usize))
+        .ok_or_else(|| herr("result slot out of bounds"))?;
+    slot.fill(0);
+    if let Some(packed) = packed {
+        slot[0] = Tag::String as u8;
+        slot[8..16].copy_from_slice(&packed.to_le_bytes());
     }
+    Ok(())
 }
 
 /// Builds the linker with every import of the ABI.
