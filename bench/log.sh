@@ -11,8 +11,13 @@
 #
 # Usage: bench/log.sh [ROUNDS] [SECONDS]     (default 3 rounds of 5 s)
 # Env: SHELLAC=binary (else a release build), SIZE=1024, CONNS=32,
-#      READER_CPU=1 (the CPU shellac log runs on, niced; the proxies run on
-#      CPU 0 and wrk on CPU 1). SMOKE=1: one round of 1 s, for CI.
+#      READER_CPU=1 (the CPU shellac log runs on; the proxies run on CPU 0
+#      and wrk on CPU 1), READER_NICE=19 (its nice level). SMOKE=1: one
+#      round of 1 s, for CI.
+# Where the reader runs changes what is measured: on CPU 1 it takes CPU
+# from wrk (the client), on CPU 0 (READER_CPU=0 READER_NICE=0: at nice 19
+# there it starves and loses records) from the proxy, as it would on a
+# server. Both are in BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -49,7 +54,7 @@ for port in 8181 6181 6182 6183; do
 done
 # The reader runs niced: on this 2-core machine it shares a CPU with wrk,
 # and a reader that cannot keep up must lose records, not slow the proxy.
-taskset -c "$READER_CPU" nice -n 19 "$SHELLAC" log -n "$work/reader" \
+taskset -c "$READER_CPU" nice -n "${READER_NICE:-19}" "$SHELLAC" log -n "$work/reader" \
     >/dev/null 2>"$work/log.err" &
 pids+=($!)
 reader=$!

@@ -197,9 +197,13 @@ impl Dispatcher {
         }
         let tag = r.tag;
         // Only Begin and Link are read here; the text of the rest is
-        // left alone (this runs for every record the reader gets).
+        // left alone (this runs for every record the reader gets). A
+        // Link only ties transactions together, which `-g vxid` never
+        // does: there (a session's Link per request) it is not read.
+        let links = self.grouping != Grouping::Vxid;
         let text = match tag {
-            Tag::Begin | Tag::Link => r.text().into_owned(),
+            Tag::Begin if !v.begun => r.text().into_owned(),
+            Tag::Link if links => r.text().into_owned(),
             _ => String::new(),
         };
         v.records.push(r);
@@ -212,7 +216,7 @@ impl Dispatcher {
                     self.link_parent(vxid, p);
                 }
             }
-            Tag::Link => {
+            Tag::Link if links => {
                 if let Some((t, c, reason)) = parse_link(&text) {
                     self.link_child(vxid, c, t, reason);
                 }
