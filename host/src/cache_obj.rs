@@ -26,8 +26,25 @@ pub fn hdr_get<'a>(h: &'a Headers, name: &str) -> Option<&'a str> {
 
 /// Replaces every header named `name` by one with `value`.
 pub fn hdr_set(h: &mut Headers, name: &str, value: &str) {
-    hdr_unset(h, name);
-    h.push((name.to_string(), value.to_string()));
+    // As Varnish: every `name` goes, one comes at the end. The first
+    // removed entry's buffers are reused for it (a `set` of a header
+    // that is there allocates nothing).
+    let mut spare: Option<(String, String)> = None;
+    let mut i = 0;
+    while i < h.len() {
+        if h[i].0.eq_ignore_ascii_case(name) {
+            let e = h.remove(i);
+            spare.get_or_insert(e);
+        } else {
+            i += 1;
+        }
+    }
+    let (mut n, mut v) = spare.unwrap_or_default();
+    n.clear();
+    n.push_str(name);
+    v.clear();
+    v.push_str(value);
+    h.push((n, v));
 }
 
 /// Removes every header named `name`.

@@ -61,7 +61,27 @@ fn task<'a>(c: &'a mut C<'_>) -> R<&'a mut Task> {
         .ok_or_else(|| herr("no task"))
 }
 
-/// Copies a packed guest string out; NULL is `None`.
+/// The VCL module's memory and the store's data at once: the hot host
+/// functions read their string arguments in place (no copy, no
+/// allocation) while they work on the task.
+fn memory_and_data<'a>(c: &'a mut C<'_>) -> R<(&'a mut [u8], &'a mut Data)> {
+    let mem = c.data().mem.ok_or_else(|| herr("no memory"))?;
+    Ok(mem.data_and_store_mut(c))
+}
+
+/// A packed guest string borrowed from `data`, as UTF-8 (lossy); NULL is
+/// `None`.
+fn str_at(data: &[u8], packed: i64) -> R<Option<std::borrow::Cow<'_, str>>> {
+    if packed == abi::NULL {
+        return Ok(None);
+    }
+    let (ptr, len) = abi::unpack(packed);
+    let b = data
+        .get(ptr as usize..(ptr as usize).saturating_add(len as usize))
+        .ok_or_else(|| herr("string out of bounds"))?;
+    Ok(Some(utf8_lossy(b)))
+}
+
 /// A BLOB as VCL prints it: `:base64:`. varnishd 7.1's table has 'q' and
 /// 'r' swapped (42 prints as 'r', 43 as 'q'); Shellac prints what varnishd
 /// prints, so a VCL that compares or logs such strings sees the same text.
@@ -80,6 +100,7 @@ pub fn blob_string(b: &[u8]) -> String {
     }
 }
 
+/// Copies a packed guest string out; NULL is `None`.
 pub fn read_bytes(c: &mut C<'_>, packed: i64) -> R<Option<Vec<u8>>> {
     if packed == abi::NULL {
         return Ok(None);
@@ -174,21 +195,16 @@ fn headers_mut(t: &mut Task, w: HttpWhere) -> R<&mut crate::cache_obj::Headers> 
     })
 }
 
-fn header_get(t: &Task, w: HttpWhere, name: &str) -> Option<String> {
+fn header_ref<'t>(t: &'t Task, w: HttpWhere, name: &str) -> Option<&'t str> {
     let h = match w {
         HttpWhere::Req => &t.req.headers,
         HttpWhere::ReqTop => &t.req_top.as_ref().map_or(&t.req, |x| &x.0).headers,
         HttpWhere::Bereq => &t.bereq.headers,
         HttpWhere::Beresp => &t.beresp.headers,
         HttpWhere::Resp => &t.resp.headers,
-        HttpWhere::Obj => {
-            return t
-                .obj
-                .as_ref()
-                .and_then(|o| hdr_get(&o.headers, name).map(str::to_string))
-        }
+        HttpWhere::Obj => return t.obj.as_ref().and_then(|o| hdr_get(&o.headers, name)),
     };
-    hdr_get(h, name).map(str::to_string)
+    hdr_get(h, name)
 }
 
 fn read_slot(c: &mut C<'_>, addr: u32) -> R<Arg> {
@@ -417,20 +433,29 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         m,
         abi::HEADER_GET,
         |mut c: C<'_>, w: i32, name: i64| -> R<i64> {
-            let name = read_str(&mut c, name)?.unwrap_or_default();
             let w = where_of(w)?;
-            let v = header_get(task(&mut c)?, w, &name);
-            alloc(&mut c, v.as_deref().map(str::as_bytes))
+            let (data, d) = memory_and_data(&mut c)?;
+            let t = d.task.as_deref().ok_or_else(|| herr("no task"))?;
+            let n = str_at(data, name)?.unwrap_or_default();
+            // The value is the task's; the name's borrow of memory ends
+            // before the value is written into it.
+            let v = header_ref(t, w, &n);
+            drop(n);
+            match v {
+                Some(v) => ws_alloc(data, v.as_bytes()),
+                None => Ok(abi::NULL),
+            }
         },
     )?;
     l.func_wrap(
         m,
         abi::HEADER_SET,
         |mut c: C<'_>, w: i32, name: i64, v: i64| -> R<()> {
-            let name = read_str(&mut c, name)?.unwrap_or_default();
-            let v = read_str(&mut c, v)?.unwrap_or_default();
             let w = where_of(w)?;
-            let t = task(&mut c)?;
+            let (data, d) = memory_and_data(&mut c)?;
+            let name = str_at(data, name)?.unwrap_or_default();
+            let v = str_at(data, v)?.unwrap_or_default();
+            let t = d.task.as_deref_mut().ok_or_else(|| herr("no task"))?;
             let (max, xid) = (t.max_hdr, t.xid);
             crate::vsl::vrt_hdr(t, w, &name, Some(&v));
             let h = headers_mut(t, w)?;
@@ -451,9 +476,10 @@ pub fn linker(engine: &Engine) -> R<Linker<Data>> {
         m,
         abi::HEADER_UNSET,
         |mut c: C<'_>, w: i32, name: i64| -> R<()> {
-            let name = read_str(&mut c, name)?.unwrap_or_default();
             let w = where_of(w)?;
-            let t = task(&mut c)?;
+            let (data, d) = memory_and_data(&mut c)?;
+            let name = str_at(data, name)?.unwrap_or_default();
+            let t = d.task.as_deref_mut().ok_or_else(|| herr("no task"))?;
             crate::vsl::vrt_hdr(t, w, &name, None);
             hdr_unset(headers_mut(t, w)?, &name);
             Ok(())
