@@ -191,9 +191,10 @@ fn dissect_headers<'a>(
             .iter()
             .take_while(|c| matches!(c, b' ' | b'\t'))
             .count();
+        // (Header names are tchars, hence ASCII.)
         headers.push((
-            String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(&value[lead..]).into_owned(),
+            crate::vrt::utf8_lossy(name).into_owned(),
+            crate::vrt::utf8_lossy(&value[lead..]).into_owned(),
         ));
     }
     for (_, v) in headers.iter_mut() {
