@@ -120,6 +120,16 @@ for f in off on rd; do
     echo "| $name | $r | $ratio | $p50 / $p99 | $c | $cratio | $i | $iratio |"
 done
 echo
+# The same ratios taken within each round (its runs are seconds apart)
+# and then the median: on a VM whose speed drifts between rounds this is
+# steadier than the ratio of the medians above.
+for f in on rd; do
+    pr=$(paste -d' ' <(cut -d' ' -f1 "$work/r.$f") <(cut -d' ' -f1 "$work/r.off") |
+        awk '$2 > 0 { print $1 / $2 }' | median)
+    printf 'per-round median of %s/off: %.2f (rounds: %s)\n' "$f" "$pr" \
+        "$(paste -d' ' <(cut -d' ' -f1 "$work/r.$f") <(cut -d' ' -f1 "$work/r.off") |
+            awk '$2 > 0 { printf "%.2f ", $1 / $2 }')"
+done
 lost=$(awk '/Log overrun/ { n += $3 } END { print n + 0 }' "$work/log.err")
 reqs=$(awk -v s="$SECS" '{ n += $1 * s } END { print n + 0 }' "$work/r.rd")
 rcpu=$(awk -v t="$rt" -v hz="$hz" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "n/a" }')
