@@ -3,7 +3,8 @@
 #
 # Needs: wit-bindgen (cargo install --locked wit-bindgen-cli@0.63.0),
 # wasm-tools (cargo install --locked wasm-tools@1.262.0), clang and wasm-ld
-# (Debian: clang lld), and wasi-libc (Debian: wasi-libc) for the C headers,
+# (Debian: clang lld), compiler-rt's wasm32 builtins (Debian:
+# libclang-rt-dev-wasm32), and wasi-libc (Debian: wasi-libc) for the C headers,
 # string.h functions and crt1-reactor.o. No WASI import may remain: the
 # host refuses them, and `wasm-tools component new` fails on them.
 set -eu
