@@ -1477,15 +1477,21 @@ impl CoreInst {
                     t.call(&mut *store, (r, a.0, a.1))?
                 }
             };
-            let out = lift(self.memory.data(&*store), f.sig.result, ret)?;
-            match (&f.post_i32, f.post) {
-                (Some(p), _) => p.call(&mut *store, ret)?,
-                (None, Some(p)) => p.call(&mut *store, &[], &mut [])?,
-                (None, None) => {}
-            }
-            return Ok(out);
+            return self.lift_and_post(store, f, ret);
         }
         self.call_dynamic(store, f, rep, args)
+    }
+
+    /// Lifts `f`'s flat result `ret`, then runs its post-return (the
+    /// result's strings stay valid for the arena's allocator).
+    fn lift_and_post(&self, store: &mut Store<VmodData>, f: &CoreFn, ret: i32) -> R<CoreOut> {
+        let out = lift(self.memory.data(&*store), f.sig.result, ret)?;
+        match (&f.post_i32, f.post) {
+            (Some(p), _) => p.call(&mut *store, ret)?,
+            (None, Some(p)) => p.call(&mut *store, &[], &mut [])?,
+            (None, None) => {}
+        }
+        Ok(out)
     }
 
     /// A call through the fused adapter: the arguments go into the stage,
@@ -1521,11 +1527,7 @@ impl CoreInst {
             }
             adapter::SLOW => {
                 let ret = u32_at(data, self.stage as usize + 4)? as i32;
-                let out = lift(data, f.sig.result, ret)?;
-                if let Some(p) = &f.post_i32 {
-                    p.call(&mut *store, ret)?;
-                }
-                Ok(out)
+                self.lift_and_post(store, f, ret)
             }
             _ => Err(wasmtime::Error::msg("adapter: unexpected status")),
         }

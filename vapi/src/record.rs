@@ -298,17 +298,10 @@ pub fn peek(buf: &[u8]) -> Option<(u64, u8, u8, &[u8])> {
 /// may hold several records): `Ok(None)` when more bytes are needed,
 /// else how many bytes it took.
 pub fn decode(buf: &[u8], out: &mut Vec<Item>) -> Result<Option<usize>, DecodeError> {
-    if buf.len() < HEADER {
+    let Some((vxid, tag, k, data)) = peek(buf) else {
         return Ok(None);
-    }
-    let vxid = u64::from(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
-    let tag = buf[TAG_AT];
-    let kind = Kind::from_byte(buf[KIND_AT]);
-    let len = usize::from(u16::from_le_bytes([buf[LEN_AT], buf[LEN_AT + 1]]));
-    if buf.len() < HEADER + len {
-        return Ok(None);
-    }
-    let data = &buf[HEADER..HEADER + len];
+    };
+    let kind = Kind::from_byte(k);
     if tag == 0 {
         let n = std::str::from_utf8(data)
             .ok()
@@ -317,7 +310,7 @@ pub fn decode(buf: &[u8], out: &mut Vec<Item>) -> Result<Option<usize>, DecodeEr
         out.push(Item::Lost(n));
     } else {
         let tag = Tag::from_u8(tag).ok_or(DecodeError::Tag(tag))?;
-        if buf[KIND_AT] & PACKED != 0 {
+        if k & PACKED != 0 {
             unpack(vxid, tag, kind, data, out)?;
         } else {
             out.push(Item::Record(Record {
@@ -328,7 +321,7 @@ pub fn decode(buf: &[u8], out: &mut Vec<Item>) -> Result<Option<usize>, DecodeEr
             }));
         }
     }
-    Ok(Some(HEADER + len))
+    Ok(Some(HEADER + data.len()))
 }
 
 /// [`decode`] for exactly one item (tests and tools).
