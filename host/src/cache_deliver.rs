@@ -84,12 +84,54 @@ fn default_set(w: &FilterWant<'_>, resp: &RespMsg, obj: &Object) -> Filters {
 
 /// The default `resp.filters`, as VCL reads it (" esi gunzip range").
 pub fn default_filters(w: &FilterWant<'_>, resp: &RespMsg, obj: &Object) -> String {
-    let f = default_set(w, resp, obj);
-    [(f.esi, " esi"), (f.gunzip, " gunzip"), (f.range, " range")]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
-        .collect()
+    default_set(w, resp, obj).names().to_string()
+}
+
+impl Filters {
+    /// The list as Varnish writes it: each name behind a space.
+    fn names(self) -> &'static str {
+        match (self.esi, self.gunzip, self.range) {
+            (false, false, false) => "",
+            (true, false, false) => " esi",
+            (false, true, false) => " gunzip",
+            (false, false, true) => " range",
+            (true, true, false) => " esi gunzip",
+            (true, false, true) => " esi range",
+            (false, true, true) => " gunzip range",
+            (true, true, true) => " esi gunzip range",
+        }
+    }
+}
+
+/// A response header set during transmit, logged as Varnish logs it
+/// (`RespUnset` of what it replaces, `RespHeader`).
+fn set_logged(vsl: &mut crate::vsl::Buf, resp: &mut RespMsg, name: &str, value: &str) {
+    vsl.replace(crate::vsl::Http::Resp, &resp.headers, name, value);
+    hdr_set(&mut resp.headers, name, value);
+}
+
+/// A response header removed during transmit (`RespUnset`).
+fn unset_logged(vsl: &mut crate::vsl::Buf, resp: &mut RespMsg, name: &str) {
+    vsl.unset(crate::vsl::Http::Resp, &resp.headers, name);
+    hdr_unset(&mut resp.headers, name);
+}
+
+/// A new status line during transmit (206, 416), logged whole as
+/// Varnish's `http_PutResponse` does.
+fn status_logged(vsl: &mut crate::vsl::Buf, resp: &mut RespMsg, status: u16) {
+    resp.status = status;
+    resp.reason = crate::cache_http::status_reason(status).into();
+    vsl.status_line(crate::vsl::Http::Resp, resp);
+}
+
+/// A weak ETag for a body the processors change (`W/` in front).
+fn weaken_etag_logged(vsl: &mut crate::vsl::Buf, resp: &mut RespMsg) {
+    if let Some(e) = hdr_get(&resp.headers, "etag") {
+        if !e.starts_with("W/") {
+            let w = format!("W/{e}");
+            set_logged(vsl, resp, "ETag", &w);
+        }
+    }
 }
 
 fn content_length(h: &Headers) -> Option<u64> {
@@ -120,10 +162,13 @@ pub fn setup_deliver(
 /// returns the body to send and the length to announce for a response
 /// without one. `esi_job` makes the ESI job (given whether its output is
 /// gzip) when ESI runs. An unknown `resp.filters` name is an error.
+/// What it does is logged as in Varnish: `Filters`, then each header
+/// and status change.
 pub fn transmit(
     r: &TransmitReq<'_>,
     resp: &mut RespMsg,
     obj: &Arc<Object>,
+    vsl: &mut crate::vsl::Buf,
     esi_job: impl FnOnce(bool) -> EsiJob,
 ) -> Result<(ReplyBody, Option<u64>), String> {
     let progress = obj.body.progress();
@@ -147,12 +192,16 @@ pub fn transmit(
             obj,
         ),
     };
+    match r.filters {
+        Some(list) => vsl.log(vapi::Tag::Filters, list),
+        None => vsl.log(vapi::Tag::Filters, f.names()),
+    }
     let mut vdp = Vdp::default();
     let mut esi = None;
     if f.esi {
         // Varnish's ESI processor declines an object without ESI data.
         if let Some(data) = obj.body.esi() {
-            crate::cache_gzip::weaken_etag(&mut resp.headers);
+            weaken_etag_logged(vsl, resp);
             if resp_len != Some(0) {
                 resp_len = None;
             }
@@ -161,7 +210,7 @@ pub fn transmit(
         }
     }
     if f.gunzip {
-        hdr_unset(&mut resp.headers, "content-encoding");
+        unset_logged(vsl, resp, "content-encoding");
         vdp.gunzip = true;
         resp_len = None;
         if esi.is_some() {
@@ -178,10 +227,9 @@ pub fn transmit(
             crate::cache_range::Range::Ignore => {}
             crate::cache_range::Range::Unsatisfiable(cr) => {
                 if let Some(cr) = cr {
-                    hdr_set(&mut resp.headers, "Content-Range", &cr);
+                    set_logged(vsl, resp, "Content-Range", &cr);
                 }
-                resp.status = 416;
-                resp.reason = crate::cache_http::status_reason(416).into();
+                status_logged(vsl, resp, 416);
                 resp_len = Some(0);
             }
             crate::cache_range::Range::Bytes {
@@ -189,9 +237,8 @@ pub fn transmit(
                 high,
                 content_range,
             } => {
-                hdr_set(&mut resp.headers, "Content-Range", &content_range);
-                resp.status = 206;
-                resp.reason = crate::cache_http::status_reason(206).into();
+                set_logged(vsl, resp, "Content-Range", &content_range);
+                status_logged(vsl, resp, 206);
                 resp_len = Some(high - low + 1);
                 vdp.range = Some((low, high));
             }
@@ -200,7 +247,7 @@ pub fn transmit(
     // Content-Length as cnt_transmit settles it.
     let mut head_length = None;
     if status < 200 || status == 204 || status == 304 {
-        hdr_unset(&mut resp.headers, "content-length");
+        unset_logged(vsl, resp, "content-length");
     } else if clval.is_some() && clval == resp_len {
         // The header says the truth already.
     } else if r.head && obj.private {
@@ -208,9 +255,14 @@ pub fn transmit(
         // it rather than fetching the body to count it).
         head_length = clval;
     } else {
-        hdr_unset(&mut resp.headers, "content-length");
+        unset_logged(vsl, resp, "content-length");
         if let Some(n) = resp_len {
-            hdr_set(&mut resp.headers, "Content-Length", &n.to_string());
+            let mut d = [0u8; 20];
+            let d = vapi::fmt::fmt_u64(&mut d, n);
+            // Digits are ASCII.
+            let d = std::str::from_utf8(d).unwrap_or("0");
+            vsl.header(crate::vsl::Http::Resp, "Content-Length", d);
+            hdr_set(&mut resp.headers, "Content-Length", d);
         }
     }
     if r.head && head_length.is_none() {
@@ -616,10 +668,37 @@ impl Body for RespBody {
     }
 }
 
+/// A `vcl_synth` body's way out (Varnish's `cnt_synth` and
+/// `cnt_transmit`): its `Content-Length`, the Transient object Varnish
+/// keeps it in, and the range processor on a 200 when `range` (range
+/// support on, not HEAD). Returns the part of `body` to send; all of it
+/// is logged as varnishd logs it.
+pub fn synth_transmit(
+    req: &Headers,
+    resp: &mut RespMsg,
+    body: Bytes,
+    range: bool,
+    vsl: &mut crate::vsl::Buf,
+) -> Bytes {
+    let len = body.len();
+    set_logged(vsl, resp, "Content-Length", &len.to_string());
+    vsl.log(vapi::Tag::Storage, "malloc Transient");
+    let range = range && resp.status == 200 && hdr_get(req, "range").is_some();
+    vsl.log(vapi::Tag::Filters, if range { " range" } else { "" });
+    if !range {
+        return body;
+    }
+    let body = synth_range(req, resp, body, vsl);
+    if body.len() != len {
+        set_logged(vsl, resp, "Content-Length", &body.len().to_string());
+    }
+    body
+}
+
 /// The range processor on a synthetic 200 (`vcl_synth` bodies go through
 /// the same transmit step as objects): the part of `body` to send, with
 /// the response made a 206 or 416.
-pub fn synth_range(req: &Headers, resp: &mut RespMsg, body: Bytes) -> Bytes {
+fn synth_range(req: &Headers, resp: &mut RespMsg, body: Bytes, vsl: &mut crate::vsl::Buf) -> Bytes {
     if resp.status != 200 || hdr_get(req, "range").is_none() {
         return body;
     }
@@ -630,10 +709,9 @@ pub fn synth_range(req: &Headers, resp: &mut RespMsg, body: Bytes) -> Bytes {
         crate::cache_range::Range::Ignore => body,
         crate::cache_range::Range::Unsatisfiable(cr) => {
             if let Some(cr) = cr {
-                hdr_set(&mut resp.headers, "Content-Range", &cr);
+                set_logged(vsl, resp, "Content-Range", &cr);
             }
-            resp.status = 416;
-            resp.reason = crate::cache_http::status_reason(416).into();
+            status_logged(vsl, resp, 416);
             Bytes::new()
         }
         crate::cache_range::Range::Bytes {
@@ -641,9 +719,8 @@ pub fn synth_range(req: &Headers, resp: &mut RespMsg, body: Bytes) -> Bytes {
             high,
             content_range,
         } => {
-            hdr_set(&mut resp.headers, "Content-Range", &content_range);
-            resp.status = 206;
-            resp.reason = crate::cache_http::status_reason(206).into();
+            set_logged(vsl, resp, "Content-Range", &content_range);
+            status_logged(vsl, resp, 206);
             body.slice(low as usize..=high as usize)
         }
     }

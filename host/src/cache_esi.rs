@@ -56,6 +56,8 @@ pub struct EsiJob {
     pub gzip_out: bool,
     /// The top request and its time (`req_top.*` in includes).
     pub top: Arc<crate::vrt_ctx::ReqTop>,
+    /// The client request's `ReqStart` text, which includes log too.
+    pub req_start: Option<Arc<str>>,
     /// The log of the request delivering the page: each include is its
     /// child (`Begin req PARENT esi`, `Link req CHILD esi`).
     pub parent: Arc<crate::vsl::Follow>,
@@ -277,7 +279,14 @@ async fn include(
     }
     // The include's transaction lasts until its fragment is delivered
     // (its own includes link from it meanwhile).
-    let mut vsl = crate::vsl::req_begin(&job.ctx, &req, job.level + 1, job.parent.vxid()).detach();
+    let mut vsl = crate::vsl::req_begin(
+        &job.ctx,
+        &req,
+        job.level + 1,
+        job.parent.vxid(),
+        job.req_start.as_deref(),
+    )
+    .detach();
     let child = vsl.follow();
     let t_start = vsl.t_start;
     let cx = vsl.vxid();
@@ -286,10 +295,10 @@ async fn include(
     let reply = Box::pin(crate::cache_req_fsm::handle_include(
         job.ctx.clone(),
         req,
-        job.client,
-        job.server,
+        (job.client, job.server),
         job.level + 1,
         job.top.clone(),
+        job.req_start.clone(),
         vsl,
     ))
     .await;

@@ -112,6 +112,12 @@ async fn send(
     .await
     .map_err(|e| crate::vsl::fetch_error(&be.name, &e))?;
     crate::vsl::backend_open(&mut bo.vsl, &be, &reader, &resp);
+    bo.vsl.bereq_acct_add([
+        reader.req_hdr_bytes,
+        reader.req_body_bytes,
+        reader.hdr_bytes,
+        0,
+    ]);
     // Content-Length stays unless the body is framed otherwise (chunked,
     // or up to the close): then it would not be the body's length.
     let framed_otherwise = !reader.is_empty() && reader.content_length().is_none();
@@ -194,6 +200,7 @@ impl Pump {
         vsl: &mut crate::vsl::Buf,
     ) -> Result<Pumped, String> {
         let r = self.pump(body).await;
+        vsl.bereq_acct_add([0, 0, 0, self.reader.body_wire_bytes()]);
         if let Some(v) = self.vfps.as_mut() {
             v.close();
             for (tag, m) in v.log.drain(..) {

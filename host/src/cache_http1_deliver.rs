@@ -37,11 +37,10 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     log: Option<std::sync::Arc<crate::vsl::Follow>>,
 ) -> std::io::Result<bool> {
     let no_body = ex.head || reply.status / 100 == 1 || reply.status == 204 || reply.status == 304;
-    let mut close = ex.close
-        || reply.close
-        || reply.headers.iter().any(|(n, v)| {
-            n.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
-        });
+    let says_close = reply.headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
+    });
+    let mut close = ex.close || reply.close || says_close;
     let mut body = RespBody::from_reply(reply.body);
     if let (RespBody::Filtered(f), Some(log)) = (&mut body, log.as_ref()) {
         f.log_to(log.clone());
@@ -80,17 +79,32 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     if chunked {
         head.put_slice(b"Transfer-Encoding: chunked\r\n");
     }
-    if close {
-        head.put_slice(b"Connection: close\r\n");
-    } else if !reply
+    // What the transport adds is logged as Varnish logs it: the
+    // `Connection` it settles on, then the chunked framing.
+    let has_connection = reply
         .headers
         .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
-    {
+        .any(|(n, _)| n.eq_ignore_ascii_case("connection"));
+    let added = if close {
+        head.put_slice(b"Connection: close\r\n");
+        (!says_close).then_some("close")
+    } else if !has_connection {
         // Varnish says a connection it keeps open stays open.
         head.put_slice(b"Connection: keep-alive\r\n");
-        if let Some(f) = &log {
-            f.append(|b| b.header(crate::vsl::Http::Resp, "Connection", "keep-alive"));
+        Some("keep-alive")
+    } else {
+        None
+    };
+    if let Some(f) = &log {
+        if added.is_some() || chunked {
+            f.append(|b| {
+                if let Some(v) = added {
+                    b.header(crate::vsl::Http::Resp, "Connection", v);
+                }
+                if chunked {
+                    b.header(crate::vsl::Http::Resp, "Transfer-Encoding", "chunked");
+                }
+            });
         }
     }
     head.put_slice(b"\r\n");

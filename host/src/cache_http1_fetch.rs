@@ -238,6 +238,12 @@ pub struct BodyReader {
     pub reused: bool,
     /// Bytes of the response head.
     pub hdr_bytes: u64,
+    /// Bytes of the request's head and body as sent (`BereqAcct`).
+    pub req_hdr_bytes: u64,
+    pub req_body_bytes: u64,
+    /// Bytes read after the response head (what is still in `buf` is
+    /// not the body's yet).
+    read_total: u64,
     /// When the connection was had, the request sent, the response head
     /// in (for the log's timestamps).
     pub t_connected: f64,
@@ -334,7 +340,8 @@ async fn send_request(
     body: &mut FetchBody,
     framed: Framed,
     vbe: &crate::vsc::Vbe,
-) -> Result<(), FetchError> {
+) -> Result<u64, FetchError> {
+    let mut sent = 0;
     match body {
         FetchBody::None => s.write_all(head).await?,
         FetchBody::Bytes(b) => {
@@ -342,6 +349,7 @@ async fn send_request(
             w.extend_from_slice(head);
             w.extend_from_slice(b);
             s.write_all(&w).await?;
+            sent = b.len() as u64;
         }
         FetchBody::Stream(st) => {
             s.write_all(head).await?;
@@ -358,11 +366,16 @@ async fn send_request(
                         w.extend_from_slice(b"\r\n");
                         s.write_all(&w).await?;
                         vbe.bereq_bodybytes.add(w.len() as u64);
+                        sent += w.len() as u64;
                     }
-                    (Some(p), _) => s.write_all(&p).await?,
+                    (Some(p), _) => {
+                        s.write_all(&p).await?;
+                        sent += p.len() as u64;
+                    }
                     (None, Framed::Chunked) => {
                         s.write_all(b"0\r\n\r\n").await?;
                         vbe.bereq_bodybytes.add(5);
+                        sent += 5;
                         break;
                     }
                     (None, _) => break,
@@ -370,7 +383,7 @@ async fn send_request(
             }
         }
     }
-    Ok(())
+    Ok(sent)
 }
 
 async fn exchange(
@@ -382,7 +395,7 @@ async fn exchange(
     limits: &Limits,
     vbe: &crate::vsc::Vbe,
 ) -> Result<(RespMsg, BodyReader), FetchError> {
-    send_request(&mut s, head, body, framed, vbe).await?;
+    let req_body_bytes = send_request(&mut s, head, body, framed, vbe).await?;
     let t_bereq = crate::vrt_ctx::now();
     let mut buf = BytesMut::with_capacity(8192);
     let fbt = secs(limits.first_byte_timeout);
@@ -439,6 +452,9 @@ async fn exchange(
         local: s.local_addr().ok(),
         reused: true,
         hdr_bytes: head_len as u64,
+        req_hdr_bytes: head.len() as u64,
+        req_body_bytes,
+        read_total: buf.len() as u64,
         t_connected: t_bereq,
         t_bereq,
         t_beresp,
@@ -532,10 +548,18 @@ impl BodyReader {
         let Some(s) = self.stream.as_mut() else {
             return Ok(0);
         };
-        tokio::time::timeout(secs(self.between_bytes_timeout), s.read_buf(&mut self.buf))
+        let n = tokio::time::timeout(secs(self.between_bytes_timeout), s.read_buf(&mut self.buf))
             .await
             .map_err(|_| FetchError::BetweenBytesTimeout)?
-            .map_err(FetchError::Io)
+            .map_err(FetchError::Io)?;
+        self.read_total += n as u64;
+        Ok(n)
+    }
+
+    /// Body bytes read off the connection so far, framing included
+    /// (`BereqAcct`'s).
+    pub fn body_wire_bytes(&self) -> u64 {
+        self.read_total - self.buf.len() as u64
     }
 
     async fn line(&mut self) -> Result<String, FetchError> {

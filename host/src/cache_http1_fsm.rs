@@ -11,7 +11,7 @@ use crate::cache_http1_proto::{
 };
 use crate::cache_req_body::{ClientReader, ReqBody};
 use crate::cache_req_fsm::{handle_txn, Ctx, ReplyBody};
-use crate::cache_session::{Sc, Sess};
+use crate::cache_session::{Refusal, Sc, Sess};
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,14 +128,14 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
                 !expect
             });
         }
-        let mut rlog = sess.req_log(&ctx, t_first.unwrap_or(t_req), t_req, &unset, &msg);
-        let rxid = rlog.follow();
-        // Refused before any VCL runs, as Varnish does: an `Expect` other
-        // than 100-continue, and an HTTP/1.0 POST or PUT without a length.
+        // Refused before any VCL runs and before the request is logged,
+        // as Varnish does: an `Expect` other than 100-continue, and an
+        // HTTP/1.0 POST or PUT without a length.
+        let times = (t_first.unwrap_or(t_req), t_req);
         if expect.as_deref().is_some_and(|e| e != "100-continue") {
             crate::vsc::MAIN.client_req_417.inc();
             sess.close(Sc::RxJunk);
-            crate::vsl::minimal(rlog, 417, "Expectation Failed");
+            sess.refused(&ctx, times, Refusal::Expect, 417, acct.req_hdrbytes);
             let _ = write_minimal(&mut wr, 417, "Expectation Failed").await;
             return close(wr).await;
         }
@@ -145,10 +145,16 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
         {
             crate::vsc::MAIN.client_req_400.inc();
             sess.close(Sc::RxJunk);
-            crate::vsl::minimal(rlog, 400, "Bad Request");
+            let how = Refusal::Garbage {
+                bogo: None,
+                head: msg.method.as_bytes(),
+            };
+            sess.refused(&ctx, times, how, 400, acct.req_hdrbytes);
             let _ = write_minimal(&mut wr, 400, "Bad Request").await;
             return close(wr).await;
         }
+        let mut rlog = sess.req_log(&ctx, times.0, t_req, &unset, &msg);
+        let rxid = rlog.follow();
         let mut close_after = connection_has(&msg.headers, "close")
             || (req.version == 10 && !connection_has(&msg.headers, "keep-alive"));
         let ex = Exchange {
@@ -165,9 +171,8 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             ctx.clone(),
             msg,
             body.clone(),
-            peer.ip(),
-            local.ip(),
-            0,
+            (peer.ip(), local.ip()),
+            sess.req_start.clone(),
             rlog.detach(),
         )
         .await;
@@ -186,7 +191,23 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             };
             // A backend that cannot be reached closes the client's
             // connection as a transmit error (Varnish's SC_TX_ERROR).
-            match crate::cache_pipe::run(stream, &leftover, *job).await {
+            let (pacct, r) = crate::cache_pipe::run(stream, &leftover, *job).await;
+            let mut b = rxid.resume(rt0);
+            if let Some(t) = pacct.t_pipe {
+                b.ts("Pipe", t);
+            }
+            b.ts("PipeSess", crate::vrt_ctx::now());
+            b.numbers(
+                vapi::Tag::PipeAcct,
+                &[
+                    acct.req_hdrbytes,
+                    pacct.bereq_hdr,
+                    pacct.in_bytes,
+                    pacct.out_bytes,
+                ],
+            );
+            b.end();
+            match r {
                 Err(
                     e @ (crate::cache_pipe::PipeError::NoAddress(_)
                     | crate::cache_pipe::PipeError::Connect(..)),
@@ -200,7 +221,6 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
                 }
                 Ok(()) => sess.close(Sc::TxPipe),
             }
-            crate::vsl::end_txn(&rxid);
             return;
         }
         if reply.status == 0 {

@@ -169,18 +169,21 @@ fn dissect_headers<'a>(
         if line.len() > lim.hdr_len {
             return Err(bogo("Header too long: ", Some(line)));
         }
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
-            return Err(bogo("Header without ':' ", Some(line)));
-        };
-        let name = &line[..colon];
-        if name.is_empty() {
-            return Err(bogo("Missing header name: ", Some(line)));
-        }
+        // The name is checked up to the colon or the line's end first,
+        // as Varnish does ("Bad Header" has an illegal space).
+        let colon = line.iter().position(|&c| c == b':');
+        let name = &line[..colon.unwrap_or(line.len())];
         if let Some(&c) = name.iter().find(|&&c| !is_tchar(c)) {
             return Err(bogo(
                 &format!("Illegal char 0x{c:02x} in header name"),
                 None,
             ));
+        }
+        let Some(colon) = colon else {
+            return Err(bogo("Header without ':' ", Some(line)));
+        };
+        if name.is_empty() {
+            return Err(bogo("Missing header name: ", Some(line)));
         }
         if headers.len() + HDR_FIRST >= lim.max_hdr {
             return Err(bogo("Too many headers: ", Some(line)));

@@ -245,22 +245,40 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
-    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level, 0);
-    handle_task(ctx, req, body, client, server, esi_level, None, vsl).await
+    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level, 0, None);
+    let o = Origin {
+        esi_level,
+        top: None,
+        req_start: None,
+    };
+    handle_task(ctx, req, body, client, server, o, vsl).await
 }
 
 /// Handles a client request whose log `vsl` has begun (the request's
 /// transaction, with its VXID).
+/// `req_start` is its `ReqStart` text, which its ESI includes log too.
 pub async fn handle_txn(
     ctx: Arc<Ctx>,
     req: ReqMsg,
     body: crate::cache_req_body::ReqBody,
-    client: IpAddr,
-    server: IpAddr,
-    esi_level: u32,
+    (client, server): (IpAddr, IpAddr),
+    req_start: Arc<str>,
     vsl: crate::vsl::Buf,
 ) -> Reply {
-    handle_task(ctx, req, body, client, server, esi_level, None, vsl).await
+    let top = Origin {
+        esi_level: 0,
+        top: None,
+        req_start: Some(req_start),
+    };
+    handle_task(ctx, req, body, client, server, top, vsl).await
+}
+
+/// Where a request comes from: its ESI level, the top request it is an
+/// include of, and the `ReqStart` text of the client's request.
+struct Origin {
+    esi_level: u32,
+    top: Option<Arc<crate::vrt_ctx::ReqTop>>,
+    req_start: Option<Arc<str>>,
 }
 
 /// Handles the sub-request of an ESI include: `top` is the top request
@@ -268,27 +286,35 @@ pub async fn handle_txn(
 pub async fn handle_include(
     ctx: Arc<Ctx>,
     req: ReqMsg,
-    client: IpAddr,
-    server: IpAddr,
+    (client, server): (IpAddr, IpAddr),
     esi_level: u32,
     top: Arc<crate::vrt_ctx::ReqTop>,
+    req_start: Option<Arc<str>>,
     vsl: crate::vsl::Buf,
 ) -> Reply {
     let body = crate::cache_req_body::ReqBody::none();
-    handle_task(ctx, req, body, client, server, esi_level, Some(top), vsl).await
+    let o = Origin {
+        esi_level,
+        top: Some(top),
+        req_start,
+    };
+    handle_task(ctx, req, body, client, server, o, vsl).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn handle_task(
     ctx: Arc<Ctx>,
     req: ReqMsg,
     body: crate::cache_req_body::ReqBody,
     client: IpAddr,
     server: IpAddr,
-    esi_level: u32,
-    top: Option<Arc<crate::vrt_ctx::ReqTop>>,
+    origin: Origin,
     vsl: crate::vsl::Buf,
 ) -> Reply {
+    let Origin {
+        esi_level,
+        top,
+        req_start,
+    } = origin;
     // An ESI include starts in the VCL its top request started in (as
     // Varnish's) and stays in the tenant its page was delivered in.
     let route = match top.as_ref().and_then(|t| t.2.clone()) {
@@ -321,6 +347,7 @@ async fn handle_task(
     t.cache = Some(tenant.cache.clone());
     t.tenant = Some(tenant);
     t.vcl_start = Some(start);
+    t.req_start = req_start;
     // What the client sent, before any VCL (Varnish's `http0`): a VCL
     // failure and `std.rollback(req)` go back to it.
     t.http0 = req.clone();
@@ -336,11 +363,12 @@ async fn handle_task(
     if esi_level > 0 {
         crate::vsc::MAIN.esi_req.inc();
     }
-    if esi_level == 0 {
-        let before = crate::vsl::prep_snapshot(&t.req.headers);
-        recv_prep(t.gzip_support, &mut t.req, client);
-        crate::vsl::prep_changes(&mut t.vsl, &before, &t.req.headers);
-    }
+    // An include too: it is a copy of what its top request received,
+    // and gets the client's address in `X-Forwarded-For` as that did
+    // (Varnish's `cnt_recv_prep` runs for every request not restarted).
+    let before = crate::vsl::prep_snapshot(&t.req.headers);
+    recv_prep(t.gzip_support, &mut t.req, client);
+    crate::vsl::prep_changes(&mut t.vsl, &before, &t.req.headers);
     t.backend_hint = vcl.default_backend;
     let max_restarts = ctx.params().hot().max_restarts;
     // Varnish's `req->doclose` after a VCL failure: the response still
@@ -664,10 +692,16 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         }
         t.bereq_backend = t.backend_hint;
         crate::vsc::MAIN.s_pipe.inc();
+        // The pipe's backend request is a transaction of its own, as in
+        // Varnish: begun and linked before vcl_pipe runs.
+        let mut bl = crate::vsl::pipe_begin(ctx.next_xid(), &mut t);
         let (tt, r) = vcl_call(ctx, vcl, Method::Pipe, t, ws);
         t = tt;
+        let now = now();
+        t.vsl.ts("Process", now);
+        bl.ts("Process", now);
         let s = match r {
-            Ok(None | Some(Action::Pipe)) => pipe_job(ctx, vcl, &t),
+            Ok(None | Some(Action::Pipe)) => pipe_job(ctx, vcl, &t, bl),
             Ok(Some(a)) => common(&t, "vcl_pipe", a),
             Err(e) => fail_of(&t, e),
         };
@@ -789,33 +823,49 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     bo.tenant = t.tenant.clone();
     bo.method = Method::BackendFetch;
     bo.bereq = t.req.clone();
-    bo.bereq.proto = "HTTP/1.1".into();
+    let mut mk = crate::vrt_ctx::MkBereq::default();
+    if bo.bereq.proto != "HTTP/1.1" {
+        mk.old_proto = Some(std::mem::replace(&mut bo.bereq.proto, "HTTP/1.1".into()));
+    }
     crate::cache_http::filter_hop_by_hop(&mut bo.bereq.headers);
     if !pass {
-        if bo.bereq.method == "HEAD" {
-            bo.bereq.method = "GET".into();
-        }
         for h in ["if-none-match", "if-modified-since", "range", "if-range"] {
             crate::cache_obj::hdr_unset(&mut bo.bereq.headers, h);
         }
+    }
+    // What follows shows in the log after the copy (see `MkBereq`):
+    // each header set here goes at the end.
+    mk.added = 1; // X-Varnish
+    if !pass {
+        if bo.bereq.method == "HEAD" {
+            bo.bereq.method = "GET".into();
+            mk.was_head = true;
+        }
         // A cacheable fetch asks for gzip: the object then serves both
-        // kinds of clients.
-        if ctx.params().flag("http_gzip_support") {
+        // kinds of clients. A client's `gzip` stays where it is.
+        if ctx.params().flag("http_gzip_support")
+            && hdr_get(&bo.bereq.headers, "accept-encoding") != Some("gzip")
+        {
             hdr_set(&mut bo.bereq.headers, "Accept-Encoding", "gzip");
+            mk.gzip_added = true;
+            mk.added += 1;
         }
         if let Some(stale) = &t.stale_obj {
             // Revalidate instead of refetching (Varnish's conditional
             // backend request for objects in keep).
             if let Some(etag) = hdr_get(&stale.headers, "etag") {
                 hdr_set(&mut bo.bereq.headers, "If-None-Match", etag);
+                mk.added += 1;
             }
             if let Some(lm) = hdr_get(&stale.headers, "last-modified") {
                 hdr_set(&mut bo.bereq.headers, "If-Modified-Since", lm);
+                mk.added += 1;
             }
             bo.stale_obj = Some(stale.clone());
         }
     }
     hdr_set(&mut bo.bereq.headers, "X-Varnish", &bo.xid.to_string());
+    bo.mkbereq = mk;
     bo.gzip_support = t.gzip_support;
     bo.range_support = t.range_support;
     bo.http0 = bo.bereq.clone();
@@ -940,7 +990,7 @@ async fn complete_fetch(
 /// The tunnel for a `pipe`, to the backend `vcl_pipe` left in
 /// `bereq.backend`; without one (or one that is `none`) the connection
 /// closes without an answer, as Varnish's VDI_Http1Pipe.
-fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task) -> Step {
+fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task, vsl: crate::vsl::Buf) -> Step {
     let Ok(be) = vcl.shared.resolve(t.bereq_backend, t) else {
         tracing::warn!(xid = t.xid, "Backend does not support pipe");
         return Step::Hangup;
@@ -956,6 +1006,7 @@ fn pipe_job(ctx: &Ctx, vcl: &Vcl, t: &Task) -> Step {
         bereq: t.bereq.clone(),
         // A cached body goes first; an unread one follows on the tunnel.
         body: t.req_body.cached().unwrap_or_default(),
+        vsl,
     }))
 }
 
@@ -1129,7 +1180,7 @@ fn deliver(
             // Copies of the request for ESI includes, made only when the
             // delivery has includes (not on every hit).
             let (http0, req, req_top, req_time) = (&t.http0, &t.req, &t.req_top, t.req_time);
-            let (vcl_start, tenant) = (&t.vcl_start, &t.tenant);
+            let (vcl_start, tenant, req_start) = (&t.vcl_start, &t.tenant, &t.req_start);
             let tr = crate::cache_deliver::TransmitReq {
                 req: &req.headers,
                 head,
@@ -1148,6 +1199,7 @@ fn deliver(
                 server,
                 level,
                 gzip_out,
+                req_start: req_start.clone(),
                 top: req_top.clone().unwrap_or_else(|| {
                     let start = vcl_start.clone().map(|s| crate::mgt_vcl::Route {
                         tenant: tenant.clone().unwrap_or(s.tenant),
@@ -1158,7 +1210,7 @@ fn deliver(
                 parent,
             };
             let (body, head_length, close) =
-                match crate::cache_deliver::transmit(&tr, &mut t.resp, &obj, job) {
+                match crate::cache_deliver::transmit(&tr, &mut t.resp, &obj, &mut t.vsl, job) {
                     Ok((b, h)) => (b, h, false),
                     Err(e) => {
                         tracing::warn!(xid = t.xid, "Failure to push processors: {e}");
@@ -1229,11 +1281,16 @@ fn synth(
     };
     match r {
         Ok(None | Some(Action::Deliver)) => {
-            let mut body = Bytes::from(std::mem::take(&mut t.synth_body));
+            let body = Bytes::from(std::mem::take(&mut t.synth_body));
             let head = t.req.method == "HEAD";
-            if !head && ctx.params().flag("http_range_support") {
-                body = crate::cache_deliver::synth_range(&t.req.headers, &mut t.resp, body);
-            }
+            let range = !head && ctx.params().flag("http_range_support");
+            let body = crate::cache_deliver::synth_transmit(
+                &t.req.headers,
+                &mut t.resp,
+                body,
+                range,
+                &mut t.vsl,
+            );
             let reply = Reply {
                 status: t.resp.status % 1000,
                 reason: std::mem::take(&mut t.resp.reason),

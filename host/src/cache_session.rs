@@ -111,7 +111,9 @@ pub struct Sess {
     close: Option<Sc>,
     /// `ReqStart`'s data (`IP PORT LISTENER`), the same for every
     /// request of the session.
-    req_start: String,
+    /// `ReqStart`'s text: the client's address and port, the listener
+    /// (shared with the session's requests' ESI includes, which log it).
+    pub req_start: std::sync::Arc<str>,
     vsl: Buf,
 }
 
@@ -148,7 +150,7 @@ impl Sess {
             peer,
             local,
             close: None,
-            req_start: format!("{} {} {listener}", peer.ip(), peer.port()),
+            req_start: format!("{} {} {listener}", peer.ip(), peer.port()).into(),
             vsl,
         }
     }
@@ -199,32 +201,65 @@ impl Sess {
         bogo: Option<&str>,
         head: &[u8],
     ) {
-        let xid = ctx.next_xid();
-        self.vsl.link(Tag::Link, "req", xid, "rxreq");
-        let mut b = Buf::new(xid, Kind::Client, t_first);
-        b.link(Tag::Begin, "req", self.vxid, "rxreq");
-        b.ts("Start", t_first);
-        b.ts("Req", t_req);
-        if let Some(m) = bogo {
-            b.log(Tag::BogoHeader, m);
-        }
-        let word = head
-            .iter()
-            .position(|c| c.is_ascii_whitespace())
-            .map_or(head, |n| &head[..n]);
-        b.log(Tag::HttpGarbage, &String::from_utf8_lossy(word));
-        b.log(Tag::RespProtocol, "HTTP/1.1");
-        b.log(Tag::RespStatus, "400");
-        b.log(Tag::RespReason, "Bad Request");
         let end = head
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .map(|n| n + 4)
             .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|n| n + 2))
             .unwrap_or(head.len());
-        // The bare response: "HTTP/1.1 400 Bad Request\r\n\r\n".
-        let resp = 28;
-        b.logf(Tag::ReqAcct, format_args!("{end} 0 {end} {resp} 0 {resp}"));
+        self.refused(
+            ctx,
+            (t_first, t_req),
+            Refusal::Garbage { bogo, head },
+            400,
+            end as u64,
+        );
+    }
+
+    /// A request refused before VCL sees it and before it is logged
+    /// (Varnish's transport checks): `Begin`, `Timestamp Start` and
+    /// `Req`, what `how` says, the bare response (`HTTP/1.1 STATUS
+    /// REASON` and an empty line) and `ReqAcct` (`hdr_bytes` received).
+    pub fn refused(
+        &mut self,
+        ctx: &Ctx,
+        (t_first, t_req): (f64, f64),
+        how: Refusal<'_>,
+        status: u16,
+        hdr_bytes: u64,
+    ) {
+        let xid = ctx.next_xid();
+        self.vsl.link(Tag::Link, "req", xid, "rxreq");
+        let mut b = Buf::new(xid, Kind::Client, t_first);
+        b.link(Tag::Begin, "req", self.vxid, "rxreq");
+        b.ts("Start", t_first);
+        b.ts("Req", t_req);
+        match how {
+            Refusal::Garbage { bogo, head } => {
+                if let Some(m) = bogo {
+                    b.log(Tag::BogoHeader, m);
+                }
+                // The head as Varnish's parser left it: its first word,
+                // NUL-terminated.
+                let word = head
+                    .iter()
+                    .position(|c| c.is_ascii_whitespace())
+                    .map_or(head, |n| &head[..n]);
+                b.log_cstr(Tag::HttpGarbage, word);
+            }
+            Refusal::Expect => {
+                if crate::vsl::enabled(Tag::VCL_use) {
+                    b.log(Tag::VCL_use, &ctx.active_name());
+                }
+            }
+        }
+        let reason = crate::cache_http::status_reason(status);
+        b.log(Tag::RespProtocol, "HTTP/1.1");
+        b.numbers(Tag::RespStatus, &[u64::from(status)]);
+        b.log(Tag::RespReason, reason);
+        // "HTTP/1.1 SSS REASON\r\n\r\n"
+        let resp = (9 + 4 + reason.len() + 4) as u64;
+        b.numbers(Tag::ReqAcct, &[hdr_bytes, 0, hdr_bytes, resp, 0, resp]);
         b.end();
     }
 
@@ -284,6 +319,19 @@ impl Drop for Sess {
         );
         self.vsl.log(Tag::End, "");
     }
+}
+
+/// Why a request was refused before it was logged (see
+/// [`Sess::refused`]).
+pub enum Refusal<'a> {
+    /// A head that could not be parsed (or a request it cannot be
+    /// served as): what the parser said, and the head.
+    Garbage {
+        bogo: Option<&'a str>,
+        head: &'a [u8],
+    },
+    /// An `Expect` other than `100-continue` (417).
+    Expect,
 }
 
 /// Why the connection closes after `reply` when the writer says it must:

@@ -32,6 +32,22 @@ pub struct RespMsg {
 /// includes keep).
 pub type ReqTop = (ReqMsg, f64, Option<crate::mgt_vcl::Route>);
 
+/// How a backend request was made from its client request (Varnish's
+/// `vbf_stp_mkbereq`), which its log tells step by step: the copy, then
+/// the method made GET, `Accept-Encoding: gzip`, the protocol made
+/// HTTP/1.1, and the other headers added at the end.
+#[derive(Debug, Default, Clone)]
+pub struct MkBereq {
+    /// A HEAD made a GET.
+    pub was_head: bool,
+    /// `Accept-Encoding: gzip` was added (at the end of the copy).
+    pub gzip_added: bool,
+    /// The client's protocol, when it was not HTTP/1.1.
+    pub old_proto: Option<String>,
+    /// How many headers were added at the end, that one included.
+    pub added: usize,
+}
+
 /// Everything a subroutine of one task reads or writes.
 pub struct Task {
     pub xid: u64,
@@ -44,6 +60,10 @@ pub struct Task {
     /// before `vcl_backend_fetch` (`bereq0`).
     pub http0: ReqMsg,
     pub bereq: ReqMsg,
+    /// How the backend request was made from the request, for its log.
+    pub mkbereq: MkBereq,
+    /// The client request's `ReqStart` text (its ESI includes log it).
+    pub req_start: Option<Arc<str>>,
     pub beresp: RespMsg,
     pub resp: RespMsg,
     /// `obj` in `vcl_hit`/`vcl_deliver`.
@@ -171,6 +191,8 @@ impl Task {
             method: Method::Recv,
             req: ReqMsg::default(),
             http0: ReqMsg::default(),
+            mkbereq: MkBereq::default(),
+            req_start: None,
             bereq: ReqMsg::default(),
             beresp: RespMsg::default(),
             resp: RespMsg::default(),

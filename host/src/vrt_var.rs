@@ -245,9 +245,14 @@ pub fn set_real(t: &mut Task, id: i32, v: f64) -> R<()> {
         "req.ttl" => t.req_ttl = Some(v),
         "req.grace" => t.req_grace = Some(v),
         // Stored relative to the object's origin, never below zero.
-        "beresp.ttl" => t.ttl = (v + t.beresp_age).max(0.0),
-        "beresp.grace" => t.grace = v.max(0.0),
-        "beresp.keep" => t.keep = v.max(0.0),
+        "beresp.ttl" | "beresp.grace" | "beresp.keep" => {
+            match n {
+                "beresp.ttl" => t.ttl = (v + t.beresp_age).max(0.0),
+                "beresp.grace" => t.grace = v.max(0.0),
+                _ => t.keep = v.max(0.0),
+            }
+            crate::vsl::ttl_vcl(t);
+        }
         "bereq.connect_timeout" => t.connect_timeout = Some(v),
         "bereq.first_byte_timeout" => t.first_byte_timeout = Some(v),
         "bereq.between_bytes_timeout" => t.between_bytes_timeout = Some(v),
@@ -330,7 +335,14 @@ pub fn set_bool(t: &mut Task, id: i32, v: bool) -> R<()> {
         "req.hash_ignore_vary" => t.hash_ignore_vary = v,
         "beresp.uncacheable" => {
             // Once uncacheable, always uncacheable (Varnish ignores `false`).
+            if t.uncacheable && !v {
+                t.vsl.log(
+                    vapi::Tag::VCL_Error,
+                    "Ignoring attempt to reset beresp.uncacheable",
+                );
+            }
             t.uncacheable |= v;
+            crate::vsl::ttl_vcl(t);
         }
         "beresp.do_stream" => t.do_stream = v,
         // VCL 4.0's req.esi only counts for the top request.

@@ -357,6 +357,9 @@ pub struct Buf {
     /// `Timestamp` bases: the transaction's start and last timestamp.
     pub t_start: f64,
     pub t_last: f64,
+    /// A backend request's bytes (request head, body; response head,
+    /// body), logged as `BereqAcct` before its `End`.
+    bereq_acct: Option<[u64; 4]>,
 }
 
 impl Buf {
@@ -372,7 +375,27 @@ impl Buf {
             follow: None,
             t_start: now,
             t_last: now,
+            bereq_acct: None,
         }
+    }
+
+    /// Counts bytes a backend request moved (see [`bereq_buf`]):
+    /// request head, request body, response head, response body.
+    pub fn bereq_acct_add(&mut self, n: [u64; 4]) {
+        if let Some(a) = self.bereq_acct.as_mut() {
+            for (a, n) in a.iter_mut().zip(n) {
+                *a += n;
+            }
+        }
+    }
+
+    /// The transaction's last records: a backend request's `BereqAcct`,
+    /// then `End`.
+    fn end_records(&mut self) {
+        if let Some([qh, qb, rh, rb]) = self.bereq_acct.take() {
+            self.numbers(Tag::BereqAcct, &[qh, qb, qh + qb, rh, rb, rh + rb]);
+        }
+        self.log(Tag::End, "");
     }
 
     /// The transaction.
@@ -413,7 +436,7 @@ impl Buf {
     /// Ends the transaction now: `End`, and the records to the ring.
     pub fn end(mut self) {
         self.end_on_drop = false;
-        self.log(Tag::End, "");
+        self.end_records();
     }
 
     /// Logs a record with text `s` (cut at `vsl_reclen`).
@@ -737,7 +760,7 @@ impl Default for Buf {
 impl Drop for Buf {
     fn drop(&mut self) {
         if self.end_on_drop {
-            self.log(Tag::End, "");
+            self.end_records();
         } else if let Some(f) = self.follow.take() {
             // Its owner goes on with it: parked, not published. Records
             // appended meanwhile (see [`Follow::append`]) come after.
@@ -1010,15 +1033,20 @@ impl Buf {
     /// A status line and its headers (`RespProtocol`, `RespStatus`,
     /// `RespReason`, `RespHeader`…).
     pub fn http_resp(&mut self, h: Http, m: &crate::vrt_ctx::RespMsg) {
+        self.status_line(h, m);
+        self.headers(h, &m.headers);
+    }
+
+    /// A status line alone (`RespProtocol`, `RespStatus`, `RespReason`).
+    pub fn status_line(&mut self, h: Http, m: &crate::vrt_ctx::RespMsg) {
         let t = h.tags();
         self.log(t[2], &m.proto);
         self.numbers(t[3], &[u64::from(m.status)]);
         self.log(t[4], &m.reason);
-        self.headers(h, &m.headers);
     }
 
     /// Every header, one record each.
-    pub fn headers(&mut self, h: Http, headers: &crate::cache_obj::Headers) {
+    pub fn headers(&mut self, h: Http, headers: &[(String, String)]) {
         let tag = h.tags()[5];
         if !enabled(tag) {
             return;
@@ -1036,7 +1064,7 @@ impl Buf {
     /// record; else false and nothing written. A request logs its
     /// headers twice (request and response), so a record each was a
     /// quarter of what the log cost it.
-    fn headers_packed(&mut self, tag: Tag, headers: &crate::cache_obj::Headers) -> bool {
+    fn headers_packed(&mut self, tag: Tag, headers: &[(String, String)]) -> bool {
         let reclen = RECLEN.load(Relaxed);
         let mut total = 1;
         for (n, v) in headers {
@@ -1213,6 +1241,7 @@ pub fn req_begin(
     req: &crate::vrt_ctx::ReqMsg,
     esi_level: u32,
     parent: u64,
+    req_start: Option<&str>,
 ) -> Buf {
     let now = crate::vrt_ctx::now();
     let mut b = Buf::new(ctx.next_xid(), Kind::Client, now).end_on_drop();
@@ -1223,12 +1252,18 @@ pub fn req_begin(
         if esi_level > 0 { "esi" } else { "rxreq" },
     );
     b.ts("Start", now);
-    b.ts("Req", now);
+    if esi_level == 0 {
+        // An include was never received: Varnish logs no `Req` for it.
+        b.ts("Req", now);
+    }
     if esi_level > 0 {
         // An include's URL is set on a copy of the parent's request
         // before the request is logged whole (Varnish's `ved_include`);
         // it runs in the VCL its top request started in, unannounced.
         b.log(Tag::ReqURL, &req.url);
+        if let Some(s) = req_start {
+            b.log(Tag::ReqStart, s);
+        }
     } else if enabled(Tag::VCL_use) {
         b.log(Tag::VCL_use, &ctx.active_name());
     }
@@ -1283,15 +1318,6 @@ pub fn prep_changes(
     }
 }
 
-/// A request answered before any VCL ran (Varnish's minimal response):
-/// its response line, and the end of its transaction.
-pub fn minimal(mut b: Buf, status: u16, reason: &str) {
-    b.log(Tag::RespProtocol, "HTTP/1.1");
-    b.logf(Tag::RespStatus, format_args!("{status}"));
-    b.log(Tag::RespReason, reason);
-    b.end();
-}
-
 /// Ends a transaction whose buffer is gone (`End`).
 pub fn end_txn(f: &Follow) {
     f.resume(0.0).end();
@@ -1338,6 +1364,7 @@ pub fn hit(b: &mut Buf, tag: Tag, obj: &crate::cache_obj::Object) {
 pub fn bereq_buf(vxid: u64, parent: u64, now: f64) -> Buf {
     let mut b = Buf::new(vxid, Kind::Backend, now).end_on_drop();
     b.parent = parent;
+    b.bereq_acct = Some([0; 4]);
     b
 }
 
@@ -1371,7 +1398,51 @@ pub fn bereq_begin(bo: &mut crate::vrt_ctx::Task, vcl: &str) {
     b.log(Tag::VCL_use, vcl);
     let t0 = b.t_start;
     b.ts("Start", t0);
-    b.http_req(Http::Bereq, &bo.bereq);
+    // As Varnish's `vbf_stp_mkbereq` logs it: the copy of the request,
+    // then each change (see `MkBereq`).
+    let mk = &bo.mkbereq;
+    let m = &bo.bereq;
+    b.log(
+        Tag::BereqMethod,
+        if mk.was_head { "HEAD" } else { &m.method },
+    );
+    b.log(Tag::BereqURL, &m.url);
+    b.log(
+        Tag::BereqProtocol,
+        mk.old_proto.as_deref().unwrap_or(&m.proto),
+    );
+    if !mk.was_head && mk.old_proto.is_none() {
+        b.headers(Http::Bereq, &m.headers);
+        return;
+    }
+    let cut = m.headers.len().saturating_sub(mk.added);
+    let (copy, mut tail) = m.headers.split_at(cut);
+    b.headers(Http::Bereq, copy);
+    if mk.was_head {
+        b.log(Tag::BereqMethod, &m.method);
+    }
+    if mk.gzip_added && !tail.is_empty() {
+        b.headers(Http::Bereq, &tail[..1]);
+        tail = &tail[1..];
+    }
+    if mk.old_proto.is_some() {
+        b.log(Tag::BereqProtocol, &m.proto);
+    }
+    b.headers(Http::Bereq, tail);
+}
+
+/// The backend request of a `pipe` (Varnish's `cnt_pipe`): `Link bereq
+/// VXID pipe` in the request's log; its own log begun (`Begin bereq REQ
+/// pipe`, `Timestamp Start`, the request as `vcl_pipe` will see it).
+/// [`crate::cache_pipe::run`] goes on with it.
+pub fn pipe_begin(vxid: u64, t: &mut crate::vrt_ctx::Task) -> Buf {
+    t.vsl.link(Tag::Link, "bereq", vxid, "pipe");
+    let mut b = bereq_buf(vxid, t.xid, crate::vrt_ctx::now());
+    b.link(Tag::Begin, "bereq", t.xid, "pipe");
+    let t0 = b.t_start;
+    b.ts("Start", t0);
+    b.http_req(Http::Bereq, &t.bereq);
+    b
 }
 
 /// Varnish's text for a fetch error (`FetchError`), prefixed with the
@@ -1474,6 +1545,28 @@ pub fn ttl_rfc(bo: &mut crate::vrt_ctx::Task, lt: &crate::cache_expire::Lifetime
         format_args!(
             "RFC {:.0} {:.0} {:.0} {now:.0} {:.0} {date:.0} {expires:.0} {max_age} {what}",
             lt.ttl, lt.grace, lt.keep, lt.t_origin
+        ),
+    );
+}
+
+/// VCL changed the object's lifetime (`beresp.ttl`, `.grace`, `.keep`,
+/// `.uncacheable`): `TTL VCL TTL GRACE KEEP ORIGIN cacheable|uncacheable`,
+/// the TTL counted from the origin, all rounded to seconds.
+pub fn ttl_vcl(t: &mut crate::vrt_ctx::Task) {
+    if !enabled(Tag::TTL) {
+        return;
+    }
+    let what = if t.uncacheable {
+        "uncacheable"
+    } else {
+        "cacheable"
+    };
+    let origin = t.beresp_time - t.beresp_age;
+    t.vsl.logf(
+        Tag::TTL,
+        format_args!(
+            "VCL {:.0} {:.0} {:.0} {origin:.0} {what}",
+            t.ttl, t.grace, t.keep
         ),
     );
 }
