@@ -12,7 +12,9 @@
 # Usage: bench/log.sh [ROUNDS] [SECONDS]     (default 3 rounds of 5 s)
 # Env: SHELLAC=binary (else a release build), SIZE=1024, CONNS=32,
 #      READER_CPU=1 (the CPU shellac log runs on; the proxies run on CPU 0
-#      and wrk on CPU 1), READER_NICE=19 (its nice level). SMOKE=1: one
+#      and wrk on CPU 1), READER_NICE=19 (its nice level), READER_SCHED=idle
+#      (the idle scheduling class instead of a nice level),
+#      LOG_PARAMS (more -p for the servers with the log on). SMOKE=1: one
 #      round of 1 s, for CI.
 # Where the reader runs changes what is measured: on CPU 1 it takes CPU
 # from wrk (the client), on CPU 0 (READER_CPU=0 READER_NICE=0: at nice 19
@@ -44,8 +46,8 @@ serve() { # port name extra-args…
     pid[$port]=$!
 }
 serve 6181 off -p 'vsl_mask=-*'
-serve 6182 on
-serve 6183 reader
+serve 6182 on ${LOG_PARAMS:-}
+serve 6183 reader ${LOG_PARAMS:-}
 for port in 8181 6181 6182 6183; do
     for _ in $(seq 100); do
         curl -s -o /dev/null "http://127.0.0.1:$port/bytes/1" && break
@@ -54,7 +56,11 @@ for port in 8181 6181 6182 6183; do
 done
 # The reader runs niced: on this 2-core machine it shares a CPU with wrk,
 # and a reader that cannot keep up must lose records, not slow the proxy.
-taskset -c "$READER_CPU" nice -n "${READER_NICE:-19}" "$SHELLAC" log -n "$work/reader" \
+# READER_SCHED=idle puts it in the idle scheduling class instead (chrt
+# -i: it runs only on CPU time nothing else wants).
+sched=(nice -n "${READER_NICE:-19}")
+[ "${READER_SCHED:-}" = idle ] && sched=(chrt -i 0)
+taskset -c "$READER_CPU" "${sched[@]}" "$SHELLAC" log -n "$work/reader" \
     >/dev/null 2>"$work/log.err" &
 pids+=($!)
 reader=$!
@@ -133,4 +139,4 @@ done
 lost=$(awk '/Log overrun/ { n += $3 } END { print n + 0 }' "$work/log.err")
 reqs=$(awk -v s="$SECS" '{ n += $1 * s } END { print n + 0 }' "$work/r.rd")
 rcpu=$(awk -v t="$rt" -v hz="$hz" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "n/a" }')
-echo "shellac log (niced, on CPU $READER_CPU) lost $lost records to overruns; its CPU: $rcpu µs per request"
+echo "shellac log (${READER_SCHED:-nice ${READER_NICE:-19}}, on CPU $READER_CPU) lost $lost records to overruns; its CPU: $rcpu µs per request"

@@ -12,7 +12,7 @@
 
 use crate::dispatch::TxType;
 use crate::fmt::append;
-use crate::record::{peek, unpack_with, DecodeError, HEADER, PACKED};
+use crate::record::{peek, unpack_lines, unpack_parts, DecodeError, Lines, HEADER, PACKED};
 use crate::tag::{self, Tag};
 use std::sync::OnceLock;
 
@@ -52,7 +52,8 @@ fn prefixes() -> &'static [Vec<u8>] {
 }
 
 /// Appends the transaction [`whole_txn`] found to `out` as varnishlog
-/// `-g vxid` prints it (see [`crate::print::group`]).
+/// `-g vxid` prints it (see [`crate::print::group`]): each line in one
+/// copy, packed records written out next to their line's start.
 pub fn print_txn(out: &mut Vec<u8>, txn: &[u8]) -> Result<(), DecodeError> {
     let prefixes = prefixes();
     let mut at = 0;
@@ -64,58 +65,76 @@ pub fn print_txn(out: &mut Vec<u8>, txn: &[u8]) -> Result<(), DecodeError> {
         let plain = tag.flags() & (tag::UNSAFE | tag::BINARY) == 0;
         if first {
             first = false;
-            // The header line, with the type its `Begin` names.
-            let mut begin = Vec::new();
-            let text = if k & PACKED != 0 {
-                unpack_with(tag, d, &mut begin, |_, _| {})?;
-                &begin[..]
-            } else {
-                d
-            };
-            let typ = text
+            header_line(out, tag, k, d, vxid)?;
+        }
+        if k & PACKED != 0 && plain {
+            unpack_lines(tag, d, out, prefix)?;
+        } else if k & PACKED != 0 {
+            unpack_parts(tag, d, &mut Escaped { out, tag, prefix })?;
+        } else if plain {
+            append(out, [prefix, d, b"\n"]);
+        } else {
+            out.extend_from_slice(prefix);
+            let _ = crate::print::data_of(out, tag, d);
+            out.push(b'\n');
+        }
+    }
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Lines of a packed record whose tag's data is shown escaped.
+struct Escaped<'a> {
+    out: &'a mut Vec<u8>,
+    tag: Tag,
+    prefix: &'a [u8],
+}
+
+impl Lines for Escaped<'_> {
+    fn line<const N: usize>(&mut self, parts: [&[u8]; N]) {
+        let text = parts.concat();
+        self.out.extend_from_slice(self.prefix);
+        let _ = crate::print::data_of(self.out, self.tag, &text);
+        self.out.push(b'\n');
+    }
+}
+
+/// A transaction's header line, with the type its `Begin` (`d`, packed
+/// or not) names: `*   << Request  >> 1002`.
+fn header_line(out: &mut Vec<u8>, tag: Tag, k: u8, d: &[u8], vxid: u64) -> Result<(), DecodeError> {
+    /// The type a `Begin` names: its first word.
+    struct Type(TxType);
+    impl Lines for Type {
+        fn line<const N: usize>(&mut self, parts: [&[u8]; N]) {
+            let w = parts.first().copied().unwrap_or(b"");
+            self.0 = w
                 .split(|&c| c == b' ')
                 .next()
                 .and_then(|w| std::str::from_utf8(w).ok())
                 .map_or(TxType::Unknown, TxType::parse);
-            out.extend_from_slice(b"*   ");
-            out.extend_from_slice(typ.label().as_bytes());
-            out.push(b' ');
-            let mut n = [0u8; 20];
-            let n = crate::fmt::fmt_u64(&mut n, vxid);
-            out.extend_from_slice(n);
-            out.extend_from_slice(&b"          "[n.len().min(10)..]);
-            out.push(b'\n');
-        }
-        if k & PACKED != 0 && plain {
-            unpack_with(tag, d, out, |o, start| {
-                if start {
-                    append(o, [prefix]);
-                } else {
-                    o.push(b'\n');
-                }
-            })?;
-        } else if k & PACKED != 0 {
-            let mut text = Vec::new();
-            unpack_with(tag, d, &mut text, |t, start| {
-                if start {
-                    t.clear();
-                } else {
-                    out.extend_from_slice(prefix);
-                    let _ = crate::print::data_of(out, tag, t);
-                    out.push(b'\n');
-                }
-            })?;
-        } else {
-            if plain {
-                append(out, [prefix, d, b"\n"]);
-            } else {
-                out.extend_from_slice(prefix);
-                let _ = crate::print::data_of(out, tag, d);
-                out.push(b'\n');
-            }
         }
     }
-    out.push(b'\n');
+    let mut typ = Type(TxType::Unknown);
+    if k & PACKED != 0 {
+        // A packed `Begin`'s first part is its type.
+        unpack_parts(tag, d, &mut typ)?;
+    } else {
+        typ.line([d]);
+    }
+    let typ = typ.0;
+    let mut n = [0u8; 20];
+    let n = crate::fmt::fmt_u64(&mut n, vxid);
+    append(
+        out,
+        [
+            b"*   ",
+            typ.label().as_bytes(),
+            b" ",
+            n,
+            &b"          "[n.len().min(10)..],
+            b"\n",
+        ],
+    );
     Ok(())
 }
 

@@ -143,6 +143,37 @@ pub fn append<const N: usize>(out: &mut Vec<u8>, parts: [&[u8]; N]) {
     }
 }
 
+/// Appends `head`, `parts` and `tail` to `out`: one reservation, short
+/// pieces copied with [`copy_short`] (a line of log output: its start,
+/// the record's text in pieces, its end).
+#[inline(always)]
+pub fn append_around<const N: usize>(
+    out: &mut Vec<u8>,
+    head: &[u8],
+    parts: [&[u8]; N],
+    tail: &[u8],
+) {
+    let mut total = head.len() + tail.len();
+    for p in &parts {
+        total += p.len();
+    }
+    out.reserve(total);
+    let at0 = out.len();
+    // SAFETY: `total` bytes were reserved past the length; exactly those
+    // are written before `set_len` takes them in.
+    unsafe {
+        let dst = out.as_mut_ptr().add(at0);
+        copy_short(head.as_ptr(), dst, head.len());
+        let mut at = head.len();
+        for p in &parts {
+            copy_short(p.as_ptr(), dst.add(at), p.len());
+            at += p.len();
+        }
+        copy_short(tail.as_ptr(), dst.add(at), tail.len());
+        out.set_len(at0 + total);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +201,17 @@ mod tests {
                 want
             };
             assert_eq!(String::from_utf8(o).unwrap(), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn append_around_copies_every_length() {
+        let src: Vec<u8> = (0..100u8).collect();
+        for n in 0..100 {
+            let mut out = vec![7u8];
+            append_around(&mut out, &src[..n / 2], [&src[..n], b"|"], &src[..n / 3]);
+            let want = [&[7u8][..], &src[..n / 2], &src[..n], b"|", &src[..n / 3]].concat();
+            assert_eq!(out, want, "{n}");
         }
     }
 

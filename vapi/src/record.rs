@@ -164,18 +164,22 @@ pub enum Packed {
     Headers = 5,
 }
 
-/// Writes out the records a packed record's data holds (see the
-/// module's documentation) into `out`, each between `around(out, true)`
-/// and `around(out, false)` (a reader puts its line's start and end
-/// there, or takes the text as a record); returns how many. Nothing is
-/// written for data that is not a valid packed record.
-pub fn unpack_with(
-    tag: Tag,
-    data: &[u8],
-    out: &mut Vec<u8>,
-    mut around: impl FnMut(&mut Vec<u8>, bool),
-) -> Result<usize, DecodeError> {
-    use crate::fmt::{append, fmt_fixed6, fmt_u64, F6};
+/// Where [`unpack_parts`] puts each record's text: the parts to write
+/// one after the other (a fixed number per kind of record, so that a
+/// copy of them unrolls).
+pub trait Lines {
+    /// One record's text, as `N` parts to write in order.
+    fn line<const N: usize>(&mut self, parts: [&[u8]; N]);
+}
+
+/// Gives `sink` the text of each record a packed record's data holds
+/// (see the module's documentation); returns how many. Nothing is given
+/// for data that is not a valid packed record. The parts point into
+/// buffers of this call: readers copy them where they want them
+/// ([`unpack_lines`] next to a line's start in one copy, [`decode`]
+/// into a record).
+pub fn unpack_parts<S: Lines>(tag: Tag, data: &[u8], sink: &mut S) -> Result<usize, DecodeError> {
+    use crate::fmt::{fmt_fixed6, fmt_u64, F6};
     let bad = || DecodeError::Packed(tag.name());
     let (&code, body) = data.split_first().ok_or_else(bad)?;
     let word = |i: usize| -> Result<[u8; 8], DecodeError> {
@@ -185,49 +189,58 @@ pub fn unpack_with(
     };
     let real = |i: usize| word(i).map(f64::from_le_bytes);
     let int = |i: usize| word(i).map(u64::from_le_bytes);
-    let (mut f, mut d) = ([0u8; F6], [0u8; 20]);
+    let mut d = [0u8; 20];
+    let (mut f, mut g, mut h) = ([0u8; F6], [0u8; F6], [0u8; F6]);
     match code {
         c if c == Packed::Timestamp as u8 => {
             let label = body.get(24..).ok_or_else(bad)?;
             let (a, b, c) = (real(0)?, real(1)?, real(2)?);
-            let (mut g, mut h) = ([0u8; F6], [0u8; F6]);
             let (a, b, c) = (
                 fmt_fixed6(&mut f, a),
                 fmt_fixed6(&mut g, b),
                 fmt_fixed6(&mut h, c),
             );
-            around(out, true);
-            append(out, [label, b": ", a, b" ", b, b" ", c]);
+            sink.line([label, b": ", a, b" ", b, b" ", c]);
         }
         c if c == Packed::Hit as u8 => {
+            let n = body.len() / 8;
             if !matches!(body.len(), 16 | 24 | 32) {
                 return Err(bad());
             }
-            around(out, true);
-            out.extend_from_slice(fmt_u64(&mut d, int(0)?));
-            for i in 1..body.len() / 8 {
-                out.push(b' ');
-                out.extend_from_slice(fmt_fixed6(&mut f, real(i)?));
+            let x = fmt_u64(&mut d, int(0)?);
+            let a = fmt_fixed6(&mut f, real(1)?);
+            if n == 2 {
+                sink.line([x, b" ", a]);
+            } else if n == 3 {
+                sink.line([x, b" ", a, b" ", fmt_fixed6(&mut g, real(2)?)]);
+            } else {
+                let b = fmt_fixed6(&mut g, real(2)?);
+                sink.line([x, b" ", a, b" ", b, b" ", fmt_fixed6(&mut h, real(3)?)]);
             }
         }
         c if c == Packed::Numbers as u8 => {
-            if body.len() % 8 != 0 {
+            if body.len() % 8 != 0 || body.len() > 6 * 8 {
                 return Err(bad());
             }
-            around(out, true);
+            // Up to six numbers, written one after the other.
+            let mut text = [0u8; 6 * 21];
+            let mut end = 0;
             for i in 0..body.len() / 8 {
                 if i > 0 {
-                    out.push(b' ');
+                    text[end] = b' ';
+                    end += 1;
                 }
-                out.extend_from_slice(fmt_u64(&mut d, int(i)?));
+                let n = fmt_u64(&mut d, int(i)?);
+                text[end..end + n.len()].copy_from_slice(n);
+                end += n.len();
             }
+            sink.line([&text[..end]]);
         }
         c if c == Packed::Link as u8 => {
             let n = usize::from(*body.get(8).ok_or_else(bad)?);
             let k = body.get(9..9 + n).ok_or_else(bad)?;
             let v = int(0)?;
-            around(out, true);
-            append(out, [k, b" ", fmt_u64(&mut d, v), b" ", &body[9 + n..]]);
+            sink.line([k, b" ", fmt_u64(&mut d, v), b" ", &body[9 + n..]]);
         }
         c if c == Packed::Headers as u8 => {
             // Checked whole first: a bad block gives no records at all.
@@ -246,17 +259,33 @@ pub fn unpack_with(
             while !rest.is_empty() {
                 let nl = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
                 let vl = usize::from(u16::from_le_bytes([rest[2], rest[3]]));
-                around(out, true);
-                append(out, [&rest[4..4 + nl], b": ", &rest[4 + nl..4 + nl + vl]]);
-                around(out, false);
+                sink.line([&rest[4..4 + nl], b": ", &rest[4 + nl..4 + nl + vl]]);
                 rest = &rest[4 + nl + vl..];
             }
             return Ok(n);
         }
         _ => return Err(bad()),
     }
-    around(out, false);
     Ok(1)
+}
+
+/// Appends the records a packed record holds to `out` as lines:
+/// `prefix`, the text, a newline, each in one copy (varnishlog's
+/// output, see [`crate::fast`]); returns how many.
+pub fn unpack_lines(
+    tag: Tag,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    prefix: &[u8],
+) -> Result<usize, DecodeError> {
+    struct Out<'a>(&'a mut Vec<u8>, &'a [u8]);
+    impl Lines for Out<'_> {
+        #[inline(always)]
+        fn line<const N: usize>(&mut self, parts: [&[u8]; N]) {
+            crate::fmt::append_around(self.0, self.1, parts, b"\n");
+        }
+    }
+    unpack_parts(tag, data, &mut Out(out, prefix))
 }
 
 /// The records a packed record holds, appended to `out` as items.
@@ -267,19 +296,29 @@ fn unpack(
     data: &[u8],
     out: &mut Vec<Item>,
 ) -> Result<usize, DecodeError> {
-    let mut text = Vec::with_capacity(96);
-    unpack_with(tag, data, &mut text, |t, start| {
-        if start {
-            t.clear();
-        } else {
-            out.push(Item::Record(Record {
-                vxid,
-                tag,
-                kind,
-                data: t.clone(),
+    struct Items<'a> {
+        out: &'a mut Vec<Item>,
+        vxid: u64,
+        tag: Tag,
+        kind: Kind,
+    }
+    impl Lines for Items<'_> {
+        fn line<const N: usize>(&mut self, parts: [&[u8]; N]) {
+            self.out.push(Item::Record(Record {
+                vxid: self.vxid,
+                tag: self.tag,
+                kind: self.kind,
+                data: parts.concat(),
             }))
         }
-    })
+    }
+    let mut items = Items {
+        out,
+        vxid,
+        tag,
+        kind,
+    };
+    unpack_parts(tag, data, &mut items)
 }
 
 /// A record in wire form at the front of `buf`: VXID, tag byte, kind
