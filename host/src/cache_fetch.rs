@@ -32,6 +32,9 @@ pub struct Fetched {
     pub replaces_stale: bool,
     /// The backend request's log, ended when the body is in.
     pub vsl: crate::vsl::Buf,
+    /// The object is `vcl_backend_error`'s: no body was received (and
+    /// no `Timestamp BerespBody` is logged, as in Varnish).
+    pub from_error: bool,
 }
 
 /// The fetch was abandoned (`abandon`, `fail`, or an error with no
@@ -532,6 +535,8 @@ pub async fn fetch(
                 Err(e) => {
                     crate::vsc::MAIN.fetch_failed.inc();
                     bo.vsl.log(vapi::Tag::FetchError, &e);
+                    // Varnish stamps the (missing) response too.
+                    bo.vsl.ts("Beresp", now());
                     error = Some(e)
                 }
             }
@@ -622,6 +627,7 @@ pub async fn fetch(
                         stream: true,
                         replaces_stale: bo.ttl > 0.0,
                         vsl: std::mem::take(&mut bo.vsl),
+                        from_error: true,
                     });
                 }
                 Ok(Some(Action::Retry)) if bo.retries < max_retries => {
@@ -803,6 +809,7 @@ pub async fn fetch(
                 stream: bo.do_stream,
                 replaces_stale: true,
                 vsl: std::mem::take(&mut bo.vsl),
+                from_error: false,
             });
         }
         let vary = match vary_of(&bo.beresp.headers, &bo.bereq.headers, bo.gzip_support) {
@@ -877,6 +884,7 @@ pub async fn fetch(
             stream,
             replaces_stale: true,
             vsl: std::mem::take(&mut bo.vsl),
+            from_error: false,
         });
     }
 }

@@ -911,6 +911,7 @@ async fn complete_fetch(
         stream,
         replaces_stale,
         mut vsl,
+        from_error,
     } = f;
     let stale = stale.filter(|_| replaces_stale);
     crate::vsc::transient_if_uncached(&obj, insert.as_ref());
@@ -945,7 +946,7 @@ async fn complete_fetch(
         if let (true, Some(s)) = (ok, stale) {
             cache.remove(hash, &s);
         }
-        crate::vsl::body_done(&mut vsl, &obj);
+        crate::vsl::body_done(&mut vsl, &obj, !from_error);
     } else {
         let ok = match pump {
             Some(p) => match p.run(&obj.body, &mut vsl).await {
@@ -961,7 +962,7 @@ async fn complete_fetch(
         if let Err(e) = &ok {
             vsl.log(vapi::Tag::FetchError, e);
         }
-        crate::vsl::body_done(&mut vsl, &obj);
+        crate::vsl::body_done(&mut vsl, &obj, !from_error);
         match ok {
             Ok(()) => {
                 if let Some(i) = &insert {

@@ -1589,9 +1589,12 @@ pub fn storage(
     );
 }
 
-/// The body is in: `Timestamp BerespBody` and `Length`.
-pub fn body_done(b: &mut Buf, obj: &crate::cache_obj::Object) {
-    b.ts("BerespBody", crate::vrt_ctx::now());
+/// The body is in: `Timestamp BerespBody` (when one was `received`)
+/// and `Length`.
+pub fn body_done(b: &mut Buf, obj: &crate::cache_obj::Object, received: bool) {
+    if received {
+        b.ts("BerespBody", crate::vrt_ctx::now());
+    }
     b.numbers(Tag::Length, &[obj.body.len()]);
 }
 

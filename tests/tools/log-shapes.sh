@@ -38,7 +38,8 @@ trap cleanup EXIT
 
 "$SHELLAC" demo-origin -a 127.0.0.1:18180 >/dev/null 2>&1 &
 pids+=($!)
-sed -E 's/"(127\.0\.0\.1|localhost)"/"127.0.0.1"/; s/\.port = "[0-9]+"/.port = "18180"/' "$vcl" >"$work/t.vcl"
+# Every backend to the demo origin, but one marked `# down` (a closed port).
+sed -E '/# down/!{s/"(127\.0\.0\.1|localhost)"/"127.0.0.1"/; s/\.port = "[0-9]+"/.port = "18180"/}' "$vcl" >"$work/t.vcl"
 "$VARNISHD" -n "$work/v" -a 127.0.0.1:18181 -f "$work/t.vcl" -P "$work/v/varnishd.pid" \
     -p vsl_mask=+Hash >/dev/null
 "$SHELLAC" serve -a 127.0.0.1:18182 -f "$work/t.vcl" -n "$work/s" -p vsl_mask=+Hash >"$work/s.out" 2>&1 &
@@ -72,6 +73,7 @@ requests() { # port
     curl -s -o /dev/null -I "$u/bytes/10"
     curl -s -o /dev/null --http1.0 -I "$u/bytes/11"
     curl -s -o /dev/null "$u/synth"
+    curl -s -o /dev/null "$u/down"
     curl -s -o /dev/null "$u/bytes/99"
     curl -s -o /dev/null -H 'Accept-Encoding: gzip' "$u/bytes/99"
     curl -s -o /dev/null "$u/bytes/10?unc"

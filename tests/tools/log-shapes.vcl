@@ -1,10 +1,14 @@
 # For tests/tools/log-shapes.sh: the VCL features whose log records the
-# sample VCL does not reach (ESI, do_gzip, uncacheable, keep, synth, pipe).
+# sample VCL does not reach (ESI, do_gzip, uncacheable, keep, synth, pipe, a
+# backend that refuses connections).
 vcl 4.1;
 backend d { .host = "127.0.0.1"; .port = "18180"; }
+backend down { .host = "127.0.0.1"; .port = "9"; } # down: nothing listens
+
 sub vcl_recv {
     if (req.url ~ "^/synth") { return (synth(404)); }
     if (req.method == "FOO") { return (pipe); }
+    if (req.url ~ "^/down") { set req.backend_hint = down; }
 }
 sub vcl_backend_response {
     if (bereq.url ~ "^/esi/") { set beresp.do_esi = true; }
