@@ -124,23 +124,7 @@ pub unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
 /// [`copy_short`].
 #[inline(always)]
 pub fn append<const N: usize>(out: &mut Vec<u8>, parts: [&[u8]; N]) {
-    let mut total = 0;
-    for p in &parts {
-        total += p.len();
-    }
-    out.reserve(total);
-    let at0 = out.len();
-    // SAFETY: `total` bytes were reserved past the length; exactly those
-    // are written before `set_len` takes them in.
-    unsafe {
-        let dst = out.as_mut_ptr().add(at0);
-        let mut at = 0;
-        for p in &parts {
-            copy_short(p.as_ptr(), dst.add(at), p.len());
-            at += p.len();
-        }
-        out.set_len(at0 + total);
-    }
+    append_around(out, b"", parts, b"");
 }
 
 /// Appends `head`, `parts` and `tail` to `out`: one reservation, short
