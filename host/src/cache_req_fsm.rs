@@ -1168,12 +1168,12 @@ fn deliver(
             let head = t.req.method == "HEAD";
             if t.esi_level == 0
                 && t.resp.status % 1000 == 200
-                && not_modified(&t.req.headers, &t.resp.headers)
+                && not_modified(&t.req.headers, &t.resp.headers, now())
             {
                 t.resp.status = 304;
                 t.resp.reason = "Not Modified".into();
-                crate::vsl::vrt_set(&mut t.vsl, "resp.status", &304);
-                crate::vsl::vrt_set(&mut t.vsl, "resp.reason", &"Not Modified");
+                // Varnish's http_PutResponse: the whole status line.
+                t.vsl.status_line(crate::vsl::Http::Resp, &t.resp);
             }
             let disable_esi = !t.resp_do_esi || !t.req_esi;
             let (client, server, level) = (t.client_ip, t.server_ip, t.esi_level);
@@ -1320,7 +1320,7 @@ fn synth(
 /// Whether a conditional client request is satisfied by the response
 /// (Varnish's `RFC2616_Do_Cond`): `If-None-Match` against `ETag` (weak
 /// comparison), else `If-Modified-Since` against `Last-Modified`.
-fn not_modified(req: &Headers, resp: &Headers) -> bool {
+fn not_modified(req: &Headers, resp: &Headers, now: f64) -> bool {
     if let Some(inm) = hdr_get(req, "if-none-match") {
         let Some(etag) = hdr_get(resp, "etag") else {
             return false;
@@ -1336,7 +1336,9 @@ fn not_modified(req: &Headers, resp: &Headers) -> bool {
         return inm.split(',').any(|c| c.trim() == "*" || weak(c) == etag);
     }
     if let Some(ims) = hdr_get(req, "if-modified-since") {
-        let ims = crate::cache_expire::parse_http_date(ims);
+        // A date in the future is no date (RFC 9110 13.1.3), as Varnish
+        // has it.
+        let ims = crate::cache_expire::parse_http_date(ims).filter(|i| *i <= now);
         let lm = hdr_get(resp, "last-modified").and_then(crate::cache_expire::parse_http_date);
         return matches!((ims, lm), (Some(i), Some(l)) if l <= i);
     }

@@ -1644,7 +1644,8 @@ pub fn backend_health(line: std::fmt::Arguments<'_>) {
 
 /// A restart (Varnish 7.1's): the request's transaction ends (`Timestamp
 /// Restart`, `Link req NEW restart`, `End`) and the request goes on as a
-/// new one (`Begin req OLD restart`, `Timestamp Start`) with a new VXID,
+/// new one (`Begin req OLD restart`, `Timestamp Start`, `ReqStart` and
+/// the request as it is now) with a new VXID,
 /// which `req.xid` and `X-Varnish` then show.
 pub fn restart(ctx: &crate::cache_req_fsm::Ctx, t: &mut crate::vrt_ctx::Task) {
     let now = crate::vrt_ctx::now();
@@ -1663,6 +1664,11 @@ pub fn restart(ctx: &crate::cache_req_fsm::Ctx, t: &mut crate::vrt_ctx::Task) {
     b.link(Tag::Begin, "req", old_xid, "restart");
     b.t_last = now;
     b.ts("Start", now);
+    // The request as it goes on, logged whole as a new one's is.
+    if let Some(s) = &t.req_start {
+        b.log(Tag::ReqStart, s);
+    }
+    b.http_req(Http::Req, &t.req);
     t.vsl = b;
     t.xid = new;
 }
