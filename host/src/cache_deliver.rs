@@ -315,6 +315,10 @@ pub enum Source {
     Full(Option<Bytes>),
     /// Assembled elsewhere (ESI) and handed over through a channel.
     Channel(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>),
+    /// An ESI page not started yet: it starts when its body is first
+    /// read, after the response head went out and was logged (so its
+    /// includes' `Link` records come after the head's, as in Varnish).
+    Esi(Option<Box<EsiJob>>),
     /// An object's body from chunk `next` on.
     Object {
         obj: Arc<Object>,
@@ -334,6 +338,13 @@ impl Source {
         match self {
             Source::Full(b) => Poll::Ready(b.take().map(Ok)),
             Source::Channel(rx) => rx.poll_recv(cx),
+            Source::Esi(job) => match job.take() {
+                Some(job) => {
+                    *self = esi_channel(*job);
+                    self.poll_next(cx)
+                }
+                None => Poll::Ready(None),
+            },
             Source::Object { obj, next, wait } => {
                 let r = match wait {
                     None => match obj.body.try_chunk(*next) {
@@ -575,7 +586,7 @@ fn source(body: ReplyBody) -> Source {
         },
         // ESI output is made by a task of its own, so includes run as the
         // client reads; a full channel holds that task back.
-        ReplyBody::Esi(job) => esi_channel(*job),
+        ReplyBody::Esi(job) => Source::Esi(Some(job)),
         ReplyBody::Filtered(inner, _) => source(*inner),
         ReplyBody::Pipe(_) => Source::Full(None),
     }

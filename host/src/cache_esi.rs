@@ -272,6 +272,10 @@ async fn include(
     ] {
         hdr_unset(&mut req.headers, h);
     }
+    // `http_ForceHeader`: a change only when it was not `gzip` already
+    // (then logged, see `req_begin`).
+    let ae_forced =
+        page_gzip && crate::cache_obj::hdr_get(&req.headers, "accept-encoding") != Some("gzip");
     if page_gzip {
         hdr_set(&mut req.headers, "Accept-Encoding", "gzip");
     } else {
@@ -285,6 +289,7 @@ async fn include(
         job.level + 1,
         job.parent.vxid(),
         job.req_start.as_deref(),
+        ae_forced,
     )
     .detach();
     let child = vsl.follow();

@@ -245,7 +245,7 @@ pub async fn handle_at_level(
     server: IpAddr,
     esi_level: u32,
 ) -> Reply {
-    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level, 0, None);
+    let vsl = crate::vsl::req_begin(&ctx, &req, esi_level, 0, None, false);
     let o = Origin {
         esi_level,
         top: None,
@@ -724,6 +724,7 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         return pass_fetch(ctx, vcl, t).await;
     }
     let cache = task_cache(ctx, &t);
+    let mut bgfetch = None;
     loop {
         let found = cache.lookup(&crate::cache_hash::LookupReq {
             hash: t.hash,
@@ -763,32 +764,10 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
             Lookup::Hit(o) => o,
             Lookup::Grace(o, guard) => {
                 crate::vsc::MAIN.cache_hit_grace.inc();
-                if let Some(g) = guard {
-                    crate::vsc::MAIN.s_fetch.inc();
-                    crate::vsc::MAIN.s_bgfetch.inc();
-                    t.stale_obj = Some(o.clone());
-                    let bo = make_bo(ctx, &t, false);
-                    t.vsl.link(vapi::Tag::Link, "bereq", bo.xid, "bgfetch");
-                    t.stale_obj = None;
-                    let (ctx2, vcl2, hdrs, hash, cache2) = (
-                        ctx.clone(),
-                        crate::cache_vcl::VclRef::new(vcl.clone()),
-                        t.req.headers.clone(),
-                        t.hash,
-                        cache.clone(),
-                    );
-                    let stale = o.clone();
-                    // The background fetch sends the request body too;
-                    // the client side waits for it to be done with it
-                    // before it reads the next request.
-                    let body = crate::cache_req_body::BereqBody::claim(&t.req_body);
-                    tokio::spawn(async move {
-                        let mut bo = bo;
-                        bo.is_bgfetch = true;
-                        let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
-                        complete_fetch(&cache2, hash, r, Some(g), None, Some(stale)).await;
-                    });
-                }
+                // The background fetch starts once vcl_hit delivers the
+                // stale object, as in Varnish; till then the busy marker
+                // keeps other requests from starting one.
+                bgfetch = guard.map(|g| (g, o.clone()));
                 o
             }
         };
@@ -801,6 +780,9 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         let s = match r {
             Ok(None | Some(Action::Deliver)) => {
                 crate::vsc::MAIN.cache_hit.inc();
+                if let Some((g, stale)) = bgfetch.take() {
+                    start_bgfetch(ctx, vcl, &mut t, &cache, g, stale);
+                }
                 Step::Deliver(obj.clone(), Some(obj.xid))
             }
             Ok(Some(Action::Pass)) => {
@@ -813,6 +795,42 @@ async fn recv_to_delivery(ctx: &Arc<Ctx>, vcl: &Arc<Vcl>, mut t: Box<Task>) -> (
         };
         return (t, s);
     }
+}
+
+/// A background fetch to refresh `stale`, which `t` delivers in grace
+/// (Varnish's `VBF_Fetch` with `VBF_BACKGROUND`): `Link bereq N
+/// bgfetch`, `Timestamp Fetch`, and the fetch in its own task, holding
+/// the busy marker `g` till it is done.
+fn start_bgfetch(
+    ctx: &Arc<Ctx>,
+    vcl: &Arc<Vcl>,
+    t: &mut Task,
+    cache: &Arc<Cache>,
+    g: crate::cache_hash::BusyGuard,
+    stale: Arc<Object>,
+) {
+    crate::vsc::MAIN.s_fetch.inc();
+    crate::vsc::MAIN.s_bgfetch.inc();
+    t.stale_obj = Some(stale.clone());
+    let mut bo = make_bo(ctx, t, false);
+    t.stale_obj = None;
+    t.vsl.link(vapi::Tag::Link, "bereq", bo.xid, "bgfetch");
+    t.vsl.ts("Fetch", now());
+    let (ctx2, vcl2, hdrs, hash, cache2) = (
+        ctx.clone(),
+        crate::cache_vcl::VclRef::new(vcl.clone()),
+        t.req.headers.clone(),
+        t.hash,
+        cache.clone(),
+    );
+    // The background fetch sends the request body too; the client side
+    // waits for it to be done with it before it reads the next request.
+    let body = crate::cache_req_body::BereqBody::claim(&t.req_body);
+    bo.is_bgfetch = true;
+    tokio::spawn(async move {
+        let r = fetch(&ctx2, &vcl2, bo, body, &hdrs).await;
+        complete_fetch(&cache2, hash, r, Some(g), None, Some(stale)).await;
+    });
 }
 
 /// The backend task for a miss or pass of `t`.

@@ -1242,6 +1242,7 @@ pub fn req_begin(
     esi_level: u32,
     parent: u64,
     req_start: Option<&str>,
+    ae_forced: bool,
 ) -> Buf {
     let now = crate::vrt_ctx::now();
     let mut b = Buf::new(ctx.next_xid(), Kind::Client, now).end_on_drop();
@@ -1261,6 +1262,12 @@ pub fn req_begin(
         // before the request is logged whole (Varnish's `ved_include`);
         // it runs in the VCL its top request started in, unannounced.
         b.log(Tag::ReqURL, &req.url);
+        // A gzip page asks its fragments for gzip: `ved_include` forces
+        // the header before the copy is logged, which shows when it
+        // changed it (`ae_forced`).
+        if ae_forced {
+            b.pair(Tag::ReqHeader, "Accept-Encoding", "gzip");
+        }
         if let Some(s) = req_start {
             b.log(Tag::ReqStart, s);
         }
@@ -1370,16 +1377,27 @@ pub fn bereq_buf(vxid: u64, parent: u64, now: f64) -> Buf {
 
 /// A backend request retried (Varnish's `vbf_stp_retry`): `Timestamp
 /// Retry`, `Link bereq NEW retry` and the end of this transaction; the
-/// fetch goes on as `NEW` (the task's new XID), begun `bereq OLD retry`.
+/// fetch goes on as `NEW` (the task's new XID), begun `bereq OLD retry`,
+/// with the backend request logged again.
 pub fn bereq_retry(bo: &mut crate::vrt_ctx::Task) {
     let new = bo.xid;
     let now = crate::vrt_ctx::now();
     bo.vsl.ts("Retry", now);
     bo.vsl.link(Tag::Link, "bereq", new, "retry");
     let old = bo.vsl.vxid();
-    std::mem::replace(&mut bo.vsl, bereq_buf(new, old, now)).end();
+    let mut done = std::mem::replace(&mut bo.vsl, bereq_buf(new, old, now));
+    // Varnish accounts a retried attempt's bytes with the next one.
+    done.bereq_acct = None;
+    done.end();
     bo.vsl.link(Tag::Begin, "bereq", old, "retry");
     bo.vsl.ts("Start", now);
+    // The request goes on as VCL left it (r01512), logged whole, with
+    // the new VXID in `X-Varnish`.
+    bo.vsl.http_req(Http::Bereq, &bo.bereq);
+    let x = new.to_string();
+    bo.vsl
+        .replace(Http::Bereq, &bo.bereq.headers, "X-Varnish", &x);
+    crate::cache_obj::hdr_set(&mut bo.bereq.headers, "X-Varnish", &x);
 }
 
 /// The start of a backend request's log: `Begin bereq PARENT

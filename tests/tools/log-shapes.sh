@@ -75,6 +75,14 @@ requests() { # port
     curl -s -o /dev/null "$u/synth"
     curl -s -o /dev/null "$u/down"
     curl -s -o /dev/null "$u/restart"
+    curl -s -o /dev/null "$u/log"
+    curl -s -o /dev/null -X POST -d 'a=b' "$u/cached-body"
+    # (A gzipped ESI page for a client without gzip is left out: varnishd
+    # logs a `Gzip` record for the gunzip of the assembled page, which
+    # Shellac, inflating it piece by piece, does not.)
+    curl -s -o /dev/null -H 'Accept-Encoding: gzip' "$u/esi/gzpage/2"
+    curl -s -o /dev/null -H 'Accept-Encoding: gzip' "$u/esi/gzpage/2"
+    curl -s -o /dev/null "$u/bytes/13?grace"
     curl -s -o /dev/null "$u/bytes/12?hfp"
     curl -s -o /dev/null "$u/bytes/12?hfp"
     curl -s -o /dev/null -H 'If-None-Match: "css-1"' "$u/static/app.css"
@@ -88,6 +96,11 @@ requests() { # port
 }
 requests 18181
 requests 18182
+# The grace object expires (its TTL is 1 s): a stale hit and a background
+# fetch on each.
+sleep 1.2
+curl -s -o /dev/null "http://127.0.0.1:18181/bytes/13?grace"
+curl -s -o /dev/null "http://127.0.0.1:18182/bytes/13?grace"
 
 # Reduces `-g request` output to one line per transaction.
 shapes() {
