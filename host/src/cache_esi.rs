@@ -58,6 +58,8 @@ pub struct EsiJob {
     pub top: Arc<crate::vrt_ctx::ReqTop>,
     /// The client request's `ReqStart` text, which includes log too.
     pub req_start: Option<Arc<str>>,
+    /// The ports of `client.ip` and `server.ip`.
+    pub ports: [u16; 2],
     /// The log of the request delivering the page: each include is its
     /// child (`Begin req PARENT esi`, `Link req CHILD esi`).
     pub parent: Arc<crate::vsl::Follow>,
@@ -303,7 +305,7 @@ async fn include(
         (job.client, job.server),
         job.level + 1,
         job.top.clone(),
-        job.req_start.clone(),
+        (job.req_start.clone(), job.ports),
         vsl,
     ))
     .await;

@@ -171,7 +171,7 @@ pub async fn session(ctx: Arc<Ctx>, stream: TcpStream, mut sess: Sess) {
             ctx.clone(),
             msg,
             body.clone(),
-            (peer.ip(), local.ip()),
+            (peer, local),
             sess.req_start.clone(),
             rlog.detach(),
         )

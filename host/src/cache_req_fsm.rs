@@ -250,6 +250,7 @@ pub async fn handle_at_level(
         esi_level,
         top: None,
         req_start: None,
+        ports: [0, 0],
     };
     handle_task(ctx, req, body, client, server, o, vsl).await
 }
@@ -261,7 +262,7 @@ pub async fn handle_txn(
     ctx: Arc<Ctx>,
     req: ReqMsg,
     body: crate::cache_req_body::ReqBody,
-    (client, server): (IpAddr, IpAddr),
+    (client, server): (std::net::SocketAddr, std::net::SocketAddr),
     req_start: Arc<str>,
     vsl: crate::vsl::Buf,
 ) -> Reply {
@@ -269,8 +270,9 @@ pub async fn handle_txn(
         esi_level: 0,
         top: None,
         req_start: Some(req_start),
+        ports: [client.port(), server.port()],
     };
-    handle_task(ctx, req, body, client, server, top, vsl).await
+    handle_task(ctx, req, body, client.ip(), server.ip(), top, vsl).await
 }
 
 /// Where a request comes from: its ESI level, the top request it is an
@@ -279,6 +281,8 @@ struct Origin {
     esi_level: u32,
     top: Option<Arc<crate::vrt_ctx::ReqTop>>,
     req_start: Option<Arc<str>>,
+    /// The ports of `client.ip` and `server.ip`.
+    ports: [u16; 2],
 }
 
 /// Handles the sub-request of an ESI include: `top` is the top request
@@ -289,7 +293,7 @@ pub async fn handle_include(
     (client, server): (IpAddr, IpAddr),
     esi_level: u32,
     top: Arc<crate::vrt_ctx::ReqTop>,
-    req_start: Option<Arc<str>>,
+    (req_start, ports): (Option<Arc<str>>, [u16; 2]),
     vsl: crate::vsl::Buf,
 ) -> Reply {
     let body = crate::cache_req_body::ReqBody::none();
@@ -297,6 +301,7 @@ pub async fn handle_include(
         esi_level,
         top: Some(top),
         req_start,
+        ports,
     };
     handle_task(ctx, req, body, client, server, o, vsl).await
 }
@@ -314,6 +319,7 @@ async fn handle_task(
         esi_level,
         top,
         req_start,
+        ports,
     } = origin;
     // An ESI include starts in the VCL its top request started in (as
     // Varnish's) and stays in the tenant its page was delivered in.
@@ -348,6 +354,7 @@ async fn handle_task(
     t.tenant = Some(tenant);
     t.vcl_start = Some(start);
     t.req_start = req_start;
+    t.set_ports(ports);
     // What the client sent, before any VCL (Varnish's `http0`): a VCL
     // failure and `std.rollback(req)` go back to it.
     t.http0 = req.clone();
@@ -836,6 +843,7 @@ fn start_bgfetch(
 /// The backend task for a miss or pass of `t`.
 fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
     let mut bo = Box::new(Task::new(ctx.next_xid(), t.client_ip, t.server_ip, now()));
+    bo.set_ports(t.ports());
     bo.vsl = crate::vsl::bereq_buf(bo.xid, t.xid, bo.req_time);
     bo.cache = t.cache.clone();
     bo.tenant = t.tenant.clone();
@@ -1195,6 +1203,7 @@ fn deliver(
             }
             let disable_esi = !t.resp_do_esi || !t.req_esi;
             let (client, server, level) = (t.client_ip, t.server_ip, t.esi_level);
+            let ports = t.ports();
             let filters = t.vdp_filters.take();
             // Copies of the request for ESI includes, made only when the
             // delivery has includes (not on every hit).
@@ -1219,6 +1228,7 @@ fn deliver(
                 level,
                 gzip_out,
                 req_start: req_start.clone(),
+                ports,
                 top: req_top.clone().unwrap_or_else(|| {
                     let start = vcl_start.clone().map(|s| crate::mgt_vcl::Route {
                         tenant: tenant.clone().unwrap_or(s.tenant),

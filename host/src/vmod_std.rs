@@ -309,7 +309,7 @@ pub fn call(
             _ => false,
         }),
         Native::Port => match args.first() {
-            Some(Arg::Handle(1)) => Ret::Int(0),
+            Some(Arg::Handle(h)) => Ret::Int(i64::from(task.ip_port(*h))),
             _ => Ret::Int(0),
         },
         Native::Random => {
@@ -321,7 +321,11 @@ pub fn call(
             let resolve = !matches!(args.get(2), Some(Arg::Bool(false)));
             let parsed = s(args, 0).and_then(|v| parse_ip(v, resolve));
             match parsed {
-                Some(ip) => Ret::Handle(Tag::Ip, task.ip_handle(ip)),
+                // `p`, the port it gets, is "80" unless given.
+                Some(ip) => {
+                    let port = s(args, 3).and_then(|p| p.parse().ok()).unwrap_or(80);
+                    Ret::Handle(Tag::Ip, task.ip_handle(ip, port))
+                }
                 None => match args.get(1) {
                     Some(Arg::Handle(h)) if *h != 0 => Ret::Handle(Tag::Ip, *h),
                     _ => return Err(format!("cannot parse IP \"{}\"", s(args, 0).unwrap_or(""))),

@@ -270,7 +270,7 @@ fn component_call(
         Ok(V::Int(n)) => Ok(Ret::Int(n)),
         Ok(V::Real(x)) => Ok(Ret::Real(x)),
         Ok(V::Bool(x)) => Ok(Ret::Bool(x)),
-        Ok(V::Ip(ip)) => Ok(Ret::Handle(Tag::Ip, ip.map_or(0, |ip| t.ip_handle(ip)))),
+        Ok(V::Ip(ip)) => Ok(Ret::Handle(Tag::Ip, ip.map_or(0, |ip| t.ip_handle(ip, 0)))),
         Ok(V::Backend(n)) => Ok(Ret::Handle(
             Tag::Backend,
             n.map_or(abi::BACKEND_NONE, |n| vcl.backend_by_name(&n)),

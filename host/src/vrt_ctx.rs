@@ -80,8 +80,11 @@ pub struct Task {
     pub req_time: f64,
     pub client_ip: IpAddr,
     pub server_ip: IpAddr,
-    /// IP handles handed to the module: handle `i` is `ips[i - 1]`.
+    /// IP handles handed to the module: handle `i` is `ips[i - 1]`,
+    /// with the port `ip_ports[i - 1]` (`std.port()`): 1 is `client.ip`,
+    /// 2 `server.ip`.
     pub ips: Vec<IpAddr>,
+    pub ip_ports: Vec<u16>,
     pub backend_hint: i32,
     pub bereq_backend: i32,
     /// `beresp.backend`: the backend the fetch went to (a director in
@@ -206,6 +209,7 @@ impl Task {
             client_ip,
             server_ip,
             ips: vec![client_ip, server_ip],
+            ip_ports: vec![0, 0],
             backend_hint: 0,
             bereq_backend: 0,
             beresp_backend: 0,
@@ -295,10 +299,32 @@ impl Task {
         }
     }
 
-    /// Registers an IP and returns its handle.
-    pub fn ip_handle(&mut self, ip: IpAddr) -> i32 {
+    /// Registers an IP (with its port) and returns its handle.
+    pub fn ip_handle(&mut self, ip: IpAddr, port: u16) -> i32 {
         self.ips.push(ip);
+        self.ip_ports.push(port);
         self.ips.len() as i32
+    }
+
+    /// The ports of `client.ip` and `server.ip`.
+    pub fn set_ports(&mut self, [client, server]: [u16; 2]) {
+        self.ip_ports[0] = client;
+        self.ip_ports[1] = server;
+    }
+
+    /// The ports of `client.ip` and `server.ip`, for a task made from
+    /// this one (a backend request, an ESI include).
+    pub fn ports(&self) -> [u16; 2] {
+        [self.ip_ports[0], self.ip_ports[1]]
+    }
+
+    /// The port of the IP behind a handle (0 when it has none).
+    pub fn ip_port(&self, h: i32) -> u16 {
+        usize::try_from(h - 1)
+            .ok()
+            .and_then(|i| self.ip_ports.get(i))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The IP behind a handle.
