@@ -126,11 +126,8 @@ fn status_logged(vsl: &mut crate::vsl::Buf, resp: &mut RespMsg, status: u16) {
 
 /// A weak ETag for a body the processors change (`W/` in front).
 fn weaken_etag_logged(vsl: &mut crate::vsl::Buf, resp: &mut RespMsg) {
-    if let Some(e) = hdr_get(&resp.headers, "etag") {
-        if !e.starts_with("W/") {
-            let w = format!("W/{e}");
-            set_logged(vsl, resp, "ETag", &w);
-        }
+    if let Some(w) = crate::cache_gzip::weak_etag(&resp.headers) {
+        set_logged(vsl, resp, "ETag", &w);
     }
 }
 
@@ -222,26 +219,10 @@ pub fn transmit(
             resp_len = Some(n);
         }
     }
-    if f.range && crate::cache_range::if_range(r.req, &resp.headers) {
-        match crate::cache_range::dorange(r.req, resp_len) {
-            crate::cache_range::Range::Ignore => {}
-            crate::cache_range::Range::Unsatisfiable(cr) => {
-                if let Some(cr) = cr {
-                    set_logged(vsl, resp, "Content-Range", &cr);
-                }
-                status_logged(vsl, resp, 416);
-                resp_len = Some(0);
-            }
-            crate::cache_range::Range::Bytes {
-                low,
-                high,
-                content_range,
-            } => {
-                set_logged(vsl, resp, "Content-Range", &content_range);
-                status_logged(vsl, resp, 206);
-                resp_len = Some(high - low + 1);
-                vdp.range = Some((low, high));
-            }
+    if f.range {
+        if let Some(cut) = range_step(r.req, resp, resp_len, vsl) {
+            resp_len = Some(cut.map_or(0, |(low, high)| high - low + 1));
+            vdp.range = cut;
         }
     }
     // Content-Length as cnt_transmit settles it.
@@ -696,34 +677,39 @@ pub fn synth_transmit(
     vsl.log(vapi::Tag::Storage, "malloc Transient");
     let range = range && resp.status == 200 && hdr_get(req, "range").is_some();
     vsl.log(vapi::Tag::Filters, if range { " range" } else { "" });
-    if !range {
-        return body;
-    }
-    let body = synth_range(req, resp, body, vsl);
+    let body = match range.then(|| range_step(req, resp, Some(len as u64), vsl)) {
+        Some(Some(None)) => Bytes::new(),
+        Some(Some(Some((low, high)))) => body.slice(low as usize..=high as usize),
+        _ => return body,
+    };
     if body.len() != len {
         set_logged(vsl, resp, "Content-Length", &body.len().to_string());
     }
     body
 }
 
-/// The range processor on a synthetic 200 (`vcl_synth` bodies go through
-/// the same transmit step as objects): the part of `body` to send, with
-/// the response made a 206 or 416.
-fn synth_range(req: &Headers, resp: &mut RespMsg, body: Bytes, vsl: &mut crate::vsl::Buf) -> Bytes {
-    if resp.status != 200 || hdr_get(req, "range").is_none() {
-        return body;
-    }
+/// The range processor's step before the body (Varnish's
+/// `vrg_range_init`), for objects and `vcl_synth` bodies alike: `None`
+/// when it leaves the response be; else the response made a 416
+/// (`Some(None)`: nothing to send) or a 206 of bytes `low..=high`
+/// (`Some(Some(…))`), each change logged.
+fn range_step(
+    req: &Headers,
+    resp: &mut RespMsg,
+    len: Option<u64>,
+    vsl: &mut crate::vsl::Buf,
+) -> Option<Option<(u64, u64)>> {
     if !crate::cache_range::if_range(req, &resp.headers) {
-        return body;
+        return None;
     }
-    match crate::cache_range::dorange(req, Some(body.len() as u64)) {
-        crate::cache_range::Range::Ignore => body,
+    match crate::cache_range::dorange(req, len) {
+        crate::cache_range::Range::Ignore => None,
         crate::cache_range::Range::Unsatisfiable(cr) => {
             if let Some(cr) = cr {
                 set_logged(vsl, resp, "Content-Range", &cr);
             }
             status_logged(vsl, resp, 416);
-            Bytes::new()
+            Some(None)
         }
         crate::cache_range::Range::Bytes {
             low,
@@ -732,7 +718,7 @@ fn synth_range(req: &Headers, resp: &mut RespMsg, body: Bytes, vsl: &mut crate::
         } => {
             set_logged(vsl, resp, "Content-Range", &content_range);
             status_logged(vsl, resp, 206);
-            body.slice(low as usize..=high as usize)
+            Some(Some((low, high)))
         }
     }
 }

@@ -53,12 +53,16 @@ pub fn is_gzip(h: &Headers) -> bool {
 
 /// A strong ETag becomes weak when the body's encoding changes.
 pub fn weaken_etag(h: &mut Headers) {
-    if let Some(e) = hdr_get(h, "etag") {
-        if !e.starts_with("W/") {
-            let w = format!("W/{e}");
-            hdr_set(h, "ETag", &w);
-        }
+    if let Some(w) = weak_etag(h) {
+        hdr_set(h, "ETag", &w);
     }
+}
+
+/// The weak form of a strong ETag in `h` (`None`: none, or weak already).
+pub fn weak_etag(h: &Headers) -> Option<String> {
+    hdr_get(h, "etag")
+        .filter(|e| !e.starts_with("W/"))
+        .map(|e| format!("W/{e}"))
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there.
