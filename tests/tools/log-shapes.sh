@@ -102,21 +102,24 @@ sleep 1.2
 curl -s -o /dev/null "http://127.0.0.1:18181/bytes/13?grace"
 curl -s -o /dev/null "http://127.0.0.1:18182/bytes/13?grace"
 
-# Reduces `-g request` output to one line per transaction.
+# Reduces `-g request` output to one line per transaction. Within a
+# group, the request comes first and its children follow sorted: the
+# order children are logged in is the order they end, which races in
+# varnishd as much as in Shellac (a streaming fetch against the ESI
+# includes it feeds, say), so only which children there are is compared.
 shapes() {
     awk '
-        /^\*+ +<< / || /^-+ +<< / { # a transaction header: flush the last
-            if (last != "") line = line " " last (n > 1 ? "*" n : "")
-            if (line != "") print line; line = $3; last = ""; n = 0; next }
+        function flush() { if (last != "") line = line " " last (n > 1 ? "*" n : ""); last = ""; n = 0
+                           if (line != "") print g, (seen++ ? 1 : 0), line; line = "" }
+        /^\*+ +<< / || /^-+ +<< / { flush(); line = $3; next }
         /^[-*]+ +[A-Za-z_]+/ {
             t = $2
             if (t == last) { n++; next }
             if (last != "") line = line " " last (n > 1 ? "*" n : "")
             last = t; n = 1; next }
-        /^$/ { if (last != "") line = line " " last (n > 1 ? "*" n : ""); last = ""
-               if (line != "") print line; line = ""; }
-        END { if (line != "") print line }
-    '
+        /^$/ { flush(); g++; seen = 0 }
+        END { flush() }
+    ' | LC_ALL=C sort -t' ' -k1,1n -k2,2n -k3 | cut -d' ' -f3-
 }
 # Wait until both logs have the last request's End.
 for _ in $(seq 50); do
