@@ -377,9 +377,9 @@ pub struct Filtered {
     len: Option<u64>,
     queue: VecDeque<Bytes>,
     /// Gunzip output held back, as Varnish's gunzip buffer holds it: it
-    /// goes out when [`HOLD`] bytes are there, when the source has to
-    /// wait, or at the end, so a body whose gzip data is followed by junk
-    /// sends nothing of it.
+    /// goes out when [`HOLD`] bytes are there or at the end (not when
+    /// the source has to wait), so a body whose gzip data is followed by
+    /// junk sends nothing of it.
     held: Vec<Bytes>,
     held_len: usize,
     /// The request's log, for the gunzip's `Gzip` records.
@@ -440,13 +440,10 @@ impl Filtered {
             let data = match self.pending.take() {
                 Some(p) => Ok(p),
                 None => match self.src.poll_next(cx) {
-                    Poll::Pending => {
-                        if self.held_len > 0 {
-                            self.release();
-                            continue;
-                        }
-                        return Poll::Pending;
-                    }
+                    // Held output stays held while the source waits, as
+                    // Varnish's gunzip ignores flushes: what comes next
+                    // may be junk that fails the whole body.
+                    Poll::Pending => return Poll::Pending,
                     Poll::Ready(r) => Err(r),
                 },
             };
