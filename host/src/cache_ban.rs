@@ -281,7 +281,7 @@ impl Ban {
                     Some((_, hdrs)) => hdr_get(hdrs, h),
                     None => return false,
                 },
-                Field::ObjHttp(h) => hdr_get(&obj.headers, h),
+                Field::ObjHttp(h) => obj.headers.get(h),
                 Field::ObjStatus => {
                     status = obj.status.to_string();
                     Some(status.as_str())

@@ -354,9 +354,9 @@ fn object(
         kind,
         // The object keeps the status the wire gets.
         status: bo.beresp.status % 1000,
-        reason: bo.beresp.reason.clone(),
-        proto: bo.beresp.proto.clone(),
         headers: crate::cache_http::filter_obj_headers(
+            &bo.beresp.proto,
+            &bo.beresp.reason,
             &bo.beresp.headers,
             bo.uncacheable || kind != ObjKind::Normal,
         ),
@@ -504,16 +504,20 @@ pub async fn fetch(
                             // stale object's of that name (all of them).
                             crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-length");
                             crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-encoding");
-                            let mut headers = stale.headers.clone();
-                            headers.retain(|(n, _)| {
-                                !bo.beresp
-                                    .headers
-                                    .iter()
-                                    .any(|(m, _)| m.eq_ignore_ascii_case(n))
-                            });
+                            let mut headers: crate::cache_obj::Headers = stale
+                                .headers
+                                .iter()
+                                .filter(|(n, _)| {
+                                    !bo.beresp
+                                        .headers
+                                        .iter()
+                                        .any(|(m, _)| m.eq_ignore_ascii_case(n))
+                                })
+                                .map(|(n, v)| (n.to_string(), v.to_string()))
+                                .collect();
                             headers.extend(bo.beresp.headers.iter().cloned());
                             bo.beresp.status = stale.status;
-                            bo.beresp.reason = stale.reason.clone();
+                            bo.beresp.reason = stale.headers.reason().to_string();
                             bo.beresp.headers = headers;
                             pump = None;
                             // A stale object still arriving is waited for;

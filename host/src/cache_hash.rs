@@ -663,6 +663,9 @@ impl Cache {
                 }
             }
             self.push_due(hash, &obj);
+            // Most hashes only ever hold one object: room for exactly
+            // that (a push would make room for four).
+            variants.reserve_exact(1);
             variants.insert(0, obj);
             oh.variants = variants;
         }

@@ -100,7 +100,12 @@ pub fn filter_connection_named(h: &mut Headers) {
 /// `HTTPH_A_PASS`): what describes the backend's connection goes, and
 /// for a cacheable object also what delivery recomputes (`Age`,
 /// `Accept-Ranges`) or what only made sense to the backend's client.
-pub fn filter_obj_headers(h: &Headers, uncacheable: bool) -> Headers {
+pub fn filter_obj_headers(
+    proto: &str,
+    reason: &str,
+    h: &Headers,
+    uncacheable: bool,
+) -> crate::cache_obj::ObjHeaders {
     const PASS: &[&str] = &[
         "age",
         "connection",
@@ -125,18 +130,15 @@ pub fn filter_obj_headers(h: &Headers, uncacheable: bool) -> Headers {
         .filter(|t| !t.is_empty())
         .collect();
     let is = |list: &[&str], n: &str| list.iter().any(|x| x.eq_ignore_ascii_case(n));
-    let mut out: Headers = h
+    let kept = h
         .iter()
         .filter(|(n, _)| {
             !is(PASS, n)
                 && (uncacheable || !is(INS, n))
                 && !named.iter().any(|x| x.eq_ignore_ascii_case(n))
         })
-        .cloned()
-        .collect();
-    // The object keeps these for its life: no spare capacity.
-    out.shrink_to_fit();
-    out
+        .map(|(n, v)| (n.as_str(), v.as_str()));
+    crate::cache_obj::ObjHeaders::new(proto, reason, kept)
 }
 
 /// Headers that describe one connection and never travel from the

@@ -52,6 +52,116 @@ pub fn hdr_unset(h: &mut Headers, name: &str) {
     h.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
 }
 
+/// An object's status line texts and headers, packed in one allocation
+/// (Varnish keeps them in one storage blob too): a cached object holds
+/// them for its whole life, and as `String` pairs in a `Vec` a 1 KiB
+/// object's five headers took about 400 bytes in a dozen allocations,
+/// here about 200 in one. Immutable; read in order.
+///
+/// Layout: a `u32` count of texts, then each text's length as a `u32`,
+/// then the texts one after the other: the protocol, the reason, then
+/// each header's name and value.
+#[derive(Clone)]
+pub struct ObjHeaders(Box<[u8]>);
+
+impl ObjHeaders {
+    /// Packs a status line's protocol and reason and `headers`.
+    pub fn new<'a>(
+        proto: &str,
+        reason: &str,
+        headers: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> ObjHeaders {
+        let (mut count, mut bytes) = (2usize, proto.len() + reason.len());
+        for (n, v) in headers.clone() {
+            count += 2;
+            bytes += n.len() + v.len();
+        }
+        let mut b = Vec::with_capacity(4 + 4 * count + bytes);
+        b.extend_from_slice(&(count as u32).to_le_bytes());
+        let texts = || {
+            [proto, reason]
+                .into_iter()
+                .chain(headers.clone().flat_map(|(n, v)| [n, v]))
+        };
+        for t in texts() {
+            b.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        }
+        for t in texts() {
+            b.extend_from_slice(t.as_bytes());
+        }
+        ObjHeaders(b.into_boxed_slice())
+    }
+
+    fn count(&self) -> usize {
+        self.len_at(0)
+    }
+
+    fn len_at(&self, i: usize) -> usize {
+        let at = 4 * i;
+        u32::from_le_bytes([self.0[at], self.0[at + 1], self.0[at + 2], self.0[at + 3]]) as usize
+    }
+
+    /// The texts in order, from the protocol on.
+    fn texts(&self) -> impl Iterator<Item = &str> + '_ {
+        let n = self.count();
+        let mut at = 4 + 4 * n;
+        (1..=n).map(move |i| {
+            let l = self.len_at(i);
+            let t = &self.0[at..at + l];
+            at += l;
+            // SAFETY: `new` wrote only `&str`s, each whole, and these
+            // are their bounds.
+            unsafe { std::str::from_utf8_unchecked(t) }
+        })
+    }
+
+    /// The status line's protocol (`HTTP/1.1`).
+    pub fn proto(&self) -> &str {
+        self.texts().next().unwrap_or_default()
+    }
+
+    /// The status line's reason (`OK`).
+    pub fn reason(&self) -> &str {
+        self.texts().nth(1).unwrap_or_default()
+    }
+
+    /// The headers in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut t = self.texts().skip(2);
+        std::iter::from_fn(move || Some((t.next()?, t.next()?)))
+    }
+
+    /// How many headers.
+    pub fn len(&self) -> usize {
+        self.count().saturating_sub(2) / 2
+    }
+
+    /// No headers at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first header named `name` (case-insensitively).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The headers as a list to change (a response made from the object).
+    pub fn to_vec(&self) -> Headers {
+        self.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for ObjHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// How far a body has arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -106,7 +216,9 @@ pub struct Body {
     len: AtomicU64,
     /// What the fetch filters found out (ESI instructions, gzip layout),
     /// set before the body is marked complete.
-    attrs: std::sync::OnceLock<crate::cache_fetch_proc::BodyAttrs>,
+    /// Boxed: only filtered bodies have them, and inline they made
+    /// every cached object 60 bytes larger.
+    attrs: std::sync::OnceLock<Box<crate::cache_fetch_proc::BodyAttrs>>,
 }
 
 impl Body {
@@ -129,19 +241,19 @@ impl Body {
     pub fn complete_with(b: Bytes, attrs: Option<crate::cache_fetch_proc::BodyAttrs>) -> Body {
         let body = Body::complete(b);
         if let Some(a) = attrs {
-            let _ = body.attrs.set(a);
+            let _ = body.attrs.set(Box::new(a));
         }
         body
     }
 
     /// Records what the fetch filters found (once, before `finish`).
     pub fn set_attrs(&self, a: crate::cache_fetch_proc::BodyAttrs) {
-        let _ = self.attrs.set(a);
+        let _ = self.attrs.set(Box::new(a));
     }
 
     /// What the fetch filters found, once the body is complete.
     pub fn attrs(&self) -> Option<&crate::cache_fetch_proc::BodyAttrs> {
-        self.attrs.get()
+        self.attrs.get().map(|a| &**a)
     }
 
     /// The ESI instructions of a complete body with ESI markup.
@@ -190,7 +302,13 @@ impl Body {
 
     /// Ends the body (fetch side): complete, or failed.
     pub fn finish(&self, ok: bool) {
-        let n = self.chunks.lock().map(|c| c.len()).unwrap_or(0);
+        let n = {
+            let mut c = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            // The object keeps its chunk list for its life: no spare
+            // capacity (one chunk had room for four).
+            c.shrink_to_fit();
+            c.len()
+        };
         self.set_progress(if ok {
             Progress::Done(n)
         } else {
@@ -299,9 +417,8 @@ pub enum ObjKind {
 pub struct Object {
     pub kind: ObjKind,
     pub status: u16,
-    pub reason: String,
-    pub proto: String,
-    pub headers: Headers,
+    /// The status line's protocol and reason, and the headers.
+    pub headers: ObjHeaders,
     pub body: Body,
     /// The XID of the fetch that made it (second number of `X-Varnish`).
     pub xid: u64,
@@ -444,5 +561,37 @@ impl Object {
     /// Whether this variant matches the request headers (`Vary`).
     pub fn vary_matches(&self, req: &Headers) -> bool {
         crate::cache_hash::vary_match(&self.vary, req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn obj_headers_keep_the_status_line_and_every_header_in_order() {
+        let list: Headers = vec![
+            ("Cache-Control".into(), "max-age=10".into()),
+            ("X-Empty".into(), String::new()),
+            ("x-dup".into(), "a".into()),
+            ("X-Dup".into(), "b, ü".into()),
+        ];
+        let h = ObjHeaders::new(
+            "HTTP/1.1",
+            "Not Found",
+            list.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+        assert_eq!(h.proto(), "HTTP/1.1");
+        assert_eq!(h.reason(), "Not Found");
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.to_vec(), list);
+        assert_eq!(h.get("x-DUP"), Some("a"));
+        assert_eq!(h.get("x-empty"), Some(""));
+        assert_eq!(h.get("missing"), None);
+
+        let none = ObjHeaders::new("HTTP/1.0", "", std::iter::empty());
+        assert!(none.is_empty());
+        assert_eq!((none.proto(), none.reason()), ("HTTP/1.0", ""));
+        assert_eq!(none.iter().count(), 0);
     }
 }

@@ -879,11 +879,11 @@ fn make_bo(ctx: &Ctx, t: &Task, pass: bool) -> Box<Task> {
         if let Some(stale) = &t.stale_obj {
             // Revalidate instead of refetching (Varnish's conditional
             // backend request for objects in keep).
-            if let Some(etag) = hdr_get(&stale.headers, "etag") {
+            if let Some(etag) = stale.headers.get("etag") {
                 hdr_set(&mut bo.bereq.headers, "If-None-Match", etag);
                 mk.added += 1;
             }
-            if let Some(lm) = hdr_get(&stale.headers, "last-modified") {
+            if let Some(lm) = stale.headers.get("last-modified") {
                 hdr_set(&mut bo.bereq.headers, "If-Modified-Since", lm);
                 mk.added += 1;
             }
@@ -1143,21 +1143,27 @@ fn deliver(
         tracing::warn!(xid = t.xid, "Too many headers to Decode object");
         return (t, Err(Step::Synth(500, None)));
     }
-    let mut headers = obj.headers.clone();
     // What described the backend's connection does not describe the
-    // client's (Varnish's HTTPH_A_DELIVER filter).
-    headers.retain(|(name, _)| {
-        ![
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "trailer",
-            "upgrade",
-        ]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-    });
+    // client's (Varnish's HTTPH_A_DELIVER filter). Room for the four
+    // headers added below.
+    let mut headers = Headers::with_capacity(obj.headers.len() + 4);
+    headers.extend(
+        obj.headers
+            .iter()
+            .filter(|(name, _)| {
+                ![
+                    "connection",
+                    "keep-alive",
+                    "proxy-connection",
+                    "te",
+                    "trailer",
+                    "upgrade",
+                ]
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h))
+            })
+            .map(|(n, v)| (n.to_string(), v.to_string())),
+    );
     // After a hit (also one that vcl_hit turned into a pass), Varnish
     // names the delivered object's XID too.
     let hit_xid = hit_xid.or(t.is_hit.then_some(obj.xid));
@@ -1177,7 +1183,7 @@ fn deliver(
     }
     t.resp = RespMsg {
         status: obj.status,
-        reason: obj.reason.clone(),
+        reason: obj.headers.reason().to_string(),
         proto: "HTTP/1.1".into(),
         headers,
     };

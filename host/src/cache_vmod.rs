@@ -1472,15 +1472,16 @@ fn writable(m: Method, part: Http) -> bool {
     }
 }
 
-fn headers(t: &Task, part: Http) -> Option<&crate::cache_obj::Headers> {
-    Some(match part {
+fn headers(t: &Task, part: Http) -> Option<Vec<(&str, &str)>> {
+    let list = match part {
         Http::Req => &t.req.headers,
         Http::ReqTop => &t.req_top.as_ref().map_or(&t.req, |x| &x.0).headers,
         Http::Bereq => &t.bereq.headers,
         Http::Beresp => &t.beresp.headers,
         Http::Resp => &t.resp.headers,
-        Http::Obj => return t.obj.as_ref().map(|o| &o.headers),
-    })
+        Http::Obj => return t.obj.as_ref().map(|o| o.headers.iter().collect()),
+    };
+    Some(list.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect())
 }
 
 impl VmodData {
@@ -1514,16 +1515,18 @@ impl shellac::vmod::types::Host for VmodData {}
 impl shellac::vmod::task::Host for VmodData {
     fn get_header(&mut self, part: Http, name: String) -> Option<String> {
         let h = headers(self.task()?, part)?;
-        crate::cache_obj::hdr_get(h, &name).map(str::to_string)
+        h.into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            .map(|(_, v)| v.to_string())
     }
 
     fn get_all(&mut self, part: Http, name: String) -> Vec<String> {
         self.task()
             .and_then(|t| headers(t, part))
             .map(|h| {
-                h.iter()
+                h.into_iter()
                     .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, v)| v.to_string())
                     .collect()
             })
             .unwrap_or_default()
@@ -1532,7 +1535,11 @@ impl shellac::vmod::task::Host for VmodData {
     fn headers(&mut self, part: Http) -> Vec<(String, String)> {
         self.task()
             .and_then(|t| headers(t, part))
-            .cloned()
+            .map(|h| {
+                h.into_iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

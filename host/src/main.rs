@@ -9,6 +9,9 @@ mod sandbox;
 /// mimalloc rather than glibc's malloc: the request path allocates and
 /// frees many small strings, and glibc's consolidation of its fast bins on
 /// every larger allocation showed up as a tenth of a cache hit's CPU.
+/// Built with `no_thp`: with transparent huge pages each arena region a
+/// thread touches became 2 MiB resident, 22 MiB more at 100,000 cached
+/// objects (and 16 of an idle process's 34), for no measurable speed.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -202,7 +202,7 @@ fn header_ref<'t>(t: &'t Task, w: HttpWhere, name: &str) -> Option<&'t str> {
         HttpWhere::Bereq => &t.bereq.headers,
         HttpWhere::Beresp => &t.beresp.headers,
         HttpWhere::Resp => &t.resp.headers,
-        HttpWhere::Obj => return t.obj.as_ref().and_then(|o| hdr_get(&o.headers, name)),
+        HttpWhere::Obj => return t.obj.as_ref().and_then(|o| o.headers.get(name)),
     };
     hdr_get(h, name)
 }

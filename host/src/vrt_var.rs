@@ -78,8 +78,16 @@ pub fn get_string(t: &mut Task, id: i32) -> R<Option<String>> {
         },
         "resp.proto" => t.resp.proto.clone(),
         "resp.reason" => t.resp.reason.clone(),
-        "obj.proto" => t.obj.as_ref().map(|o| o.proto.clone()).unwrap_or_default(),
-        "obj.reason" => t.obj.as_ref().map(|o| o.reason.clone()).unwrap_or_default(),
+        "obj.proto" => t
+            .obj
+            .as_ref()
+            .map(|o| o.headers.proto().to_string())
+            .unwrap_or_default(),
+        "obj.reason" => t
+            .obj
+            .as_ref()
+            .map(|o| o.headers.reason().to_string())
+            .unwrap_or_default(),
         "client.identity" => t
             .client_identity
             .clone()
