@@ -13,7 +13,7 @@
 //! and an `End synth` are added), and so is everything left at
 //! [`Dispatcher::flush`] (`VSL flush`).
 
-use crate::record::{Kind, Record};
+use crate::record::{DecodeError, Item, Kind, Record};
 use crate::tag::Tag;
 use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, Instant};
@@ -114,6 +114,10 @@ struct Vtx {
     parent: Option<u64>,
     children: Vec<u64>,
     records: Vec<Record>,
+    /// Records in wire form not decoded yet (`-g vxid`, see
+    /// [`Dispatcher::feed_raw`]): decoded into `records` only if the
+    /// transaction does not end cleanly.
+    raw: Vec<u8>,
     begun: bool,
     complete: bool,
     created: Instant,
@@ -127,6 +131,7 @@ impl Vtx {
             parent: None,
             children: Vec::new(),
             records: Vec::new(),
+            raw: Vec::new(),
             begun: false,
             complete: false,
             created: Instant::now(),
@@ -152,11 +157,23 @@ pub struct Dispatcher {
     /// At most this many incomplete transactions are kept (`-L`); the
     /// oldest is forced to end beyond it.
     pub limit: usize,
+    /// Room for decoding one record at a time ([`Dispatcher::feed_raw`]).
+    scratch: Vec<Item>,
 }
 
 /// A group handed out: its transactions, root first, then breadth
 /// first.
 pub type Group = Vec<Transaction>;
+
+/// What [`Dispatcher::feed_raw`] made of a record.
+pub enum Fed {
+    /// Not a whole record: more bytes are needed.
+    More,
+    /// The record ended a transaction kept in wire form: all of it.
+    Whole(Vec<u8>),
+    /// Groups completed (often none), and the count of a `Lost` marker.
+    Decoded(Vec<Group>, Option<u64>),
+}
 
 impl Dispatcher {
     /// A dispatcher for `grouping`.
@@ -166,6 +183,7 @@ impl Dispatcher {
             vtx: HashMap::default(),
             timeout: Duration::from_secs(120),
             limit: 1000,
+            scratch: Vec::new(),
         }
     }
 
@@ -190,11 +208,35 @@ impl Dispatcher {
             return Vec::new();
         }
         let vxid = r.vxid;
+        self.materialize(vxid);
         let v = self.vtx.entry(vxid).or_insert_with(Vtx::new);
         if v.complete {
             // A record after the end: Varnish reports it; we drop it.
             return Vec::new();
         }
+        let tag = r.tag;
+        self.take(vxid, r);
+        if tag == Tag::End {
+            if let Some(v) = self.vtx.get_mut(&vxid) {
+                v.complete = true;
+            }
+            let mut out = Vec::new();
+            self.ready_up(vxid, &mut out);
+            return out;
+        }
+        let mut out = Vec::new();
+        if self.vtx.len() > self.limit {
+            self.force_oldest(&mut out);
+        }
+        out
+    }
+
+    /// Adds record `r` to its open transaction, reading what ties
+    /// transactions together.
+    fn take(&mut self, vxid: u64, r: Record) {
+        let Some(v) = self.vtx.get_mut(&vxid) else {
+            return;
+        };
         let tag = r.tag;
         // Only Begin and Link are read here; the text of the rest is
         // left alone (this runs for every record the reader gets). A
@@ -221,21 +263,76 @@ impl Dispatcher {
                     self.link_child(vxid, c, t, reason);
                 }
             }
-            Tag::End => {
-                if let Some(v) = self.vtx.get_mut(&vxid) {
-                    v.complete = true;
-                }
-                let mut out = Vec::new();
-                self.ready_up(vxid, &mut out);
-                return out;
-            }
             _ => {}
+        }
+    }
+
+    /// Takes one record in wire form (at the front of `rec`) without
+    /// decoding it, where it can: with `-g vxid`, a transaction that
+    /// starts with its `Begin` is kept as bytes until its `End`, and
+    /// then handed back whole for [`crate::fast::print_txn`]. A
+    /// session's `Link` per request came here one at a time; decoded
+    /// and grouped, they were a tenth of what reading the log cost.
+    /// Anything else (other groupings, a transaction whose start was
+    /// not seen, a `Lost` marker) is decoded and fed as by
+    /// [`Dispatcher::feed`]. Also returns how many bytes it took.
+    pub fn feed_raw(&mut self, rec: &[u8]) -> Result<(Fed, usize), DecodeError> {
+        let Some((vxid, t, _, d)) = crate::record::peek(rec) else {
+            return Ok((Fed::More, 0));
+        };
+        let n = crate::record::HEADER + d.len();
+        let rawable = self.grouping == Grouping::Vxid && vxid != 0 && t != 0 && {
+            let v = self.vtx.get(&vxid);
+            match v {
+                None => t == Tag::Begin as u8,
+                Some(v) => !v.complete && !v.raw.is_empty(),
+            }
+        };
+        if !rawable {
+            let mut items = std::mem::take(&mut self.scratch);
+            items.clear();
+            crate::record::decode(&rec[..n], &mut items)?;
+            let mut groups = Vec::new();
+            let mut lost = None;
+            for item in items.drain(..) {
+                match item {
+                    Item::Record(r) => groups.extend(self.feed(r)),
+                    Item::Lost(l) => lost = Some(l),
+                }
+            }
+            self.scratch = items;
+            return Ok((Fed::Decoded(groups, lost), n));
+        }
+        let v = self.vtx.entry(vxid).or_insert_with(Vtx::new);
+        v.raw.extend_from_slice(&rec[..n]);
+        if t == Tag::End as u8 {
+            let raw = self.vtx.remove(&vxid).map(|v| v.raw).unwrap_or_default();
+            return Ok((Fed::Whole(raw), n));
         }
         let mut out = Vec::new();
         if self.vtx.len() > self.limit {
             self.force_oldest(&mut out);
         }
-        out
+        Ok((Fed::Decoded(out, None), n))
+    }
+
+    /// Decodes what a transaction holds in wire form into its records.
+    fn materialize(&mut self, vxid: u64) {
+        let raw = match self.vtx.get_mut(&vxid) {
+            Some(v) if !v.raw.is_empty() => std::mem::take(&mut v.raw),
+            _ => return,
+        };
+        let mut items = Vec::new();
+        let mut at = 0;
+        // (Only whole records were kept, checked as they came.)
+        while let Ok(Some(n)) = crate::record::decode(&raw[at..], &mut items) {
+            at += n;
+        }
+        for item in items {
+            if let Item::Record(r) = item {
+                self.take(vxid, r);
+            }
+        }
     }
 
     fn link_parent(&mut self, vxid: u64, p: u64) {
@@ -357,6 +454,7 @@ impl Dispatcher {
     /// it had none, a `VSL` record saying why (`timeout`, `store
     /// overflow`, `flush`), an `End synth`.
     fn force(&mut self, vxid: u64, why: &str, out: &mut Vec<Group>) {
+        self.materialize(vxid);
         let Some(v) = self.vtx.get_mut(&vxid) else {
             return;
         };
@@ -530,5 +628,75 @@ mod tests {
         assert_eq!(g[0][0].records[2].data, b"flush");
         assert_eq!(Grouping::parse("req"), Some(Grouping::Request));
         assert_eq!(Grouping::parse("r"), None);
+    }
+
+    /// In wire form, one after the other.
+    fn wire(recs: &[Record]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for r in recs {
+            crate::record::encode(&mut b, r);
+        }
+        b
+    }
+
+    #[test]
+    fn raw_transactions_come_back_whole_or_as_if_decoded() {
+        let c = Kind::Client;
+        let sess = [
+            rec(1000, Tag::Begin, c, "sess 0 HTTP/1"),
+            rec(1000, Tag::Link, c, "req 1001 rxreq"),
+            rec(1000, Tag::Link, c, "req 1002 rxreq"),
+        ];
+        let end = rec(1000, Tag::End, c, "");
+        // A session seen from its Begin: kept as bytes, handed back whole.
+        let mut d = Dispatcher::new(Grouping::Vxid);
+        let bytes = wire(&sess);
+        let mut at = 0;
+        while at < bytes.len() {
+            match d.feed_raw(&bytes[at..]).unwrap() {
+                (Fed::Decoded(g, None), n) if g.is_empty() => at += n,
+                _ => panic!("held"),
+            }
+        }
+        let e = wire(std::slice::from_ref(&end));
+        match d.feed_raw(&e).unwrap() {
+            (Fed::Whole(w), n) => {
+                assert_eq!(n, e.len());
+                assert_eq!(
+                    w,
+                    wire(&[
+                        sess[0].clone(),
+                        sess[1].clone(),
+                        sess[2].clone(),
+                        end.clone()
+                    ])
+                );
+            }
+            _ => panic!("not whole"),
+        }
+        // Ended early (a dump's end): the same group as decoded records.
+        let mut raw = Dispatcher::new(Grouping::Vxid);
+        let mut decoded = Dispatcher::new(Grouping::Vxid);
+        let mut at = 0;
+        while at < bytes.len() {
+            at += raw.feed_raw(&bytes[at..]).unwrap().1;
+        }
+        for r in &sess {
+            assert!(decoded.feed(r.clone()).is_empty());
+        }
+        assert_eq!(
+            format!("{:?}", raw.flush()),
+            format!("{:?}", decoded.flush())
+        );
+        // No Begin seen: decoded and grouped as before.
+        let mut d = Dispatcher::new(Grouping::Vxid);
+        let l = wire(&sess[1..2]);
+        assert!(matches!(d.feed_raw(&l).unwrap(), (Fed::Decoded(g, None), _) if g.is_empty()));
+        match d.feed_raw(&e).unwrap() {
+            (Fed::Decoded(g, None), _) => assert_eq!(g.len(), 1),
+            _ => panic!("not decoded"),
+        }
+        // Half a record: more is needed.
+        assert!(matches!(d.feed_raw(&e[..3]).unwrap(), (Fed::More, 0)));
     }
 }

@@ -37,6 +37,26 @@ pub fn fmt_fixed6(buf: &mut [u8; F6], x: f64) -> &[u8] {
     let mut i = if secs < 10 {
         buf[F6 - 8] = b'0' + secs as u8;
         F6 - 8
+    } else if (1_000_000_000..10_000_000_000).contains(&secs) {
+        // An absolute time: the log's timestamps come in runs of the
+        // same second, so its ten digits are made once per second.
+        let digits = LAST_SECS.with(|c| {
+            let (s, d) = c.get();
+            if s == secs {
+                return d;
+            }
+            let mut d = [0u8; 10];
+            let mut v = secs;
+            for k in (0..5).rev() {
+                let p = (v % 100) as usize * 2;
+                v /= 100;
+                d[2 * k..2 * k + 2].copy_from_slice(&DIGITS2[p..p + 2]);
+            }
+            c.set((secs, d));
+            d
+        });
+        buf[F6 - 17..F6 - 7].copy_from_slice(&digits);
+        F6 - 17
     } else {
         digits_before(buf, F6 - 7, secs)
     };
@@ -45,6 +65,12 @@ pub fn fmt_fixed6(buf: &mut [u8; F6], x: f64) -> &[u8] {
         buf[i] = b'-';
     }
     &buf[i..]
+}
+
+thread_local! {
+    /// The last ten-digit second [`fmt_fixed6`] wrote, and its digits.
+    static LAST_SECS: std::cell::Cell<(u64, [u8; 10])> =
+        const { std::cell::Cell::new((u64::MAX, [0; 10])) };
 }
 
 /// Two decimal digits per entry, for writing numbers two at a time.
@@ -172,6 +198,11 @@ mod tests {
             0.000_000_6,
             -0.25,
             1_796_256_816.791_924,
+            1_796_256_816.000_001,
+            1_796_256_817.5,
+            -1_796_256_817.5,
+            1_000_000_000.0,
+            9_999_999_999.999_999,
             123.456_789_49,
             1e13,
             f64::NAN,

@@ -22,7 +22,7 @@ pub mod shm;
 pub mod stream;
 pub mod tag;
 
-pub use dispatch::{Dispatcher, Group, Grouping, Transaction, TxType};
+pub use dispatch::{Dispatcher, Fed, Group, Grouping, Transaction, TxType};
 pub use filter::Filter;
 pub use query::{Query, QueryError};
 pub use record::{Item, Kind, Record};

@@ -259,22 +259,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             stop = full(&shown);
                             continue;
                         }
-                        // What is printed in place goes out first.
-                        out.write_all(&text)?;
-                        text.clear();
-                        let mut items = Vec::new();
-                        match vapi::record::decode(rest, &mut items) {
-                            Ok(Some(n)) => at += n,
-                            // Not a whole record: garbage, dropped.
-                            Ok(None) => at = bytes.len(),
-                            Err(e) => {
-                                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                        // Not a whole transaction here: kept in wire
+                        // form until its end where it can be (a
+                        // session's `Link`s), else decoded and grouped.
+                        let fed = d
+                            .feed_raw(rest)
+                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                        match fed {
+                            (vapi::Fed::More, _) => at = bytes.len(),
+                            (vapi::Fed::Whole(txn), n) => {
+                                at += n;
+                                vapi::fast::print_txn(&mut text, &txn).map_err(|e| {
+                                    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+                                })?;
+                                shown.set(shown.get() + 1);
+                                stop = full(&shown);
                             }
-                        }
-                        for item in items {
-                            match item {
-                                Item::Record(r) => stop = stop || !emit(d.feed(r), &mut out)?,
-                                Item::Lost(n) => {
+                            (vapi::Fed::Decoded(groups, lost), n) => {
+                                at += n;
+                                if groups.is_empty() && lost.is_none() {
+                                    continue;
+                                }
+                                // What is printed in place goes out first.
+                                out.write_all(&text)?;
+                                text.clear();
+                                stop = stop || !emit(groups, &mut out)?;
+                                if let Some(n) = lost {
                                     out.flush()?;
                                     eprintln!("Log overrun: {n} records lost");
                                 }
