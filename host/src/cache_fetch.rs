@@ -504,17 +504,15 @@ pub async fn fetch(
                             // stale object's of that name (all of them).
                             crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-length");
                             crate::cache_obj::hdr_unset(&mut bo.beresp.headers, "content-encoding");
-                            let mut headers: crate::cache_obj::Headers = stale
-                                .headers
-                                .iter()
-                                .filter(|(n, _)| {
-                                    !bo.beresp
+                            let mut headers = stale.headers.to_vec_without(
+                                |n| {
+                                    bo.beresp
                                         .headers
                                         .iter()
                                         .any(|(m, _)| m.eq_ignore_ascii_case(n))
-                                })
-                                .map(|(n, v)| (n.to_string(), v.to_string()))
-                                .collect();
+                                },
+                                bo.beresp.headers.len(),
+                            );
                             headers.extend(bo.beresp.headers.iter().cloned());
                             bo.beresp.status = stale.status;
                             bo.beresp.reason = stale.headers.reason().to_string();

@@ -148,11 +148,17 @@ impl ObjHeaders {
             .map(|(_, v)| v)
     }
 
-    /// The headers as a list to change (a response made from the object).
-    pub fn to_vec(&self) -> Headers {
-        self.iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
+    /// The headers as a list to change (a response made from the
+    /// object, a 304's merge), without those `drop` names, with room for
+    /// `extra` more.
+    pub fn to_vec_without(&self, drop: impl Fn(&str) -> bool, extra: usize) -> Headers {
+        let mut out = Headers::with_capacity(self.len() + extra);
+        out.extend(
+            self.iter()
+                .filter(|(n, _)| !drop(n))
+                .map(|(n, v)| (n.to_string(), v.to_string())),
+        );
+        out
     }
 }
 
@@ -584,7 +590,11 @@ mod tests {
         assert_eq!(h.proto(), "HTTP/1.1");
         assert_eq!(h.reason(), "Not Found");
         assert_eq!(h.len(), 4);
-        assert_eq!(h.to_vec(), list);
+        assert_eq!(h.to_vec_without(|_| false, 0), list);
+        assert_eq!(
+            h.to_vec_without(|n| n.eq_ignore_ascii_case("x-dup"), 0),
+            list[..2].to_vec()
+        );
         assert_eq!(h.get("x-DUP"), Some("a"));
         assert_eq!(h.get("x-empty"), Some(""));
         assert_eq!(h.get("missing"), None);

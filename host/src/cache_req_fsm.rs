@@ -1146,23 +1146,20 @@ fn deliver(
     // What described the backend's connection does not describe the
     // client's (Varnish's HTTPH_A_DELIVER filter). Room for the four
     // headers added below.
-    let mut headers = Headers::with_capacity(obj.headers.len() + 4);
-    headers.extend(
-        obj.headers
+    let mut headers = obj.headers.to_vec_without(
+        |name| {
+            [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "upgrade",
+            ]
             .iter()
-            .filter(|(name, _)| {
-                ![
-                    "connection",
-                    "keep-alive",
-                    "proxy-connection",
-                    "te",
-                    "trailer",
-                    "upgrade",
-                ]
-                .iter()
-                .any(|h| name.eq_ignore_ascii_case(h))
-            })
-            .map(|(n, v)| (n.to_string(), v.to_string())),
+            .any(|h| name.eq_ignore_ascii_case(h))
+        },
+        4,
     );
     // After a hit (also one that vcl_hit turned into a pass), Varnish
     // names the delivered object's XID too.

@@ -1472,16 +1472,25 @@ fn writable(m: Method, part: Http) -> bool {
     }
 }
 
-fn headers(t: &Task, part: Http) -> Option<Vec<(&str, &str)>> {
-    let list = match part {
-        Http::Req => &t.req.headers,
-        Http::ReqTop => &t.req_top.as_ref().map_or(&t.req, |x| &x.0).headers,
-        Http::Bereq => &t.bereq.headers,
-        Http::Beresp => &t.beresp.headers,
-        Http::Resp => &t.resp.headers,
-        Http::Obj => return t.obj.as_ref().map(|o| o.headers.iter().collect()),
+/// The headers of `part`, read in place (a message's list or the
+/// object's packed block).
+fn headers(t: &Task, part: Http) -> Option<impl Iterator<Item = (&str, &str)>> {
+    let (list, obj) = match part {
+        Http::Req => (Some(&t.req.headers), None),
+        Http::ReqTop => (
+            Some(&t.req_top.as_ref().map_or(&t.req, |x| &x.0).headers),
+            None,
+        ),
+        Http::Bereq => (Some(&t.bereq.headers), None),
+        Http::Beresp => (Some(&t.beresp.headers), None),
+        Http::Resp => (Some(&t.resp.headers), None),
+        Http::Obj => (None, Some(&t.obj.as_ref()?.headers)),
     };
-    Some(list.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect())
+    let list = list
+        .into_iter()
+        .flatten()
+        .map(|(n, v)| (n.as_str(), v.as_str()));
+    Some(list.chain(obj.into_iter().flat_map(|o| o.iter())))
 }
 
 impl VmodData {
@@ -1514,8 +1523,7 @@ impl shellac::vmod::types::Host for VmodData {}
 
 impl shellac::vmod::task::Host for VmodData {
     fn get_header(&mut self, part: Http, name: String) -> Option<String> {
-        let h = headers(self.task()?, part)?;
-        h.into_iter()
+        headers(self.task()?, part)?
             .find(|(n, _)| n.eq_ignore_ascii_case(&name))
             .map(|(_, v)| v.to_string())
     }
@@ -1524,8 +1532,7 @@ impl shellac::vmod::task::Host for VmodData {
         self.task()
             .and_then(|t| headers(t, part))
             .map(|h| {
-                h.into_iter()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
+                h.filter(|(n, _)| n.eq_ignore_ascii_case(&name))
                     .map(|(_, v)| v.to_string())
                     .collect()
             })
@@ -1535,11 +1542,7 @@ impl shellac::vmod::task::Host for VmodData {
     fn headers(&mut self, part: Http) -> Vec<(String, String)> {
         self.task()
             .and_then(|t| headers(t, part))
-            .map(|h| {
-                h.into_iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect()
-            })
+            .map(|h| h.map(|(n, v)| (n.to_string(), v.to_string())).collect())
             .unwrap_or_default()
     }
 

@@ -45,13 +45,10 @@ pub fn fmt_fixed6(buf: &mut [u8; F6], x: f64) -> &[u8] {
             if s == secs {
                 return d;
             }
+            let mut w = [0u8; 20];
+            digits_before(&mut w, 20, secs);
             let mut d = [0u8; 10];
-            let mut v = secs;
-            for k in (0..5).rev() {
-                let p = (v % 100) as usize * 2;
-                v /= 100;
-                d[2 * k..2 * k + 2].copy_from_slice(&DIGITS2[p..p + 2]);
-            }
+            d.copy_from_slice(&w[10..]);
             c.set((secs, d));
             d
         });
